@@ -1,0 +1,109 @@
+"""openformers: transformer models, tokenizers, pipelines, training and fine-tuning on PyTorch.
+
+The public API is imported lazily (PEP 562): ``import openformers`` loads no torch and no
+model code; a name is imported the first time it is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # core
+    "PretrainedConfig": "openformers.core.config",
+    "PreTrainedModel": "openformers.core.modeling",
+    "ModelOutput": "openformers.core.outputs",
+    "embedded_model_path": "openformers.core.hub",
+    "set_seed": "openformers.core.seed",
+    # auto classes
+    "AutoConfig": "openformers.models.auto",
+    "AutoModel": "openformers.models.auto",
+    "AutoModelForSequenceClassification": "openformers.models.auto",
+    "AutoModelForTokenClassification": "openformers.models.auto",
+    "AutoModelForQuestionAnswering": "openformers.models.auto",
+    "AutoModelForMaskedLM": "openformers.models.auto",
+    "AutoModelForCausalLM": "openformers.models.auto",
+    # tokenizers
+    "AutoTokenizer": "openformers.tokenization.auto",
+    "PreTrainedTokenizerFast": "openformers.tokenization.base",
+    "BatchEncoding": "openformers.tokenization.base",
+    # generation
+    "GenerationConfig": "openformers.generation.config",
+    "TextStreamer": "openformers.generation.streamers",
+    "TextIteratorStreamer": "openformers.generation.streamers",
+    # pipelines
+    "pipeline": "openformers.pipelines",
+    # data
+    "Dataset": "openformers.data",
+    "DatasetDict": "openformers.data",
+    "load_dataset": "openformers.data",
+    "load_from_disk": "openformers.data",
+    "concatenate_datasets": "openformers.data",
+    "interleave_datasets": "openformers.data",
+    # training
+    "TrainingArguments": "openformers.training",
+    "Trainer": "openformers.training",
+    "TrainerCallback": "openformers.training",
+    "EarlyStoppingCallback": "openformers.training",
+    "DataCollatorWithPadding": "openformers.data.collators",
+    "DataCollatorForLanguageModeling": "openformers.data.collators",
+    "DataCollatorForTokenClassification": "openformers.data.collators",
+    "DataCollatorForSeq2Seq": "openformers.data.collators",
+    "default_data_collator": "openformers.data.collators",
+    # peft / quantization
+    "LoraConfig": "openformers.peft",
+    "get_peft_model": "openformers.peft",
+    "PeftModel": "openformers.peft",
+    "BitsAndBytesConfig": "openformers.quantization",
+}
+
+# model classes are exported from their family modules
+_MODEL_FAMILIES: dict[str, list[str]] = {
+    "openformers.models.bert": [
+        "BertConfig", "BertModel", "BertForSequenceClassification", "BertForTokenClassification",
+        "BertForQuestionAnswering", "BertForMaskedLM",
+    ],
+    "openformers.models.roberta": [
+        "RobertaConfig", "RobertaModel", "RobertaForSequenceClassification",
+        "RobertaForTokenClassification", "RobertaForQuestionAnswering", "RobertaForMaskedLM",
+        "XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForSequenceClassification",
+        "XLMRobertaForTokenClassification", "XLMRobertaForQuestionAnswering", "XLMRobertaForMaskedLM",
+    ],
+    "openformers.models.distilbert": [
+        "DistilBertConfig", "DistilBertModel", "DistilBertForSequenceClassification",
+        "DistilBertForTokenClassification", "DistilBertForQuestionAnswering", "DistilBertForMaskedLM",
+    ],
+    "openformers.models.gpt2": [
+        "GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification",
+        "GPT2ForTokenClassification", "GPT2ForQuestionAnswering",
+    ],
+    "openformers.models.llama": [
+        "LlamaConfig", "LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification",
+        "LlamaForTokenClassification", "LlamaForQuestionAnswering",
+        "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralForSequenceClassification",
+        "MistralForTokenClassification", "MistralForQuestionAnswering",
+        "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
+        "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+    ],
+}
+for _module, _names in _MODEL_FAMILIES.items():
+    for _name in _names:
+        _EXPORTS[_name] = _module
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'openformers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

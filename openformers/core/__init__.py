@@ -1,0 +1,1 @@
+"""Core: configuration and model base classes, file resolution, checkpoint I/O."""
