@@ -1,0 +1,215 @@
+"""Configuration base class: reads and writes ``config.json`` in the Hugging Face format."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from openformers.core.hub import find_file, resolve_model_dir
+
+CONFIG_NAME = "config.json"
+
+
+class PretrainedConfig:
+    """Base of every model configuration.
+
+    Subclasses set ``model_type`` and take their architecture fields as keyword arguments
+    with defaults, then call ``super().__init__(**kwargs)``. Keys a subclass does not know
+    are kept as attributes and written back on save, so a round trip loses nothing.
+    """
+
+    model_type: ClassVar[str] = ""
+    # alternative names accepted for a field, e.g. GPT-2's n_embd -> hidden_size
+    attribute_map: ClassVar[dict[str, str]] = {}
+    # fields written to config.json even when equal to the base default
+    _always_save: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        id2label: dict[int, str] | None = None,
+        label2id: dict[str, int] | None = None,
+        num_labels: int | None = None,
+        problem_type: str | None = None,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        tie_word_embeddings: bool = True,
+        dtype: str | None = None,
+        architectures: list[str] | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        use_return_dict: bool = True,
+        is_decoder: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if id2label is not None:
+            self.id2label = {int(k): v for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(self.id2label):
+                # an explicit num_labels that disagrees wins, with fresh names (as users expect
+                # when re-heading a checkpoint)
+                self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        else:
+            self.id2label = {i: f"LABEL_{i}" for i in range(num_labels if num_labels is not None else 2)}
+        if label2id is not None and len(label2id) == len(self.id2label):
+            self.label2id = {k: int(v) for k, v in label2id.items()}
+        else:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        if problem_type not in (None, "regression", "single_label_classification", "multi_label_classification"):
+            raise ValueError(
+                f"problem_type={problem_type!r} is not one of 'regression', "
+                "'single_label_classification', 'multi_label_classification'"
+            )
+        self.problem_type = problem_type
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.tie_word_embeddings = tie_word_embeddings
+        # transformers 4 wrote "torch_dtype", 5 writes "dtype"
+        self.dtype = dtype if dtype is not None else kwargs.pop("torch_dtype", None)
+        kwargs.pop("torch_dtype", None)
+        self.architectures = architectures
+        self.output_hidden_states = output_hidden_states
+        self.output_attentions = output_attentions
+        self.use_return_dict = use_return_dict
+        self.is_decoder = is_decoder
+        self.attn_implementation: str | None = kwargs.pop("attn_implementation", None) or kwargs.pop(
+            "_attn_implementation", None
+        )
+        kwargs.pop("return_dict", None)
+        for key, value in kwargs.items():
+            try:
+                setattr(self, key, value)
+            except AttributeError as exc:
+                raise AttributeError(f"cannot set config field {key!r} = {value!r}: {exc}") from exc
+
+    # -- attribute aliases -------------------------------------------------------------
+    def __setattr__(self, key: str, value: Any) -> None:
+        key = type(self).attribute_map.get(key, key)
+        super().__setattr__(key, value)
+
+    def __getattr__(self, key: str) -> Any:  # only called when normal lookup fails
+        amap = type(self).attribute_map
+        if key in amap:
+            return getattr(self, amap[key])
+        raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, n: int) -> None:
+        if n != len(getattr(self, "id2label", {}) or {}):
+            self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+            self.label2id = {v: k for k, v in self.id2label.items()}
+
+    @property
+    def return_dict(self) -> bool:
+        return self.use_return_dict
+
+    # -- serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if key.startswith("_") or key in ("attn_implementation", "use_return_dict"):
+                continue
+            out[key] = copy.deepcopy(value)
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["model_type"] = self.model_type
+        if self.dtype is not None:
+            out["dtype"] = str(self.dtype).replace("torch.", "")
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        path = Path(save_directory)
+        if path.is_file():
+            raise ValueError(f"save_directory {path} is a file; pass a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(self.to_json_string(), encoding="utf-8")
+        os.replace(tmp, path / CONFIG_NAME)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "PretrainedConfig":
+        data = dict(config_dict)
+        data.pop("model_type", None)
+        data.pop("transformers_version", None)
+        data.update(kwargs)
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> "PretrainedConfig":
+        return cls.from_dict(read_config_file(Path(json_file)))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "PretrainedConfig":
+        """Load ``config.json`` from a directory, a json file, a cached repo id or an embedded name."""
+        config_dict, kwargs = load_config_dict(name_or_path, **kwargs)
+        declared = config_dict.get("model_type")
+        if cls.model_type and declared and declared != cls.model_type:
+            # a subclass family (e.g. Mistral loaded through Llama) is fine; anything else is
+            # the user pointing at the wrong checkpoint, which transformers only warns about
+            import warnings
+
+            warnings.warn(
+                f"{name_or_path}: config.json has model_type={declared!r}, loading it as "
+                f"{cls.__name__} (model_type={cls.model_type!r})",
+                stacklevel=2,
+            )
+        return cls.from_dict(config_dict, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PretrainedConfig) and self.to_dict() == other.to_dict()
+
+
+_HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token", "force_download", "proxies", "subfolder")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OSError(f"cannot read the model config {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); the config file is corrupt") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def load_config_dict(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a config dict; return it with the kwargs that were not hub options."""
+    if kwargs.pop("trust_remote_code", False):
+        raise ValueError(
+            "trust_remote_code=True is not supported: openformers never runs code shipped with a "
+            "checkpoint. Use a model whose model_type is built in (see AutoConfig's error for the list)."
+        )
+    hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+    subfolder = hub.pop("subfolder", None) or ""
+    hub.pop("force_download", None)
+    hub.pop("proxies", None)
+    path = Path(os.fspath(name_or_path))
+    if path.is_file() and path.suffix == ".json":
+        return read_config_file(path), kwargs
+    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    config_file = find_file(directory, CONFIG_NAME)
+    if config_file is None:
+        raise OSError(
+            f"{directory} has no {CONFIG_NAME}; a model directory needs config.json beside its "
+            f"weights (save one with config.save_pretrained(dir)), or pass gguf_file= for a GGUF model"
+        )
+    return read_config_file(config_file), kwargs

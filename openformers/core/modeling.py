@@ -1,0 +1,559 @@
+"""The model base class: construction without random initialisation, loading and saving.
+
+Loading builds the module tree on the meta device (no memory, no random init), then streams
+tensors from the checkpoint into it one at a time, so peak memory stays near one copy of
+the weights. Modules that compute buffers in ``__init__`` (rotary frequencies, position ids)
+must create them with an explicit ``device="cpu"`` so they are real after a meta build.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from openformers.core.checkpoint import (
+    CheckpointError,
+    checkpoint_dtype,
+    find_weight_files,
+    iter_checkpoint,
+    save_state_dict,
+)
+from openformers.core.config import PretrainedConfig, load_config_dict
+from openformers.core.hub import resolve_model_dir
+
+logger = logging.getLogger("openformers")
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float64": torch.float64,
+}
+# renames every architecture accepts on load (TensorFlow-era LayerNorm names)
+_LEGACY_RULES: tuple[tuple[str, str], ...] = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
+
+
+def to_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).replace("torch.", "")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use 'auto', float32, bfloat16 or float16")
+    return _DTYPES[name]
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every model: ``from_pretrained``, ``save_pretrained`` and shared utilities."""
+
+    config_class: ClassVar[type[PretrainedConfig]] = PretrainedConfig
+    base_model_prefix: ClassVar[str] = ""
+    # target parameter -> source parameter, tied when config.tie_word_embeddings
+    _tied_weights_keys: ClassVar[dict[str, str]] = {}
+    # checkpoint-name regex -> model-name replacement, applied on load; reversed on save
+    checkpoint_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
+    save_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
+    _keys_to_ignore_on_load_unexpected: ClassVar[tuple[str, ...]] = ()
+    _keys_to_ignore_on_load_missing: ClassVar[tuple[str, ...]] = ()
+    _no_split_modules: ClassVar[tuple[str, ...]] = ()
+    supports_gradient_checkpointing: ClassVar[bool] = True
+    main_input_name: ClassVar[str] = "input_ids"
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__()
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(f"{type(self).__name__} needs a PretrainedConfig, got {type(config).__name__}")
+        self.config = config
+
+    # -- initialisation ----------------------------------------------------------------
+    def post_init(self) -> None:
+        """Initialise weights (skipped on the meta device) and tie embeddings."""
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config, "initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif hasattr(module, "reset_parameters") and not list(module.children()):
+            module.reset_parameters()
+
+    def tie_weights(self) -> None:
+        if not getattr(self.config, "tie_word_embeddings", False):
+            return
+        for target, source in self._tied_weights_keys.items():
+            try:
+                src = self.get_parameter(source)
+                owner_name, _, attr = target.rpartition(".")
+                owner = self.get_submodule(owner_name)
+            except AttributeError:
+                continue
+            setattr(owner, attr, src)
+
+    def _tied_targets(self) -> set[str]:
+        if not getattr(self.config, "tie_word_embeddings", False):
+            return set()
+        return set(self._tied_weights_keys)
+
+    # -- embeddings ----------------------------------------------------------------------
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        base = self.base_model
+        if base is not self:
+            return base.get_input_embeddings()
+        raise NotImplementedError(f"{type(self).__name__} must define get_input_embeddings")
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        base = self.base_model
+        if base is not self:
+            base.set_input_embeddings(value)
+            return
+        raise NotImplementedError(f"{type(self).__name__} must define set_input_embeddings")
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return None
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None) -> nn.Embedding:
+        """Grow or shrink the token embeddings (and a tied or untied LM head) to ``new_num_tokens``.
+
+        New rows are initialised with the mean and covariance-free std of the old ones, so
+        added tokens start near the existing distribution.
+        """
+        old = self.get_input_embeddings()
+        if new_num_tokens is None:
+            return old
+        if pad_to_multiple_of:
+            new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+        new = _resized_embedding(old, new_num_tokens)
+        self.set_input_embeddings(new)
+        head = self.get_output_embeddings()
+        if head is not None:
+            if getattr(self.config, "tie_word_embeddings", False):
+                head.weight = new.weight
+            else:
+                head.weight = nn.Parameter(_resized_rows(head.weight.data, new_num_tokens))
+            if getattr(head, "bias", None) is not None:
+                bias = torch.zeros(new_num_tokens, dtype=head.bias.dtype, device=head.bias.device)
+                n = min(new_num_tokens, head.bias.shape[0])
+                bias[:n] = head.bias.data[:n]
+                head.bias = nn.Parameter(bias)
+            if hasattr(head, "out_features"):
+                head.out_features = new_num_tokens
+        self.config.vocab_size = new_num_tokens
+        return new
+
+    # -- gradient checkpointing ------------------------------------------------------------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        if not self.supports_gradient_checkpointing:
+            raise ValueError(f"{type(self).__name__} does not support gradient checkpointing")
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+                module._checkpoint_kwargs = kwargs
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def enable_input_require_grads(self) -> None:
+        """Make embedding outputs require grad (needed for checkpointing with frozen embeddings)."""
+
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(hook)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        seen: set[int] = set()
+        total = 0
+        embed_ids = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        for p in self.parameters():
+            if id(p) in seen or id(p) in embed_ids or (only_trainable and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    def can_generate(self) -> bool:
+        return self.get_output_embeddings() is not None and getattr(self, "_is_causal_lm", False)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Generate tokens; see ``openformers.generation``."""
+        from openformers.generation.utils import generate
+
+        return generate(self, *args, **kwargs)
+
+    # -- saving -----------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        max_shard_size: int | str = "5GB",
+        safe_serialization: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``config.json`` and the weights (safetensors, sharded above ``max_shard_size``)."""
+        path = Path(save_directory)
+        if path.is_file():
+            raise ValueError(f"save_directory {path} is a file; pass a directory")
+        if not is_main_process:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.dtype = str(self.dtype).replace("torch.", "")
+        self.config.save_pretrained(path)
+        generation_config = getattr(self, "generation_config", None)
+        if generation_config is not None and hasattr(generation_config, "save_pretrained"):
+            generation_config.save_pretrained(path)
+        sd = state_dict if state_dict is not None else self.state_dict()
+        tied = self._tied_targets()
+        out: dict[str, torch.Tensor] = {}
+        seen_storage: dict[tuple[int, int, tuple[int, ...]], str] = {}
+        for name, tensor in sd.items():
+            if name in tied:
+                continue
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if tensor.device.type != "meta" and key in seen_storage:
+                continue  # a shared tensor is saved once (safetensors refuses aliases)
+            seen_storage[key] = name
+            out[_apply_rules(name, self.save_rules)] = tensor
+        save_state_dict(out, path, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        config: PretrainedConfig | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        torch_dtype: str | torch.dtype | None = None,
+        device_map: str | dict[str, Any] | torch.device | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        subfolder: str = "",
+        ignore_mismatched_sizes: bool = False,
+        output_loading_info: bool = False,
+        attn_implementation: str | None = None,
+        gguf_file: str | None = None,
+        quantization_config: Any = None,
+        trust_remote_code: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Load a model from a directory, a cached repo id, an embedded name or a GGUF file.
+
+        Extra keyword arguments override config fields (``num_labels=3``, ``id2label=...``).
+        """
+        if trust_remote_code:
+            raise ValueError(
+                "trust_remote_code=True is not supported: openformers never runs code shipped with "
+                "a checkpoint; use a built-in model_type"
+            )
+        for k in ("low_cpu_mem_usage", "use_safetensors", "force_download", "resume_download", "proxies"):
+            kwargs.pop(k, None)
+        if torch_dtype is not None:
+            dtype = torch_dtype
+        hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token)
+        name = os.fspath(pretrained_model_name_or_path)
+        gguf_path = _gguf_path(name, gguf_file, hub)
+        if gguf_path is not None:
+            from openformers.models.gguf_loading import read_gguf_model
+
+            config_dict, tensors = read_gguf_model(gguf_path, cls)
+            model_dir = gguf_path.parent
+            if config is None:
+                config = cls._config_from_dict(config_dict, kwargs)
+            file_dtype = torch.float32
+        else:
+            model_dir = resolve_model_dir(name, **hub) / subfolder
+            if config is None:
+                config_dict, kwargs = load_config_dict(model_dir, **{})
+                config = cls._config_from_dict(config_dict, kwargs)
+            else:
+                config = _override_config(config, kwargs)
+            files = find_weight_files(model_dir) if state_dict is None else []
+            tensors = iter(state_dict.items()) if state_dict is not None else iter_checkpoint(files)
+            file_dtype = checkpoint_dtype(files) if files else None
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unknown arguments {sorted(kwargs)}: they are "
+                f"neither loading options nor fields of {type(config).__name__}"
+            )
+        if attn_implementation is not None:
+            config.attn_implementation = attn_implementation
+        target_dtype = _resolve_dtype(dtype, config, file_dtype)
+        if quantization_config is not None:
+            config.quantization_config = quantization_config
+
+        with torch.device("meta"):
+            model = cls(config)
+        info = model._load_tensors(tensors, target_dtype, ignore_mismatched_sizes, source=str(model_dir))
+        config.dtype = str(target_dtype).replace("torch.", "")
+        if quantization_config is not None:
+            from openformers.quantization import quantize_model
+
+            quantize_model(model, quantization_config)
+        model._load_generation_config(model_dir)
+        model.eval()
+        if device_map is not None:
+            from openformers.core.placement import place_model
+
+            place_model(model, device_map)
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def _config_from_dict(cls, config_dict: dict[str, Any], overrides: dict[str, Any]) -> PretrainedConfig:
+        config_cls = cls.config_class
+        declared = config_dict.get("model_type")
+        if config_cls is PretrainedConfig or (declared and declared != config_cls.model_type):
+            from openformers.models.auto import config_class_for
+
+            if declared and config_cls is not PretrainedConfig and declared != config_cls.model_type:
+                logger.warning(
+                    "config.json declares model_type=%r; loading it with %s (model_type=%r)",
+                    declared, cls.__name__, config_cls.model_type,
+                )
+            else:
+                config_cls = config_class_for(declared)
+        known = {k: overrides.pop(k) for k in list(overrides) if _is_config_field(config_cls, config_dict, k)}
+        return config_cls.from_dict(config_dict, **known)
+
+    def _load_generation_config(self, model_dir: Path) -> None:
+        if not getattr(self, "_is_causal_lm", False):
+            return
+        try:
+            from openformers.generation.config import GenerationConfig
+        except ImportError:
+            return
+        self.generation_config = GenerationConfig.from_model(self.config, model_dir)
+
+    def _load_tensors(
+        self,
+        tensors: Iterator[tuple[str, torch.Tensor]],
+        dtype: torch.dtype,
+        ignore_mismatched_sizes: bool,
+        source: str,
+    ) -> dict[str, list[Any]]:
+        expected = dict(self.state_dict(keep_vars=True))
+        tied = self._tied_targets()
+        prefix = self.base_model_prefix
+        has_prefix_module = bool(prefix) and hasattr(self, prefix)
+        rules = _LEGACY_RULES + tuple(self.checkpoint_rules)
+        loaded: set[str] = set()
+        unexpected: list[str] = []
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        for ckpt_name, tensor in tensors:
+            name = _apply_rules(ckpt_name, rules)
+            if name not in expected and prefix:
+                if has_prefix_module and f"{prefix}.{name}" in expected:
+                    name = f"{prefix}.{name}"
+                elif name.startswith(prefix + ".") and name[len(prefix) + 1 :] in expected:
+                    name = name[len(prefix) + 1 :]
+            if name not in expected:
+                if not any(re.search(p, name) for p in self._keys_to_ignore_on_load_unexpected):
+                    unexpected.append(ckpt_name)
+                continue
+            current = expected[name]
+            if tuple(current.shape) != tuple(tensor.shape):
+                mismatched.append((name, tuple(tensor.shape), tuple(current.shape)))
+                continue
+            self._set_tensor(name, tensor, dtype)
+            loaded.add(name)
+        if mismatched and not ignore_mismatched_sizes:
+            detail = "; ".join(f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched)
+            raise CheckpointError(
+                f"{source}: tensor shapes do not match {type(self).__name__}: {detail}. If the head is "
+                f"meant to be replaced (e.g. a different num_labels), pass ignore_mismatched_sizes=True."
+            )
+        missing = [
+            n for n in expected
+            if n not in loaded and n not in tied and not any(re.search(p, n) for p in self._keys_to_ignore_on_load_missing)
+        ]
+        self._initialise_missing(missing + [m[0] for m in mismatched], loaded, dtype)
+        self.tie_weights()
+        still_meta = [n for n, t in list(self.named_parameters()) + list(self.named_buffers()) if t.is_meta]
+        if still_meta:
+            raise CheckpointError(f"{source}: tensors left without values after loading: {still_meta}")
+        if missing:
+            logger.warning(
+                "Some weights of %s were not in the checkpoint at %s and are newly initialized: %s. "
+                "Train the model before using it for predictions.",
+                type(self).__name__, source, missing,
+            )
+        if mismatched:
+            logger.warning(
+                "Some weights of %s had other shapes in %s and are newly initialized: %s",
+                type(self).__name__, source,
+                [f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched],
+            )
+        if unexpected:
+            # a base model loaded from a checkpoint with a head is the normal case; say so quietly
+            log = logger.info if all(_is_head_key(k, prefix) for k in unexpected) else logger.warning
+            log("Some weights in %s were not used by %s: %s", source, type(self).__name__, unexpected)
+        return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+
+    def _set_tensor(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
+        owner_name, _, attr = name.rpartition(".")
+        owner = self.get_submodule(owner_name)
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
+        if attr in owner._parameters:
+            old = owner._parameters[attr]
+            owner._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+        else:
+            owner._buffers[attr] = tensor
+
+    def _initialise_missing(self, names: list[str], loaded: set[str], dtype: torch.dtype) -> None:
+        if not names:
+            return
+        owners: dict[str, nn.Module] = {}
+        for name in names:
+            owner_name, _, attr = name.rpartition(".")
+            owner = self.get_submodule(owner_name)
+            current = getattr(owner, attr)
+            fresh = torch.empty(current.shape, dtype=dtype if current.is_floating_point() else current.dtype)
+            self._set_tensor(name, fresh, dtype)
+            owners[owner_name] = owner
+        for owner_name, owner in owners.items():
+            # keep the siblings that did load: _init_weights resets the whole module
+            keep = {
+                attr: t.detach().clone()
+                for attr, t in list(owner._parameters.items()) + list(owner._buffers.items())
+                if t is not None and (f"{owner_name}.{attr}" if owner_name else attr) in loaded
+            }
+            self._init_weights(owner)
+            with torch.no_grad():
+                for attr, value in keep.items():
+                    getattr(owner, attr).copy_(value)
+
+
+def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | None:
+    if gguf_file is not None:
+        candidate = Path(gguf_file)
+        if candidate.is_file():
+            return candidate
+        return resolve_model_dir(name, **hub) / gguf_file
+    if name.endswith(".gguf") and Path(name).is_file():
+        return Path(name)
+    from openformers.core.hub import EMBEDDED_MODELS, embedded_model_path
+
+    if name in EMBEDDED_MODELS or name.lower() in EMBEDDED_MODELS:
+        p = embedded_model_path(name)
+        return p if p.suffix == ".gguf" else None
+    return None
+
+
+def _apply_rules(name: str, rules: tuple[tuple[str, str], ...]) -> str:
+    for pattern, repl in rules:
+        name = re.sub(pattern, repl, name)
+    return name
+
+
+def _is_head_key(key: str, prefix: str) -> bool:
+    # keys outside the base model's prefix belong to a task head the loading class lacks
+    return bool(prefix) and not key.startswith(prefix + ".")
+
+
+def _is_config_field(config_cls: type[PretrainedConfig], config_dict: dict[str, Any], key: str) -> bool:
+    import inspect
+
+    if key in config_dict or key in ("num_labels", "id2label", "label2id", "problem_type"):
+        return True
+    for klass in config_cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and key in inspect.signature(init).parameters:
+            return True
+    return key in config_cls.attribute_map
+
+
+def _override_config(config: PretrainedConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    for key in list(overrides):
+        if key == "num_labels" or hasattr(config, key):
+            setattr(config, key, overrides.pop(key))
+    return config
+
+
+def _resolve_dtype(dtype: Any, config: PretrainedConfig, file_dtype: torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if dtype == "auto":
+        if getattr(config, "dtype", None):
+            try:
+                return to_torch_dtype(config.dtype) or torch.float32
+            except ValueError:
+                pass
+        return file_dtype or torch.float32
+    return to_torch_dtype(dtype)  # type: ignore[return-value]
+
+
+def _resized_rows(weight: torch.Tensor, n: int) -> torch.Tensor:
+    old_n = weight.shape[0]
+    out = torch.empty((n, *weight.shape[1:]), dtype=weight.dtype, device=weight.device)
+    keep = min(n, old_n)
+    out[:keep] = weight[:keep]
+    if n > old_n:
+        mean = weight.float().mean(0)
+        std = weight.float().std(0) if old_n > 1 else torch.full_like(mean, 0.02)
+        out[old_n:] = (mean + std * torch.randn(n - old_n, *weight.shape[1:], device=weight.device)).to(weight.dtype)
+    return out
+
+
+def _resized_embedding(old: nn.Embedding, n: int) -> nn.Embedding:
+    new = nn.Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None,
+                       device=old.weight.device, dtype=old.weight.dtype)
+    new.weight.data = _resized_rows(old.weight.data, n)
+    return new
+
+
+@contextmanager
+def no_init_weights() -> Iterator[None]:
+    """Build modules on the meta device: no memory and no random initialisation."""
+    with torch.device("meta"):
+        yield

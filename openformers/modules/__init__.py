@@ -1,0 +1,1 @@
+"""Shared building blocks: attention backends, masks, KV caches, norms, rotary embeddings."""

@@ -1,0 +1,90 @@
+"""Losses and pooling shared by the task heads of every architecture."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from openformers.core.config import PretrainedConfig
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
+    """Loss by ``config.problem_type``; infers and records it when unset (as transformers does).
+
+    regression: MSE; single_label_classification: cross-entropy; multi_label_classification:
+    BCE with logits over float multi-hot labels.
+    """
+    num_labels = logits.shape[-1]
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    labels = labels.to(logits.device)
+    if config.problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.to(logits.device).view(-1), ignore_index=ignore_index)
+
+
+def causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    shift: bool = True,
+) -> torch.Tensor:
+    """Next-token cross-entropy. Labels are shifted inside: position t predicts labels[t + 1].
+
+    With ``num_items_in_batch`` the summed loss is divided by it, so a trainer can normalise
+    over a whole accumulated batch instead of each micro-batch.
+    """
+    logits = logits.float()
+    labels = labels.to(logits.device)
+    if shift:
+        logits = logits[..., :-1, :]
+        labels = labels[..., 1:]
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_labels = labels.reshape(-1)
+    if num_items_in_batch is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    return causal_lm_loss(logits, labels, ignore_index=ignore_index, shift=False)
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
+    seq_len = start_logits.shape[1]
+    start = start_positions.to(start_logits.device).view(-1).clamp(0, seq_len)
+    end = end_positions.to(end_logits.device).view(-1).clamp(0, seq_len)
+    return (F.cross_entropy(start_logits, start, ignore_index=seq_len) + F.cross_entropy(end_logits, end, ignore_index=seq_len)) / 2
+
+
+def last_token_index(input_ids: torch.Tensor | None, pad_token_id: int | None, batch_size: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """Index of the last non-pad token of each row, for decoder sequence classification.
+
+    Works for right and left padding: the rightmost token that is not padding. Without a pad
+    token (or with inputs_embeds), the last position.
+    """
+    if input_ids is None or pad_token_id is None:
+        return torch.full((batch_size,), seq_len - 1, dtype=torch.long, device=device)
+    non_pad = (input_ids != pad_token_id).to(device=device, dtype=torch.long)
+    positions = torch.arange(seq_len, device=device)
+    return (non_pad * positions).argmax(-1)
