@@ -30,7 +30,7 @@ class PreTrainedTokenizerFast(SpecialTokensMixin):
     (``model_max_length``, ``padding_side``, ``bos_token`` ..., ``chat_template``).
     """
 
-    model_input_names: list[str] = ["input_ids", "token_type_ids", "attention_mask"]
+    model_input_names: list[str] = ["input_ids", "attention_mask"]
     padding_side: str = "right"
     truncation_side: str = "right"
 
@@ -369,7 +369,8 @@ class PreTrainedTokenizerFast(SpecialTokensMixin):
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = mapping
         if not batched and return_tensors is None and not return_overflowing_tokens:
-            data = {k: v[0] for k, v in data.items()}
+            # like the Hugging Face API: only per-token lists lose the batch axis ("length" stays [n])
+            data = {k: v[0] if v and isinstance(v[0], list) else v for k, v in data.items()}
         return BatchEncoding(data, flat, tensor_type=return_tensors)
 
     def encode(self, text: Any, text_pair: Any = None, add_special_tokens: bool = True, padding: bool | str = False,

@@ -12,6 +12,9 @@ from ..core.hub import EMBEDDED_MODELS, embedded_model_path, find_file, resolve_
 
 # files that can define the vocabulary, in order of preference
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "tokenizer.model")
+# tokenizer classes whose models take token_type_ids (the others get input_ids + attention_mask)
+TOKEN_TYPE_FAMILIES = {"bert", "electra", "albert", "convbert", "mobilebert", "squeezebert", "funnel", "deberta",
+                       "deberta_v2", "debertav2", "xlnet", "layoutlm", "splinter", "roformer", "mpnet_legacy"}
 _HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token")
 _IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "subfolder", "_from_auto",
                    "_commit_hash", "use_auth_token", "legacy", "from_slow", "fix_mistral_regex", "config")
@@ -67,8 +70,8 @@ def build_backend(directory: Path, config: dict[str, Any]) -> tuple[Tokenizer, d
     if tok_json is not None:
         family = converters.class_family(config.get("tokenizer_class"))
         defaults: dict[str, Any] = {}
-        if family in {"gpt2", "roberta", "llama", "qwen2", "bart", "codegen", "gpt_neox", "bloom", "mistral"}:
-            defaults["model_input_names"] = ["input_ids", "attention_mask"]
+        if family in TOKEN_TYPE_FAMILIES:
+            defaults["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
         if family in {"llama", "mistral", "gemma", "code_llama", "codellama"}:
             defaults["padding_side"] = "left"
         return read_tokenizer_json(tok_json), defaults

@@ -81,8 +81,8 @@ def _train_sentencepiece(d: Path, model_type: str) -> None:
     corpus = d / "corpus.txt"
     corpus.write_text("\n".join(CORPUS), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(d / "tokenizer"), vocab_size=300, model_type=model_type,
-        byte_fallback=True, character_coverage=0.9995, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        input=str(corpus), model_prefix=str(d / "tokenizer"), vocab_size=400, model_type=model_type,
+        byte_fallback=True, character_coverage=0.98, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
         add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
         minloglevel=2, hard_vocab_limit=False,
     )
