@@ -456,8 +456,12 @@ class Dataset:
         if null_placement in ("last", "first"):
             null_placement = "at_" + ("end" if null_placement == "last" else "start")
         keys = self._full_table().select(cols)
-        order = pc.sort_indices(keys, sort_keys=[(c, "descending" if r else "ascending") for c, r in zip(cols, revs)],
-                                null_placement=null_placement)
+        try:  # newer pyarrow takes the null placement per sort key
+            order = pc.sort_indices(keys, sort_keys=[(c, "descending" if r else "ascending", null_placement)
+                                                     for c, r in zip(cols, revs)])
+        except (TypeError, ValueError, pa.ArrowInvalid):
+            order = pc.sort_indices(keys, sort_keys=[(c, "descending" if r else "ascending") for c, r in zip(cols, revs)],
+                                    null_placement=null_placement)
         return self.select(order.to_numpy(), new_fingerprint=new_fingerprint)
 
     def train_test_split(self, test_size: float | int | None = None, train_size: float | int | None = None,
@@ -758,3 +762,17 @@ def _stratified_split(labels: np.ndarray, n_train: int, n_test: int,
         train.extend(idx[k:])
     train_arr, test_arr = rng.permutation(np.array(train, dtype=np.int64)), rng.permutation(np.array(test, dtype=np.int64))
     return train_arr[:n_train], test_arr[:n_test]
+
+
+def _to_iterable_dataset(self: Dataset, num_shards: int = 1) -> Any:
+    """Stream this dataset's rows as an :class:`IterableDataset` (``num_shards`` shards)."""
+    from .iterable import IterableDataset
+
+    def rows(epoch: int) -> Iterator[dict[str, Any]]:
+        for start in range(0, len(self), 1000):
+            yield from self._rows(start, min(start + 1000, len(self))).to_pylist()
+
+    return IterableDataset(rows, features=self.features, split=self.split, n_shards=num_shards)
+
+
+Dataset.to_iterable_dataset = _to_iterable_dataset  # type: ignore[attr-defined]

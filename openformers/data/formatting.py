@@ -44,10 +44,10 @@ def _to_torch(value: Any) -> Any:
         if value.dtype.kind in "US":
             return value.tolist()
         if value.dtype.kind == "f" and value.dtype != np.float16:
-            return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            return torch.from_numpy(np.array(value, dtype=np.float32))
         if value.dtype.kind in "iu":
-            return torch.from_numpy(np.ascontiguousarray(value, dtype=np.int64))
-        return torch.from_numpy(np.ascontiguousarray(value))
+            return torch.from_numpy(np.array(value, dtype=np.int64))
+        return torch.from_numpy(np.array(value))
     if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
         return torch.tensor(int(value), dtype=torch.int64)
     if isinstance(value, (np.floating, float)):

@@ -1,0 +1,41 @@
+"""Datasets on Apache Arrow: ``Dataset``, ``DatasetDict``, ``load_dataset`` and friends.
+
+Names are imported lazily so ``import openformers.data`` stays cheap (no pyarrow, no pandas).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Dataset": "arrow_dataset",
+    "DatasetInfo": "arrow_dataset",
+    "DatasetDict": "dataset_dict",
+    "IterableDataset": "iterable",
+    "IterableDatasetDict": "iterable",
+    "load_dataset": "loading",
+    "load_from_disk": "loading",
+    "concatenate_datasets": "combine",
+    "interleave_datasets": "combine",
+    "Features": "features",
+    "Value": "features",
+    "ClassLabel": "features",
+    "Sequence": "features",
+    "List": "features",
+    "KeyDataset": "key_dataset",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'openformers.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))

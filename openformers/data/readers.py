@@ -1,0 +1,189 @@
+"""Incremental readers for csv, json, text, parquet and arrow files.
+
+Each reader yields ``pyarrow.Table`` batches and never holds a whole file in memory (except a
+JSON file that is one big array or object, which has to be parsed at once). Parse errors name
+the file and the line.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+BLOCK_SIZE = 16 << 20  # bytes per parsed block: big enough that type inference sees many rows
+
+EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+    ".txt": "text", ".text": "text", ".md": "text", ".parquet": "parquet", ".arrow": "arrow",
+}
+
+
+def builder_for_file(path: str) -> str | None:
+    name = path[:-3] if path.endswith(".gz") else path
+    return EXTENSIONS.get(os.path.splitext(name)[1].lower())
+
+
+def _open_text(path: str, encoding: str = "utf-8") -> io.TextIOBase:
+    if path.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def _find_line(path: str, text: str, encoding: str) -> int | None:
+    with _open_text(path, encoding) as f:
+        for i, line in enumerate(f, 1):
+            if line.rstrip("\r\n") == text.rstrip("\r\n"):
+                return i
+    return None
+
+
+def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, delimiter: str | None = None,
+             column_names: list[str] | None = None, names: list[str] | None = None, skiprows: int = 0,
+             quotechar: str = '"', encoding: str = "utf-8", usecols: list[str] | None = None,
+             header: Any = "infer", **unused: Any) -> Iterator[pa.Table]:
+    """Stream a CSV file; a row with the wrong number of fields raises naming the file and line."""
+    import pyarrow.csv as pcsv
+
+    delim = delimiter or sep or ("\t" if ".tsv" in path else ",")
+    names = column_names or names
+    bad: dict[str, str] = {}
+
+    def on_invalid(row: Any) -> str:
+        bad["text"] = row.text
+        bad["msg"] = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+        return "error"
+
+    read_opts = pcsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=skiprows, encoding=encoding,
+                                 autogenerate_column_names=header is None and names is None)
+    parse_opts = pcsv.ParseOptions(delimiter=delim, quote_char=quotechar, invalid_row_handler=on_invalid)
+    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=False)
+    source = pa.input_stream(path, compression="detect")
+    try:
+        reader = pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)
+        for batch in reader:
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+    except pa.ArrowInvalid as err:
+        if "text" in bad:
+            line = _find_line(path, bad["text"], encoding)
+            where = f"line {line}" if line else "a row"
+            raise ValueError(f"Malformed CSV row in {path} at {where}: {bad['msg']} "
+                             f"(row text: {bad['text'][:200]!r}). Fix the row or quote the field.") from None
+        raise ValueError(f"Cannot read CSV file {path}: {err}. If a column changes type part way through the "
+                         "file, pass features=... to load_dataset.") from None
+    finally:
+        source.close()
+
+
+def read_json(path: str, batch_size: int | None = None, field: str | None = None, encoding: str = "utf-8",
+              chunksize: int = 10 << 20, **unused: Any) -> Iterator[pa.Table]:
+    """Stream JSON lines; a file holding one JSON array (or ``field`` of an object) is read whole."""
+    import pyarrow.json as pj
+
+    with _open_text(path, encoding) as f:
+        head = f.read(4096).lstrip()
+    if field is not None or head.startswith("["):
+        with _open_text(path, encoding) as f:
+            try:
+                obj = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"Invalid JSON in {path} at line {err.lineno}: {err.msg}") from None
+        if field is not None:
+            if not isinstance(obj, dict) or field not in obj:
+                raise ValueError(f"JSON file {path} has no top-level field {field!r}")
+            obj = obj[field]
+        if isinstance(obj, dict):  # a dict of columns
+            yield pa.Table.from_pydict(obj)
+        elif isinstance(obj, list):
+            from .conversion import rows_to_columns
+
+            yield pa.Table.from_pydict(rows_to_columns(obj, f"record of {path}"))
+        else:
+            raise ValueError(f"JSON file {path} must hold a list of records or a dict of columns")
+        return
+    first_line = 1
+    with _open_text(path, encoding) as f:
+        while True:
+            lines = f.readlines(chunksize)
+            if not lines:
+                break
+            block = "".join(lines).encode("utf-8")
+            if block.strip():
+                try:
+                    yield pj.read_json(io.BytesIO(block), read_options=pj.ReadOptions(block_size=max(len(block), 1 << 20)))
+                except pa.ArrowInvalid as err:
+                    for i, line in enumerate(lines):
+                        if line.strip():
+                            try:
+                                json.loads(line)
+                            except json.JSONDecodeError as jerr:
+                                raise ValueError(f"Invalid JSON in {path} at line {first_line + i}: {jerr.msg}") from None
+                    raise ValueError(f"Cannot read JSON lines file {path} (lines {first_line}-"
+                                     f"{first_line + len(lines) - 1}): {err}") from None
+            first_line += len(lines)
+
+
+def read_text(path: str, batch_size: int | None = None, keep_linebreaks: bool = False, sample_by: str = "line",
+              encoding: str = "utf-8", chunksize: int = 10 << 20, **unused: Any) -> Iterator[pa.Table]:
+    """One ``text`` row per line (or per paragraph / whole document with ``sample_by``)."""
+    if sample_by not in ("line", "paragraph", "document"):
+        raise ValueError(f"sample_by must be 'line', 'paragraph' or 'document', got {sample_by!r}")
+    with _open_text(path, encoding) as f:
+        if sample_by == "document":
+            yield pa.table({"text": pa.array([f.read()], pa.string())})
+            return
+        carry = ""
+        while True:
+            chunk = f.read(chunksize)
+            if not chunk:
+                break
+            chunk = carry + chunk
+            if sample_by == "line":
+                lines = chunk.splitlines(keepends=True)
+                carry = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
+                rows = lines if keep_linebreaks else [ln.rstrip("\r\n") for ln in lines]
+            else:
+                parts = chunk.split("\n\n")
+                carry = parts.pop()
+                rows = [p for p in parts]
+            if rows:
+                yield pa.table({"text": pa.array(rows, pa.string())})
+        if carry:
+            rows = [carry] if sample_by == "paragraph" or keep_linebreaks else [carry.rstrip("\r\n")]
+            yield pa.table({"text": pa.array(rows, pa.string())})
+
+
+def read_parquet(path: str, batch_size: int | None = None, columns: list[str] | None = None,
+                 **unused: Any) -> Iterator[pa.Table]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path} is not a valid Parquet file: {err}") from None
+    for batch in pf.iter_batches(batch_size=batch_size or 10_000, columns=columns):
+        yield pa.Table.from_batches([batch])
+
+
+def read_arrow(path: str, batch_size: int | None = None, **unused: Any) -> Iterator[pa.Table]:
+    from .arrow_writer import read_arrow_file
+
+    table = read_arrow_file(path)
+    step = batch_size or 10_000
+    for s in range(0, table.num_rows, step):
+        yield table.slice(s, step)
+
+
+READERS = {"csv": read_csv, "json": read_json, "text": read_text, "parquet": read_parquet, "arrow": read_arrow}
+
+
+def read_files(builder: str, files: list[str], **kwargs: Any) -> Iterator[pa.Table]:
+    """Batches from all ``files`` in order."""
+    reader = READERS[builder]
+    for path in files:
+        yield from reader(path, **kwargs)
