@@ -1,0 +1,5 @@
+import sys
+
+from openformers.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``openformers`` command."""
