@@ -208,7 +208,7 @@ class PreTrainedTokenizerFast(SpecialTokensMixin):
         return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
 
     def add_tokens(self, new_tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
-        """Add tokens to the vocabulary; returns how many were new."""
+        """Add tokens to the vocabulary; returns how many were new to it."""
         if not new_tokens:
             return 0
         if isinstance(new_tokens, (str, AddedToken)):
@@ -216,9 +216,12 @@ class PreTrainedTokenizerFast(SpecialTokensMixin):
         for t in new_tokens:
             if not isinstance(t, (str, AddedToken)):
                 raise TypeError(f"add_tokens takes str or AddedToken values, got {type(t).__name__}")
+        before = len(self)
         if special_tokens:
-            return self._tokenizer.add_special_tokens(list(new_tokens))
-        return self._tokenizer.add_tokens(list(new_tokens))
+            self._tokenizer.add_special_tokens(list(new_tokens))
+        else:
+            self._tokenizer.add_tokens(list(new_tokens))
+        return len(self) - before
 
     def add_special_tokens(self, special_tokens_dict: dict[str, Any],
                            replace_additional_special_tokens: bool = True) -> int:

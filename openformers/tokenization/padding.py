@@ -58,7 +58,11 @@ def resolve_strategies(padding: Any, truncation: Any, max_length: int | None, mo
 
 
 def _plain(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else value
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def pad_features(tokenizer: Any, encoded_inputs: Any, padding: Any = True, max_length: int | None = None,
