@@ -158,8 +158,8 @@ class Dataset:
             writer.abort()
             raise
         ds = cls(table, split=split, fingerprint=fp)
-        if path is not None:
-            ds._cache_files = [path]
+        if writer.written_path is not None:
+            ds._cache_files = [str(writer.written_path)]
         return ds
 
     @classmethod
@@ -511,19 +511,21 @@ class Dataset:
             return self
         fp = new_fingerprint or update_fingerprint(self._fingerprint, "flatten_indices")
         path = None if keep_in_memory else (cache_file_name or os.path.join(cache_root(), "cache", f"cache-{fp}.arrow"))
+        written = None
         if path is not None and os.path.exists(path):
-            table = read_arrow_file(path)
+            table, written = read_arrow_file(path), path
         else:
             writer = ArrowWriter(path, self._data.schema)
             try:
                 for s in range(0, len(self), writer_batch_size or 1000):
                     writer.write(self._rows(s, min(s + (writer_batch_size or 1000), len(self))))
                 table = writer.finalize()
+                written = writer.written_path
             except BaseException:
                 writer.abort()
                 raise
         ds = self._new(table, indices=None, fingerprint=fp, features=self.features)
-        ds._cache_files = [str(path)] if path is not None else []
+        ds._cache_files = [str(written)] if written is not None else []
         return ds
 
     # ------------------------------------------------------------------ columns

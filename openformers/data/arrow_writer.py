@@ -44,6 +44,7 @@ class ArrowWriter:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._memory: list[pa.RecordBatch] | None = None if path is not None else []
         self.num_rows = 0
+        self.written_path: Path | None = None  # set once the file is published
 
     def _open(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -90,6 +91,7 @@ class ArrowWriter:
         self._sink.close()
         os.replace(self._tmp, self.path)  # atomic publish
         self._tmp = None
+        self.written_path = self.path
         return read_arrow_file(self.path)
 
     def abort(self) -> None:

@@ -35,6 +35,18 @@ def _numpy_column(col: pa.ChunkedArray | pa.Array) -> Any:
     return np.array(col.to_pylist(), dtype=object)
 
 
+def _default_float32(arr: Any) -> Any:
+    """Floats come out as float32 (the Hugging Face numpy/torch default); ragged rows per item."""
+    if isinstance(arr, np.ndarray):
+        if arr.dtype == object:
+            out = np.empty(len(arr), dtype=object)
+            out[:] = [_default_float32(a) for a in arr]
+            return out
+        if arr.dtype.kind == "f" and arr.dtype != np.float16:
+            return arr.astype(np.float32)
+    return arr
+
+
 def _to_torch(value: Any) -> Any:
     import torch
 
@@ -101,5 +113,5 @@ def format_column(table: pa.Table, name: str, fmt: str | None) -> Any:
         return table.select([name]).to_pandas()[name]
     arr = _numpy_column(col)
     if fmt == "numpy":
-        return arr
+        return _default_float32(arr)
     return _to_torch(arr)

@@ -217,11 +217,12 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
         except BaseException:
             writer.abort()
             raise
-        return result if target is None else target
+        # a path travels back from a worker cheaply; a table only when the cache was not writable
+        return str(writer.written_path) if writer.written_path is not None else result
 
     results = _run_shards(n_rows, n_shards, work)
     tables = [r if isinstance(r, pa.Table) else read_arrow_file(r) for r in results]
-    return _finish(ds, tables, fp, [p for p in paths if p is not None], features)
+    return _finish(ds, tables, fp, [r for r in results if isinstance(r, str)], features)
 
 
 def _finish(ds: "Dataset", tables: list[pa.Table], fp: str, paths: list[str], features: Features | None) -> "Dataset":
