@@ -1,0 +1,69 @@
+"""Optimiser construction from TrainingArguments: weight decay skips biases and norm weights."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openformers.training.arguments import OptimizerSettings
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "Norm" in type(module).__name__
+
+
+def decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that get weight decay: everything but biases and norm weights."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        norm = _is_norm(module)
+        for param_name, _ in module.named_parameters(recurse=False):
+            if norm or param_name == "bias" or param_name.endswith("_bias"):
+                continue
+            names.add(f"{module_name}.{param_name}" if module_name else param_name)
+    return names
+
+
+def _parse_optim_args(text: str | None) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
+    for item in (text or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
+    decay = decay_parameter_names(model)
+    with_decay, without_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (with_decay if name in decay else without_decay).append(param)
+    if not with_decay and not without_decay:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    groups = [
+        {"params": with_decay, "weight_decay": settings.weight_decay},
+        {"params": without_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    extra = _parse_optim_args(settings.optim_args)
+    lr = settings.learning_rate
+    name = settings.name
+    if name in ("adamw_torch", "adamw_hf", "adamw", "adamw_torch_fused"):
+        fused = name == "adamw_torch_fused"
+        return torch.optim.AdamW(groups, lr=lr, betas=settings.betas, eps=settings.eps, fused=fused or None,
+                                 foreach=None if fused else True, **extra)  # type: ignore[arg-type]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, **extra)  # type: ignore[arg-type]
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr, **extra)  # type: ignore[arg-type]
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, **extra)  # type: ignore[arg-type]
+    if name == "adafactor":
+        return torch.optim.Adafactor(groups, lr=lr, **extra)  # type: ignore[arg-type]
+    raise ValueError(f"optim={name!r} is not supported")

@@ -1,0 +1,742 @@
+"""The Trainer: a training loop with exact gradient accumulation, exact resume and streaming eval.
+
+Loss normalisation: every micro-batch's mean loss is weighted by its share of the label
+items (tokens for token-level labels, examples otherwise) of the whole accumulated batch,
+across processes. The update therefore equals one step on the whole batch, whatever the
+split, and the logged loss is the true mean over the logging window.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from openformers.core.seed import set_seed
+from openformers.training import checkpointing as ckpt
+from openformers.training.arguments import TrainingArguments
+from openformers.training.callbacks import (
+    CallbackHandler,
+    DefaultFlowCallback,
+    JsonLinesLogCallback,
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+)
+from openformers.training.optim import create_optimizer
+from openformers.training.sampling import EpochSampler
+from openformers.training.schedulers import get_scheduler
+from openformers.training.state import TrainerControl, TrainerState
+
+
+@dataclass
+class EvalPrediction:
+    predictions: Any
+    label_ids: Any
+    inputs: Any = None
+    losses: Any = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.predictions, self.label_ids) if self.inputs is None else (self.predictions, self.label_ids, self.inputs))
+
+    def __getitem__(self, i: int) -> Any:
+        return tuple(self)[i]
+
+
+@dataclass
+class TrainOutput:
+    global_step: int
+    training_loss: float
+    metrics: dict[str, float]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.global_step, self.training_loss, self.metrics))
+
+
+@dataclass
+class PredictionOutput:
+    predictions: Any
+    label_ids: Any
+    metrics: dict[str, float] | None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.predictions, self.label_ids, self.metrics))
+
+
+_NOT_OUTPUTS = ("loss", "past_key_values", "hidden_states", "attentions")
+
+
+class Trainer:
+    """Train, evaluate and predict with a model; see TrainingArguments for the options."""
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Callable[[list[Any]], dict[str, Any]] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        model_init: Callable[..., nn.Module] | None = None,
+        compute_loss_func: Callable[..., torch.Tensor] | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.args = args if args is not None else TrainingArguments("trainer_output")
+        if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
+            raise ValueError("pass either tokenizer= or processing_class=, not both")
+        self.processing_class = processing_class if processing_class is not None else tokenizer
+        self.model_init = model_init
+        if model is None:
+            if model_init is None:
+                raise ValueError("Trainer needs a model= or a model_init= function")
+            set_seed(self.args.seed)
+            model = self._call_model_init()
+        self.model = model
+        self.distributed = _init_distributed(self.args)
+        self.device = self.args.device if not self.distributed else _distributed_device(self.args)
+        if getattr(model, "hf_device_map", None) is None:  # a model placed by device_map stays where it is
+            model.to(self.device)
+        if data_collator is None:
+            if self.processing_class is not None and hasattr(self.processing_class, "pad"):
+                from openformers.data.collators import DataCollatorWithPadding
+
+                data_collator = DataCollatorWithPadding(self.processing_class)
+            else:
+                from openformers.data.collators import default_data_collator
+
+                data_collator = default_data_collator
+        self.data_collator = data_collator
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.scaler: torch.amp.GradScaler | None = None
+        self.state = TrainerState(is_world_process_zero=self.is_world_process_zero())
+        self.control = TrainerControl()
+        default_cbs: list[TrainerCallback] = [DefaultFlowCallback(), JsonLinesLogCallback()]
+        default_cbs.append(PrinterCallback() if self.args.disable_tqdm else ProgressCallback())
+        from openformers.training.integrations import reporting_callbacks
+
+        default_cbs.extend(reporting_callbacks(self.args))
+        self.callback_handler = CallbackHandler(default_cbs + list(callbacks or []), model=self.model,
+                                                processing_class=self.processing_class)
+        self._signature_columns: list[str] | None = None
+        self._wrapped: nn.Module = model
+        self.control = self.callback_handler.call("on_init_end", self.args, self.state, self.control)
+
+    # -- public helpers -------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self.processing_class
+
+    def add_callback(self, callback: TrainerCallback | type) -> None:
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: TrainerCallback | type) -> TrainerCallback | None:
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: TrainerCallback | type) -> None:
+        self.callback_handler.remove_callback(callback)
+
+    def is_world_process_zero(self) -> bool:
+        return self.args.process_index == 0
+
+    def _call_model_init(self, trial: Any = None) -> nn.Module:
+        assert self.model_init is not None
+        params = inspect.signature(self.model_init).parameters
+        return self.model_init(trial) if len(params) == 1 else self.model_init()
+
+    # -- data ---------------------------------------------------------------------------------
+    def _signature(self) -> list[str]:
+        if self._signature_columns is None:
+            params = list(inspect.signature(_unwrap(self.model).forward).parameters)
+            self._signature_columns = params + ["label", "label_ids", "labels"] + list(self.args.label_names or [])
+        return self._signature_columns
+
+    def _prepare_dataset(self, dataset: Any) -> Any:
+        if not self.args.remove_unused_columns or dataset is None:
+            return dataset
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, list) and hasattr(dataset, "remove_columns"):
+            unused = [c for c in columns if c not in self._signature()]
+            if unused and len(unused) < len(columns):
+                return dataset.remove_columns(unused)
+        return dataset
+
+    def _collate(self, features: list[Any]) -> dict[str, Any]:
+        if self.args.remove_unused_columns and features and isinstance(features[0], Mapping):
+            keep = set(self._signature())
+            features = [{k: v for k, v in f.items() if k in keep} for f in features]
+        return self.data_collator(features)
+
+    def _loader(self, dataset: Any, batch_size: int, *, shuffle: bool, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
+        if dataset is None:
+            raise ValueError("no dataset: pass train_dataset= / eval_dataset= to the Trainer or the call")
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"{type(dataset).__name__} is not a map-style dataset (needs __len__ and __getitem__)")
+        world, rank = (torch.distributed.get_world_size(), torch.distributed.get_rank()) if self.distributed else (1, 0)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        sampler = EpochSampler(len(dataset), seed=seed, epoch=epoch, shuffle=shuffle, skip=skip_batches * batch_size,
+                               world_size=world, rank=rank)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, collate_fn=self._collate,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory and self.device.type == "cuda",
+            drop_last=self.args.dataloader_drop_last, persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if self.args.dataloader_num_workers > 0 else None,
+            # a private generator: creating iterators must not consume the global RNG, or resumed
+            # runs would draw different dropout masks
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        return self._loader(self._prepare_dataset(self.train_dataset), self.args.per_device_train_batch_size, shuffle=True)
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
+        ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+        return self._loader(self._prepare_dataset(ds), self.args.per_device_eval_batch_size, shuffle=False)
+
+    def get_test_dataloader(self, test_dataset: Any) -> DataLoader:
+        return self._loader(self._prepare_dataset(test_dataset), self.args.per_device_eval_batch_size, shuffle=False)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, Mapping):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        return batch
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.optimizer = create_optimizer(_unwrap(self.model), self.args.optimizer)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        if self.lr_scheduler is None:
+            s = self.args.schedule
+            self.lr_scheduler = get_scheduler(s.lr_scheduler_type, optimizer or self.optimizer,
+                                              self.args.get_warmup_steps(num_training_steps), num_training_steps, s.lr_scheduler_kwargs)
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps)
+
+    def _autocast(self, evaluating: bool = False) -> contextlib.AbstractContextManager:
+        p = self.args.precision
+        if evaluating and (p.fp16_full_eval or p.bf16_full_eval):
+            return contextlib.nullcontext()  # the model itself was cast
+        if p.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if p.fp16:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    # -- loss -----------------------------------------------------------------------------------
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: int | torch.Tensor | None = None) -> Any:
+        """Mean loss of one micro-batch (the trainer weights it by its share of label items)."""
+        if self.compute_loss_func is not None:
+            labels = inputs.pop("labels", None)
+            outputs = model(**inputs)
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        else:
+            outputs = model(**inputs)
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
+            if loss is None:
+                raise ValueError(
+                    f"{type(_unwrap(model)).__name__} returned no loss: the batch has keys {sorted(inputs)}; "
+                    f"pass labels (label_names={self.args.label_names}) or a compute_loss_func"
+                )
+        return (loss, outputs) if return_outputs else loss
+
+    def _label_keys(self) -> list[str]:
+        return list(self.args.label_names or ["labels"])
+
+    def _count_items(self, batch: dict[str, Any]) -> int:
+        """Label items the model's mean loss averages over: tokens or examples."""
+        labels = batch.get(self._label_keys()[0])
+        if not isinstance(labels, torch.Tensor):
+            first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
+            return int(first.shape[0]) if first is not None else 1
+        if labels.is_floating_point():
+            return labels.numel()
+        if getattr(_unwrap(self.model), "_is_causal_lm", False) and labels.dim() > 1:
+            labels = labels[..., 1:]
+        return int((labels != -100).sum())
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], weight: float) -> torch.Tensor:
+        """Forward and backward one micro-batch with its loss weighted by ``weight``; returns the mean loss."""
+        model.train()
+        inputs = self._to_device(inputs)
+        with self._autocast():
+            loss = self.compute_loss(model, inputs)
+        scaled = loss.float() * weight
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        return loss.detach().float()
+
+    # -- training -------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> TrainOutput:
+        """Train; ``resume_from_checkpoint=True`` resumes from the newest complete checkpoint."""
+        if kwargs:
+            raise TypeError(f"train() got unknown arguments {sorted(kwargs)}")
+        args = self.args
+        if resume_from_checkpoint is None and args.resume_from_checkpoint:
+            resume_from_checkpoint = args.resume_from_checkpoint
+        checkpoint: Path | None = None
+        if resume_from_checkpoint is True:
+            checkpoint = ckpt.last_checkpoint(args.output_dir)
+            if checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but {args.output_dir} holds no complete checkpoint")
+        elif resume_from_checkpoint:
+            checkpoint = Path(resume_from_checkpoint)
+            if not (checkpoint / "trainer_state.json").is_file():
+                raise ValueError(f"{checkpoint} is not a complete checkpoint (no trainer_state.json)")
+        set_seed(args.seed, deterministic=args.full_determinism)
+        if self.model_init is not None and trial is not None:
+            self.model = self._call_model_init(trial).to(self.device)
+            self.optimizer, self.lr_scheduler = None, None
+        model = _unwrap(self.model)
+        if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(args.gradient_checkpointing_kwargs)
+        train_dataset = self._prepare_dataset(self.train_dataset)
+        probe = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True)
+        batches_per_epoch = len(probe)
+        if batches_per_epoch == 0:
+            raise ValueError("the training set yields no batch (empty dataset, or drop_last with fewer rows than a batch)")
+        accum = args.gradient_accumulation_steps
+        updates_per_epoch = max(1, math.ceil(batches_per_epoch / accum))
+        if args.max_steps > 0:
+            max_steps = args.max_steps
+            num_epochs = math.ceil(max_steps / updates_per_epoch)
+        else:
+            max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
+            num_epochs = math.ceil(args.num_train_epochs)
+        self.create_optimizer_and_scheduler(max_steps)
+        if args.fp16 and self.device.type == "cuda":
+            self.scaler = torch.amp.GradScaler("cuda")
+        wrapped = self._wrap_model()
+        self.state = TrainerState(max_steps=max_steps, logging_steps=args.logging_steps, eval_steps=args.eval_steps or 0,
+                                  save_steps=args.save_steps, train_batch_size=args.per_device_train_batch_size,
+                                  num_train_epochs=num_epochs, is_world_process_zero=self.is_world_process_zero())
+        if checkpoint is not None:
+            self._load_checkpoint(checkpoint)
+        self.control = self.callback_handler.call("on_train_begin", args, self.state, self.control, optimizer=self.optimizer,
+                                                  lr_scheduler=self.lr_scheduler, train_dataloader=probe)
+        if args.eval_on_start and checkpoint is None:
+            self._evaluate_and_track()
+        start = time.time()
+        total_loss_sum, total_items = 0.0, 0
+        window_sum = torch.zeros((), dtype=torch.float64)
+        window_items = 0
+        last_grad_norm: float | None = None
+        start_epoch, skip = self.state.epoch_index, self.state.steps_in_epoch * accum
+        stop = self.state.global_step >= max_steps
+        for epoch in range(start_epoch, num_epochs):
+            if stop:
+                break
+            loader = self._loader(train_dataset, args.per_device_train_batch_size, shuffle=True, epoch=epoch,
+                                  skip_batches=skip if epoch == start_epoch else 0)
+            if epoch != start_epoch or skip == 0:
+                self.state.steps_in_epoch = 0
+            self.state.epoch_index = epoch
+            self.control._new_epoch()
+            self.control = self.callback_handler.call("on_epoch_begin", args, self.state, self.control)
+            iterator = iter(loader)
+            while True:
+                group = [b for b in (next(iterator, None) for _ in range(accum)) if b is not None]
+                if not group:
+                    break
+                self.control._new_step()
+                self.control = self.callback_handler.call("on_step_begin", args, self.state, self.control)
+                mean_sum, items, last_grad_norm = self._update(wrapped, group)
+                total_loss_sum += mean_sum
+                total_items += items
+                window_sum += mean_sum
+                window_items += items
+                self.state.global_step += 1
+                self.state.steps_in_epoch += 1
+                self.state.epoch = epoch + self.state.steps_in_epoch / updates_per_epoch
+                self.control = self.callback_handler.call("on_step_end", args, self.state, self.control)
+                if self.state.steps_in_epoch >= updates_per_epoch:
+                    self.state.epoch_index, self.state.steps_in_epoch = epoch + 1, 0
+                    self.control = self.callback_handler.call("on_epoch_end", args, self.state, self.control)
+                if self.control.should_log:
+                    self._log_training(float(window_sum) / max(window_items, 1), last_grad_norm)
+                    window_sum.zero_()
+                    window_items = 0
+                if self.control.should_evaluate:
+                    self._evaluate_and_track()
+                if self.control.should_save:
+                    self._save_checkpoint()
+                if self.control.should_training_stop or self.state.global_step >= max_steps:
+                    stop = True
+                    break
+                if self.control.should_epoch_stop or self.state.epoch_index > epoch:
+                    break
+        runtime = time.time() - start
+        if args.load_best_model_at_end and self.state.best_model_checkpoint:
+            self._load_model_weights(Path(self.state.best_model_checkpoint))
+        train_loss = total_loss_sum / max(total_items, 1)
+        n_samples = self.state.global_step * args.per_device_train_batch_size * accum * (torch.distributed.get_world_size() if self.distributed else 1)
+        metrics = {"train_runtime": round(runtime, 4), "train_samples_per_second": round(n_samples / max(runtime, 1e-9), 3),
+                   "train_steps_per_second": round(self.state.global_step / max(runtime, 1e-9), 3),
+                   "total_flos": self.state.total_flos, "train_loss": train_loss, "epoch": self.state.epoch}
+        self.log(metrics)
+        self.control = self.callback_handler.call("on_train_end", args, self.state, self.control)
+        return TrainOutput(self.state.global_step, train_loss, metrics)
+
+    def _update(self, model: nn.Module, group: list[dict[str, Any]]) -> tuple[float, int, float | None]:
+        counts = [self._count_items(b) for b in group]
+        total = sum(counts)
+        world = 1
+        if self.distributed:
+            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            total, world = int(t.item()), torch.distributed.get_world_size()
+        loss_sum = 0.0
+        for i, (batch, n) in enumerate(zip(group, counts)):
+            sync = contextlib.nullcontext() if (not self.distributed or i == len(group) - 1) else model.no_sync()
+            with sync:
+                if n == 0:  # nothing to learn from (all labels ignored); keep DDP in step with a zero loss
+                    loss = self.training_step(model, batch, 0.0)
+                    continue
+                # DDP averages gradients over processes; the world factor turns that into a sum
+                loss = self.training_step(model, batch, n * world / max(total, 1))
+            loss_sum += float(loss) * n
+            self.control = self.callback_handler.call("on_substep_end", self.args, self.state, self.control)
+        if self.distributed:
+            t = torch.tensor([loss_sum], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            loss_sum = float(t.item())
+        grad_norm = None
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
+        if self.args.max_grad_norm and self.args.max_grad_norm > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(_unwrap(self.model).parameters(), self.args.max_grad_norm))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.control = self.callback_handler.call("on_optimizer_step", self.args, self.state, self.control)
+        if not isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, total, grad_norm
+
+    def _wrap_model(self) -> nn.Module:
+        model = self.model
+        if self.args.torch_compile:
+            model = torch.compile(model, backend=self.args.torch_compile_backend or "inductor", mode=self.args.torch_compile_mode)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                            find_unused_parameters=bool(self.args.ddp_find_unused_parameters))
+        self._wrapped = model
+        return model
+
+    def _current_lr(self) -> float:
+        if self.lr_scheduler is not None and hasattr(self.lr_scheduler, "get_last_lr"):
+            return float(self.lr_scheduler.get_last_lr()[0])
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else 0.0
+
+    def _log_training(self, loss: float, grad_norm: float | None) -> None:
+        logs: dict[str, float] = {"loss": round(loss, 6) if math.isfinite(loss) else loss}
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm
+        logs["learning_rate"] = self._current_lr()
+        self.log(logs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Record ``logs`` (with the epoch) in the history and send them to every reporter."""
+        if self.state.epoch is not None:
+            logs = {**logs, "epoch": self.state.epoch}
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callback_handler.call("on_log", self.args, self.state, self.control, logs=logs)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _evaluate_and_track(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        name = self.args.metric_for_best_model
+        if name is not None:
+            key = name if name.startswith("eval_") else f"eval_{name}"
+            if key not in metrics:
+                raise KeyError(f"metric_for_best_model={name!r}: {key!r} is not among the evaluation results {sorted(metrics)}")
+            value = metrics[key]
+            best = self.state.best_metric
+            if best is None or (value > best if self.args.greater_is_better else value < best):
+                self.state.best_metric = value
+                self.state.best_global_step = self.state.global_step
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.lr_scheduler.step(metrics.get("eval_loss", 0.0))
+        return metrics
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Loss and ``compute_metrics`` over the evaluation set, computed batch by batch."""
+        loader = self.get_eval_dataloader(eval_dataset)
+        start = time.time()
+        output = self.evaluation_loop(loader, "Evaluation", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        runtime = time.time() - start
+        n = len(loader.dataset)
+        output.metrics.update({f"{metric_key_prefix}_runtime": round(runtime, 4),
+                               f"{metric_key_prefix}_samples_per_second": round(n / max(runtime, 1e-9), 3),
+                               f"{metric_key_prefix}_steps_per_second": round(len(loader) / max(runtime, 1e-9), 3)})
+        self.log(output.metrics)
+        self.control = self.callback_handler.call("on_evaluate", self.args, self.state, self.control, metrics=output.metrics)
+        return output.metrics
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> PredictionOutput:
+        loader = self.get_test_dataloader(test_dataset)
+        output = self.evaluation_loop(loader, "Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        self.control = self.callback_handler.call("on_predict", self.args, self.state, self.control, metrics=output.metrics)
+        return output
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
+        inputs = self._to_device(inputs)
+        label_keys = self._label_keys()
+        labels = inputs.get(label_keys[0]) if len(label_keys) == 1 else tuple(inputs.get(k) for k in label_keys)
+        with torch.no_grad(), self._autocast(evaluating=True):
+            has_labels = all(inputs.get(k) is not None for k in label_keys)
+            if has_labels:
+                loss, outputs = self.compute_loss(model, dict(inputs), return_outputs=True)
+                loss = loss.detach().float()
+            else:
+                loss, outputs = None, model(**inputs)
+        if prediction_loss_only:
+            return loss, None, None
+        skip = set(_NOT_OUTPUTS) | set(ignore_keys or [])
+        if isinstance(outputs, Mapping):
+            logits = tuple(v for k, v in outputs.items() if k not in skip)
+        else:
+            logits = tuple(outputs[1:] if has_labels else outputs)
+        logits = logits[0] if len(logits) == 1 else logits
+        return loss, logits, labels
+
+    def evaluation_loop(self, dataloader: DataLoader, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> PredictionOutput:
+        args = self.args
+        model = _unwrap(self.model)
+        if args.fp16_full_eval or args.bf16_full_eval:
+            model = model.to(torch.float16 if args.fp16_full_eval else torch.bfloat16)
+        model.eval()
+        loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
+        batch_metrics = args.batch_eval_metrics and self.compute_metrics is not None
+        loss_sum, items = 0.0, 0
+        preds: list[Any] = []
+        label_list: list[Any] = []
+        n_batches = len(dataloader)
+        for i, inputs in enumerate(dataloader):
+            n = self._count_items(inputs)
+            loss, logits, labels = self.prediction_step(model, inputs, loss_only, ignore_keys)
+            if loss is not None and n:
+                loss_sum += float(loss) * n
+                items += n
+            if loss_only:
+                continue
+            if logits is not None and self.preprocess_logits_for_metrics is not None:
+                logits = self.preprocess_logits_for_metrics(logits, labels)
+            # to the host at once: the accelerator never holds more than one batch of logits
+            logits_np, labels_np = _to_numpy(logits), _to_numpy(labels)
+            if batch_metrics:
+                self._batch_metric_result = self.compute_metrics(
+                    EvalPrediction(logits_np, labels_np), compute_result=(i == n_batches - 1))  # type: ignore[call-arg]
+            else:
+                preds.append(logits_np)
+                label_list.append(labels_np)
+            self.control = self.callback_handler.call("on_prediction_step", args, self.state, self.control)
+        if args.fp16_full_eval or args.bf16_full_eval:
+            model.float()
+        predictions = _concat(preds) if preds else None
+        label_ids = _concat(label_list) if label_list and label_list[0] is not None else None
+        metrics: dict[str, float] = {}
+        if batch_metrics and n_batches:
+            metrics.update(self._batch_metric_result or {})
+        elif self.compute_metrics is not None and predictions is not None and label_ids is not None:
+            metrics.update(self.compute_metrics(EvalPrediction(predictions, label_ids)))
+        if items:
+            metrics["loss"] = loss_sum / items
+        metrics = {(k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}"): _plain(v) for k, v in metrics.items()}
+        return PredictionOutput(predictions, label_ids, metrics)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _save_model_files(self, directory: Path) -> None:
+        model = _unwrap(self.model)
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(directory, safe_serialization=self.args.save_safetensors)
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
+            self.processing_class.save_pretrained(directory)
+
+    def _save_checkpoint(self) -> Path | None:
+        if self.state.best_global_step == self.state.global_step and self.args.metric_for_best_model is not None:
+            self.state.best_model_checkpoint = str(Path(self.args.output_dir) / f"{ckpt.PREFIX}-{self.state.global_step}")
+        self.state.stateful_callbacks = {type(cb).__name__: cb.state() for cb in self.callback_handler.callbacks if cb.state()}
+        path = None
+        if self.args.should_save:
+            only_model = self.args.save_only_model
+            path = ckpt.write_checkpoint(
+                self.args.output_dir, self.state.global_step, save_model=self._save_model_files,
+                optimizer=None if only_model else self.optimizer, scheduler=None if only_model else self.lr_scheduler,
+                scaler=None if only_model else self.scaler, state=self.state, args_json=self.args.to_json_string(),
+            )
+            ckpt.rotate_checkpoints(self.args.output_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
+        if self.distributed:
+            torch.distributed.barrier()
+        self.control = self.callback_handler.call("on_save", self.args, self.state, self.control)
+        if self.args.push_to_hub and self.args.hub_strategy in ("every_save", "checkpoint") and path is not None:
+            self.push_to_hub(commit_message=f"checkpoint {self.state.global_step}")
+        return path
+
+    def _load_model_weights(self, directory: Path) -> None:
+        from openformers.core.checkpoint import find_weight_files, iter_checkpoint
+
+        model = _unwrap(self.model)
+        if hasattr(model, "load_adapter_weights") and (directory / "adapter_model.safetensors").is_file():
+            model.load_adapter_weights(directory)
+            return
+        state = dict(iter_checkpoint(find_weight_files(directory)))
+        result = model.load_state_dict(state, strict=False)
+        tied = set(getattr(model, "_tied_targets", lambda: set())())
+        missing = [k for k in result.missing_keys if k not in tied]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {result.unexpected_keys}")
+
+    def _load_checkpoint(self, directory: Path) -> None:
+        self._load_model_weights(directory)
+        if (directory / ckpt.OPTIMIZER_NAME).is_file():
+            self.optimizer.load_state_dict(ckpt.load_sidecar(directory / ckpt.OPTIMIZER_NAME))
+        if (directory / ckpt.SCHEDULER_NAME).is_file():
+            self.lr_scheduler.load_state_dict(ckpt.load_sidecar(directory / ckpt.SCHEDULER_NAME))
+        if self.scaler is not None and (directory / ckpt.SCALER_NAME).is_file():
+            self.scaler.load_state_dict(ckpt.load_sidecar(directory / ckpt.SCALER_NAME))
+        saved = TrainerState.load_from_json(directory / "trainer_state.json")
+        for field_name in ("epoch", "global_step", "log_history", "best_metric", "best_global_step", "best_model_checkpoint",
+                           "epoch_index", "steps_in_epoch", "num_input_tokens_seen", "total_flos", "stateful_callbacks"):
+            setattr(self.state, field_name, getattr(saved, field_name))
+        for cb in self.callback_handler.callbacks:
+            if type(cb).__name__ in saved.stateful_callbacks:
+                cb.load_state(saved.stateful_callbacks[type(cb).__name__])
+        if self.args.ignore_data_skip:
+            self.state.steps_in_epoch = 0
+        if (directory / ckpt.RNG_NAME).is_file():
+            ckpt.restore_rng_state(ckpt.load_sidecar(directory / ckpt.RNG_NAME))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (and tokenizer) to ``output_dir`` (default: args.output_dir)."""
+        if not self.args.should_save:
+            return
+        directory = Path(output_dir or self.args.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_model_files(directory)
+        (directory / ckpt.ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub()
+
+    def save_state(self) -> None:
+        if self.args.should_save:
+            Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(Path(self.args.output_dir) / "trainer_state.json")
+
+    def push_to_hub(self, commit_message: str = "End of training", **kwargs: Any) -> str:
+        """Write model, tokenizer and a model card to the local hub (Hugging Face cache layout)."""
+        from openformers.training.hub import push_to_local_hub
+
+        return push_to_local_hub(self, commit_message=commit_message, **kwargs)
+
+    def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
+                              compute_objective: Callable[[dict[str, float]], float] | None = None, n_trials: int = 20,
+                              direction: str = "minimize", backend: str | None = None, **kwargs: Any) -> Any:
+        """Search hyperparameters with optuna (the only backend); returns the best run."""
+        from openformers.training.hpo import run_hyperparameter_search
+
+        return run_hyperparameter_search(self, hp_space, compute_objective, n_trials, direction, backend, **kwargs)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def _to_numpy(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        v = value.detach().cpu()
+        return (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Concatenate per-batch arrays along the batch axis, padding ragged sequence axes with -100."""
+    first = parts[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concat([p[i] for p in parts]) for i in range(len(first)))
+    if first is None:
+        return None
+    arrays = [np.asarray(p) for p in parts]
+    if arrays[0].ndim <= 1 or all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    shape = [sum(a.shape[0] for a in arrays)] + [max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim)]
+    out = np.full(shape, -100, dtype=arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        out[(slice(row, row + a.shape[0]),) + tuple(slice(0, s) for s in a.shape[1:])] = a
+        row += a.shape[0]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return v.item()
+    return v
+
+
+def _init_distributed(args: TrainingArguments) -> bool:
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        backend = args.ddp_backend or ("nccl" if torch.cuda.is_available() and not args.use_cpu else "gloo")
+        import datetime
+
+        torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=args.ddp_timeout))
+    return True
+
+
+def _distributed_device(args: TrainingArguments) -> torch.device:
+    if torch.cuda.is_available() and not args.use_cpu:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
