@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from functools import lru_cache
 from typing import Callable
@@ -43,37 +42,40 @@ def tokenize_char(line: str) -> str:
     return " ".join(line)
 
 
-def _category_class(prefix: str, negate: bool = False) -> str:
-    """A regex character class of all code points whose Unicode category starts with ``prefix``."""
-    ranges: list[tuple[int, int]] = []
-    start = None
-    for cp in range(sys.maxunicode + 2):
-        inside = cp <= sys.maxunicode and unicodedata.category(chr(cp)).startswith(prefix)
-        if inside and start is None:
-            start = cp
-        elif not inside and start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-    body = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-    return f"[{'^' if negate else ''}{body}]"
+@lru_cache(maxsize=2**16)
+def _category(ch: str) -> str:
+    return unicodedata.category(ch)[0]
 
 
-@lru_cache(maxsize=1)
-def _intl_rules() -> list[tuple[re.Pattern[str], str]]:
-    punct, symbol, not_number = _category_class("P"), _category_class("S"), _category_class("N", negate=True)
-    return [
-        (re.compile(f"({not_number})({punct})"), r"\1 \2 "),
-        (re.compile(f"({punct})({not_number})"), r" \1 \2"),
-        (re.compile(f"({symbol})"), r" \1 "),
-    ]
+def _pair_rule(line: str, first: Callable[[str], bool], second: Callable[[str], bool], left: bool) -> str:
+    """Scan left to right like ``re.sub`` with a two-character pattern: where (a, b) matches,
+    pad the punctuation (``b`` when ``left`` is False, ``a`` otherwise) and continue after b."""
+    out, i, n = [], 0, len(line)
+    while i < n:
+        if i + 1 < n and first(line[i]) and second(line[i + 1]):
+            out.append(f" {line[i]} {line[i + 1]}" if left else f"{line[i]} {line[i + 1]} ")
+            i += 2
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
+def _is_punct(ch: str) -> bool:
+    return _category(ch) == "P"
+
+
+def _not_number(ch: str) -> bool:
+    return _category(ch) != "N"
 
 
 @lru_cache(maxsize=2**16)
 def tokenize_intl(line: str) -> str:
     """mteval-v14 international tokenization: split Unicode punctuation and symbols,
     except punctuation between digits."""
-    for pattern, repl in _intl_rules():
-        line = pattern.sub(repl, line)
+    line = _pair_rule(line, _not_number, _is_punct, left=False)  # (non-number)(punct) -> "a p "
+    line = _pair_rule(line, _is_punct, _not_number, left=True)  # (punct)(non-number) -> " p a"
+    line = "".join(f" {ch} " if _category(ch) == "S" else ch for ch in line)
     return " ".join(line.split())
 
 
