@@ -140,17 +140,19 @@ def load_sentencepiece_proto(path: Path) -> Any:
     return proto
 
 
-def merges_from_vocab(vocab: dict[str, int], skip: set[str]) -> list[tuple[str, str]]:
+def merges_from_vocab(vocab: dict[str, int], skip: set[str],
+                      rank: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """Recover BPE merges from a SentencePiece BPE vocabulary: a merge (a, b) exists when a, b
-    and a+b are all pieces; merges rank by the id of the merged piece (lower id = earlier)."""
+    and a+b are all pieces; merges rank by ``rank`` of the merged piece (default: its id)."""
+    rank = rank or vocab
     ranked = []
-    for piece, pid in vocab.items():
+    for piece in vocab:
         if piece in skip:
             continue
         for i in range(1, len(piece)):
             left, right = piece[:i], piece[i:]
             if left in vocab and right in vocab and left not in skip and right not in skip:
-                ranked.append((pid, len(left), len(right), vocab[left], vocab[right], left, right))
+                ranked.append((rank[piece], len(left), len(right), vocab[left], vocab[right], left, right))
     ranked.sort()
     return [(r[5], r[6]) for r in ranked]
 

@@ -1,0 +1,210 @@
+"""Build the tokenizer a GGUF file describes in its ``tokenizer.ggml.*`` metadata.
+
+Supported vocabularies (``tokenizer.ggml.model``): ``"gpt2"`` (byte-level BPE with merges) and
+``"llama"`` (SentencePiece-style BPE with scores and byte fallback). The metadata block is read
+directly (a small parser of the GGUF key/value layout), which is much faster than loading the
+file with a general GGUF reader and needs no extra package.
+"""
+from __future__ import annotations
+
+import mmap
+import struct
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+
+from .converters import merges_from_vocab
+
+# llama.cpp token types
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+
+# pre-tokenizer splits by tokenizer.ggml.pre (the regexes llama.cpp uses for these vocabularies)
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
+           "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+# StarCoder-family vocabularies (SmolLM) split every digit on its own before byte-level BPE
+_DIGIT_SPLIT = {"smollm", "starcoder", "refact", "codeshell"}
+
+
+@lru_cache(maxsize=1)
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
+          12: "<f8"}
+
+
+class _Cursor:
+    def __init__(self, buf: memoryview, path: Path) -> None:
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buf):
+            raise ValueError(f"{self.path} is truncated: the GGUF metadata runs past the end of the file")
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        n = self.take("<Q")
+        if self.pos + n > len(self.buf):
+            raise ValueError(f"{self.path} is truncated: the GGUF metadata runs past the end of the file")
+        raw = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return raw.decode("utf-8", errors="replace")
+
+    def value(self, vtype: int, keep: bool) -> Any:
+        if vtype == 8:
+            return self.string()
+        if vtype in _SCALARS:
+            return self.take(_SCALARS[vtype])
+        if vtype == 9:
+            itype, count = self.take("<I"), self.take("<Q")
+            if itype in _NUMPY:  # numeric arrays: one read
+                import numpy as np
+
+                width = np.dtype(_NUMPY[itype]).itemsize
+                arr = np.frombuffer(self.buf, dtype=_NUMPY[itype], count=count, offset=self.pos)
+                self.pos += width * count
+                return arr.tolist() if keep else None
+            items = [self.value(itype, keep) for _ in range(count)]
+            return items if keep else None
+        raise ValueError(f"{self.path}: unknown GGUF metadata value type {vtype}")
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """``general.architecture`` and every ``tokenizer.*`` field of a GGUF file (version 2 or 3).
+
+    Only the metadata block at the head of the file is parsed; tensors are never touched.
+    """
+    with open(path, "rb") as f:
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError as exc:  # empty file
+            raise ValueError(f"{path} is empty, not a GGUF file") from exc
+    view = memoryview(mm)
+    try:
+        cur = _Cursor(view, path)
+        if bytes(cur.buf[:4]) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+        cur.pos = 4
+        version = cur.take("<I")
+        if version < 2:
+            raise ValueError(f"{path} uses GGUF version {version}; only versions 2 and later are supported")
+        cur.take("<Q")  # tensor count
+        n_kv = cur.take("<Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = cur.string()
+            keep = key.startswith("tokenizer.") or key == "general.architecture"
+            value = cur.value(cur.take("<I"), keep)
+            if keep:
+                meta[key] = value
+        return meta
+    finally:
+        view.release()
+        mm.close()
+
+
+def tokenizer_from_gguf(path: Path) -> tuple[Tokenizer, dict[str, Any]]:
+    """The backend tokenizer and the tokenizer settings stored in a GGUF file."""
+    meta = read_gguf_metadata(path)
+    kind = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if kind is None or not tokens:
+        raise ValueError(f"{path} has no tokenizer metadata (tokenizer.ggml.model / tokenizer.ggml.tokens)")
+    types = meta.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
+    if kind == "gpt2":
+        tok = _byte_level(meta, tokens)
+        add_bos_default = False
+    elif kind == "llama":
+        tok = _sentencepiece(meta, tokens, types)
+        add_bos_default = True  # llama.cpp's default for SentencePiece vocabularies
+    else:
+        raise ValueError(f"{path}: tokenizer.ggml.model={kind!r} is not supported (only 'gpt2' and 'llama')")
+    alphabet = set(byte_to_unicode().values()) if kind == "gpt2" else None
+    control = [AddedToken(t, normalized=False, special=True) for t, ty in zip(tokens, types)
+               if ty == _CONTROL and (alphabet is None or set(t) <= alphabet)]
+    if control:
+        tok.add_special_tokens(control)
+    user = [AddedToken(t, normalized=False, special=False) for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
+    if user:
+        tok.add_tokens(user)
+    config: dict[str, Any] = {"model_input_names": ["input_ids", "attention_mask"]}
+    for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        index = meta.get(f"tokenizer.ggml.{key}")
+        config[name] = tokens[int(index)] if index is not None and 0 <= int(index) < len(tokens) else None
+    config["add_bos_token"] = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default))
+    config["add_eos_token"] = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+    if meta.get("tokenizer.chat_template"):
+        config["chat_template"] = meta["tokenizer.chat_template"]
+    tok.post_processor = None  # rebuilt from add_bos_token / add_eos_token by the front-end
+    return tok, config
+
+
+def _byte_level(meta: dict[str, Any], tokens: list[str]) -> Tokenizer:
+    spelling = byte_to_unicode()
+    alphabet = set(spelling.values())
+    vocab = {}
+    for index, token in enumerate(tokens):
+        spelled = token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8"))
+        vocab.setdefault(spelled, index)
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or []]
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="",
+                        fuse_unk=False))
+    pre = meta.get("tokenizer.ggml.pre")
+    if pre in _SPLITS:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_SPLITS[pre]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif pre in _DIGIT_SPLIT:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _sentencepiece(meta: dict[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if meta.get("tokenizer.ggml.merges"):
+        merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    else:
+        scores = meta.get("tokenizer.ggml.scores") or [-float(i) for i in range(len(tokens))]
+        # higher score merges first; rank by descending score
+        order = sorted(range(len(tokens)), key=lambda i: -scores[i])
+        rank = {tokens[i]: r for r, i in enumerate(order)}
+        skip = {t for t, ty in zip(tokens, types) if ty in (_UNKNOWN, _CONTROL, _USER_DEFINED)}
+        merges = merges_from_vocab(vocab, skip, rank=rank)
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    unk = tokens[int(unk_id)] if unk_id is not None else None
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first" if prefix else "never",
+                                                 split=False)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:
+        steps.append(decoders.Strip(content=" ", left=1))
+    tok.decoder = decoders.Sequence(steps)
+    return tok
