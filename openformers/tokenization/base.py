@@ -11,6 +11,7 @@ from tokenizers import AddedToken, Tokenizer, processors
 
 from .batch_encoding import BatchEncoding, CharSpan, TokenSpan  # noqa: F401  (re-exported)
 from .padding import pad_features, resolve_strategies
+from .sequence_building import SequenceBuildingMixin
 from .special_tokens import SPECIAL_TOKENS_ATTRIBUTES, SpecialTokensMixin, added_token_dict, as_added_token
 
 VERY_LARGE_INTEGER = int(1e30)  # model_max_length when the checkpoint sets none
@@ -22,7 +23,7 @@ def _to_list(ids: Any) -> Any:
     return ids.tolist() if hasattr(ids, "tolist") else ids
 
 
-class PreTrainedTokenizerFast(SpecialTokensMixin):
+class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
     """A tokenizer backed by a ``tokenizers.Tokenizer`` with the Hugging Face call signature.
 
     Build it with :meth:`from_pretrained` (or ``AutoTokenizer.from_pretrained``), or directly from

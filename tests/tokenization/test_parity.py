@@ -156,3 +156,19 @@ def test_save_with_openformers_load_with_transformers(pair, tmp_path):
     assert reloaded.pad_token == ours.pad_token
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert_same(ours(TEXTS, **kw), again(TEXTS, **kw), f"{name} reloaded")
+
+
+def test_special_token_building(pair):
+    name, ours, theirs = pair
+    a, b = ours.encode("hello world", add_special_tokens=False), ours.encode("again", add_special_tokens=False)
+    for ids1 in (None, b):
+        pair_text = "again" if ids1 else None
+        ref = theirs("hello world", pair_text, return_special_tokens_mask=True, return_token_type_ids=True)
+        built = ours.build_inputs_with_special_tokens(a, ids1)
+        assert built == ref["input_ids"], name
+        assert ours.get_special_tokens_mask(a, ids1) == ref["special_tokens_mask"], name
+        assert ours.create_token_type_ids_from_sequences(a, ids1) == ref["token_type_ids"], name
+    full = ours("hello world")["input_ids"]
+    assert ours.get_special_tokens_mask(full, already_has_special_tokens=True) == [
+        int(i in theirs.all_special_ids) for i in full]
+    assert ours.num_special_tokens_to_add(True) == theirs.num_special_tokens_to_add(True)
