@@ -464,7 +464,7 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else 0.0
 
     def _log_training(self, loss: float, grad_norm: float | None) -> None:
-        logs: dict[str, float] = {"loss": round(loss, 6) if math.isfinite(loss) else loss}
+        logs: dict[str, float] = {"loss": loss}
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm
         logs["learning_rate"] = self._current_lr()
