@@ -1,0 +1,35 @@
+"""The Llama family: Llama (and SmolLM2), Mistral and Qwen2."""
+from openformers.models.llama.config import LlamaConfig
+from openformers.models.llama.mistral import (
+    MistralConfig,
+    MistralForCausalLM,
+    MistralForQuestionAnswering,
+    MistralForSequenceClassification,
+    MistralForTokenClassification,
+    MistralModel,
+)
+from openformers.models.llama.model import (
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
+from openformers.models.llama.qwen2 import (
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2ForQuestionAnswering,
+    Qwen2ForSequenceClassification,
+    Qwen2ForTokenClassification,
+    Qwen2Model,
+)
+
+__all__ = [
+    "LlamaConfig", "LlamaModel", "LlamaPreTrainedModel", "LlamaForCausalLM", "LlamaForSequenceClassification",
+    "LlamaForTokenClassification", "LlamaForQuestionAnswering",
+    "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralForSequenceClassification",
+    "MistralForTokenClassification", "MistralForQuestionAnswering",
+    "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
+    "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+]

@@ -1,0 +1,449 @@
+"""Llama: pre-norm decoder with RMSNorm, rotary embeddings, grouped-query attention and SwiGLU.
+
+Mistral and Qwen2 reuse these classes; their differences (sliding window, projection biases)
+are config fields read here.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from openformers.core.modeling import PreTrainedModel
+from openformers.core.outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from openformers.models.llama.config import LlamaConfig
+from openformers.modules.attention import get_attention_backend
+from openformers.modules.cache import Cache, as_cache
+from openformers.modules.heads import (
+    causal_lm_loss,
+    last_token_index,
+    question_answering_loss,
+    sequence_classification_loss,
+    token_classification_loss,
+)
+from openformers.modules.masks import causal_mask
+from openformers.modules.mlp import GatedMLP
+from openformers.modules.norms import RMSNorm
+from openformers.modules.rotary import RotaryEmbedding, apply_rotary
+
+# keyword arguments that tokenizers or trainers pass and these models do not use
+_IGNORED_KWARGS = frozenset({"token_type_ids"})
+
+
+def _check_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    unknown = sorted(set(kwargs) - _IGNORED_KWARGS)
+    if unknown:
+        raise TypeError(f"{type(model).__name__}.forward got unexpected keyword arguments {unknown}")
+
+
+def layer_sliding_windows(config: LlamaConfig) -> list[int | None]:
+    """The attention window of each layer: ``config.sliding_window`` where it applies, else None.
+
+    With ``layer_types`` (Qwen2) only "sliding_attention" layers are windowed; without it
+    (Mistral) every layer uses ``sliding_window`` when set.
+    """
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is None:
+        return [window] * config.num_hidden_layers
+    return [window if t == "sliding_attention" else None for t in layer_types[: config.num_hidden_layers]]
+
+
+class LlamaAttention(nn.Module):
+    """Multi-head attention with rotary embeddings and grouped key/value heads."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        qkv_bias = bool(getattr(config, "attention_bias", False))
+        out_bias = bool(getattr(config, "attention_out_bias", qkv_bias))
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=out_bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, q_len, _ = hidden_states.shape
+        # [b, seq, hidden] -> [b, heads, seq, head_dim]
+        q = self.q_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # [b, kv_heads, past + seq, head_dim]
+        backend = get_attention_backend(self.config.attn_implementation)
+        out, weights = backend(
+            q, k, v, mask, self.scaling, self.config.attention_dropout if self.training else 0.0,
+            is_causal=mask is None, output_attentions=output_attentions, training=self.training,
+        )
+        return self.o_proj(out.reshape(b, q_len, -1)), weights  # out: [b, seq, heads, head_dim]
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.mlp = GatedMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions)
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        return hidden_states, weights
+
+
+class LlamaPreTrainedModel(PreTrainedModel):
+    config_class = LlamaConfig
+    base_model_prefix = "model"
+    _no_split_modules = ("LlamaDecoderLayer",)
+    # checkpoints from the first Llama ports stored the rotary frequencies
+    _keys_to_ignore_on_load_unexpected = (r"rotary_emb\.inv_freq$",)
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    """The decoder stack; returns the final normed hidden states."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self._checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _masks(
+        self, attention_mask: torch.Tensor | None, q_len: int, past_len: int, embeds: torch.Tensor
+    ) -> list[torch.Tensor | None]:
+        """One additive mask per layer (None: plain causal), built once per distinct window."""
+        windows = layer_sliding_windows(self.config)
+        if attention_mask is not None and attention_mask.dim() == 4:  # a ready-made [b, 1, q, k] mask
+            mask = attention_mask
+            if mask.dtype == torch.bool:
+                mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=mask.device).masked_fill(~mask, torch.finfo(embeds.dtype).min)
+            return [mask.to(embeds.dtype)] * len(windows)
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(f"attention_mask must be [batch, seq] (or a 4D mask), got shape {tuple(attention_mask.shape)}")
+        built: dict[int | None, torch.Tensor | None] = {}
+        for w in windows:
+            if w not in built:
+                built[w] = causal_mask(
+                    attention_mask, q_len, past_len, embeds.dtype, embeds.device, sliding_window=w, batch_size=embeds.shape[0]
+                )
+        return [built[w] for w in windows]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast | tuple:
+        _check_kwargs(self, kwargs)
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = cfg.use_return_dict if return_dict is None else return_dict
+        use_cache = getattr(cfg, "use_cache", True) if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False  # checkpointed layers recompute; a cache would be filled twice
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        cache = as_cache(past_key_values, use_cache)
+        past_len = cache.get_seq_length() if cache is not None else 0
+        q_len = inputs_embeds.shape[1]
+        if position_ids is None:
+            if cache_position is not None:
+                position_ids = cache_position.view(1, -1)
+            else:
+                position_ids = (torch.arange(q_len, device=inputs_embeds.device) + past_len)[None]
+        masks = self._masks(attention_mask, q_len, past_len, inputs_embeds)
+        cos, sin = self.rotary_emb(inputs_embeds, position_ids)  # [b or 1, seq, rot_dim]
+
+        hidden = inputs_embeds
+        all_hidden: tuple[torch.Tensor, ...] = ()
+        all_attn: tuple[torch.Tensor, ...] = ()
+        for layer, mask in zip(self.layers, masks):
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            if self.gradient_checkpointing and self.training:
+                hidden, weights = checkpoint(layer, hidden, cos, sin, mask, None, output_attentions, **self._checkpoint_kwargs)
+            else:
+                hidden, weights = layer(hidden, cos, sin, mask, cache, output_attentions)
+            if output_attentions:
+                all_attn += (weights,)
+        hidden = self.norm(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        out = BaseModelOutputWithPast(
+            last_hidden_state=hidden,
+            past_key_values=cache if use_cache else None,
+            hidden_states=all_hidden if output_hidden_states else None,
+            attentions=all_attn if output_attentions else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+def _base_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Forward arguments for the base model, with return_dict forced on."""
+    _check_kwargs(model, kwargs)
+    return {"return_dict": True}
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    """Llama with a language-modelling head (``lm_head``, tied to the embeddings when configured)."""
+
+    base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _is_causal_lm = True
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.model = self.base_model_class(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """``logits_to_keep``: an int k keeps the logits of the last k positions (0: all); a 1D
+        tensor keeps those positions. ``labels`` are shifted inside (-100 is ignored)."""
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
+        )
+        hidden = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            if logits_to_keep < 0:
+                raise ValueError(f"logits_to_keep must be >= 0 (0 keeps every position), got {logits_to_keep}")
+            if logits_to_keep:
+                hidden = hidden[:, -logits_to_keep:]
+        else:
+            hidden = hidden[:, logits_to_keep.to(hidden.device)]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+        out = CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        )
+        return _finish(self, out, return_dict)
+
+
+def _finish(model: nn.Module, out: Any, return_dict: bool | None) -> Any:
+    return_dict = model.config.use_return_dict if return_dict is None else return_dict
+    return out if return_dict else out.to_tuple()
+
+
+class LlamaForSequenceClassification(LlamaPreTrainedModel):
+    """Sequence classification from the hidden state of each row's last non-pad token."""
+
+    base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.base_model_class(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutputWithPast | tuple:
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
+        )
+        logits = self.score(outputs.last_hidden_state)
+        batch_size, seq_len = logits.shape[:2]
+        pad = self.config.pad_token_id
+        if pad is None and batch_size != 1:
+            raise ValueError(
+                f"{type(self).__name__} needs config.pad_token_id to find the last token of each row in a batch of "
+                f"{batch_size}; set it (e.g. model.config.pad_token_id = tokenizer.pad_token_id)"
+            )
+        last = last_token_index(input_ids, pad, batch_size, seq_len, logits.device)
+        pooled = logits[torch.arange(batch_size, device=logits.device), last]
+        loss = sequence_classification_loss(pooled, labels, self.config) if labels is not None else None
+        out = SequenceClassifierOutputWithPast(
+            loss=loss, logits=pooled, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        )
+        return _finish(self, out, return_dict)
+
+
+class LlamaForTokenClassification(LlamaPreTrainedModel):
+    """Per-token classification head (``score``) over the decoder's hidden states."""
+
+    base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.base_model_class(config)
+        if getattr(config, "classifier_dropout", None) is not None:
+            dropout = config.classifier_dropout
+        elif getattr(config, "hidden_dropout", None) is not None:
+            dropout = config.hidden_dropout
+        else:
+            dropout = 0.1
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> TokenClassifierOutput | tuple:
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
+        )
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = token_classification_loss(logits, labels) if labels is not None else None
+        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return _finish(self, out, return_dict)
+
+
+class LlamaForQuestionAnswering(LlamaPreTrainedModel):
+    """Extractive question answering (``qa_outputs`` gives start and end logits).
+
+    The base model lives under ``transformer`` as in transformers; checkpoints of the other
+    heads (``model.``) load too.
+    """
+
+    base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
+    base_model_prefix = "transformer"
+    checkpoint_rules = ((r"^model\.", "transformer."),)
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, self.base_model_class(config))
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | tuple | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> QuestionAnsweringModelOutput | tuple:
+        outputs = self.base_model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False,
+            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        out = QuestionAnsweringModelOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        )
+        return _finish(self, out, return_dict)
