@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,8 +49,14 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
         else:
             raise ValueError("PreTrainedTokenizerFast needs tokenizer_object= (a tokenizers.Tokenizer) or "
                              "tokenizer_file= (a tokenizer.json path); or use AutoTokenizer.from_pretrained(dir)")
+        baked = self._tokenizer.padding  # padding stored in tokenizer.json gives defaults only
+        if baked:
+            kwargs.setdefault("pad_token", baked.get("pad_token"))
+            kwargs.setdefault("padding_side", baked.get("direction", "right"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        # padding/truncation are set on the shared backend for the duration of one call
+        self._lock = threading.RLock()
         self.init_kwargs = {k: v for k, v in kwargs.items() if k not in ("added_tokens_decoder",)}
         self.name_or_path = str(kwargs.pop("name_or_path", ""))
         max_len = kwargs.pop("model_max_length", None)
@@ -318,8 +325,18 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
-        backend = self._tokenizer
         split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+        with self._lock:
+            encodings = self._run_backend(inputs, add_special_tokens, is_split_into_words, pad_strategy,
+                                          trunc_strategy, max_length, stride, side, pad_to_multiple_of, split)
+        return self._to_batch_encoding(encodings, batched, return_tensors, return_token_type_ids,
+                                       return_attention_mask, return_overflowing_tokens,
+                                       return_special_tokens_mask, return_offsets_mapping, return_length)
+
+    def _run_backend(self, inputs: list[Any], add_special_tokens: bool, is_split_into_words: bool, pad_strategy: str,
+                     trunc_strategy: str, max_length: int | None, stride: int, side: str,
+                     pad_to_multiple_of: int | None, split: bool) -> list[Any]:
+        backend = self._tokenizer
         try:
             if trunc_strategy != "do_not_truncate":
                 backend.enable_truncation(max_length, stride=stride, strategy=trunc_strategy,
@@ -340,6 +357,12 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
             backend.no_truncation()
             backend.no_padding()
             backend.encode_special_tokens = self.split_special_tokens
+        return encodings
+
+    def _to_batch_encoding(self, encodings: list[Any], batched: bool, return_tensors: str | None,
+                           return_token_type_ids: bool | None, return_attention_mask: bool | None,
+                           return_overflowing_tokens: bool, return_special_tokens_mask: bool,
+                           return_offsets_mapping: bool, return_length: bool) -> BatchEncoding:
         want_types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         want_mask = "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
         data: dict[str, list[Any]] = {"input_ids": []}
@@ -499,6 +522,15 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
         cfg_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         map_path.write_text(json.dumps(specials, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return str(cfg_path), str(map_path), str(tok_path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)  # locks do not pickle (datasets.map with num_proc pickles tokenizers)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "

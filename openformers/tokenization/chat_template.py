@@ -150,8 +150,5 @@ def apply_chat_template(tokenizer: Any, conversation: Any, *, tools: list[Any] |
 
 def _adds_bos(tokenizer: Any) -> bool:
     """Whether plain encoding starts with BOS (the post-processor adds it)."""
-    try:
-        ids = tokenizer.backend_tokenizer.encode("", add_special_tokens=True).ids
-    except Exception:
-        return False
-    return bool(ids) and ids[0] == tokenizer.bos_token_id
+    layout = tokenizer._layout(pair=False)
+    return bool(layout) and layout[0][0] == "special" and layout[0][1] == tokenizer.bos_token_id

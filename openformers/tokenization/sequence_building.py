@@ -13,10 +13,12 @@ class SequenceBuildingMixin:
     """
 
     _tokenizer: Any
+    _lock: Any
 
     def _layout(self, pair: bool) -> list[tuple[str, int, int]]:
         """[("A"|"B"|"special", id, type_id), ...] for a single or pair input."""
-        probe = self._tokenizer.encode("a", "a" if pair else None, add_special_tokens=True)
+        with self._lock:  # no call-time padding/truncation may leak into the probe
+            probe = self._tokenizer.encode("a", "a" if pair else None, add_special_tokens=True)
         layout: list[tuple[str, int, int]] = []
         for tid, seq, type_id in zip(probe.ids, probe.sequence_ids, probe.type_ids):
             if seq is None:

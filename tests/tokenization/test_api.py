@@ -175,3 +175,24 @@ def test_added_tokens_decoder_from_config(wordpiece_dir, tmp_path):
 def test_text_target(bert):
     out = bert("question", text_target="answer here")
     assert out["labels"] == bert("answer here")["input_ids"]
+
+
+def test_pickle_and_threads(bert):
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    clone = pickle.loads(pickle.dumps(bert))
+    assert clone("Hello there")["input_ids"] == bert("Hello there")["input_ids"]
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(64)]
+
+    def run(i: int) -> list[int]:
+        if i % 2:  # interleave padded/truncated calls with plain ones on the shared backend
+            return bert(texts[i], padding="max_length", max_length=20, truncation=True)["input_ids"]
+        return bert(texts[i])["input_ids"]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(64)))
+    for i, ids in enumerate(results):
+        assert ids == run(i)
+        if i % 2:
+            assert len(ids) == 20
