@@ -182,25 +182,44 @@ class F1(_PRF):
     _index = 2
 
 
+def _mcc(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray | None) -> float:
+    classes, inverse = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    ti, pi = inverse[: len(y_true)], inverse[len(y_true):]
+    k = len(classes)
+    conf = np.bincount(ti * k + pi, weights=w, minlength=k * k).reshape(k, k).astype(np.float64)
+    t_sum, p_sum = conf.sum(axis=1), conf.sum(axis=0)
+    n_correct, n = np.trace(conf), p_sum.sum()
+    cov_tp = n_correct * n - np.dot(t_sum, p_sum)
+    cov_pp = n * n - np.dot(p_sum, p_sum)
+    cov_tt = n * n - np.dot(t_sum, t_sum)
+    if cov_pp * cov_tt == 0:
+        return 0.0
+    return float(cov_tp / np.sqrt(cov_tt * cov_pp))
+
+
 class MatthewsCorrelation(Metric):
-    """Matthews correlation coefficient (multiclass generalisation, R_K statistic)."""
+    """Matthews correlation coefficient (multiclass generalisation, R_K statistic).
+
+    With config "multilabel" it is computed per label column; ``average="macro"`` averages them.
+    """
 
     name = "matthews_correlation"
+    config_names = ("multilabel",)
 
     def _compute(self, predictions: Sequence[Any], references: Sequence[Any],
-                 sample_weight: Sequence[float] | None = None) -> dict[str, float]:
+                 sample_weight: Sequence[float] | None = None, average: str | None = None) -> dict[str, Any]:
+        if self.config_name == "multilabel":
+            y_true, y_pred = indicator_pair(predictions, references, self.name)
+            _nonempty(len(y_true), self.name)
+            w = weights_array(sample_weight, len(y_true), self.name)
+            scores = np.array([_mcc(y_true[:, c], y_pred[:, c], w) for c in range(y_true.shape[1])])
+            if average is None:
+                return {"matthews_correlation": scores}
+            if average != "macro":
+                raise ValueError(f"matthews_correlation: `average` must be None or 'macro', got {average!r}.")
+            return {"matthews_correlation": float(scores.mean())}
+        if average is not None:
+            raise ValueError("matthews_correlation: `average` applies only to config_name='multilabel'.")
         y_true, y_pred = label_pair(predictions, references, self.name)
         _nonempty(len(y_true), self.name)
-        w = weights_array(sample_weight, len(y_true), self.name)
-        classes, inverse = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
-        ti, pi = inverse[: len(y_true)], inverse[len(y_true):]
-        k = len(classes)
-        conf = np.bincount(ti * k + pi, weights=w, minlength=k * k).reshape(k, k).astype(np.float64)
-        t_sum, p_sum = conf.sum(axis=1), conf.sum(axis=0)
-        n_correct, n = np.trace(conf), p_sum.sum()
-        cov_tp = n_correct * n - np.dot(t_sum, p_sum)
-        cov_pp = n * n - np.dot(p_sum, p_sum)
-        cov_tt = n * n - np.dot(t_sum, t_sum)
-        if cov_pp * cov_tt == 0:
-            return {"matthews_correlation": 0.0}
-        return {"matthews_correlation": float(cov_tp / np.sqrt(cov_tt * cov_pp))}
+        return {"matthews_correlation": _mcc(y_true, y_pred, weights_array(sample_weight, len(y_true), self.name))}

@@ -30,6 +30,7 @@ def test_add_add_batch_then_compute():
     assert roc.compute() == {"roc_auc": 1.0}
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_compute_kwargs_defaults_and_errors():
     f1 = load("f1", average="macro")  # load-time kwargs become compute defaults
     assert f1.compute(predictions=[0, 1, 2], references=[0, 1, 1])["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)

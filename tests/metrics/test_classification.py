@@ -59,6 +59,9 @@ def test_prf_labels_subset_and_multilabel():
             got = load(name, "multilabel").compute(predictions=yp, references=yt, average=average, zero_division=0,
                                                    sample_weight=w)[name]
             np.testing.assert_allclose(got, fn(yt, yp, average=average, zero_division=0, sample_weight=w), atol=TOL)
+    mcc = load("matthews_correlation", "multilabel").compute(predictions=yp, references=yt, sample_weight=w)
+    np.testing.assert_allclose(mcc["matthews_correlation"],
+                               [skm.matthews_corrcoef(yt[:, c], yp[:, c], sample_weight=w) for c in range(4)], atol=TOL)
     acc = load("accuracy", "multilabel").compute(predictions=yp, references=yt)["accuracy"]
     assert acc == pytest.approx(skm.accuracy_score(yt, yp), abs=TOL)
 

@@ -51,6 +51,7 @@ def test_seqeval_matches_reference(scheme):
                     assert got == _expected(preds, refs, mode="strict", scheme=scheme, zero_division=zd)
 
 
+@pytest.mark.filterwarnings("ignore")
 def test_seqeval_suffix_autodetect_and_edges():
     refs = [["PER-B", "PER-I", "O", "LOC-B"], ["O", "MISC-B"]]
     preds = [["PER-B", "PER-I", "O", "LOC-I"], ["O", "O"]]
@@ -63,7 +64,7 @@ def test_seqeval_suffix_autodetect_and_edges():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         all_o = load("seqeval").compute(predictions=[["O", "O"]], references=[["O", "O"]])
-    assert all_o == _expected([["O", "O"]], [["O", "O"]]) and all_o["overall_accuracy"] == 1.0
+        assert all_o == _expected([["O", "O"]], [["O", "O"]]) and all_o["overall_accuracy"] == 1.0
     with pytest.raises(ValueError, match="tags"):
         load("seqeval").compute(predictions=[["O"]], references=[["O", "B-X"]])
     with pytest.raises(ValueError, match="invalid token"):
