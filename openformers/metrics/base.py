@@ -65,29 +65,30 @@ class Metric:
 
     # -- computation --------------------------------------------------------------------------
     def compute(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> Any:
-        """Compute the metric on the given inputs, or on what was added; clears the buffer."""
+        """Compute the metric on everything added so far plus the given inputs; clears the buffer."""
         kwargs = {**self._default_kwargs, **kwargs}
         given = {"predictions": predictions, "references": references}
         inputs: dict[str, Any] = {}
         for name in self.input_names:
             value = kwargs.pop(name, None)
             inputs[name] = given.get(name) if value is None else value
+        self._check_kwargs(kwargs)
         provided = [n for n, v in inputs.items() if v is not None]
         if provided and len(provided) != len(self.input_names):
             missing = [n for n in self.input_names if inputs[n] is None]
             raise ValueError(f"{self.name}.compute() got {provided} but is missing {missing}.")
-        if not provided:
-            if not any(self._buffer[n] for n in self.input_names):
-                raise ValueError(
-                    f"{self.name}.compute() has no data: pass {', '.join(f'{n}=' for n in self.input_names)} "
-                    "or call add()/add_batch() first."
-                )
-            inputs = {n: list(v) for n, v in self._buffer.items()}
-        else:
-            inputs = {n: _as_list(v, n) for n, v in inputs.items()}
-            self._check_lengths(inputs)
+        if provided:  # like `evaluate`, given inputs join anything added earlier
+            batch = {n: _as_list(v, n) for n, v in inputs.items()}
+            self._check_lengths(batch)
+            for name, values in batch.items():
+                self._buffer[name].extend(values)
+        elif not any(self._buffer[n] for n in self.input_names):
+            raise ValueError(
+                f"{self.name}.compute() has no data: pass {', '.join(f'{n}=' for n in self.input_names)} "
+                "or call add()/add_batch() first."
+            )
+        inputs = self._buffer
         self._buffer = {k: [] for k in self.input_names}
-        self._check_kwargs(kwargs)
         return self._compute(**inputs, **kwargs)
 
     def _compute(self, **kwargs: Any) -> Any:  # pragma: no cover - abstract

@@ -58,3 +58,12 @@ def test_combine_merges_and_prefixes():
 
 def test_package_exports():
     assert metrics.Metric is type(load("accuracy")).__mro__[-2]
+
+
+def test_compute_inputs_join_added_examples():
+    acc = load("accuracy")
+    acc.add(prediction=0, reference=1)
+    assert acc.compute(predictions=[1, 1], references=[1, 1]) == {"accuracy": pytest.approx(2 / 3)}
+    with pytest.raises(TypeError, match="unexpected"):
+        acc.add_batch(predictions=[1], references=[1]) or acc.compute(nope=True)
+    assert acc.compute() == {"accuracy": 1.0}  # a rejected call keeps the buffer
