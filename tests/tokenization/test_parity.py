@@ -172,3 +172,30 @@ def test_special_token_building(pair):
     assert ours.get_special_tokens_mask(full, already_has_special_tokens=True) == [
         int(i in theirs.all_special_ids) for i in full]
     assert ours.num_special_tokens_to_add(True) == theirs.num_special_tokens_to_add(True)
+
+
+@pytest.mark.parametrize("base,config", [
+    ("wordpiece_dir", {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "tokenize_chinese_chars": False}),
+    ("wordpiece_dir", {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "strip_accents": True}),
+    ("gpt2_dir", {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": True, "pad_token": "<|endoftext|>"}),
+    ("roberta_dir", {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": True, "trim_offsets": False}),
+    ("sp_bpe_dir", {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": True,
+                    "padding_side": "right"}),
+])
+def test_config_variants(request, tmp_path, base, config):
+    import json
+    import shutil
+
+    src = request.getfixturevalue(base)
+    for f in src.iterdir():
+        if f.name != "tokenizer_config.json":
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, theirs = AutoTokenizer.from_pretrained(tmp_path), transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    kw = dict(return_offsets_mapping=True)
+    for text in TEXTS:
+        assert_same(ours(text, **kw), theirs(text, **kw), f"{config} {text!r}")
+        assert_same(ours(text, TEXTS[0], **kw), theirs(text, TEXTS[0], **kw), f"{config} pair {text!r}")
+        ids = ours(text)["input_ids"]
+        assert ours.decode(ids) == theirs.decode(ids)
+    assert ours.padding_side == theirs.padding_side
