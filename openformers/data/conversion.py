@@ -10,6 +10,23 @@ import pyarrow as pa
 from .features import ClassLabel, Features, Sequence, encode_value, feature_from_arrow, feature_to_arrow
 
 
+# Token-level columns are stored in narrow ints, as the Hugging Face writer does (4-8x smaller).
+_OPTIMIZED_INT = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "token_type_ids": pa.int8(),
+                  "special_tokens_mask": pa.int8()}
+
+
+def _narrow(t: pa.DataType, target: pa.DataType) -> pa.DataType | None:
+    if pa.types.is_integer(t):
+        return target if t.bit_width > target.bit_width else None
+    if pa.types.is_list(t):
+        inner = _narrow(t.value_type, target)
+        return pa.list_(inner) if inner is not None else None
+    if pa.types.is_fixed_size_list(t):
+        inner = _narrow(t.value_type, target)
+        return pa.list_(inner, t.list_size) if inner is not None else None
+    return None
+
+
 def _plain(values: Any) -> Any:
     """Turn tensors / ndarrays into something ``pa.array`` accepts (lists of ndarrays work)."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # torch tensor
@@ -52,6 +69,13 @@ def to_arrow_array(name: str, values: Any, feature: Any = None) -> pa.Array | pa
                     f"{type(example).__name__} ({err}). Return lists, numbers, strings, "
                     "bools, dicts, numpy arrays or tensors."
                 ) from None
+    if feature is None and name in _OPTIMIZED_INT:
+        narrow = _narrow(arr.type, _OPTIMIZED_INT[name])
+        if narrow is not None:
+            try:
+                arr = arr.cast(narrow, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass  # values too large for the narrow type: keep int64
     if feature is not None and arr.type != feature_to_arrow(feature):
         try:
             arr = arr.cast(feature_to_arrow(feature))

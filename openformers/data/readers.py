@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-BLOCK_SIZE = 16 << 20  # bytes per parsed block: big enough that type inference sees many rows
+BLOCK_SIZE = 4 << 20  # bytes per parsed block: type inference sees the first block, memory holds a few
 
 EXTENSIONS = {
     ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",

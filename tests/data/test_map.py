@@ -36,6 +36,19 @@ def test_map_matches_hf(hf):
         assert o.to_dict() == t.to_dict(), kw
 
 
+def test_tokenizer_like_output_matches_hf(hf):
+    def encode(batch):
+        ids = [[101] + [ord(c) for c in t] + [102] for t in batch["text"]]
+        return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids],
+                "token_type_ids": [[0] * len(i) for i in ids], "labels": [[1] * len(i) for i in ids]}
+
+    o = Dataset.from_dict(DATA).map(encode, batched=True, batch_size=2, remove_columns=["text"])
+    t = hf.Dataset.from_dict(DATA).map(encode, batched=True, batch_size=2, remove_columns=["text"])
+    assert o.data.schema.types == t.data.schema.types  # narrow int types for token columns
+    assert o.features.to_dict() == t.features.to_dict()
+    assert o.to_dict() == t.to_dict()
+
+
 def test_map_keeps_classlabel_and_honours_features(hf):
     feats = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
     ds = Dataset.from_dict(DATA, features=feats)
