@@ -515,7 +515,9 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
             config.pop("extra_special_tokens", None)
         if "add_bos_token" in self.init_kwargs or "add_eos_token" in self.init_kwargs:
             config["add_bos_token"], config["add_eos_token"] = self._add_bos_token, self._add_eos_token
-        if self.chat_template is not None:
+        if isinstance(self.chat_template, dict):  # several named templates: the list form of the file
+            config["chat_template"] = [{"name": k, "template": v} for k, v in self.chat_template.items()]
+        elif self.chat_template is not None:
             config["chat_template"] = self.chat_template
         else:
             config.pop("chat_template", None)

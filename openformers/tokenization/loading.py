@@ -16,7 +16,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "to
 TOKEN_TYPE_FAMILIES = {"bert", "electra", "albert", "convbert", "mobilebert", "squeezebert", "funnel", "deberta",
                        "deberta_v2", "debertav2", "xlnet", "layoutlm", "splinter", "roformer", "mpnet_legacy"}
 _HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token")
-_IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "subfolder", "_from_auto",
+_IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "_from_auto",
                    "_commit_hash", "use_auth_token", "legacy", "from_slow", "fix_mistral_regex", "config")
 
 
@@ -114,7 +114,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, tokenizer_cls: type | None =
             gguf_file = embedded.name
     if gguf_file is None and Path(name).is_file() and name.endswith(".gguf"):
         gguf_file = Path(name).name
-    directory = resolve_model_dir(name_or_path, **hub)
+    subfolder = kwargs.pop("subfolder", None) or ""
+    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    if not directory.is_dir():
+        raise FileNotFoundError(f"subfolder={subfolder!r}: {directory} is not a directory")
     if gguf_file is not None:
         from .gguf import tokenizer_from_gguf
 

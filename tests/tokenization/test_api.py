@@ -196,3 +196,16 @@ def test_pickle_and_threads(bert):
         assert ids == run(i)
         if i % 2:
             assert len(ids) == 20
+
+
+def test_subfolder_and_named_templates(minilm_dir, tmp_path):
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    tok.chat_template = {"default": "{{ messages[0]['content'] }}", "tool_use": "TOOLS {{ tools | length if tools else 0 }}"}
+    tok.save_pretrained(tmp_path / "tokenizer")
+    again = AutoTokenizer.from_pretrained(tmp_path, subfolder="tokenizer")
+    chat = [{"role": "user", "content": "hi"}]
+    assert again.apply_chat_template(chat, tokenize=False) == "hi"
+    assert again.apply_chat_template(chat, tools=[{"name": "f"}], tokenize=False) == "TOOLS 1"
+    assert again.apply_chat_template(chat, chat_template="tool_use", tokenize=False) == "TOOLS 0"
+    with pytest.raises(FileNotFoundError, match="subfolder"):
+        AutoTokenizer.from_pretrained(tmp_path, subfolder="nope")
