@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,12 +97,15 @@ def checkpoint_dtype(files: list[Path]) -> torch.dtype | None:
 def load_bin_file(file: Path) -> dict[str, torch.Tensor]:
     """Load a ``.bin`` state dict with ``weights_only=True``; never run pickled code."""
     try:
-        state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+        # mmap needs the zip format (torch >= 1.6); older files, e.g. 2019 GPT-2 era, are read whole
+        state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except pickle.UnpicklingError as exc:
+        # torch's message starts with advice to disable weights_only; keep only the cause
+        cause = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        detail = cause.group(1).split(". Please use")[0] if cause else str(exc).splitlines()[0]
         raise CheckpointError(
-            f"{file} holds pickled objects other than tensors, which openformers refuses to load "
-            f"(nothing in it was executed). Convert it to safetensors with a tool you trust. Details: "
-            f"{str(exc).splitlines()[0]}"
+            f"{file} holds pickled objects other than tensors, or is corrupt; openformers refuses to load "
+            f"it (nothing in it was executed). Convert it to safetensors with a tool you trust. Details: {detail}"
         ) from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{file} is not a readable PyTorch weight file ({exc}); it may be truncated") from exc

@@ -314,7 +314,7 @@ class PreTrainedModel(nn.Module):
         else:
             model_dir = resolve_model_dir(name, **hub) / subfolder
             if config is None:
-                config_dict, kwargs = load_config_dict(model_dir, **{})
+                config_dict, _ = load_config_dict(model_dir)  # user kwargs stay for the config overrides
                 config = cls._config_from_dict(config_dict, kwargs)
             else:
                 config = _override_config(config, kwargs)
