@@ -2,32 +2,43 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Callable, Hashable, Sequence
 
 from .base import Metric
 
 _MULTI_SPACE = re.compile(r"\s\s+")
 
 
-def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
-    """Levenshtein distance (unit substitution / insertion / deletion costs) between sequences."""
-    if not ref or not hyp:
-        return max(len(ref), len(hyp))
-    vocab: dict[Any, int] = {}
-    r = np.array([vocab.setdefault(t, len(vocab)) for t in ref], dtype=np.int64)
-    h = np.array([vocab.setdefault(t, len(vocab)) for t in hyp], dtype=np.int64)
-    cols = np.arange(len(h) + 1, dtype=np.int64)
-    row = cols.copy()  # distance from ref[:0] to every hyp prefix
-    for i, token in enumerate(r, start=1):
-        # best of deletion (from above) and substitution/match (diagonal) ...
-        best = np.empty_like(row)
-        best[0] = i
-        best[1:] = np.minimum(row[1:] + 1, row[:-1] + (h != token))
-        # ... then insertions along the row: cur[j] = min_k<=j best[k] + (j - k)
-        row = np.minimum.accumulate(best - cols) + cols
-    return int(row[-1])
+def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
+    """Levenshtein distance (unit substitution / insertion / deletion costs) between sequences.
+
+    Bit-parallel (Myers 1999, in Hyyro's formulation for global distance): one column of the
+    DP table is held as vertical +1/-1 delta bit vectors in Python ints, so each token of
+    ``hyp`` costs a handful of integer operations regardless of ``len(ref)``.
+    """
+    m = len(ref)
+    if m == 0 or not hyp:
+        return max(m, len(hyp))
+    match: dict[Hashable, int] = {}
+    for i, token in enumerate(ref):
+        match[token] = match.get(token, 0) | (1 << i)
+    full, top = (1 << m) - 1, 1 << (m - 1)
+    pos, neg, dist = full, 0, m  # vertical deltas +1 / -1 of the current column; D[m][j]
+    for token in hyp:
+        eq = match.get(token, 0)
+        xv = eq | neg
+        xh = ((((eq & pos) + pos) & full) ^ pos) | eq
+        hp = neg | (~(xh | pos) & full)  # horizontal +1 deltas
+        hn = pos & xh  # horizontal -1 deltas
+        if hp & top:
+            dist += 1
+        elif hn & top:
+            dist -= 1
+        hp = ((hp << 1) | 1) & full  # row 0 grows by one per column
+        hn = (hn << 1) & full
+        pos = hn | (~(xv | hp) & full)
+        neg = hp & xv
+    return dist
 
 
 def _words(text: str) -> list[str]:
@@ -35,12 +46,12 @@ def _words(text: str) -> list[str]:
     return [w for w in text.split(" ") if w]
 
 
-def _chars(text: str) -> list[str]:
-    return list(_MULTI_SPACE.sub(" ", text).strip())
+def _chars(text: str) -> str:
+    return _MULTI_SPACE.sub(" ", text).strip()  # a string is already a sequence of characters
 
 
 def _error_rate(metric: str, predictions: Sequence[str], references: Sequence[str],
-                split: Callable[[str], list[str]]) -> float:
+                split: Callable[[str], Sequence[str]]) -> float:
     errors = total = 0
     for i, (pred, ref) in enumerate(zip(predictions, references)):
         if not isinstance(pred, str) or not isinstance(ref, str):

@@ -44,10 +44,23 @@ def _lcs_table(ref: list[str], can: list[str]) -> list[list[int]]:
     return table
 
 
+def lcs_length(ref: Sequence[str], can: Sequence[str]) -> int:
+    """Length of the longest common subsequence, bit-parallel over ``ref`` (Allison-Dix / Hyyro)."""
+    match: dict[str, int] = {}
+    for i, token in enumerate(ref):
+        match[token] = match.get(token, 0) | (1 << i)
+    full = (1 << len(ref)) - 1
+    v = full  # zero bits mark reference positions used by the LCS so far
+    for token in can:
+        u = v & match.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(ref) - bin(v).count("1")
+
+
 def _lcs_score(target: list[str], prediction: list[str]) -> tuple[float, float, float]:
     if not target or not prediction:
         return 0.0, 0.0, 0.0
-    lcs = _lcs_table(target, prediction)[-1][-1]
+    lcs = lcs_length(target, prediction)
     precision, recall = lcs / len(prediction), lcs / len(target)
     return precision, recall, _fmeasure(precision, recall)
 
