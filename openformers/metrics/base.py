@@ -95,6 +95,11 @@ class Metric:
         raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------------
+    @property
+    def description(self) -> str:
+        """What the metric computes (the class docstring)."""
+        return (type(self).__doc__ or "").strip()
+
     def accepted_kwargs(self) -> set[str]:
         """Names of the keyword arguments ``compute`` accepts besides the inputs."""
         params = inspect.signature(self._compute).parameters

@@ -33,6 +33,8 @@ def _max_reference_counts(refs: Sequence[Sequence[str]], max_order: int) -> Coun
 
 
 def _reference_lists(predictions: Sequence[Any], references: Sequence[Any], metric: str) -> list[list[str]]:
+    if not predictions:
+        raise ValueError(f"{metric}: got no examples; pass at least one prediction/reference pair.")
     if not all(isinstance(p, str) for p in predictions):
         raise TypeError(f"{metric}: every prediction must be a string.")
     out = []
