@@ -146,3 +146,36 @@ def test_sequence_classification_left_padding_and_no_pad_token():
     model.config.pad_token_id = None
     with pytest.raises(ValueError, match="pad_token_id"):
         model(ids)
+
+
+def test_bfloat16_matches_reference_exactly(tmp_path):
+    import transformers
+
+    build_reference("LlamaForCausalLM", "LlamaConfig", tmp_path, **fam.tiny_config(rope_theta=500000.0))
+    ref = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ours = openformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert ours.model.rotary_emb.inv_freq.dtype == torch.float32
+    ids = torch.randint(3, fam.VOCAB, (2, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours_logits, ref_logits = ours(ids).logits, ref(ids).logits
+    assert ours_logits.dtype == torch.bfloat16
+    assert_close(ours_logits, ref_logits, atol=0.0, what="bfloat16 logits")
+
+
+def test_cache_forms_and_qa_from_causal_checkpoint(tmp_path):
+    from openformers.modules.cache import DynamicCache
+
+    torch.manual_seed(0)
+    model = openformers.LlamaForCausalLM(openformers.LlamaConfig(**fam.tiny_config())).eval()
+    ids = torch.randint(3, fam.VOCAB, (1, 6))
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :4])
+        assert isinstance(out.past_key_values, DynamicCache)
+        legacy = out.past_key_values.to_legacy_cache()
+        step = model(ids[:, 4:], past_key_values=legacy).logits
+    assert_close(step, full[:, 4:], what="legacy tuple cache")
+    model.save_pretrained(tmp_path)
+    qa, info = openformers.LlamaForQuestionAnswering.from_pretrained(tmp_path, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["qa_outputs.bias", "qa_outputs.weight"]
+    assert torch.equal(qa.transformer.embed_tokens.weight, model.model.embed_tokens.weight)
