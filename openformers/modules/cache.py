@@ -73,6 +73,100 @@ class DynamicCache(Cache):
         return tuple(zip(self.keys, self.values))
 
 
+class StaticCache(Cache):
+    """Preallocated to ``max_cache_len`` positions and written in place: no reallocation while decoding.
+
+    Buffers are created on the first ``update`` of each layer, with that call's batch size,
+    heads, head size, dtype and device. ``update`` writes the new positions at the layer's
+    current length (or at ``cache_position``) and returns views of the filled part
+    ``[b, kv_heads, filled, d]``, so attention and masks see exactly what a DynamicCache would
+    give, without copying the whole cache every step.
+    """
+
+    is_compileable = True
+
+    def __init__(self, config: object = None, max_cache_len: int | None = None, *, max_batch_size: int | None = None,
+                 batch_size: int | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **kwargs: object) -> None:
+        if max_cache_len is None:
+            max_cache_len = getattr(config, "max_position_embeddings", None)
+        if max_cache_len is None or int(max_cache_len) <= 0:
+            raise ValueError(f"StaticCache needs a positive max_cache_len, got {max_cache_len!r}")
+        self.max_cache_len = int(max_cache_len)
+        self.max_batch_size = max_batch_size if max_batch_size is not None else batch_size
+        self.device = torch.device(device) if device is not None else None
+        self.dtype = dtype
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._lengths: list[int] = []
+
+    def _allocate(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        b, h, _, d = key.shape
+        if self.max_batch_size is not None and b != self.max_batch_size:
+            raise ValueError(f"StaticCache was made for batch size {self.max_batch_size}, the model gave {b}")
+        device = self.device or key.device
+        self.keys.append(torch.zeros(b, h, self.max_cache_len, d, dtype=self.dtype or key.dtype, device=device))
+        self.values.append(torch.zeros(b, value.shape[1], self.max_cache_len, value.shape[-1],
+                                       dtype=self.dtype or value.dtype, device=device))
+        self._lengths.append(0)
+
+    def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor,
+               cache_position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx == len(self.keys):
+            self._allocate(key, value)
+        elif layer_idx > len(self.keys):
+            raise IndexError(f"cache update for layer {layer_idx} before layer {len(self.keys)}")
+        start = self._lengths[layer_idx] if cache_position is None else int(cache_position.reshape(-1)[0])
+        end = start + key.shape[-2]
+        if end > self.max_cache_len:
+            raise ValueError(
+                f"StaticCache holds max_cache_len={self.max_cache_len} positions; writing positions {start}..{end - 1} "
+                "overflows it. Create it with a larger max_cache_len."
+            )
+        k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
+        if key.shape[0] != k_buf.shape[0]:
+            raise ValueError(f"StaticCache holds batch size {k_buf.shape[0]}, the update has {key.shape[0]}")
+        k_buf[:, :, start:end].copy_(key)
+        v_buf[:, :, start:end].copy_(value)
+        self._lengths[layer_idx] = max(self._lengths[layer_idx], end) if cache_position is not None else end
+        filled = self._lengths[layer_idx]
+        return k_buf[:, :, :filled], v_buf[:, :, :filled]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._lengths[layer_idx] if layer_idx < len(self._lengths) else 0
+
+    def get_max_cache_shape(self) -> int:
+        return self.max_cache_len
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        for i in range(len(self.keys)):
+            idx = beam_idx.to(self.keys[i].device)
+            n = self._lengths[i]
+            self.keys[i][:, :, :n] = self.keys[i][:, :, :n].index_select(0, idx)
+            self.values[i][:, :, :n] = self.values[i][:, :, :n].index_select(0, idx)
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on."""
+        self._lengths = [min(n, length) for n in self._lengths]
+
+    def reset(self) -> None:
+        """Empty the cache, keeping the buffers for reuse."""
+        self._lengths = [0 for _ in self._lengths]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self._lengths[layer_idx]
+        return self.keys[layer_idx][:, :, :n], self.values[layer_idx][:, :, :n]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self.keys)))
+
+    def to_legacy_cache(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        return tuple(self[i] for i in range(len(self.keys)))
+
+
 def as_cache(past_key_values: object, use_cache: bool) -> Cache | None:
     """Normalise the ``past_key_values`` argument: a Cache, a legacy tuple, or None."""
     if isinstance(past_key_values, Cache):
