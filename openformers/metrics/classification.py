@@ -61,7 +61,7 @@ def _divide(num: np.ndarray, den: np.ndarray, zero_division: Any, what: str) -> 
         out[mask] = _zero_division_value(zero_division)
         if zero_division == "warn":
             warnings.warn(f"{what} is ill-defined for labels with no samples; setting it to 0.0. "
-                          "Use `zero_division` to control this.", UserWarning, stacklevel=4)
+                          "Use `zero_division` to control this.", UserWarning, stacklevel=5)
     return out
 
 

@@ -87,7 +87,7 @@ def _correlation(x: np.ndarray, y: np.ndarray, metric: str) -> float:
     xm, ym = x - x.mean(), y - y.mean()
     nx, ny = np.linalg.norm(xm), np.linalg.norm(ym)
     if nx == 0 or ny == 0:
-        warnings.warn(f"{metric}: an input is constant; the correlation is undefined (nan).", UserWarning, stacklevel=3)
+        warnings.warn(f"{metric}: an input is constant; the correlation is undefined (nan).", UserWarning, stacklevel=4)
         return float("nan")
     return float(np.clip(np.dot(xm / nx, ym / ny), -1.0, 1.0))
 

@@ -38,7 +38,7 @@ def get_entities(seq: Sequence[Any], suffix: bool = False) -> list[tuple[str, in
         if chunk not in ("O", "B", "I", "E", "S"):
             ok = chunk.endswith(("-B", "-I", "-E", "-S")) if suffix else chunk.startswith(("B-", "I-", "E-", "S-"))
             if not ok:
-                warnings.warn(f"seqeval: {chunk} seems not to be a NE tag.", UserWarning, stacklevel=3)
+                warnings.warn(f"seqeval: {chunk} seems not to be a NE tag.", UserWarning, stacklevel=5)
         tag, type_ = _split_tag(chunk, suffix)
         if prev_tag in ("E", "S") or (prev_tag, tag) in _ENDS or (prev_tag not in ("O", ".") and prev_type != type_):
             chunks.append((prev_type, begin, i - 1))
@@ -159,7 +159,7 @@ def _divide(num: np.ndarray, den: np.ndarray, zero_division: Any) -> np.ndarray:
         out[den == 0] = 0.0 if zero_division in ("warn", 0) else 1.0
         if zero_division == "warn":
             warnings.warn("seqeval: precision/recall ill-defined for some entity types; set to 0.0.",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=5)
     return out
 
 

@@ -106,5 +106,7 @@ def test_classification_errors():
         load("precision").compute(predictions=[0, 2], references=[2, 0])
     with pytest.raises(ValueError, match="Unknown config_name"):
         load("accuracy", "multiclass")
+    with pytest.raises(ValueError, match="no examples"):
+        load("f1").compute(predictions=[], references=[])
     with pytest.raises(TypeError, match="mix string and integer"):
         load("accuracy").compute(predictions=["a"], references=[1])
