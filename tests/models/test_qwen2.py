@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import openformers
 from tests.models import llama_family as fam
-from tests.models.parity import assert_close, build_reference
 
 pytest.importorskip("transformers")
 

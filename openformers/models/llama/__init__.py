@@ -8,14 +8,12 @@ from openformers.models.llama.mistral import (
     MistralForTokenClassification,
     MistralModel,
 )
-from openformers.models.llama.model import (
-    LlamaForCausalLM,
+from openformers.models.llama.heads import (
     LlamaForQuestionAnswering,
     LlamaForSequenceClassification,
     LlamaForTokenClassification,
-    LlamaModel,
-    LlamaPreTrainedModel,
 )
+from openformers.models.llama.model import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 from openformers.models.llama.qwen2 import (
     Qwen2Config,
     Qwen2ForCausalLM,

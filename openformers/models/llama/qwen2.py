@@ -4,13 +4,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from openformers.models.llama.config import LlamaConfig
-from openformers.models.llama.model import (
-    LlamaForCausalLM,
+from openformers.models.llama.heads import (
     LlamaForQuestionAnswering,
     LlamaForSequenceClassification,
     LlamaForTokenClassification,
-    LlamaModel,
 )
+from openformers.models.llama.model import LlamaForCausalLM, LlamaModel
 
 
 class Qwen2Config(LlamaConfig):
