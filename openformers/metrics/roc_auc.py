@@ -58,7 +58,13 @@ def _average_columns(y_true: np.ndarray, y_score: np.ndarray, average: str | Non
     if average == "samples":
         scores = np.array([binary_auc(y_true[i], y_score[i]) for i in range(len(y_true))])
         return float(np.average(scores, weights=w))
-    scores = np.array([binary_auc(y_true[:, c], y_score[:, c], w) for c in range(y_true.shape[1])])
+    scores = []
+    for c in range(y_true.shape[1]):
+        if len(np.unique(y_true[:, c])) != 2:
+            raise ValueError(f"roc_auc: class/label column {c} is always or never the true label in `references`, "
+                             "so its ROC AUC is undefined; drop that class or add examples of it.")
+        scores.append(binary_auc(y_true[:, c], y_score[:, c], w))
+    scores = np.array(scores)
     if average is None:
         return scores
     weights = None

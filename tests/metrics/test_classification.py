@@ -100,6 +100,9 @@ def test_classification_errors():
         load("roc_auc").compute(prediction_scores=[0.1, 0.9], references=["a", "b"])
     with pytest.raises(ValueError, match="only one class"):
         load("roc_auc").compute(prediction_scores=[0.1, 0.9], references=[1, 1])
+    with pytest.raises(ValueError, match="column 1"):
+        load("roc_auc", "multiclass").compute(prediction_scores=[[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]], references=[0, 2],
+                                              multi_class="ovr", labels=[0, 1, 2])
     with pytest.raises(ValueError, match="multiclass but average='binary'"):
         load("f1").compute(predictions=[0, 1, 2], references=[0, 1, 2])
     with pytest.raises(ValueError, match="pos_label"):
