@@ -99,7 +99,7 @@ class GPT2Attention(nn.Module):
             is_causal=mask is None, output_attentions=output_attentions, training=self.training,
         )  # out: [b, t, h, d]
         out = self.c_proj(out.to(dtype).reshape(b, t, self.embed_dim))
-        return self.resid_dropout(out), weights
+        return self.resid_dropout(out), (weights.to(dtype) if weights is not None else None)
 
 
 class GPT2MLP(nn.Module):
@@ -184,15 +184,11 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | tuple | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None, past_key_values: Cache | tuple | None = None,
+        attention_mask: torch.Tensor | None = None, token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
@@ -285,19 +281,14 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | tuple | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None, past_key_values: Cache | tuple | None = None,
+        attention_mask: torch.Tensor | None = None, token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        num_items_in_batch: int | torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0, num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
@@ -334,16 +325,12 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | tuple | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None, past_key_values: Cache | tuple | None = None,
+        attention_mask: torch.Tensor | None = None, token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutputWithPast | tuple:
@@ -384,16 +371,12 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | tuple | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None, past_key_values: Cache | tuple | None = None,
+        attention_mask: torch.Tensor | None = None, token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput | tuple:
@@ -419,15 +402,11 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        start_positions: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None, position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None, start_positions: torch.LongTensor | None = None,
         end_positions: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> QuestionAnsweringModelOutput | tuple:
