@@ -11,6 +11,6 @@ package is imported. Outputs have the `evaluate` keys; like `evaluate`, ``wer``,
     {'precision': 1.0, 'recall': 0.5}
 """
 from .base import Metric
-from .registry import CombinedEvaluations, combine, list_metrics, load
+from .registry import CombinedEvaluations, combine, list_metrics, load, load_metric
 
-__all__ = ["Metric", "CombinedEvaluations", "combine", "list_metrics", "load"]
+__all__ = ["Metric", "CombinedEvaluations", "combine", "list_metrics", "load", "load_metric"]

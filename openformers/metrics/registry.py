@@ -29,6 +29,7 @@ _METRICS: dict[str, str] = {
     "cer": "error_rate:CharacterErrorRate",
     "seqeval": "seqeval:Seqeval",
     "perplexity": "perplexity:Perplexity",
+    "glue": "glue:Glue",
 }
 
 
@@ -65,6 +66,10 @@ def load(path: str, config_name: str | None = None, **kwargs: Any) -> Metric:
                     "process_id", "download_config", "download_mode", "revision", "trust_remote_code"):
         kwargs.pop(ignored, None)
     return _metric_class(path)(config_name=config_name, **kwargs)
+
+
+# the name `datasets` used for the same entry point
+load_metric = load
 
 
 class CombinedEvaluations:

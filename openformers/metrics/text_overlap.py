@@ -65,12 +65,20 @@ class Bleu(Metric):
             out = tokenizer(text)
             return out.split() if isinstance(out, str) else list(out)
 
-        refs_all = _reference_lists(predictions, references, self.name)
+        if predictions and all(isinstance(p, (list, tuple)) for p in predictions):
+            # pre-tokenized input, as the older `datasets` bleu metric took it:
+            # predictions [[tok, ...], ...], references [[[tok, ...], ...], ...]
+            pairs = []
+            for i, (pred, refs) in enumerate(zip(predictions, references)):
+                if not refs or not all(isinstance(r, (list, tuple)) for r in refs):
+                    raise TypeError(f"bleu: with tokenized predictions, references[{i}] must be a list of token lists.")
+                pairs.append(([list(r) for r in refs], list(pred)))
+        else:
+            pairs = [([tok(r) for r in refs], tok(pred))
+                     for pred, refs in zip(predictions, _reference_lists(predictions, references, self.name))]
         matches, possible = [0] * max_order, [0] * max_order
         hyp_len = ref_len = 0
-        for pred, refs in zip(predictions, refs_all):
-            ref_tokens = [tok(r) for r in refs]
-            hyp = tok(pred)
+        for ref_tokens, hyp in pairs:
             hyp_len += len(hyp)
             ref_len += min(len(r) for r in ref_tokens)
             ref_counts = _max_reference_counts(ref_tokens, max_order)

@@ -67,3 +67,20 @@ def test_compute_inputs_join_added_examples():
     with pytest.raises(TypeError, match="unexpected"):
         acc.add_batch(predictions=[1], references=[1]) or acc.compute(nope=True)
     assert acc.compute() == {"accuracy": 1.0}  # a rejected call keeps the buffer
+
+
+def test_glue_configs():
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    preds, refs = [0, 1, 1, 0, 1], [0, 1, 0, 0, 1]
+    assert load("glue", "mrpc").compute(predictions=preds, references=refs) == {
+        "accuracy": 0.8, "f1": pytest.approx(f1_score(refs, preds), abs=1e-12)}
+    assert load("glue", "sst2").compute(predictions=preds, references=refs) == {"accuracy": 0.8}
+    assert load("glue", "cola").compute(predictions=preds, references=refs)["matthews_correlation"] == pytest.approx(
+        matthews_corrcoef(refs, preds), abs=1e-12)
+    x, y = [0.1, 2.5, 3.0, 4.2, 1.0], [0.0, 2.0, 3.5, 4.0, 2.0]
+    out = load("glue", "stsb").compute(predictions=x, references=y)
+    assert out == {"pearson": pytest.approx(pearsonr(x, y)[0], abs=1e-12), "spearmanr": pytest.approx(spearmanr(x, y)[0], abs=1e-12)}
+    with pytest.raises(ValueError, match="config_name"):
+        load("glue")

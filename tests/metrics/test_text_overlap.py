@@ -140,3 +140,15 @@ def test_tokenizers_match_sacrebleu_strings():
         assert tokenize_13a(line) == Tokenizer13a()(line)
         assert tokenize_intl(line) == TokenizerV14International()(line)
         assert tokenize_zh(line) == TokenizerZh()(line)
+
+
+def test_bleu_pretokenized_and_glue():
+    from openformers.metrics import load_metric
+
+    bleu = load_metric("bleu")
+    tokens = load("bleu").compute(predictions=[["the", "cat", "sat", "on", "the", "mat"]],
+                                  references=[[["the", "cat", "sat", "on", "the", "mat"], ["a", "cat"]]])
+    text = bleu.compute(predictions=["the cat sat on the mat"], references=[["the cat sat on the mat", "a cat"]])
+    assert tokens == text and tokens["bleu"] == pytest.approx(1.0)
+    with pytest.raises(TypeError, match="token lists"):
+        bleu.compute(predictions=[["a"]], references=["a"])
