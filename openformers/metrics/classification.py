@@ -96,14 +96,11 @@ def precision_recall_f1(predictions: Sequence[Any], references: Sequence[Any], *
                              "use 'micro', 'macro', 'weighted', 'samples' or None.")
         cols = np.arange(y_true.shape[1]) if labels is None else np.asarray(labels, dtype=np.int64)
         t, p = y_true[:, cols], y_pred[:, cols]
-        ww = np.ones(len(t)) if w is None else w
-        axis = 1 if average == "samples" else 0
-        scale = (lambda a: a) if average == "samples" else (lambda a: a * ww[:, None])
-        tp = scale(t & p).sum(axis=axis)
-        pred = scale(p).sum(axis=axis)
-        true = scale(t).sum(axis=axis)
-        if w is None and average != "samples":
-            tp, pred, true = tp.astype(np.int64), pred.astype(np.int64), true.astype(np.int64)
+        if average == "samples":  # counts per row; the weights average the rows later
+            tp, pred, true = (t & p).sum(axis=1), p.sum(axis=1), t.sum(axis=1)
+        else:  # (weighted) counts per label column
+            row_w = np.ones((len(t), 1)) if w is None else w[:, None]
+            tp, pred, true = ((t & p) * row_w).sum(axis=0), (p * row_w).sum(axis=0), (t * row_w).sum(axis=0)
     else:
         if average == "samples":
             raise ValueError(f"{metric}: average='samples' needs config_name='multilabel'.")
