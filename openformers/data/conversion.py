@@ -59,7 +59,9 @@ def to_arrow_array(name: str, values: Any, feature: Any = None) -> pa.Array | pa
         if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iufb":
             arr = pa.array(values)
         else:
-            values = [_plain(v) if isinstance(v, np.ndarray) or hasattr(v, "detach") else v for v in values]
+            first = next((v for v in values if v is not None), None)
+            if isinstance(first, np.ndarray) or hasattr(first, "detach"):  # rows of arrays / tensors
+                values = [_plain(v) if isinstance(v, np.ndarray) or hasattr(v, "detach") else v for v in values]
             try:
                 arr = pa.array(values, type=feature_to_arrow(feature) if feature is not None else None)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError) as err:

@@ -55,7 +55,7 @@ class IterableDataset:
 
         def rows(epoch: int) -> Iterator[dict[str, Any]]:
             for path in files:
-                for table in reader(path, **reader_kwargs):
+                for table in reader(path, features=features, **reader_kwargs):
                     yield from _apply_features(table, features).to_pylist()
 
         return cls(rows, features=features, split=split, n_shards=len(files))

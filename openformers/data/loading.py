@@ -108,7 +108,7 @@ def _build_split(builder: str, files: list[str], split: str, features: Features 
     else:
         writer = ArrowWriter(path)
         try:
-            for batch in read_files(builder, files, **reader_kwargs):
+            for batch in read_files(builder, files, features=features, **reader_kwargs):
                 batch = _apply_features(batch, features)
                 writer.write(batch)
             table = writer.finalize()

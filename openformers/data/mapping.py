@@ -158,6 +158,8 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
 
     function = function or (lambda x, *args: x)
     remove = _check_columns(_as_list(remove_columns) or [], ds.column_names, "map(remove_columns=...)")
+    if len(ds) == 0:  # nothing to call the function on: only the removals apply
+        return ds.remove_columns(remove) if remove else ds._new()
     input_cols = _as_list(input_columns)
     if input_cols is not None:
         _check_columns(input_cols, ds.column_names, "map(input_columns=...)")

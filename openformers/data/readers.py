@@ -45,9 +45,14 @@ def _find_line(path: str, text: str, encoding: str) -> int | None:
 def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, delimiter: str | None = None,
              column_names: list[str] | None = None, names: list[str] | None = None, skiprows: int = 0,
              quotechar: str = '"', encoding: str = "utf-8", usecols: list[str] | None = None,
-             header: Any = "infer", **unused: Any) -> Iterator[pa.Table]:
+             header: Any = "infer", features: Any = None, **unused: Any) -> Iterator[pa.Table]:
     """Stream a CSV file; a row with the wrong number of fields raises naming the file and line."""
     import pyarrow.csv as pcsv
+
+    from .features import Value
+
+    # declared scalar types are parsed directly (no inference, so no type change between blocks)
+    column_types = {k: v.pa_type for k, v in (features or {}).items() if isinstance(v, Value)}
 
     delim = delimiter or sep or ("\t" if ".tsv" in path else ",")
     names = column_names or names
@@ -61,7 +66,7 @@ def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, d
     read_opts = pcsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=skiprows, encoding=encoding,
                                  autogenerate_column_names=header is None and names is None)
     parse_opts = pcsv.ParseOptions(delimiter=delim, quote_char=quotechar, invalid_row_handler=on_invalid)
-    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=False)
+    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=False, column_types=column_types)
     source = pa.input_stream(path, compression="detect")
     try:
         reader = pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)

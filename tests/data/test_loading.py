@@ -157,6 +157,18 @@ def test_malformed_inputs(tmp_path):
     assert leftovers == []
 
 
+def test_csv_type_change_late_in_file_is_explained(tmp_path, monkeypatch):
+    from openformers.data import readers
+
+    monkeypatch.setattr(readers, "BLOCK_SIZE", 1024)
+    p = tmp_path / "drift.csv"
+    p.write_text("a\n" + "".join(f"{i}\n" for i in range(2000)) + "1.5\n")
+    with pytest.raises(ValueError, match=r"drift\.csv.*features="):
+        load_dataset("csv", data_files=str(p))
+    feats = Features({"a": Value("float64")})
+    assert load_dataset("csv", data_files=str(p), split="train", features=feats)["a"][-1] == 1.5
+
+
 def test_hub_name_not_local_explains(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_files"):
         load_dataset("someone/unknown-dataset")
