@@ -24,6 +24,7 @@ _METRICS: dict[str, str] = {
     "squad": "qa:Squad",
     "bleu": "text_overlap:Bleu",
     "sacrebleu": "text_overlap:SacreBleu",
+    "chrf": "chrf:ChrF",
     "rouge": "rouge:Rouge",
     "wer": "error_rate:WordErrorRate",
     "cer": "error_rate:CharacterErrorRate",

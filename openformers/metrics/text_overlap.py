@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -145,7 +146,9 @@ class SacreBleu(Metric):
     def _compute(self, predictions: Sequence[str], references: Sequence[Any], smooth_method: str = "exp",
                  smooth_value: float | None = None, force: bool = False, lowercase: bool = False,
                  tokenize: str | None = None, use_effective_order: bool = False) -> dict[str, Any]:
-        # `force` only silences sacrebleu's "looks tokenized" notice; it does not change the score.
+        if not force and sum(p.endswith(" .") for p in predictions if isinstance(p, str)) >= 100:
+            warnings.warn("sacrebleu: 100 or more predictions end in a tokenized period (' .'); BLEU expects "
+                          "detokenized text. Pass force=True if this is intended.", UserWarning, stacklevel=3)
         tokenizer = get_tokenizer(tokenize or "13a")
         if smooth_method not in _SMOOTH_DEFAULTS:
             raise ValueError(f"sacrebleu: unknown smooth_method {smooth_method!r}; use one of {list(_SMOOTH_DEFAULTS)}.")

@@ -152,3 +152,28 @@ def test_bleu_pretokenized_and_glue():
     assert tokens == text and tokens["bleu"] == pytest.approx(1.0)
     with pytest.raises(TypeError, match="token lists"):
         bleu.compute(predictions=[["a"]], references=["a"])
+
+
+@pytest.mark.parametrize("kw", [{}, {"word_order": 2}, {"lowercase": True, "whitespace": True},
+                                {"eps_smoothing": True, "char_order": 3, "beta": 1}])
+def test_chrf_matches_sacrebleu(kw):
+    from sacrebleu.metrics import CHRF
+
+    rng = random.Random(str(kw))
+    preds = _sentences(rng, 25) + [""]
+    refs = [_sentences(rng, 2) for _ in preds]
+    ref = CHRF(**kw).corpus_score(preds, [[r[i] for r in refs] for i in range(2)])
+    got = load("chrf").compute(predictions=preds, references=refs, **kw)
+    assert got["score"] == pytest.approx(ref.score, abs=1e-9)
+    assert (got["char_order"], got["word_order"], got["beta"]) == (ref.char_order, ref.word_order, ref.beta)
+
+
+def test_sacrebleu_force_warning():
+    preds = ["a tokenized sentence ."] * 100
+    with pytest.warns(UserWarning, match="force=True"):
+        load("sacrebleu").compute(predictions=preds, references=preds)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load("sacrebleu").compute(predictions=preds, references=preds, force=True)
