@@ -64,6 +64,38 @@ class MeanAbsoluteError(Metric):
         return {"mae": _error(self, predictions, references, sample_weight, multioutput, np.abs)}
 
 
+class MeanAbsolutePercentageError(Metric):
+    """Mean of |prediction - reference| / max(|reference|, machine epsilon) (a fraction, not percent)."""
+
+    name = "mape"
+    config_names = ("multilist",)
+
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any], sample_weight: Any = None,
+                 multioutput: Any = "uniform_average") -> dict[str, Any]:
+        refs = _values(references, "references", self.name, self.config_name == "multilist")
+        scale = np.maximum(np.abs(refs), np.finfo(np.float64).eps)
+        # _error subtracts inside; dividing by the reference scale makes it the percentage error
+        return {"mape": _error(self, predictions, references, sample_weight, multioutput, lambda d: np.abs(d) / scale)}
+
+
+class BrierScore(Metric):
+    """Mean squared difference between predicted probabilities and the 0/1 outcome (``pos_label``)."""
+
+    name = "brier_score"
+
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any], sample_weight: Any = None,
+                 pos_label: Any = 1) -> dict[str, float]:
+        prob = _values(predictions, "predictions", self.name, False)
+        if np.any(prob < 0) or np.any(prob > 1):
+            raise ValueError("brier_score: `predictions` must be probabilities in [0, 1].")
+        refs = np.asarray(references)
+        if len(np.unique(refs)) > 2:
+            raise ValueError("brier_score: `references` must be binary (two classes at most).")
+        outcome = (refs == pos_label).astype(np.float64)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        return {"brier_score": float(np.average((outcome - prob) ** 2, weights=w))}
+
+
 class RSquared(Metric):
     """Coefficient of determination 1 - SS_res / SS_tot.
 

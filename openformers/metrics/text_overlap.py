@@ -174,3 +174,42 @@ class SacreBleu(Metric):
                                                 smooth_value, use_effective_order)
         return {"score": score, "counts": correct, "totals": total, "precisions": precisions, "bp": bp,
                 "sys_len": sys_len, "ref_len": ref_len}
+
+
+class GoogleBleu(Metric):
+    """Google BLEU (GLEU, Wu et al. 2016): matched n-grams over max(hypothesis, reference) n-grams,
+    pooled over the corpus; per example the reference with the best ratio counts."""
+
+    name = "google_bleu"
+
+    def _compute(self, predictions: Sequence[str], references: Sequence[Any],
+                 tokenizer: Callable[[str], Any] | str | None = None, min_len: int = 1,
+                 max_len: int = 4) -> dict[str, float]:
+        if not 1 <= min_len <= max_len:
+            raise ValueError(f"google_bleu: need 1 <= min_len <= max_len, got {min_len}, {max_len}.")
+        tokenizer = tokenize_13a if tokenizer is None else (get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer)
+
+        def grams(text: str) -> Counter:
+            out = tokenizer(text)
+            tokens = out.split() if isinstance(out, str) else list(out)
+            counts: Counter = Counter()
+            for n in range(min_len, max_len + 1):
+                counts.update(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+            return counts
+
+        matched = total = 0
+        for pred, refs in zip(predictions, _reference_lists(predictions, references, self.name)):
+            hyp = grams(pred)
+            hyp_total = sum(hyp.values())
+            best: tuple[int, int] | None = None
+            for ref in refs:
+                ref_grams = grams(ref)
+                n_all = max(hyp_total, sum(ref_grams.values()))
+                if n_all == 0:
+                    continue
+                tp = sum((ref_grams & hyp).values())
+                if best is None or tp / n_all > best[0] / best[1]:
+                    best = (tp, n_all)
+            if best is not None:
+                matched, total = matched + best[0], total + best[1]
+        return {"google_bleu": matched / total if total else 0.0}

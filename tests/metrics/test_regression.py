@@ -71,3 +71,19 @@ def test_regression_edge_cases():
         load("mae").compute(predictions=[[1, 2]], references=[[1, 2]])
     with pytest.raises(ValueError, match="constant"):
         load("r_squared").compute(predictions=[1, 2], references=[3, 3])
+
+
+def test_mape_and_brier_match_sklearn():
+    rng = np.random.RandomState(5)
+    y, p, w = rng.randn(30), rng.randn(30), rng.rand(30)
+    y[3] = 0.0  # zero reference: the epsilon floor
+    assert load("mape").compute(predictions=p, references=y, sample_weight=w)["mape"] == pytest.approx(
+        skm.mean_absolute_percentage_error(y, p, sample_weight=w), rel=1e-12)
+    Y, P = rng.randn(20, 2), rng.randn(20, 2)
+    np.testing.assert_allclose(load("mape", "multilist").compute(predictions=P, references=Y, multioutput="raw_values")["mape"],
+                               skm.mean_absolute_percentage_error(Y, P, multioutput="raw_values"), rtol=1e-12)
+    yb, prob = rng.randint(0, 2, 30), rng.rand(30)
+    assert load("brier_score").compute(predictions=prob, references=yb, sample_weight=w)["brier_score"] == pytest.approx(
+        skm.brier_score_loss(yb, prob, sample_weight=w), abs=TOL)
+    with pytest.raises(ValueError, match="probabilities"):
+        load("brier_score").compute(predictions=[1.5], references=[1])

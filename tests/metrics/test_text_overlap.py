@@ -177,3 +177,18 @@ def test_sacrebleu_force_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load("sacrebleu").compute(predictions=preds, references=preds, force=True)
+
+
+def test_google_bleu_matches_nltk():
+    from nltk.translate.gleu_score import corpus_gleu
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    tok = Tokenizer13a()
+    rng = random.Random(11)
+    preds = _sentences(rng, 30) + [""]
+    refs = [_sentences(rng, 2) for _ in preds]
+    expected = corpus_gleu([[tok(r).split() for r in rs] for rs in refs], [tok(p).split() for p in preds])
+    got = load("google_bleu").compute(predictions=preds, references=refs)
+    assert got == {"google_bleu": pytest.approx(expected, abs=1e-12)}
+    expected = corpus_gleu([[tok(r).split() for r in rs] for rs in refs], [tok(p).split() for p in preds], min_len=2, max_len=3)
+    assert load("google_bleu").compute(predictions=preds, references=refs, min_len=2, max_len=3)["google_bleu"] == pytest.approx(expected, abs=1e-12)
