@@ -179,6 +179,11 @@ class LlamaModel(LlamaPreTrainedModel):
         cache_position: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
+        """Run the decoder. Without ``position_ids`` positions continue from the cache length
+        (or follow ``cache_position``); with left padding pass positions from the mask, e.g.
+        ``(attention_mask.cumsum(-1) - 1).clamp(min=0)``. ``attention_mask`` covers cached and
+        new positions. Returns ``past_key_values`` (a DynamicCache unless one is passed) when
+        ``use_cache``."""
         _check_kwargs(self, kwargs)
         cfg = self.config
         output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
@@ -230,6 +235,11 @@ def _base_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Forward arguments for the base model, with return_dict forced on."""
     _check_kwargs(model, kwargs)
     return {"return_dict": True}
+
+
+def _finish(model: nn.Module, out: Any, return_dict: bool | None) -> Any:
+    return_dict = model.config.use_return_dict if return_dict is None else return_dict
+    return out if return_dict else out.to_tuple()
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
@@ -292,8 +302,3 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return _finish(self, out, return_dict)
-
-
-def _finish(model: nn.Module, out: Any, return_dict: bool | None) -> Any:
-    return_dict = model.config.use_return_dict if return_dict is None else return_dict
-    return out if return_dict else out.to_tuple()
