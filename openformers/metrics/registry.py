@@ -22,6 +22,7 @@ _METRICS: dict[str, str] = {
     "spearmanr": "regression:SpearmanR",
     "exact_match": "qa:ExactMatch",
     "squad": "qa:Squad",
+    "squad_v2": "qa:SquadV2",
     "bleu": "text_overlap:Bleu",
     "sacrebleu": "text_overlap:SacreBleu",
     "chrf": "chrf:ChrF",

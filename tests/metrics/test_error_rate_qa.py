@@ -69,3 +69,23 @@ def test_squad_scores():
     assert missing == {"exact_match": 50.0, "f1": 50.0}
     with pytest.raises(TypeError, match="prediction_text"):
         squad.compute(predictions=[{"id": "q1"}], references=refs[:1])
+
+
+def test_squad_v2_by_hand():
+    preds = [{"id": "a", "prediction_text": "Paris", "no_answer_probability": 0.1},
+             {"id": "b", "prediction_text": "", "no_answer_probability": 0.9},
+             {"id": "c", "prediction_text": "the big dog", "no_answer_probability": 0.3},
+             {"id": "d", "prediction_text": "blue", "no_answer_probability": 0.6}]
+    empty = {"text": [], "answer_start": []}
+    refs = [{"id": "a", "answers": {"text": ["Paris"], "answer_start": [0]}}, {"id": "b", "answers": empty},
+            {"id": "c", "answers": {"text": ["a dog"], "answer_start": [0]}}, {"id": "d", "answers": empty}]
+    out = load("squad_v2").compute(predictions=preds, references=refs)
+    # per question exact / f1: a 1/1, b 1/1 (correctly empty), c 0/(2/3), d 0/0
+    expected = {"exact": 50.0, "f1": 100 * (2 + 2 / 3) / 4, "total": 4, "HasAns_exact": 50.0,
+                "HasAns_f1": 100 * (1 + 2 / 3) / 2, "HasAns_total": 2, "NoAns_exact": 50.0, "NoAns_f1": 50.0,
+                "NoAns_total": 2, "best_exact": 75.0, "best_exact_thresh": 0.1,
+                "best_f1": 100 * (3 + 2 / 3) / 4, "best_f1_thresh": 0.3}
+    assert out == pytest.approx(expected)
+    # answers whose no-answer probability exceeds the threshold count as "no answer"
+    strict = load("squad_v2").compute(predictions=preds, references=refs, no_answer_threshold=0.5)
+    assert strict["exact"] == 75.0 and strict["NoAns_exact"] == 100.0
