@@ -87,6 +87,11 @@ def worker(lib: str, csv_path: str, cache: str, batch_size: int, function: str) 
     out["rows"] = len(mapped)
     out["tokens"] = n_tokens
     out["peak_rss_mb"] = peak_rss_mb()
+    # memory-mapped Arrow pages count in RSS but are file-backed (the kernel can drop them);
+    # the private (anonymous) part is what has to stay bounded
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    out["rss_anon_end_mb"] = int(status.get("RssAnon", "0 kB").split()[0]) / 1024
+    out["rss_file_end_mb"] = int(status.get("RssFile", "0 kB").split()[0]) / 1024
     return out
 
 
@@ -121,10 +126,11 @@ def main() -> None:
         print(f"CSV: {args.rows:,} rows, {size_mb:.1f} MB; batched map ({args.function}), batch_size={args.batch_size}")
         libs = [args.only] if args.only else ["openformers", "datasets"]
         results = {lib: run(lib, csv_path, args.batch_size, args.function) for lib in libs}
-    keys = ["load_s", "map_s", "map_cpu_s", "map_cached_s", "iterate_s", "peak_rss_mb"]
-    print(f"{'':14}" + "".join(f"{k:>14}" for k in keys) + f"{'map rows/s':>14}")
+    keys = ["load_s", "map_s", "map_cpu_s", "map_cached_s", "iterate_s", "peak_rss_mb", "rss_anon_end_mb",
+            "rss_file_end_mb"]
+    print(f"{'':12}" + "".join(f"{k[:-3] if k.endswith('_mb') else k:>13}" for k in keys) + f"{'map rows/s':>12}")
     for lib, r in results.items():
-        print(f"{lib:14}" + "".join(f"{r[k]:14.2f}" for k in keys) + f"{r['rows'] / r['map_s']:14,.0f}")
+        print(f"{lib:12}" + "".join(f"{r[k]:13.2f}" for k in keys) + f"{r['rows'] / r['map_s']:12,.0f}")
     if len(results) == 2:
         o, h = results["openformers"], results["datasets"]
         assert o["rows"] == h["rows"] and o["tokens"] == h["tokens"], "the two libraries disagree on the output"

@@ -299,7 +299,11 @@ class Dataset:
             table = self._full_table().select([key])
             fmt = self._format_type if self._format_columns is None or key in self._format_columns else None
             return format_column(table, key, fmt)
-        if isinstance(key, (list, tuple, range, np.ndarray)) or hasattr(key, "__index__") is False and hasattr(key, "tolist"):
+        if not isinstance(key, (list, tuple, range, np.ndarray)) and hasattr(key, "tolist"):
+            key = key.tolist()  # a tensor of positions
+            if isinstance(key, int):
+                return self[key]
+        if isinstance(key, (list, tuple, range, np.ndarray)):
             positions = np.asarray(list(key) if not isinstance(key, np.ndarray) else key)
             if positions.dtype == bool:
                 positions = np.nonzero(positions)[0]

@@ -200,3 +200,19 @@ def test_export_helpers():
 def test_unstorable_type_names_column():
     with pytest.raises(TypeError, match="'obj'"):
         Dataset.from_dict({"ok": [1], "obj": [object()]})
+
+
+def test_indices_mapping_helpers(tmp_path):
+    ds = Dataset.from_dict({"x": list(range(10))})
+    view = ds.shuffle(seed=5).select(range(4))
+    flat = view.flatten_indices()
+    assert flat["x"] == view["x"] and flat._indices is None and flat.cache_files
+    assert [b["x"] for b in view.iter(batch_size=3)] == [view["x"][:3], view["x"][3:]]
+    assert list(ds.take(2)) == [{"x": 0}, {"x": 1}] and ds.skip(8)["x"] == [8, 9]
+    with pytest.raises(IndexError, match="out of range"):
+        ds.select([10])
+    assert ds[torch.tensor([3, 1])] == {"x": [3, 1]}
+    ds.to_json(tmp_path / "a.json", lines=False)
+    import json
+
+    assert json.loads((tmp_path / "a.json").read_text()) == [{"x": i} for i in range(10)]
