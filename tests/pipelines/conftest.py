@@ -1,0 +1,90 @@
+"""Tiny random models built with transformers (the oracle), saved with the MiniLM tokenizer files.
+
+Each directory is loadable by both libraries, so a test builds the transformers pipeline and ours
+on the very same weights and compares the results.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+NLI_LABELS = ["contradiction", "neutral", "entailment"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}[assistant]{% endif %}"
+)
+
+
+def minilm_dir() -> Path:
+    from openformers import embedded_model_path
+
+    return embedded_model_path("minilm")
+
+
+def _copy_tokenizer(path: Path, chat_template: str | None = None, model_max_length: int | None = None) -> None:
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir() / name, path / name)
+    cfg = json.loads((path / "tokenizer_config.json").read_text())
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
+    if model_max_length is not None:
+        cfg["model_max_length"] = model_max_length
+    (path / "tokenizer_config.json").write_text(json.dumps(cfg))
+
+
+def _bert(cls_name: str, path: Path, seed: int, **extra) -> Path:
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=512, **extra)
+    torch.manual_seed(seed)
+    # a larger init spread gives confident, varied predictions (groups, spans, label changes)
+    config.initializer_range = 0.5
+    model = getattr(transformers, cls_name)(config).eval()
+    model.save_pretrained(path)
+    _copy_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipeline_models")
+    dirs = {
+        "cls": _bert("BertForSequenceClassification", root / "cls", 0, num_labels=3,
+                     id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2}),
+        "cls1": _bert("BertForSequenceClassification", root / "cls1", 1, num_labels=1),
+        "multi": _bert("BertForSequenceClassification", root / "multi", 2, num_labels=4,
+                       problem_type="multi_label_classification"),
+        "ner": _bert("BertForTokenClassification", root / "ner", 3, num_labels=len(NER_LABELS),
+                     id2label=dict(enumerate(NER_LABELS)), label2id={l: i for i, l in enumerate(NER_LABELS)}),
+        "qa": _bert("BertForQuestionAnswering", root / "qa", 4),
+        "mlm": _bert("BertForMaskedLM", root / "mlm", 5),
+        "nli": _bert("BertForSequenceClassification", root / "nli", 6, num_labels=3,
+                     id2label=dict(enumerate(NLI_LABELS)), label2id={l: i for i, l in enumerate(NLI_LABELS)}),
+    }
+    import transformers
+
+    config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      bos_token_id=101, eos_token_id=102, pad_token_id=0, initializer_range=0.3)
+    torch.manual_seed(7)
+    lm = transformers.LlamaForCausalLM(config).eval()
+    lm.save_pretrained(root / "lm")
+    _copy_tokenizer(root / "lm", chat_template=CHAT_TEMPLATE)
+    dirs["lm"] = root / "lm"
+    return dirs
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine, two threads spin and stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
