@@ -1,6 +1,7 @@
 """Regression and correlation metrics: mse, mae, r_squared, pearsonr, spearmanr."""
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Sequence
 
@@ -116,12 +117,16 @@ class RSquared(Metric):
 def _correlation(x: np.ndarray, y: np.ndarray, metric: str) -> float:
     if len(x) < 2:
         raise ValueError(f"{metric}: needs at least two examples.")
-    xm, ym = x - x.mean(), y - y.mean()
-    nx, ny = np.linalg.norm(xm), np.linalg.norm(ym)
-    if nx == 0 or ny == 0:
+    if np.all(x == x[0]) or np.all(y == y[0]):
         warnings.warn(f"{metric}: an input is constant; the correlation is undefined (nan).", UserWarning, stacklevel=4)
         return float("nan")
-    return float(np.clip(np.dot(xm / nx, ym / ny), -1.0, 1.0))
+    xm, ym = x - x.mean(), y - y.mean()
+    # scale by the largest deviation before taking norms (overflow-safe; same rounding as scipy)
+    x_max, y_max = np.abs(xm).max(), np.abs(ym).max()
+    nx, ny = x_max * np.linalg.norm(xm / x_max), y_max * np.linalg.norm(ym / y_max)
+    vecdot = getattr(np, "vecdot", None)
+    r = vecdot(xm / nx, ym / ny) if vecdot is not None else np.sum((xm / nx) * (ym / ny))
+    return float(np.clip(r, -1.0, 1.0))
 
 
 def rankdata(a: np.ndarray) -> np.ndarray:
@@ -156,8 +161,9 @@ class PearsonR(Metric):
         elif n == 2:
             p = 1.0
         else:
+            # |r| ~ Beta(n/2 - 1, n/2 - 1) on [-1, 1]; 1 - (|r| + 1) / 2 rounds like scipy near |r| = 1
             half = n / 2 - 1
-            p = min(1.0, 2 * betainc(half, half, (1 - abs(r)) / 2))
+            p = min(1.0, 2 * betainc(half, half, 1.0 - (abs(r) + 1.0) / 2.0))
         return {"pearsonr": r, "p-value": p}
 
 
@@ -170,13 +176,18 @@ class SpearmanR(Metric):
                  return_pvalue: bool = False) -> dict[str, float]:
         x = _values(predictions, "predictions", self.name, False)
         y = _values(references, "references", self.name, False)
-        rho = _correlation(rankdata(x), rankdata(y), self.name)
+        rx, ry = rankdata(x), rankdata(y)
+        rho = _correlation(rx, ry, self.name)  # validates size, warns on constant input
+        if not np.isnan(rho):  # np.corrcoef's rounding, as scipy (matters for p-values near |rho| = 1)
+            rho = float(np.clip(np.corrcoef(rx, ry)[0, 1], -1.0, 1.0))
         if not return_pvalue:
             return {"spearmanr": rho}
         dof = len(x) - 2
         if np.isnan(rho) or dof <= 0:
             p = float("nan")
         else:
-            # two-sided t test with t = rho * sqrt(dof / (1 - rho^2)) reduces to I_{1-rho^2}(dof/2, 1/2)
-            p = betainc(dof / 2, 0.5, max(0.0, 1 - rho * rho))
+            # two-sided t test, t = rho * sqrt(dof / ((1 + rho)(1 - rho))), P = I_{dof/(dof+t^2)}(dof/2, 1/2)
+            denom = (rho + 1.0) * (1.0 - rho)
+            t2 = math.inf if denom <= 0 else rho * rho * (dof / denom)
+            p = 0.0 if math.isinf(t2) else betainc(dof / 2, 0.5, dof / (dof + t2))
         return {"spearmanr": rho, "spearmanr_pvalue": p}

@@ -87,3 +87,20 @@ def test_mape_and_brier_match_sklearn():
         skm.brier_score_loss(yb, prob, sample_weight=w), abs=TOL)
     with pytest.raises(ValueError, match="probabilities"):
         load("brier_score").compute(predictions=[1.5], references=[1])
+
+
+def test_correlation_p_values_near_perfect_correlation():
+    # for n = 3 the p-value is very sensitive to rounding of r near +-1
+    rng = np.random.RandomState(9)
+    for _ in range(40):
+        x = rng.randn(3)
+        for y in (x, -x, x + 1e-9 * rng.randn(3), np.round(x, 1)):
+            if len(set(np.round(x, 1))) < 2:
+                continue
+            ref = stats.pearsonr(x, y)
+            got = load("pearsonr").compute(predictions=y, references=x, return_pvalue=True)
+            assert (got["pearsonr"], got["p-value"]) == (pytest.approx(ref.statistic, abs=TOL), pytest.approx(ref.pvalue, abs=TOL))
+            ref = stats.spearmanr(y, x)
+            got = load("spearmanr").compute(predictions=y, references=x, return_pvalue=True)
+            assert (got["spearmanr"], got["spearmanr_pvalue"]) == (pytest.approx(ref.statistic, abs=TOL),
+                                                                   pytest.approx(ref.pvalue, abs=TOL))
