@@ -1,0 +1,300 @@
+"""A memory-mapped GGUF reader: metadata, tensor directory, raw blocks and dequantization.
+
+The ``gguf`` package's reader builds a Python object for every string of the vocabulary and
+every merge rule, which takes seconds on a small model; this one parses the header with
+``struct`` in one pass and maps the tensor data without reading it. Common tensor types are
+dequantized here with vectorised torch code; the rest (K-quants, i-quants) go through
+``gguf.quants.dequantize`` when the optional ``gguf`` package is installed.
+
+Format (version 2 and 3, little-endian): ``b"GGUF"``, uint32 version, uint64 tensor count,
+uint64 metadata count; metadata entries (string key, uint32 value type, value); tensor infos
+(string name, uint32 n_dims, uint64 dims innermost first, uint32 type, uint64 offset); padding
+to ``general.alignment`` (32 by default); the tensor data.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from openformers.core.checkpoint import CheckpointError
+
+GGUF_MAGIC = b"GGUF"
+
+# metadata value types
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
+    6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}
+_NUMPY: dict[int, str] = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+# tensor type id -> (name, elements per block, bytes per block)
+TENSOR_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
+    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 30: ("BF16", 1, 2),
+}
+
+
+class GGUFError(CheckpointError):
+    """A GGUF file is malformed, truncated or holds something we cannot load."""
+
+
+def _require_gguf(what: str) -> Any:
+    try:
+        import gguf  # optional extra
+    except ImportError as exc:
+        raise ImportError(f"{what} needs the optional 'gguf' package: pip install gguf") from exc
+    return gguf
+
+
+def _type_info(type_id: int) -> tuple[str, int, int]:
+    if type_id in TENSOR_TYPES:
+        return TENSOR_TYPES[type_id]
+    try:
+        gguf = _require_gguf(f"tensor type {type_id}")
+        qtype = gguf.GGMLQuantizationType(type_id)
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        return qtype.name, block, size
+    except (ImportError, ValueError, KeyError):
+        raise GGUFError(f"unknown GGUF tensor type id {type_id}") from None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a GGUF file. ``shape`` is in torch order (outermost first)."""
+
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    offset: int  # absolute byte offset in the file
+    nbytes: int
+
+    @property
+    def type_name(self) -> str:
+        return _type_info(self.type_id)[0]
+
+
+class _Cursor:
+    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def unpack(self, fmt: str, size: int) -> Any:
+        if self.pos + size > len(self.buf):
+            raise GGUFError(f"{self.path}: truncated GGUF header (needed {size} bytes at offset {self.pos})")
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        n = self.unpack("<Q", 8)
+        if self.pos + n > len(self.buf):
+            raise GGUFError(f"{self.path}: truncated GGUF string at offset {self.pos}")
+        raw = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return raw.decode("utf-8", errors="replace")
+
+    def strings(self, count: int) -> list[str]:
+        # vocabularies hold ~1e5 strings: one tight loop, no per-item method calls
+        buf, pos, size = self.buf, self.pos, len(self.buf)
+        length = struct.Struct("<Q").unpack_from
+        out = []
+        for _ in range(count):
+            n = length(buf, pos)[0]
+            pos += 8
+            if pos + n > size:
+                raise GGUFError(f"{self.path}: truncated GGUF string array at offset {pos}")
+            out.append(buf[pos : pos + n])
+            pos += n
+        self.pos = pos
+        return [b.decode("utf-8", errors="replace") for b in out]
+
+    def value(self, vtype: int) -> Any:
+        if vtype in _SCALARS:
+            return self.unpack(*_SCALARS[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            itype = self.unpack("<I", 4)
+            count = self.unpack("<Q", 8)
+            if itype in _NUMPY:
+                dtype = np.dtype(_NUMPY[itype])
+                end = self.pos + count * dtype.itemsize
+                if end > len(self.buf):
+                    raise GGUFError(f"{self.path}: truncated GGUF array at offset {self.pos}")
+                arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).tolist()
+                self.pos = end
+                return arr
+            if itype == _STRING:
+                return self.strings(count)
+            return [self.value(itype) for _ in range(count)]
+        raise GGUFError(f"{self.path}: unknown GGUF metadata value type {vtype} at offset {self.pos}")
+
+
+class GGUFFile:
+    """An open GGUF file: ``metadata`` (key -> value), ``tensors`` (name -> :class:`TensorInfo`).
+
+    Tensor bytes stay in the memory map until :meth:`raw` or :meth:`dequantize` reads them.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        with open(self.path, "rb") as f:
+            head = f.read(4)
+            if head != GGUF_MAGIC:
+                raise GGUFError(
+                    f"{self.path} is not a GGUF file: it starts with {head!r}, not {GGUF_MAGIC!r}. "
+                    f"Pass a .gguf file written by llama.cpp or gguf.GGUFWriter."
+                )
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        cur = _Cursor(self._mmap, self.path)
+        cur.pos = 4
+        self.version = cur.unpack("<I", 4)
+        if self.version not in (2, 3):
+            raise GGUFError(f"{self.path}: GGUF version {self.version} is not supported (versions 2 and 3 are)")
+        n_tensors = cur.unpack("<Q", 8)
+        n_kv = cur.unpack("<Q", 8)
+        self.metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = cur.string()
+            self.metadata[key] = cur.value(cur.unpack("<I", 4))
+        infos = []
+        for _ in range(n_tensors):
+            name = cur.string()
+            n_dims = cur.unpack("<I", 4)
+            dims = [cur.unpack("<Q", 8) for _ in range(n_dims)]
+            type_id = cur.unpack("<I", 4)
+            offset = cur.unpack("<Q", 8)
+            infos.append((name, tuple(reversed(dims)), type_id, offset))
+        align = int(self.metadata.get("general.alignment", 32))
+        data_start = -(-cur.pos // align) * align
+        self.tensors: dict[str, TensorInfo] = {}
+        for name, shape, type_id, offset in infos:
+            _, block, size = _type_info(type_id)
+            n = int(np.prod(shape)) if shape else 1
+            if shape and shape[-1] % block:
+                raise GGUFError(f"{self.path}: tensor {name!r} has a row of {shape[-1]} values, not a multiple of its block size {block}")
+            nbytes = n // block * size
+            start = data_start + offset
+            if start + nbytes > len(self._mmap):
+                raise GGUFError(f"{self.path}: tensor {name!r} runs past the end of the file (truncated download?)")
+            self.tensors[name] = TensorInfo(name, shape, type_id, start, nbytes)
+
+    @property
+    def architecture(self) -> str | None:
+        return self.metadata.get("general.architecture")
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as a read-only uint8 array of shape ``[rows, bytes per row]``."""
+        info = self.tensors[name]
+        arr = np.frombuffer(self._mmap, dtype=np.uint8, count=info.nbytes, offset=info.offset)
+        rows = int(np.prod(info.shape[:-1])) if len(info.shape) > 1 else 1
+        return arr.reshape(rows, -1)
+
+    def raw_torch(self, name: str) -> torch.Tensor:
+        """:meth:`raw` as a torch uint8 tensor sharing the memory map (never written to)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the map is read-only; we only read from it
+            return torch.from_numpy(self.raw(name))
+
+    def dequantize(self, name: str) -> torch.Tensor:
+        """The tensor as float32 (a fresh tensor, not a view of the file)."""
+        info = self.tensors[name]
+        kind = info.type_name
+        if kind in _DEQUANT:
+            out = torch.from_numpy(_DEQUANT[kind](self.raw(name)))
+        else:
+            gguf = _require_gguf(f"{self.path}: tensor {name!r} of type {kind}")
+            try:
+                out = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(self.raw(name), gguf.GGMLQuantizationType(info.type_id)), dtype=np.float32))
+            except NotImplementedError as exc:
+                raise GGUFError(f"{self.path}: tensor {name!r} has type {kind}, which cannot be dequantized: {exc}") from exc
+        return out.reshape(info.shape)
+
+    def close(self) -> None:
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass  # a caller still holds a view of the map; it closes when that view is freed
+
+
+# Dequantization runs in numpy: single-threaded, vectorised, and free of the thread start-up
+# cost torch pays per elementwise op on the many small tensors of a model.
+def _half(b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b).view(np.float16).astype(np.float32)
+
+
+def _nibbles(qs: np.ndarray, dtype: Any) -> np.ndarray:
+    # a block's 16 bytes hold values 0..15 in the low nibbles and 16..31 in the high ones
+    q = np.empty((qs.shape[0], 32), dtype=dtype)
+    np.bitwise_and(qs, 0x0F, out=q[:, :16], casting="unsafe")
+    np.right_shift(qs, 4, out=q[:, 16:], casting="unsafe")
+    return q
+
+
+def _deq_q4_0(raw: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 18)
+    q = _nibbles(b[:, 2:], np.float32)
+    q -= 8
+    q *= _half(b[:, :2])
+    return q
+
+
+def _deq_q4_1(raw: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 20)
+    q = _nibbles(b[:, 4:], np.float32)
+    q *= _half(b[:, :2])
+    q += _half(b[:, 2:4])
+    return q
+
+
+def _deq_q8_0(raw: np.ndarray) -> np.ndarray:
+    b = raw.reshape(-1, 34)
+    q = b[:, 2:].view(np.int8).astype(np.float32)
+    q *= _half(b[:, :2])
+    return q
+
+
+def _bf16(raw: np.ndarray) -> np.ndarray:
+    out = np.zeros(raw.size // 2, dtype=np.uint32)
+    out[:] = np.ascontiguousarray(raw).view(np.uint16).reshape(-1)
+    out <<= 16
+    return out.view(np.float32)
+
+
+_DEQUANT = {
+    "F32": lambda r: np.array(r).view(np.float32),
+    "F16": lambda r: np.ascontiguousarray(r).view(np.float16).astype(np.float32),
+    "BF16": _bf16,
+    "F64": lambda r: np.ascontiguousarray(r).view(np.float64).astype(np.float32),
+    "Q4_0": _deq_q4_0,
+    "Q4_1": _deq_q4_1,
+    "Q8_0": _deq_q8_0,
+}
+
+
+def q4_blocks(raw: np.ndarray, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split Q4_0 / Q4_1 rows into ``(q [rows, cols] uint8 in 0..15, scale, min)``.
+
+    ``scale`` and ``min`` are float32 ``[rows, cols // 32]``; a value is ``q * scale + min``
+    (Q4_0 stores no min: it is ``-8 * scale``).
+    """
+    rows = raw.shape[0]
+    size = 18 if kind == "Q4_0" else 20
+    b = raw.reshape(-1, size)
+    d = _half(b[:, :2])
+    m = -8 * d if kind == "Q4_0" else _half(b[:, 2:4])
+    q = _nibbles(b[:, size - 16 :], np.uint8)
+    return (torch.from_numpy(q.reshape(rows, -1)), torch.from_numpy(d.reshape(rows, -1)), torch.from_numpy(m.reshape(rows, -1)))

@@ -1,0 +1,259 @@
+"""Loading llama.cpp GGUF files: the config and the weights under Hugging Face names.
+
+``read_gguf_config(path)`` turns the file's metadata into a config dict (``model_type`` plus
+the family's fields). ``read_gguf_model(path, model_cls)`` returns that dict and an iterator
+of ``(hf_name, tensor)`` that dequantizes one tensor at a time, so ``from_pretrained`` streams
+them into a meta-built model without holding a second copy.
+
+llama.cpp stores the query and key projections of llama-architecture models with the rows of
+each head reordered for its rotary kernel (the two halves of a head interleaved); loading puts
+them back in the Hugging Face order. GPT-2's attention and MLP weights are stored as ``[out,
+in]`` like ``nn.Linear``; Hugging Face's GPT-2 (``Conv1D``) keeps them ``[in, out]``, so they
+are transposed.
+
+With a :class:`~openformers.quantization.gguf_linear.GGUFQuantizationConfig`, the projection
+weights are not dequantized: they become the buffers of ``QuantizedLinear`` modules
+(``<module>.qweight`` and ``<module>.scales_and_zeros``) that the config's ``prepare_model``
+puts in place of ``nn.Linear`` before loading.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openformers.models.gguf.reader import GGUFError, GGUFFile
+
+# general.architecture -> model_type
+SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
+# architectures whose q/k rows llama.cpp reorders on conversion
+_PERMUTED_QK = {"llama", "mistral"}
+
+# per-architecture metadata key (after "<arch>.") -> config field
+_LLAMA_KEYS = {
+    "context_length": "max_position_embeddings",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "embedding_length": "hidden_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+    "attention.sliding_window": "sliding_window",
+}
+_GPT2_KEYS = {
+    "context_length": "n_positions",
+    "block_count": "n_layer",
+    "feed_forward_length": "n_inner",
+    "embedding_length": "n_embd",
+    "attention.head_count": "n_head",
+    "attention.layer_norm_epsilon": "layer_norm_epsilon",
+}
+_TOKEN_IDS = {"bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "padding_token_id": "pad_token_id"}
+
+# llama.cpp tensor name (block part after "blk.N.") -> Hugging Face name (after the layer prefix)
+_LLAMA_BLOCK = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_LLAMA_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_GPT2_BLOCK = {
+    "attn_norm": "ln_1",
+    "ffn_norm": "ln_2",
+    "attn_qkv": "attn.c_attn",
+    "attn_output": "attn.c_proj",
+    "ffn_up": "mlp.c_fc",
+    "ffn_down": "mlp.c_proj",
+}
+_GPT2_TOP = {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f", "output": "lm_head"}
+_GPT2_TRANSPOSED = {"attn_qkv", "attn_output", "ffn_up", "ffn_down"}
+# tensors llama.cpp writes that the Hugging Face model computes itself
+_IGNORED = {"rope_freqs.weight"}
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+_TOP_RE = re.compile(r"^([a-z_]+)\.(weight|bias)$")
+
+
+def _open(path: str | Path) -> GGUFFile:
+    try:
+        return GGUFFile(path)
+    except GGUFError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise GGUFError(f"{path}: cannot read GGUF file: {exc}") from exc
+
+
+def _architecture(gf: GGUFFile) -> str:
+    arch = gf.architecture
+    if arch is None:
+        raise GGUFError(f"{gf.path}: no 'general.architecture' in the GGUF metadata")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise GGUFError(
+            f"{gf.path}: GGUF architecture {arch!r} is not supported; openformers loads GGUF files of "
+            f"the architectures {sorted(SUPPORTED_ARCHITECTURES)}"
+        )
+    return arch
+
+
+def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
+    arch = _architecture(gf)
+    meta = gf.metadata
+    model_type = SUPPORTED_ARCHITECTURES[arch]
+    keys = _GPT2_KEYS if arch == "gpt2" else _LLAMA_KEYS
+    config: dict[str, Any] = {"model_type": model_type}
+    for key, field in keys.items():
+        if f"{arch}.{key}" in meta:
+            config[field] = meta[f"{arch}.{key}"]
+    for key, field in _TOKEN_IDS.items():
+        if f"tokenizer.ggml.{key}" in meta:
+            config[field] = int(meta[f"tokenizer.ggml.{key}"])
+    if "token_embd.weight" in gf.tensors:
+        config["vocab_size"] = gf.tensors["token_embd.weight"].shape[0]
+    elif f"{arch}.vocab_size" in meta:
+        config["vocab_size"] = int(meta[f"{arch}.vocab_size"])
+    elif "tokenizer.ggml.tokens" in meta:
+        config["vocab_size"] = len(meta["tokenizer.ggml.tokens"])
+    config["tie_word_embeddings"] = "output.weight" not in gf.tensors
+    if arch == "gpt2":
+        config["n_ctx"] = config.get("n_positions", 1024)
+        return config
+    heads = config.get("num_attention_heads")
+    if heads and "hidden_size" in config:
+        default = config["hidden_size"] // heads
+        config["head_dim"] = int(meta.get(f"{arch}.attention.key_length", meta.get(f"{arch}.rope.dimension_count", default)))
+    config["hidden_act"] = "silu"
+    if arch in _PERMUTED_QK:
+        config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
+    scaling_type = meta.get(f"{arch}.rope.scaling.type")
+    if scaling_type and scaling_type != "none":
+        scaling: dict[str, Any] = {"rope_type": scaling_type, "type": scaling_type}
+        if f"{arch}.rope.scaling.factor" in meta:
+            scaling["factor"] = float(meta[f"{arch}.rope.scaling.factor"])
+        if f"{arch}.rope.scaling.original_context_length" in meta:
+            scaling["original_max_position_embeddings"] = int(meta[f"{arch}.rope.scaling.original_context_length"])
+        config["rope_scaling"] = scaling
+    return config
+
+
+def read_gguf_config(path: str | Path) -> dict[str, Any]:
+    """A Hugging Face style config dict (with ``model_type``) from a GGUF file's metadata."""
+    if path is None:
+        raise GGUFError("no GGUF file given: pass gguf_file= or a path ending in .gguf")
+    gf = _open(path)
+    try:
+        return _config_from_file(gf)
+    finally:
+        gf.close()
+
+
+def hf_name(arch: str, gguf_name: str) -> tuple[str, str | None] | None:
+    """``(hf_name, llama.cpp block kind)`` of a GGUF tensor, or None for an unknown name."""
+    block, top = (_GPT2_BLOCK, _GPT2_TOP) if arch == "gpt2" else (_LLAMA_BLOCK, _LLAMA_TOP)
+    layer_prefix = "transformer.h" if arch == "gpt2" else "model.layers"
+    m = _BLOCK_RE.match(gguf_name)
+    if m and m.group(2) in block:
+        return f"{layer_prefix}.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}", m.group(2)
+    m = _TOP_RE.match(gguf_name)
+    if m and m.group(1) in top:
+        return f"{top[m.group(1)]}.{m.group(2)}", m.group(1)
+    return None
+
+
+def _expected_tensors(arch: str, config: dict[str, Any]) -> list[str]:
+    n_layers = int(config.get("n_layer" if arch == "gpt2" else "num_hidden_layers", 0))
+    if arch == "gpt2":
+        top = ["token_embd.weight", "position_embd.weight", "output_norm.weight", "output_norm.bias"]
+        per = [f"{k}.{p}" for k in _GPT2_BLOCK for p in ("weight", "bias")]
+    else:
+        top = ["token_embd.weight", "output_norm.weight"]
+        per = [f"{k}.weight" for k in _LLAMA_BLOCK]
+        if arch == "qwen2":
+            per += ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
+    return top + [f"blk.{i}.{p}" for i in range(n_layers) for p in per]
+
+
+def unpermute_qk(t: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's per-head row reordering of a q or k weight ``[n_head * d, ...]`` (or bias).
+
+    llama.cpp stores each head's rows as ``(d/2, 2)`` interleaved pairs; Hugging Face keeps the
+    two rotary halves as ``(2, d/2)`` blocks.
+    """
+    rest = t.shape[1:]
+    d = t.shape[0] // n_head
+    # [n_head, d/2, 2, ...] -> [n_head, 2, d/2, ...]
+    return t.reshape(n_head, d // 2, 2, *rest).transpose(1, 2).reshape(t.shape)
+
+
+def read_gguf_model(
+    path: str | Path, model_cls: type | None = None, quantization_config: Any = None
+) -> tuple[dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
+    """``(config dict, iterator of (hf_name, float32 tensor))`` for a GGUF file.
+
+    Tensors are read and dequantized one at a time from the memory map. Raises
+    :class:`GGUFError` naming the file for unsupported architectures, unknown tensor names and
+    missing tensors, before any tensor is read.
+    """
+    gf = _open(path)
+    arch = _architecture(gf)
+    config = _config_from_file(gf)
+    declared = getattr(getattr(model_cls, "config_class", None), "model_type", "") if model_cls is not None else ""
+    if declared and declared != config["model_type"] and not (declared in _PERMUTED_QK and config["model_type"] in _PERMUTED_QK):
+        raise GGUFError(
+            f"{gf.path} holds a {config['model_type']!r} model (GGUF architecture {arch!r}); "
+            f"{model_cls.__name__} loads {declared!r} models. Use AutoModelForCausalLM.from_pretrained."
+        )
+    missing = [n for n in _expected_tensors(arch, config) if n not in gf.tensors]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise GGUFError(f"{gf.path}: the GGUF file lacks tensors a {arch} model needs: {shown}")
+    plan: list[tuple[str, str, str | None]] = []
+    for name in gf.tensors:
+        if name in _IGNORED:
+            continue
+        mapped = hf_name(arch, name)
+        if mapped is None:
+            raise GGUFError(f"{gf.path}: tensor {name!r} has no counterpart in a {arch} model; the file may be of another architecture variant")
+        plan.append((name, *mapped))
+    quantized: dict[str, Any] = {}
+    if quantization_config is not None and hasattr(quantization_config, "plan_gguf"):
+        quantized = quantization_config.plan_gguf(gf, arch, config, plan)
+    return config, _iter_tensors(gf, arch, config, plan, quantized)
+
+
+def _iter_tensors(
+    gf: GGUFFile, arch: str, config: dict[str, Any], plan: list[tuple[str, str, str | None]], quantized: dict[str, Any]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    try:
+        n_head = int(config.get("num_attention_heads", 0) or 0)
+        n_kv = int(config.get("num_key_value_heads", n_head) or n_head)
+        for gguf_name, name, kind in plan:
+            if name in quantized:
+                yield from quantized[name](gf, gguf_name, name)
+                continue
+            try:
+                t = gf.dequantize(gguf_name)
+            except GGUFError:
+                raise
+            except Exception as exc:  # a corrupt block or a type the backend rejects
+                raise GGUFError(f"{gf.path}: cannot dequantize tensor {gguf_name!r} ({gf.tensors[gguf_name].type_name}): {exc}") from exc
+            if arch in _PERMUTED_QK and kind == "attn_q":
+                t = unpermute_qk(t, n_head)
+            elif arch in _PERMUTED_QK and kind == "attn_k":
+                t = unpermute_qk(t, n_kv)
+            elif arch == "gpt2" and kind in _GPT2_TRANSPOSED and name.endswith(".weight"):
+                t = t.t().contiguous()
+            yield name, t
+    finally:
+        gf.close()
+
+
+__all__ = ["GGUFError", "SUPPORTED_ARCHITECTURES", "read_gguf_config", "read_gguf_model", "unpermute_qk", "hf_name"]

@@ -1,0 +1,261 @@
+"""Keep GGUF weights 4-bit in memory: ``QuantizedLinear`` on PyTorch's CPU int4 matmul kernel.
+
+``from_pretrained(path, gguf_file=..., quantization_config=GGUFQuantizationConfig())`` loads
+the projection weights of a llama-family GGUF model as 4-bit groups of 32 instead of
+dequantizing them to float. Q4_0 and Q4_1 blocks map exactly onto the kernel's format (a
+value is ``(q - 8) * scale + zero`` per group of 32): Q4_1 stores ``d * q + m``, so
+``scale = d`` and ``zero = m + 8 d``; Q4_0 stores ``d * (q - 8)``, so ``zero = 0``. Other block
+types (Q8_0, K-quants, F16, F32) are dequantized and re-quantized to 4 bits with a per-group
+min and max, which loses precision. Embeddings and norms stay float; the LM head stays float
+unless ``quantize_lm_head=True``.
+
+The matmul is ``torch.ops.aten._weight_int4pack_mm_for_cpu``; activations are cast to
+``compute_dtype`` (bfloat16 by default: the fast path on AVX-512 machines) and back. Decoding is
+bound by the bytes read per token, and the 4-bit weights are ~0.63 bytes per value against 4
+for float32.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+# llama.cpp block kinds of the projections that become QuantizedLinear
+_LINEAR_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+_N_MULTIPLE = 16  # the CPU packing needs out_features divisible by 16
+
+
+def _pack(q: torch.Tensor) -> torch.Tensor:
+    """Pack ``[out, in]`` integers in 0..15 into the CPU kernel's ``[out, in / 2]`` uint8 layout."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+
+
+def _scales_and_zeros(scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+    """``[out, groups]`` scale and minimum -> the kernel's ``[groups, out, 2]`` (scale, zero)."""
+    zero = minimum + 8 * scale
+    return torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().float()
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric 4-bit quantization of ``[out, in]`` per group of ``group_size`` inputs.
+
+    Returns ``(q [out, in] in 0..15, scale [out, groups], minimum [out, groups])``.
+    """
+    out_f, in_f = weight.shape
+    w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+    lo = w.amin(-1)
+    hi = w.amax(-1)
+    scale = ((hi - lo) / 15).clamp(min=torch.finfo(torch.float32).tiny)
+    q = ((w - lo[..., None]) / scale[..., None]).round_().clamp_(0, 15).to(torch.uint8)
+    return q.reshape(out_f, in_f), scale, lo
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer with 4-bit weights in groups (CPU int4 weight-only matmul).
+
+    Buffers: ``qweight`` ``[out, in / 2]`` uint8 (packed for the CPU kernel) and
+    ``scales_and_zeros`` ``[in / group_size, out, 2]`` in the compute dtype. ``bias`` stays float.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        group_size: int = 32,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if in_features % group_size or out_features % _N_MULTIPLE:
+            raise ValueError(
+                f"QuantizedLinear({in_features}, {out_features}): in_features must be a multiple of "
+                f"group_size={group_size} and out_features a multiple of {_N_MULTIPLE}"
+            )
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.register_buffer("qweight", torch.empty(out_features, in_features // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scales_and_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_quantized(
+        cls, q: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor, bias: torch.Tensor | None = None,
+        compute_dtype: torch.dtype = torch.bfloat16,
+    ) -> "QuantizedLinear":
+        """From ``q [out, in]`` in 0..15 with ``value = q * scale + minimum`` per group."""
+        out_f, in_f = q.shape
+        group = in_f // scale.shape[1]
+        with torch.device("meta"):
+            layer = cls(in_f, out_f, bias=bias is not None, group_size=group)
+        layer.qweight = _pack(q)
+        layer.scales_and_zeros = _scales_and_zeros(scale.float(), minimum.float()).to(compute_dtype)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        return layer
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 32, compute_dtype: torch.dtype = torch.bfloat16) -> "QuantizedLinear":
+        """Quantize a float ``nn.Linear`` (per-group min/max, 4 bits)."""
+        q, scale, lo = quantize_int4(linear.weight, group_size)
+        return cls.from_quantized(q, scale, lo, linear.bias, compute_dtype)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.scales_and_zeros.dtype
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 ``[out, in]`` weight this layer computes with."""
+        eye = torch.eye(self.in_features)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.qweight, self.group_size, self.scales_and_zeros.float()).t().contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise RuntimeError("QuantizedLinear runs on the CPU int4 kernel; keep the model on the CPU")
+        shape = x.shape
+        # [*, in] -> [rows, in] -> [rows, out]
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.reshape(-1, self.in_features).to(self.compute_dtype), self.qweight, self.group_size, self.scales_and_zeros
+        )
+        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"group_size={self.group_size}, compute_dtype={self.compute_dtype}")
+
+
+@dataclass
+class GGUFQuantizationConfig:
+    """Keep a GGUF model's projection weights 4-bit (see the module docstring).
+
+    Args:
+        compute_dtype: activation dtype inside the int4 matmul (bfloat16, float16 or float32;
+            float32 reproduces Q4_0/Q4_1 weights exactly but is slower).
+        quantize_lm_head: also make the LM head 4-bit (an untied copy when embeddings are tied).
+        modules_to_not_convert: module names (or name fragments) left as float ``nn.Linear``.
+    """
+
+    compute_dtype: torch.dtype = torch.bfloat16
+    quantize_lm_head: bool = False
+    modules_to_not_convert: list[str] = field(default_factory=list)
+    group_size: int = 32
+    quant_method: str = "gguf"
+
+    def __post_init__(self) -> None:
+        if self.group_size not in (32, 64, 128, 256):
+            raise ValueError(f"group_size={self.group_size}: the CPU int4 kernel takes 32, 64, 128 or 256")
+        if self.compute_dtype not in (torch.bfloat16, torch.float16, torch.float32):
+            raise ValueError(f"compute_dtype={self.compute_dtype}: use torch.bfloat16, torch.float16 or torch.float32")
+        self._planned: dict[str, tuple[int, int, bool]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quant_method": self.quant_method, "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
+                "quantize_lm_head": self.quantize_lm_head, "modules_to_not_convert": list(self.modules_to_not_convert),
+                "group_size": self.group_size, "bits": 4}
+
+    def _skipped(self, module: str) -> bool:
+        return any(part in module for part in self.modules_to_not_convert)
+
+    # -- the three steps from_pretrained runs --------------------------------------------
+    def plan_gguf(self, gf: Any, arch: str, config: dict[str, Any], plan: list[tuple[str, str, str | None]]) -> dict[str, Callable[..., Iterator[tuple[str, torch.Tensor]]]]:
+        """Pick the GGUF tensors loaded 4-bit; return ``hf_name -> loader`` for the tensor stream."""
+        from openformers.models.gguf_loading import unpermute_qk
+
+        self._planned = {}
+        if arch == "gpt2":
+            return {}  # GPT-2's Conv1D layers stay float
+        heads = {"attn_q": int(config.get("num_attention_heads", 0)),
+                 "attn_k": int(config.get("num_key_value_heads", config.get("num_attention_heads", 0)))}
+        permute = arch in ("llama", "mistral")
+        biases = {n for n, _, _ in plan if n.endswith(".bias")}
+        loaders: dict[str, Callable[..., Iterator[tuple[str, torch.Tensor]]]] = {}
+        group = self.group_size
+        for gguf_name, name, kind in plan:
+            if not name.endswith(".weight") or not (kind in _LINEAR_KINDS or (kind == "output" and self.quantize_lm_head)):
+                continue
+            module = name[: -len(".weight")]
+            info = gf.tensors[gguf_name]
+            out_f, in_f = info.shape
+            if self._skipped(module) or in_f % group or out_f % _N_MULTIPLE:
+                continue
+            self._planned[module] = (in_f, out_f, gguf_name[: -len("weight")] + "bias" in biases)
+            n_head = heads.get(kind, 0) if permute else 0
+
+            def load(gf: Any, gguf_name: str, name: str, module: str = module, n_head: int = n_head) -> Iterator[tuple[str, torch.Tensor]]:
+                kind_name = gf.tensors[gguf_name].type_name
+                if kind_name in ("Q4_0", "Q4_1") and group == 32:
+                    from openformers.models.gguf.reader import q4_blocks
+
+                    q, scale, lo = q4_blocks(gf.raw(gguf_name), kind_name)  # exact
+                else:
+                    w = gf.dequantize(gguf_name)
+                    q, scale, lo = quantize_int4(w, group)
+                if n_head:  # rows are whole, so the head reordering applies to q, scale and min alike
+                    q, scale, lo = (unpermute_qk(t, n_head) for t in (q, scale, lo))
+                yield f"{module}.qweight", _pack(q)
+                yield f"{module}.scales_and_zeros", _scales_and_zeros(scale, lo)
+
+            loaders[name] = load
+        return loaders
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Put meta-device ``QuantizedLinear`` modules where the plan says, before loading."""
+        for module, (in_f, out_f, bias) in self._planned.items():
+            owner_name, _, attr = module.rpartition(".")
+            owner = _find_owner(model, owner_name)
+            if owner is None or not isinstance(getattr(owner, attr, None), nn.Linear):
+                continue
+            with torch.device("meta"):
+                setattr(owner, attr, QuantizedLinear(in_f, out_f, bias=bias, group_size=self.group_size))
+
+    def quantize_model(self, model: nn.Module) -> nn.Module:
+        """After loading: scales to the compute dtype; quantize what is still float and planned.
+
+        Called on a model loaded from a non-GGUF checkpoint, every eligible ``nn.Linear`` of the
+        decoder layers (and the LM head with ``quantize_lm_head``) is quantized from float.
+        """
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        for name, module in list(model.named_modules()):
+            if isinstance(module, QuantizedLinear):
+                module.scales_and_zeros = module.scales_and_zeros.to(self.compute_dtype)
+                continue
+            if not isinstance(module, nn.Linear) or self._skipped(name):
+                continue
+            is_head = module is head
+            if (is_head and not self.quantize_lm_head) or (self._planned and not is_head):
+                continue
+            if module.in_features % self.group_size or module.out_features % _N_MULTIPLE:
+                continue
+            owner_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner_name) if owner_name else model, attr,
+                    QuantizedLinear.from_linear(module, self.group_size, self.compute_dtype))
+            if is_head and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+                model.config.tie_word_embeddings = False  # the head is now its own 4-bit copy
+        self._planned = {}  # the plan belonged to this load only
+        return model
+
+
+def _find_owner(model: nn.Module, owner_name: str) -> nn.Module | None:
+    for candidate in (owner_name, owner_name.partition(".")[2]):
+        try:
+            return model.get_submodule(candidate)
+        except AttributeError:
+            continue
+    return None
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes held by parameters and buffers (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen or t.is_meta:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
