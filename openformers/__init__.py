@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "get_peft_model": "openformers.peft",
     "PeftModel": "openformers.peft",
     "BitsAndBytesConfig": "openformers.quantization",
+    "GGUFQuantizationConfig": "openformers.quantization",
 }
 
 # model classes are exported from their family modules

@@ -306,7 +306,7 @@ class PreTrainedModel(nn.Module):
         if gguf_path is not None:
             from openformers.models.gguf_loading import read_gguf_model
 
-            config_dict, tensors = read_gguf_model(gguf_path, cls)
+            config_dict, tensors = read_gguf_model(gguf_path, cls, quantization_config=quantization_config)
             model_dir = gguf_path.parent
             if config is None:
                 config = cls._config_from_dict(config_dict, kwargs)
@@ -334,6 +334,8 @@ class PreTrainedModel(nn.Module):
 
         with torch.device("meta"):
             model = cls(config)
+        if quantization_config is not None and hasattr(quantization_config, "prepare_model"):
+            quantization_config.prepare_model(model)  # swaps in quantized modules the checkpoint fills
         info = model._load_tensors(tensors, target_dtype, ignore_mismatched_sizes, source=str(model_dir))
         config.dtype = str(target_dtype).replace("torch.", "")
         if quantization_config is not None:
