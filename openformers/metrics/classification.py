@@ -220,3 +220,38 @@ class MatthewsCorrelation(Metric):
         y_true, y_pred = label_pair(predictions, references, self.name)
         _nonempty(len(y_true), self.name)
         return {"matthews_correlation": _mcc(y_true, y_pred, weights_array(sample_weight, len(y_true), self.name))}
+
+
+class ConfusionMatrix(Metric):
+    """Counts C[i, j] of examples with reference ``labels[i]`` predicted as ``labels[j]``.
+
+    ``normalize`` = "true" (rows sum to 1), "pred" (columns) or "all"; labels default to every
+    label seen, sorted.
+    """
+
+    name = "confusion_matrix"
+
+    def _compute(self, predictions: Sequence[Any], references: Sequence[Any], labels: Sequence[Any] | None = None,
+                 sample_weight: Sequence[float] | None = None, normalize: str | None = None) -> dict[str, np.ndarray]:
+        if normalize not in (None, "true", "pred", "all"):
+            raise ValueError(f"confusion_matrix: `normalize` must be None, 'true', 'pred' or 'all', got {normalize!r}.")
+        y_true, y_pred = label_pair(predictions, references, self.name)
+        _nonempty(len(y_true), self.name)
+        w = weights_array(sample_weight, len(y_true), self.name)
+        label_arr = np.union1d(y_true, y_pred) if labels is None else np.asarray(labels)
+        if labels is not None and not np.isin(label_arr, y_true).any():
+            raise ValueError("confusion_matrix: at least one of `labels` must occur in `references`.")
+        index = {lab: i for i, lab in enumerate(label_arr.tolist())}
+        ti = np.array([index.get(v, -1) for v in y_true.tolist()])
+        pi = np.array([index.get(v, -1) for v in y_pred.tolist()])
+        keep = (ti >= 0) & (pi >= 0)  # pairs with a label outside `labels` are left out
+        k = len(label_arr)
+        weights = None if w is None else w[keep]
+        cm = np.bincount(ti[keep] * k + pi[keep], weights=weights, minlength=k * k).reshape(k, k)
+        cm = cm.astype(np.int64) if w is None else cm.astype(np.float64)
+        if normalize is not None:
+            axis = {"true": 1, "pred": 0, "all": None}[normalize]
+            with np.errstate(all="ignore"):
+                cm = cm / cm.sum(axis=axis, keepdims=axis is not None)
+            cm = np.nan_to_num(cm)
+        return {"confusion_matrix": cm}

@@ -14,6 +14,7 @@ _METRICS: dict[str, str] = {
     "recall": "classification:Recall",
     "f1": "classification:F1",
     "matthews_correlation": "classification:MatthewsCorrelation",
+    "confusion_matrix": "classification:ConfusionMatrix",
     "roc_auc": "roc_auc:RocAuc",
     "mse": "regression:MeanSquaredError",
     "mae": "regression:MeanAbsoluteError",

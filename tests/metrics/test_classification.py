@@ -113,3 +113,19 @@ def test_classification_errors():
         load("f1").compute(predictions=[], references=[])
     with pytest.raises(TypeError, match="mix string and integer"):
         load("accuracy").compute(predictions=["a"], references=[1])
+
+
+def test_confusion_matrix_matches_sklearn():
+    rng = np.random.RandomState(4)
+    refs, preds, w = rng.randint(0, 4, 60), rng.randint(0, 4, 60), rng.rand(60)
+    metric = load("confusion_matrix")
+    for labels in (None, [3, 1, 9]):
+        for sw in (None, w):
+            for normalize in (None, "true", "pred", "all"):
+                got = metric.compute(predictions=preds, references=refs, labels=labels, sample_weight=sw,
+                                     normalize=normalize)["confusion_matrix"]
+                expected = skm.confusion_matrix(refs, preds, labels=labels, sample_weight=sw, normalize=normalize)
+                np.testing.assert_allclose(got, expected, atol=TOL)
+                assert got.dtype.kind == expected.dtype.kind
+    strings = metric.compute(predictions=["b", "a"], references=["a", "a"])["confusion_matrix"]
+    np.testing.assert_array_equal(strings, skm.confusion_matrix(["a", "a"], ["b", "a"]))
