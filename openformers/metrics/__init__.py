@@ -13,4 +13,9 @@ package is imported. Outputs have the `evaluate` keys; like `evaluate`, ``wer``,
 from .base import Metric
 from .registry import CombinedEvaluations, combine, list_metrics, load, load_metric
 
-__all__ = ["Metric", "CombinedEvaluations", "combine", "list_metrics", "load", "load_metric"]
+# the names `evaluate` uses for the same things
+EvaluationModule = Metric
+list_evaluation_modules = list_metrics
+
+__all__ = ["Metric", "EvaluationModule", "CombinedEvaluations", "combine", "list_metrics",
+           "list_evaluation_modules", "load", "load_metric"]
