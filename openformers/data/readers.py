@@ -151,7 +151,7 @@ def read_text(path: str, batch_size: int | None = None, keep_linebreaks: bool = 
             if sample_by == "line":
                 lines = chunk.splitlines(keepends=True)
                 carry = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
-                rows = lines if keep_linebreaks else [ln.rstrip("\r\n") for ln in lines]
+                rows = lines if keep_linebreaks else [(ln.splitlines() or [""])[0] for ln in lines]
             else:
                 parts = chunk.split("\n\n")
                 carry = parts.pop()
