@@ -114,7 +114,7 @@ class Pipeline:
         pre = {**self._preprocess_params, **pre}
         fwd = {**self._forward_params, **fwd}
         post = {**self._postprocess_params, **post}
-        bs = batch_size or self._batch_size or 1
+        bs = batch_size if batch_size is not None else (self._batch_size or 1)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {bs}")
         workers = self._num_workers if num_workers is None else num_workers

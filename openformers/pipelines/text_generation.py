@@ -112,14 +112,23 @@ class TextGenerationPipeline(Pipeline):
         input_ids = model_inputs["input_ids"]
         if generate_kwargs.get("streamer") is not None and input_ids.shape[0] > 1:
             raise ValueError("a streamer follows one sequence: use batch_size=1 with streamer=")
-        out = self.model.generate(input_ids=input_ids, attention_mask=model_inputs.get("attention_mask"),
-                                  **self._generate_kwargs(generate_kwargs))
-        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        kwargs = self._generate_kwargs(generate_kwargs)
+        mask = model_inputs.get("attention_mask")
         b, width = input_ids.shape
+        lengths = mask.sum(1).tolist() if mask is not None else [width] * b
+        caps = [None] * b
+        if kwargs.get("max_length") is not None and kwargs.get("max_new_tokens") is None and len(set(lengths)) > 1:
+            # max_length counts each prompt's own tokens, not the padding of the batch: generate enough
+            # for the shortest prompt and cut every row at its own limit
+            max_length = kwargs.pop("max_length")
+            kwargs["max_new_tokens"] = max(max_length - min(lengths), 0)
+            caps = [max(max_length - n, 0) for n in lengths]
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
         per_row = sequences.shape[0] // b
         rows = sequences.reshape(b, per_row, -1).cpu()
-        return {"new_tokens": [[seq[width:].tolist() for seq in rows[i]] for i in range(b)],
-                "width": [width] * b}
+        return {"new_tokens": [[seq[width:width + caps[i] if caps[i] is not None else None].tolist() for seq in rows[i]]
+                               for i in range(b)]}
 
     def postprocess(self, outputs: dict[str, Any], return_type: str | None = None,
                     clean_up_tokenization_spaces: bool | None = None, skip_special_tokens: bool | None = None,

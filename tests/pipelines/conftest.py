@@ -52,33 +52,50 @@ def _bert(cls_name: str, path: Path, seed: int, **extra) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("pipeline_models")
-    dirs = {
-        "cls": _bert("BertForSequenceClassification", root / "cls", 0, num_labels=3,
-                     id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2}),
-        "cls1": _bert("BertForSequenceClassification", root / "cls1", 1, num_labels=1),
-        "multi": _bert("BertForSequenceClassification", root / "multi", 2, num_labels=4,
-                       problem_type="multi_label_classification"),
-        "ner": _bert("BertForTokenClassification", root / "ner", 3, num_labels=len(NER_LABELS),
-                     id2label=dict(enumerate(NER_LABELS)), label2id={l: i for i, l in enumerate(NER_LABELS)}),
-        "qa": _bert("BertForQuestionAnswering", root / "qa", 4),
-        "mlm": _bert("BertForMaskedLM", root / "mlm", 5),
-        "nli": _bert("BertForSequenceClassification", root / "nli", 6, num_labels=3,
-                     id2label=dict(enumerate(NLI_LABELS)), label2id={l: i for i, l in enumerate(NLI_LABELS)}),
-    }
+def _llama(path: Path) -> Path:
     import transformers
 
     config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                       bos_token_id=101, eos_token_id=102, pad_token_id=0, initializer_range=0.3)
     torch.manual_seed(7)
-    lm = transformers.LlamaForCausalLM(config).eval()
-    lm.save_pretrained(root / "lm")
-    _copy_tokenizer(root / "lm", chat_template=CHAT_TEMPLATE)
-    dirs["lm"] = root / "lm"
-    return dirs
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(path)
+    _copy_tokenizer(path, chat_template=CHAT_TEMPLATE)
+    return path
+
+
+BUILDERS = {
+    "cls": lambda p: _bert("BertForSequenceClassification", p, 0, num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"},
+                           label2id={"neg": 0, "neu": 1, "pos": 2}),
+    "cls1": lambda p: _bert("BertForSequenceClassification", p, 1, num_labels=1),
+    "multi": lambda p: _bert("BertForSequenceClassification", p, 2, num_labels=4,
+                             problem_type="multi_label_classification"),
+    "ner": lambda p: _bert("BertForTokenClassification", p, 3, num_labels=len(NER_LABELS),
+                           id2label=dict(enumerate(NER_LABELS)), label2id={l: i for i, l in enumerate(NER_LABELS)}),
+    "qa": lambda p: _bert("BertForQuestionAnswering", p, 4),
+    "mlm": lambda p: _bert("BertForMaskedLM", p, 5),
+    "nli": lambda p: _bert("BertForSequenceClassification", p, 6, num_labels=3, id2label=dict(enumerate(NLI_LABELS)),
+                           label2id={l: i for i, l in enumerate(NLI_LABELS)}),
+    "lm": _llama,
+}
+
+
+class _LazyDirs(dict):
+    """Builds a model directory the first time a test asks for it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        path = BUILDERS[name](self.root / name)
+        self[name] = path
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _LazyDirs(tmp_path_factory.mktemp("pipeline_models"))
 
 
 @pytest.fixture(autouse=True, scope="package")

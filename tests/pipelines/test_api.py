@@ -1,0 +1,93 @@
+"""pipeline() factory and the batching engine: inputs, streaming, defaults, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openformers import pipeline
+from openformers.data import Dataset
+from openformers.data.key_dataset import KeyDataset
+
+from .helpers import assert_same, hf_pipeline
+
+TEXTS = [f"sample number {i} " + "word " * (i * 7 % 23) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_dirs):
+    return pipeline("text-classification", model=str(tiny_dirs["cls"]))
+
+
+def test_batched_equals_unbatched_in_order(clf):
+    one = clf(TEXTS, top_k=None)
+    for bs in (2, 7, 64):
+        assert_same(clf(TEXTS, batch_size=bs, top_k=None), one, atol=1e-5)
+    # order is restored after sorting by length inside a chunk
+    assert_same(clf(TEXTS[::-1], batch_size=8, top_k=None), one[::-1], atol=1e-5)
+
+
+def test_generator_streams(clf):
+    fed = []
+
+    def gen():
+        for t in TEXTS:
+            fed.append(t)
+            yield t
+
+    it = clf(gen(), batch_size=4)
+    assert not isinstance(it, list)
+    first = next(it)
+    assert len(fed) < len(TEXTS)  # only the first chunk was read
+    assert_same([first] + list(it), clf(TEXTS), atol=1e-5)
+
+
+def test_key_dataset_and_workers(clf):
+    ds = Dataset.from_dict({"text": TEXTS, "label": list(range(len(TEXTS)))})
+    expected = clf(TEXTS)
+    out = list(clf(KeyDataset(ds, "text"), batch_size=8))
+    assert_same(out, expected, atol=1e-5)
+    assert_same(clf(TEXTS, batch_size=8, num_workers=2), expected, atol=1e-5)
+
+
+def test_progress_bar(clf, capsys):
+    clf(TEXTS, batch_size=8, progress_bar=True)
+    assert "40/40" in capsys.readouterr().err
+
+
+def test_device_and_dtype(tiny_dirs):
+    p = pipeline("text-classification", model=str(tiny_dirs["cls"]), device=-1, dtype=torch.bfloat16)
+    assert p.device == torch.device("cpu") and p.model.dtype == torch.bfloat16
+    ref = hf_pipeline("text-classification", model=str(tiny_dirs["cls"]))
+    got, exp = p(TEXTS[:3], top_k=None), ref(TEXTS[:3], top_k=None)
+    assert_same(got, exp, atol=5e-2)  # bfloat16 weights: scores close, not equal
+    p = pipeline("text-classification", model=str(tiny_dirs["cls"]), device="cpu", dtype="float32")
+    assert p.model.dtype == torch.float32
+
+
+def test_task_inferred_from_model(tiny_dirs):
+    assert pipeline(model=str(tiny_dirs["ner"])).task == "token-classification"
+
+
+def test_errors(tiny_dirs):
+    with pytest.raises(KeyError, match="unknown task 'summarise'.*text-classification"):
+        pipeline("summarise")
+    with pytest.raises(ValueError, match="no default model for 'text-classification'.*model="):
+        pipeline("text-classification")
+    with pytest.raises(ValueError, match="a task"):
+        pipeline()
+    from openformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_dirs["cls"])
+    assert pipeline("text-classification", model=model).tokenizer is not None  # found where the model came from
+    from openformers import AutoConfig
+
+    fresh = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tiny_dirs["cls"]))
+    with pytest.raises(ValueError, match="tokenizer="):
+        pipeline("text-classification", model=fresh)
+    with pytest.raises(ValueError, match="token-classification head"):
+        pipeline("ner", model=model, tokenizer=str(tiny_dirs["cls"]))
+    clf = pipeline("text-classification", model=model, tokenizer=str(tiny_dirs["cls"]))
+    with pytest.raises(ValueError, match="batch_size"):
+        clf(["a"], batch_size=0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        clf("a", not_an_option=3)
