@@ -9,7 +9,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "Dataset": "arrow_dataset",
-    "DatasetInfo": "arrow_dataset",
+    "DatasetInfo": "info",
     "DatasetDict": "dataset_dict",
     "IterableDataset": "iterable",
     "IterableDatasetDict": "iterable",

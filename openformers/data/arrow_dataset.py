@@ -8,10 +8,8 @@ the mapping.
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,43 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow_writer import ArrowWriter, cache_root, read_arrow_file
-from .conversion import attach_features, rows_to_columns, table_from_columns
-from .features import ClassLabel, Features, Value, feature_to_arrow
+from .conversion import attach_features, cast_array, rows_to_columns, table_from_columns
+from .features import ClassLabel, Features, feature_to_arrow
 from .fingerprint import hash_table, update_fingerprint
 from .formatting import canonical_format, format_column, format_row, format_table
+from .info import DatasetInfo
+from .splits import split_sizes, stratified_split
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from .dataset_dict import DatasetDict
-
-
-@dataclass
-class DatasetInfo:
-    """Descriptive metadata saved next to the data in ``dataset_info.json``."""
-
-    description: str = ""
-    citation: str = ""
-    homepage: str = ""
-    license: str = ""
-    features: Features | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"citation": self.citation, "description": self.description}
-        if self.features is not None:
-            out["features"] = self.features.to_dict()
-        out.update({"homepage": self.homepage, "license": self.license})
-        out.update(self.extra)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatasetInfo":
-        known = {"description", "citation", "homepage", "license", "features"}
-        feats = Features.from_dict(d["features"]) if d.get("features") else None
-        return cls(description=d.get("description", "") or "", citation=d.get("citation", "") or "",
-                   homepage=d.get("homepage", "") or "", license=d.get("license", "") or "",
-                   features=feats, extra={k: v for k, v in d.items() if k not in known})
 
 
 def _check_columns(names: Iterable[str], available: list[str], arg: str) -> list[str]:
@@ -475,12 +447,12 @@ class Dataset:
         from .dataset_dict import DatasetDict
 
         n = len(self)
-        n_test, n_train = _split_sizes(n, test_size, train_size)
+        n_test, n_train = split_sizes(n, test_size, train_size)
         if stratify_by_column is not None:
             _check_columns(stratify_by_column, self.column_names, "train_test_split(stratify_by_column=...)")
             labels = np.asarray(self._full_table().column(stratify_by_column).to_pylist())
             rng = generator or np.random.default_rng(seed)
-            train_idx, test_idx = _stratified_split(labels, n_train, n_test, rng)
+            train_idx, test_idx = stratified_split(labels, n_train, n_test, rng)
         elif shuffle:
             rng = generator or np.random.default_rng(seed)
             perm = rng.permutation(n)
@@ -579,7 +551,7 @@ class Dataset:
             raise ValueError(f"cast: features {list(features)} must name exactly the columns {self.column_names}")
         arrays = []
         for name in self.column_names:
-            arrays.append(_cast_array(name, self._data.column(name), features[name]))
+            arrays.append(cast_array(name, self._data.column(name), features[name]))
         feats = Features({k: features[k] for k in self.column_names})
         table = pa.Table.from_arrays(arrays, names=self.column_names)
         return self._with_table(table, feats, "cast", feats.to_dict())
@@ -709,65 +681,6 @@ def _write_rows(writer: ArrowWriter, rows: list[dict[str, Any]], feats: Features
     table, new_feats = table_from_columns(cols, feats)
     writer.write(table)
     return feats if feats is not None else new_feats
-
-
-def _cast_array(name: str, col: pa.ChunkedArray, feature: Any) -> pa.ChunkedArray:
-    target = feature_to_arrow(feature)
-    if isinstance(feature, ClassLabel) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        ids = pc.index_in(col, value_set=pa.array(feature.names))
-        bad = pc.filter(col, pc.and_(pc.is_null(ids), pc.is_valid(col)))
-        if len(bad):
-            raise ValueError(f"Column {name!r}: labels {pc.unique(bad).to_pylist()[:5]} are not in "
-                             f"the ClassLabel names {feature.names}")
-        return ids.cast(pa.int64())
-    if isinstance(feature, Value) and feature.dtype in ("string", "large_string") and \
-            (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
-        return pa.chunked_array([pa.array([None if v is None else str(v) for v in c.to_pylist()], target)
-                                 for c in col.chunks], type=target)
-    if col.type == target:
-        return col
-    try:
-        return col.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
-        raise TypeError(f"Cannot cast column {name!r} from {col.type} to {feature!r}: {err}") from None
-
-
-def _split_sizes(n: int, test_size: float | int | None, train_size: float | int | None) -> tuple[int, int]:
-    if test_size is None and train_size is None:
-        test_size = 0.25
-    for arg, v in (("test_size", test_size), ("train_size", train_size)):
-        if v is None:
-            continue
-        if isinstance(v, float) and not 0 < v < 1:
-            raise ValueError(f"{arg}={v} must be a float in (0, 1) or an int in (0, {n})")
-        if isinstance(v, int) and not 0 < v < n:
-            raise ValueError(f"{arg}={v} must be a float in (0, 1) or an int in (0, {n})")
-    n_test = (math.ceil(test_size * n) if isinstance(test_size, float) else int(test_size)) if test_size is not None else None
-    n_train = (math.floor(train_size * n) if isinstance(train_size, float) else int(train_size)) if train_size is not None else None
-    if n_train is None:
-        n_train = n - n_test  # type: ignore[operator]
-    if n_test is None:
-        n_test = n - n_train
-    if n_train + n_test > n:
-        raise ValueError(f"train_size + test_size = {n_train + n_test} rows exceeds the dataset size {n}")
-    if n_train == 0 or n_test == 0:
-        raise ValueError(f"train_test_split with {n} rows gives an empty split (train={n_train}, test={n_test}); "
-                         "adjust test_size / train_size")
-    return n_test, n_train
-
-
-def _stratified_split(labels: np.ndarray, n_train: int, n_test: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    classes, inv = np.unique(labels, return_inverse=True)
-    train, test = [], []
-    frac = n_test / (n_train + n_test)
-    for c in range(len(classes)):
-        idx = rng.permutation(np.nonzero(inv == c)[0])
-        k = int(round(len(idx) * frac))
-        test.extend(idx[:k])
-        train.extend(idx[k:])
-    train_arr, test_arr = rng.permutation(np.array(train, dtype=np.int64)), rng.permutation(np.array(test, dtype=np.int64))
-    return train_arr[:n_train], test_arr[:n_test]
 
 
 def _to_iterable_dataset(self: Dataset, num_shards: int = 1) -> Any:

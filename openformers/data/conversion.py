@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .features import ClassLabel, Features, Sequence, encode_value, feature_from_arrow, feature_to_arrow
+import pyarrow.compute as pc
+
+from .features import ClassLabel, Features, Sequence, Value, encode_value, feature_from_arrow, feature_to_arrow
 
 
 # Token-level columns are stored in narrow ints, as the Hugging Face writer does (4-8x smaller).
@@ -25,6 +27,22 @@ def _narrow(t: pa.DataType, target: pa.DataType) -> pa.DataType | None:
         inner = _narrow(t.value_type, target)
         return pa.list_(inner, t.list_size) if inner is not None else None
     return None
+
+
+def _try_narrow_build(values: Any, target: pa.DataType) -> pa.Array | None:
+    """Build token ids straight into the narrow type (one pass), or None if they do not fit."""
+    probe, depth = next((v for v in values if v is not None), None), 0
+    while isinstance(probe, list) and probe:
+        probe, depth = probe[0], depth + 1
+    if not isinstance(probe, int) or isinstance(probe, bool):
+        return None
+    t = target
+    for _ in range(depth):
+        t = pa.list_(t)
+    try:
+        return pa.array(values, type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
 
 
 def _plain(values: Any) -> Any:
@@ -63,7 +81,11 @@ def to_arrow_array(name: str, values: Any, feature: Any = None) -> pa.Array | pa
             if isinstance(first, np.ndarray) or hasattr(first, "detach"):  # rows of arrays / tensors
                 values = [_plain(v) if isinstance(v, np.ndarray) or hasattr(v, "detach") else v for v in values]
             try:
-                arr = pa.array(values, type=feature_to_arrow(feature) if feature is not None else None)
+                arr = None
+                if feature is None and name in _OPTIMIZED_INT:
+                    arr = _try_narrow_build(values, _OPTIMIZED_INT[name])
+                if arr is None:
+                    arr = pa.array(values, type=feature_to_arrow(feature) if feature is not None else None)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError) as err:
                 example = next((v for v in values if v is not None), None)
                 raise TypeError(
@@ -121,3 +143,24 @@ def rows_to_columns(rows: list[Mapping[str, Any]], what: str = "row") -> dict[st
         for k in r:
             names.setdefault(k, None)
     return {k: [r.get(k) for r in rows] for k in names}
+
+
+def cast_array(name: str, col: pa.ChunkedArray, feature: Any) -> pa.ChunkedArray:
+    target = feature_to_arrow(feature)
+    if isinstance(feature, ClassLabel) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        ids = pc.index_in(col, value_set=pa.array(feature.names))
+        bad = pc.filter(col, pc.and_(pc.is_null(ids), pc.is_valid(col)))
+        if len(bad):
+            raise ValueError(f"Column {name!r}: labels {pc.unique(bad).to_pylist()[:5]} are not in "
+                             f"the ClassLabel names {feature.names}")
+        return ids.cast(pa.int64())
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string") and \
+            (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+        return pa.chunked_array([pa.array([None if v is None else str(v) for v in c.to_pylist()], target)
+                                 for c in col.chunks], type=target)
+    if col.type == target:
+        return col
+    try:
+        return col.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+        raise TypeError(f"Cannot cast column {name!r} from {col.type} to {feature!r}: {err}") from None

@@ -5,8 +5,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .arrow_dataset import Dataset
-
 
 class DatasetDict(dict):
     """A dict of split name -> :class:`Dataset`; most Dataset transforms apply to every split."""

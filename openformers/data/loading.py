@@ -14,7 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .arrow_dataset import Dataset, DatasetInfo, _cast_array
+from .arrow_dataset import Dataset, DatasetInfo
+from .conversion import cast_array
 from .arrow_writer import ArrowWriter, cache_root, read_arrow_file
 from .conversion import attach_features
 from .dataset_dict import DatasetDict
@@ -91,7 +92,7 @@ def _apply_features(table: pa.Table, features: Features | None) -> pa.Table:
     missing = [c for c in features if c not in table.column_names]
     if missing:
         raise ValueError(f"Columns {missing} given in features are not in the data (columns: {table.column_names})")
-    arrays = [_cast_array(c, table.column(c), features[c]) for c in features]
+    arrays = [cast_array(c, table.column(c), features[c]) for c in features]
     return attach_features(pa.Table.from_arrays(arrays, names=list(features)), features)
 
 

@@ -154,7 +154,7 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
             remove_columns: str | list[str] | None, keep_in_memory: bool, load_from_cache_file: bool | None,
             cache_file_name: str | None, writer_batch_size: int | None, features: Features | None,
             fn_kwargs: dict[str, Any] | None, num_proc: int | None, new_fingerprint: str | None) -> "Dataset":
-    from .arrow_dataset import Dataset, _check_columns
+    from .arrow_dataset import _check_columns
 
     function = function or (lambda x, *args: x)
     remove = _check_columns(_as_list(remove_columns) or [], ds.column_names, "map(remove_columns=...)")
