@@ -343,6 +343,7 @@ class PreTrainedModel(nn.Module):
 
             quantize_model(model, quantization_config)
         model._load_generation_config(model_dir)
+        model.name_or_path = name  # recorded by adapters as base_model_name_or_path
         model.eval()
         if device_map is not None:
             from openformers.core.placement import place_model

@@ -166,7 +166,10 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------
     def _signature(self) -> list[str]:
         if self._signature_columns is None:
-            params = list(inspect.signature(_unwrap(self.model).forward).parameters)
+            model = _unwrap(self.model)
+            params = list(inspect.signature(model.forward).parameters)
+            if hasattr(model, "get_base_model"):  # adapter wrappers forward the base model's inputs
+                params += list(inspect.signature(model.get_base_model().forward).parameters)
             self._signature_columns = params + ["label", "label_ids", "labels"] + list(self.args.label_names or [])
         return self._signature_columns
 
