@@ -249,6 +249,15 @@ class Trainer:
         if p.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         if p.fp16:
+            if self.device.type == "cpu":
+                # float16 autocast on CPU is slow and needs loss scaling; bfloat16 has the range
+                # float16 lacks and this CPU computes it natively
+                if not getattr(self, "_warned_fp16_cpu", False):
+                    import warnings
+
+                    warnings.warn("fp16=True on CPU: training with bfloat16 autocast instead", stacklevel=3)
+                    self._warned_fp16_cpu = True
+                return torch.autocast("cpu", dtype=torch.bfloat16)
             return torch.autocast(self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
 
