@@ -116,7 +116,8 @@ class PretrainedConfig:
         for key, value in self.__dict__.items():
             if key.startswith("_") or key in ("attn_implementation", "use_return_dict"):
                 continue
-            out[key] = copy.deepcopy(value)
+            # objects with their own serialisation (quantization configs) are stored as dicts
+            out[key] = value.to_dict() if callable(getattr(value, "to_dict", None)) else copy.deepcopy(value)
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["model_type"] = self.model_type
         if self.dtype is not None:

@@ -329,6 +329,11 @@ class PreTrainedModel(nn.Module):
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
         target_dtype = _resolve_dtype(dtype, config, file_dtype)
+        if quantization_config is not None or getattr(config, "quantization_config", None) is not None:
+            from openformers.quantization import resolve_quantization_config
+
+            # a checkpoint saved quantized brings its own config (and packed tensors)
+            quantization_config = resolve_quantization_config(quantization_config, config)
         if quantization_config is not None:
             config.quantization_config = quantization_config
 
@@ -445,6 +450,10 @@ class PreTrainedModel(nn.Module):
     def _set_tensor(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
         owner_name, _, attr = name.rpartition(".")
         owner = self.get_submodule(owner_name)
+        setter = getattr(owner, "_set_loaded_tensor", None)
+        if setter is not None:  # quantized layers quantize or keep what the checkpoint holds
+            setter(attr, tensor, dtype)
+            return
         if tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
         if attr in owner._parameters:
