@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from openformers.modules.conv1d import Conv1D
-from openformers.peft.lora import AdapterLayer, base_weight, is_linear_like
+from openformers.peft.lora import AdapterLayer, base_weight, is_linear_like, run_base
 
 
 class IA3Linear(AdapterLayer):
@@ -59,8 +59,8 @@ class IA3Linear(AdapterLayer):
         if scale is None:
             return self.base_layer(x, *args, **kwargs)
         if self.is_feedforward:
-            return self.base_layer((x * scale).to(x.dtype), *args, **kwargs)
-        out = self.base_layer(x, *args, **kwargs)
+            return run_base(self.base_layer, (x * scale).to(x.dtype), *args, **kwargs)
+        out = run_base(self.base_layer, x, *args, **kwargs)
         return (out * scale).to(out.dtype)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:

@@ -42,6 +42,29 @@ def is_quantized(base: nn.Module) -> bool:
     return not isinstance(base, (nn.Linear, Conv1D, nn.Embedding)) and hasattr(base, "dequantize")
 
 
+class _FrozenQuantizedLinear(torch.autograd.Function):
+    """``base(x)`` for a frozen quantized layer whose kernel has no backward: the input
+    gradient is ``grad @ W`` with ``W`` dequantized (needed by adapters in earlier layers)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        ctx.layer = layer
+        with torch.no_grad():
+            return layer(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight = ctx.layer.dequantize().to(device=grad.device, dtype=grad.dtype)  # [out, in]
+        return grad @ weight, None
+
+
+def run_base(base: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Call the wrapped layer; quantized layers get a backward through their dequantized weight."""
+    if x.requires_grad and torch.is_grad_enabled() and not args and not kwargs and is_quantized(base):
+        return _FrozenQuantizedLinear.apply(x, base)
+    return base(x, *args, **kwargs)
+
+
 class DoraMagnitude(nn.Module):
     """DoRA's learned per-output-feature magnitude (``weight``: [out_features])."""
 
@@ -223,7 +246,7 @@ class LoraLinear(AdapterLayer):
             if self.merged_adapters:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
+        result = run_base(self.base_layer, x, *args, **kwargs)
         out_dtype = result.dtype
         for name in self.active_adapters:
             if name in self.merged_adapters or name not in self.lora_A:

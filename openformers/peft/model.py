@@ -87,6 +87,7 @@ class PeftModel(nn.Module):
             for p in model.parameters():
                 p.requires_grad_(False)
             self._add_prompt_learning(adapter_name, peft_config)
+            self._wrap_prompt_heads(adapter_name, peft_config)
         else:
             if self.peft_type not in TUNERS:
                 raise ValueError(f"peft_type={self.peft_type.value} is not supported")
@@ -127,10 +128,10 @@ class PeftModel(nn.Module):
     def _fill_config(self, model: nn.Module, config: PeftConfig) -> None:
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(model, "name_or_path", None)
-        if config.modules_to_save is None and config.task_type is not None and not config.is_prompt_learning:
-            defaults = TASK_MODULES_TO_SAVE.get(TaskType(config.task_type).value)
-            if defaults:
-                config.modules_to_save = list(defaults)
+        defaults = TASK_MODULES_TO_SAVE.get(TaskType(config.task_type).value) if config.task_type is not None else None
+        if defaults:  # the task head always trains with the adapter
+            config.modules_to_save = list(config.modules_to_save or []) + [
+                d for d in defaults if d not in (config.modules_to_save or [])]
         if isinstance(config, PromptLearningConfig):
             sizes = _model_sizes(model)
             config.num_layers = config.num_layers or sizes["layers"]
@@ -160,6 +161,15 @@ class PeftModel(nn.Module):
     # -- prompt learning ---------------------------------------------------------------------
     def _word_embeddings(self) -> nn.Embedding:
         return self.base_model.get_input_embeddings()
+
+    def _wrap_prompt_heads(self, adapter_name: str, config: PeftConfig) -> None:
+        from openformers.peft.tuners import ModulesToSaveWrapper, wrap_module_to_save
+
+        for name in config.modules_to_save or []:
+            wrap_module_to_save(self.base_model, name, adapter_name)
+        for m in self.base_model.modules():
+            if isinstance(m, ModulesToSaveWrapper):
+                m.set_adapter(self.active_adapter if isinstance(self.active_adapter, str) else adapter_name)
 
     def _add_prompt_learning(self, adapter_name: str, config: PromptLearningConfig) -> None:
         n = config.num_virtual_tokens * config.num_transformer_submodules
@@ -291,6 +301,7 @@ class PeftModel(nn.Module):
         try:
             if peft_config.is_prompt_learning:
                 self._add_prompt_learning(adapter_name, peft_config)
+                self._wrap_prompt_heads(adapter_name, peft_config)
             else:
                 self.base_model.inject_adapter(adapter_name)
         except Exception:
@@ -310,6 +321,11 @@ class PeftModel(nn.Module):
                 raise ValueError("prompt learning methods use one active adapter at a time")
             for key, enc in self.prompt_encoder.items():
                 enc.requires_grad_(key == names[0] and not self.peft_config[key].inference_mode)
+            from openformers.peft.tuners import ModulesToSaveWrapper
+
+            for m in self.base_model.modules():
+                if isinstance(m, ModulesToSaveWrapper):
+                    m.set_adapter(names[0], trainable=not self.peft_config[names[0]].inference_mode)
         else:
             self.base_model.set_adapter(adapter_name)
         self.active_adapter = adapter_name
@@ -505,10 +521,10 @@ def get_peft_model_state_dict(model: PeftModel, state_dict: dict[str, torch.Tens
                               adapter_name: str = "default") -> dict[str, torch.Tensor]:
     """The tensors of one adapter, keyed as the peft package saves them."""
     config = model.peft_config[adapter_name]
-    if config.is_prompt_learning:
-        return {"prompt_embeddings": model.prompt_encoder[adapter_name].embedding.weight.detach()}
     state_dict = state_dict if state_dict is not None else model.state_dict()
     out: dict[str, torch.Tensor] = {}
+    if config.is_prompt_learning:
+        out["prompt_embeddings"] = model.prompt_encoder[adapter_name].embedding.weight.detach()
     bias = getattr(config, "bias", "none")
     lora_bias_owners = set()
     if bias == "lora_only":
@@ -555,14 +571,14 @@ def set_peft_model_state_dict(model: PeftModel, state: dict[str, torch.Tensor], 
         saved = state.get("prompt_embeddings")
         if saved is None:
             raise ValueError(f"{source}: no 'prompt_embeddings' tensor; keys: {sorted(state)[:5]}")
-        if tuple(saved.shape) != tuple(weight.shape):
+        if tuple(saved.shape) != tuple(weight.shape):  # a prefix saved for another model
             raise ValueError(
                 f"{source} does not fit this model: prompt_embeddings {list(saved.shape)} vs {list(weight.shape)} here "
                 f"(adapter made for base_model_name_or_path={base_name!r})"
             )
         with torch.no_grad():
             weight.copy_(saved)
-        return
+        state = {k: v for k, v in state.items() if k != "prompt_embeddings"}
     own = model.state_dict(keep_vars=True)
     wrappers = [n for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
     unexpected, mismatched, loaded = [], [], set()

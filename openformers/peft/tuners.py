@@ -185,16 +185,7 @@ class TunerModel(nn.Module):
         setattr(owner, attr, new)
 
     def _wrap_module_to_save(self, name: str, adapter_name: str) -> None:
-        for key, module in list(self.model.named_modules()):
-            if not (key == name or key.endswith("." + name)) or ".modules_to_save." in key or key.endswith(".original_module"):
-                continue
-            if isinstance(module, ModulesToSaveWrapper):
-                module.update(adapter_name)
-                module.set_adapter(module.active_adapter or adapter_name)
-            elif isinstance(module, AdapterLayer):
-                raise ValueError(f"module {key!r} is both a LoRA target and in modules_to_save; list it in one only")
-            else:
-                self._replace(key, ModulesToSaveWrapper(module, adapter_name))
+        wrap_module_to_save(self.model, name, adapter_name)
 
     def _mark_trainable(self, adapter_name: str) -> None:
         for p in self.model.parameters():
@@ -274,6 +265,21 @@ class TunerModel(nn.Module):
     def unload(self) -> nn.Module:
         """Remove every adapter layer without merging; returns the original model."""
         return self._unload(False)
+
+
+def wrap_module_to_save(model: nn.Module, name: str, adapter_name: str) -> None:
+    """Give every module called ``name`` a trainable copy for ``adapter_name`` (ModulesToSaveWrapper)."""
+    for key, module in list(model.named_modules()):
+        if not (key == name or key.endswith("." + name)) or ".modules_to_save." in key or key.endswith(".original_module"):
+            continue
+        if isinstance(module, ModulesToSaveWrapper):
+            module.update(adapter_name)
+            module.set_adapter(module.active_adapter or adapter_name)
+        elif isinstance(module, AdapterLayer):
+            raise ValueError(f"module {key!r} is both an adapter target and in modules_to_save; list it in one only")
+        else:
+            owner_name, _, attr = key.rpartition(".")
+            setattr(model.get_submodule(owner_name) if owner_name else model, attr, ModulesToSaveWrapper(module, adapter_name))
 
 
 def _quantized_base(m: AdapterLayer) -> bool:
