@@ -172,8 +172,7 @@ class Pipeline:
         """Run the model on every feature, ``batch_size`` at a time, shortest first; results in feature order."""
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         results: list[dict[str, Any] | None] = [None] * len(features)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in self._batches(order, features, batch_size):
             batch = [features[i] for i in idx]
             model_inputs, lengths = self._collate(batch)
             with torch.inference_mode():
@@ -181,6 +180,26 @@ class Pipeline:
             for row, (i, feat) in enumerate(zip(idx, batch)):
                 results[i] = self._unbatch(out, row, lengths[row], model_inputs["input_ids"].shape[1], feat)
         return results  # type: ignore[return-value]
+
+    def _batches(self, order: list[int], features: list[dict[str, Any]], batch_size: int) -> Iterator[list[int]]:
+        if self._can_pad():
+            for start in range(0, len(order), batch_size):
+                yield order[start:start + batch_size]
+            return
+        # no pad token anywhere (GPT-2 style): only equal-length features share a batch
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) == batch_size or len(features[i]["input_ids"]) != len(features[batch[0]]["input_ids"])):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def _can_pad(self) -> bool:
+        if getattr(self.tokenizer, "pad_token_id", None) is not None:
+            return True
+        return getattr(getattr(self.model, "config", None), "pad_token_id", None) is not None
 
     def _pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
