@@ -114,6 +114,8 @@ class GenerationConfig:
         if isinstance(self.cache_implementation, str) and self.cache_implementation in _CACHE_ALIASES:
             self.cache_implementation = _CACHE_ALIASES[self.cache_implementation]
         for key, value in kwargs.items():
+            if hasattr(type(self), key):
+                raise ValueError(f"GenerationConfig: `{key}` is a method name, not a field; rename the entry")
             setattr(self, key, value)
         self.validate()
 
@@ -221,11 +223,11 @@ class GenerationConfig:
         """
         used = []
         for key, value in kwargs.items():
-            if hasattr(self, key) and not key.startswith("_"):
+            if key in self.__dict__ and not key.startswith("_"):
                 if not defaults_only or getattr(self, key) is None:
                     setattr(self, key, value)
                 used.append(key)
-            elif allow_custom_entries and not key.startswith("_"):
+            elif allow_custom_entries and not key.startswith("_") and not hasattr(type(self), key):
                 setattr(self, key, value)
                 used.append(key)
         if isinstance(self.cache_implementation, str) and self.cache_implementation in _CACHE_ALIASES:

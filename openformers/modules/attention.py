@@ -56,6 +56,8 @@ def sdpa_attention(
     if mask is not None:
         mask = mask.to(q.dtype)
         is_causal = False
+    elif is_causal and q.shape[2] == 1:
+        is_causal = False  # one query (a decode step) sees every cached key: no mask to build
     elif is_causal and q.shape[2] != k.shape[2]:
         # sdpa's is_causal aligns top-left; decoding with a cache needs bottom-right
         q_len, k_len = q.shape[2], k.shape[2]

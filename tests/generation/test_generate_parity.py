@@ -207,3 +207,33 @@ def test_errors(llama):
         llama.ours.generate(ids, cache_implementation="paged-something")
     with pytest.raises(ValueError, match="attention_mask"):
         llama.ours.generate(ids, attention_mask=torch.ones(1, 4, dtype=torch.long))
+
+
+def test_beam_sample_matches_reference(llama):
+    ids, mask = left_padded_batch(6)
+    kw = dict(attention_mask=mask, max_new_tokens=6, num_beams=2, do_sample=True, top_k=10)
+    torch.manual_seed(5)
+    theirs = llama.hf.generate(ids, **kw)
+    torch.manual_seed(5)
+    ours = llama.ours.generate(ids, **kw)
+    assert torch.equal(ours, theirs)
+
+
+def test_attentions_hidden_states_and_transition_scores(llama):
+    from openformers.generation import compute_transition_scores
+
+    ids = torch.tensor([[5, 17, 42, 99]])
+    out = llama.ours.generate(ids, max_new_tokens=3, return_dict_in_generate=True, output_scores=True,
+                              output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == len(out.hidden_states) == len(out.scores) == 3
+    assert out.attentions[0][0].shape[-1] == 4 and out.attentions[2][0].shape[-1] == 6
+    ref = llama.hf.generate(ids, max_new_tokens=3, do_sample=False, return_dict_in_generate=True, output_scores=True)
+    ours_t = compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    theirs_t = llama.hf.compute_transition_scores(ref.sequences, ref.scores, normalize_logits=True)
+    torch.testing.assert_close(ours_t, theirs_t, atol=1e-4, rtol=1e-4)
+    beams = llama.ours.generate(ids, max_new_tokens=3, num_beams=2, return_dict_in_generate=True, output_scores=True)
+    ref = llama.hf.generate(ids, max_new_tokens=3, num_beams=2, do_sample=False, return_dict_in_generate=True,
+                            output_scores=True)
+    ours_t = compute_transition_scores(beams.sequences, beams.scores, beams.beam_indices)
+    theirs_t = llama.hf.compute_transition_scores(ref.sequences, ref.scores, ref.beam_indices)
+    torch.testing.assert_close(ours_t, theirs_t, atol=1e-4, rtol=1e-4)
