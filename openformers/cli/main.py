@@ -10,6 +10,8 @@ import sys
 
 # sub-command -> module with add_arguments(parser) and run(args) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
+    "chat": ("openformers.cli.generate", "chat with a model in the terminal (default: the embedded SmolLM2-135M-Instruct)"),
+    "generate": ("openformers.cli.generate", "generate text from a prompt"),
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
 }
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except (ValueError, OSError, ImportError) as exc:  # user errors: say what is wrong, no traceback
+        print(f"openformers {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
