@@ -18,6 +18,7 @@ puts in place of ``nn.Linear`` before loading.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from typing import Any
 import torch
 
 from openformers.models.gguf.reader import GGUFError, GGUFFile
+
+logger = logging.getLogger("openformers")
 
 # general.architecture -> model_type
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
@@ -215,6 +218,12 @@ def read_gguf_model(
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise GGUFError(f"{gf.path}: the GGUF file lacks tensors a {arch} model needs: {shown}")
+    if "rope_freqs.weight" in gf.tensors and "rope_scaling" not in config:
+        logger.warning(
+            "%s: the file carries per-frequency rotary factors (rope_freqs.weight, Llama 3.1 style) but no "
+            "rope scaling metadata; they are not applied. Pass rope_scaling=... to from_pretrained to set them.",
+            gf.path,
+        )
     plan: list[tuple[str, str, str | None]] = []
     for name in gf.tensors:
         if name in _IGNORED:

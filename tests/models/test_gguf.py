@@ -143,6 +143,52 @@ def test_keep_quantized_exact_for_q4_1(tmp_path, tiny_llama):
         torch.testing.assert_close(quant(ids).logits, dense(ids).logits, rtol=0, atol=1e-4)
 
 
+def write_tiny_gpt2(path: Path, model) -> Path:
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_block_count(cfg.n_layer)
+    w.add_context_length(cfg.n_positions)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(4 * cfg.n_embd)
+    w.add_head_count(cfg.n_head)
+    w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"t{i}" for i in range(cfg.vocab_size)])
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    names = {"ln_1": "attn_norm", "ln_2": "ffn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    tensors = {"token_embd.weight": sd["transformer.wte.weight"], "position_embd.weight": sd["transformer.wpe.weight"],
+               "output_norm.weight": sd["transformer.ln_f.weight"], "output_norm.bias": sd["transformer.ln_f.bias"]}
+    for i in range(cfg.n_layer):
+        for hf, short in names.items():
+            weight = sd[f"transformer.h.{i}.{hf}.weight"]
+            tensors[f"blk.{i}.{short}.weight"] = weight if short.endswith("norm") else weight.T  # Conv1D is [in, out]
+            tensors[f"blk.{i}.{short}.bias"] = sd[f"transformer.h.{i}.{hf}.bias"]
+    for name, t in tensors.items():
+        w.add_tensor(name, np.ascontiguousarray(t, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_tiny_gpt2_round_trip(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from openformers.models.auto import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4)).eval()
+    path = write_tiny_gpt2(tmp_path / "gpt2.gguf", ref)
+    config = read_gguf_config(path)
+    assert (config["model_type"], config["n_layer"], config["n_positions"], config["tie_word_embeddings"]) == ("gpt2", 2, 32, True)
+    ours = AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "GPT2LMHeadModel"
+    ids = torch.randint(0, 96, (2, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
+
+
 # -- bad input ---------------------------------------------------------------------------
 def test_not_a_gguf_file(tmp_path):
     bad = tmp_path / "model.gguf"
@@ -252,5 +298,6 @@ def test_smollm2_keep_quantized(smollm2_ours):
         for prompt in PROMPTS:
             ids = torch.tensor([prompt])
             a, b = quant(ids).logits, smollm2_ours(ids).logits
-            assert (a - b).abs().max() < 1.5, (a - b).abs().max()
-            assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
+            # bfloat16 activations in the int4 matmul: measured max |diff| 0.41 on logits up to ~35
+            assert (a - b).abs().max() < 1.0, (a - b).abs().max()
+            assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.85
