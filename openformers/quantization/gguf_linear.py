@@ -2,10 +2,11 @@
 
 ``from_pretrained(path, gguf_file=..., quantization_config=GGUFQuantizationConfig())`` loads
 the projection weights of a llama-family GGUF model as 4-bit groups of 32 instead of
-dequantizing them to float. Q4_0 and Q4_1 blocks map exactly onto the kernel's format (a
+dequantizing them to float. Q4_0, Q4_1 and Q4_K blocks map exactly onto the kernel's format (a
 value is ``(q - 8) * scale + zero`` per group of 32): Q4_1 stores ``d * q + m``, so
-``scale = d`` and ``zero = m + 8 d``; Q4_0 stores ``d * (q - 8)``, so ``zero = 0``. Other block
-types (Q8_0, K-quants, F16, F32) are dequantized and re-quantized to 4 bits with a per-group
+``scale = d`` and ``zero = m + 8 d``; Q4_0 stores ``d * (q - 8)``, so ``zero = 0``; Q4_K stores
+``d * sc * q - dmin * m`` per sub-block of 32, so ``scale = d * sc``. Other block types
+(Q8_0, Q5/Q6 K-quants, F16, F32) are dequantized and re-quantized to 4 bits with a per-group
 min and max, which loses precision. Embeddings and norms stay float; the LM head stays float
 unless ``quantize_lm_head=True``.
 
@@ -188,8 +189,9 @@ class GGUFQuantizationConfig:
 
             def load(gf: Any, gguf_name: str, name: str, module: str = module, n_head: int = n_head) -> Iterator[tuple[str, torch.Tensor]]:
                 kind_name = gf.tensors[gguf_name].type_name
-                if kind_name in ("Q4_0", "Q4_1") and group == 32:
-                    from openformers.models.gguf.reader import q4_blocks
+                from openformers.models.gguf.reader import FOUR_BIT_TYPES, q4_blocks
+
+                if kind_name in FOUR_BIT_TYPES and group == 32:
 
                     q, scale, lo = q4_blocks(gf.raw(gguf_name), kind_name)  # exact
                 else:

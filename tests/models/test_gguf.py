@@ -189,6 +189,39 @@ def test_tiny_gpt2_round_trip(tmp_path):
         torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K"])
+def test_native_dequantize_matches_gguf(kind):
+    from openformers.models.gguf.reader import _DEQUANT, TENSOR_TYPES
+
+    qtype = getattr(gguf.GGMLQuantizationType, kind)
+    block, size = next((b, n) for name, b, n in TENSOR_TYPES.values() if name == kind)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (8 * 512 // block, size), dtype=np.uint8)
+    if block > 1:  # finite f16 scales at the start of every block (d, and dmin / m where present)
+        raw[:, :4] = (rng.standard_normal((raw.shape[0], 2)) * 0.1).astype(np.float16).view(np.uint8)
+    else:
+        raw = np.frombuffer(rng.standard_normal(8 * 512).astype(np.float16 if kind == "F16" else np.float32).tobytes(), np.uint8)
+        raw = raw[: 8 * 512 * 2].copy() if kind == "F16" else raw.reshape(-1, 4)[:, 2:].copy()  # bf16: top halves
+    raw = raw.reshape(8, -1)
+    ref = gguf.quants.dequantize(raw, qtype)
+    np.testing.assert_array_equal(_DEQUANT[kind](raw).reshape(ref.shape), ref)
+
+
+def test_q4_k_blocks_map_exactly_onto_int4_kernel():
+    from openformers.models.gguf.reader import q4_blocks
+    from openformers.quantization import QuantizedLinear
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (32 * 2, 144), dtype=np.uint8)
+    raw[:, :4] = (np.abs(rng.standard_normal((64, 2))) * 0.01).astype(np.float16).view(np.uint8)
+    raw = raw.reshape(32, 2 * 144)  # 32 rows of 512 values
+    layer = QuantizedLinear.from_quantized(*q4_blocks(raw, "Q4_K"), compute_dtype=torch.float32)
+    ref = torch.from_numpy(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_K))
+    torch.testing.assert_close(layer.dequantize(), ref, rtol=0, atol=1e-6)
+    x = torch.randn(3, 512)
+    torch.testing.assert_close(layer(x), x @ ref.T, rtol=1e-4, atol=1e-4)
+
+
 # -- bad input ---------------------------------------------------------------------------
 def test_not_a_gguf_file(tmp_path):
     bad = tmp_path / "model.gguf"

@@ -267,6 +267,32 @@ def _deq_q8_0(raw: np.ndarray) -> np.ndarray:
     return q
 
 
+def _q4_k_parts(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q4_K super-blocks of 256 -> per 32 values ``(q [n, 256] uint8, scale [n, 8], min [n, 8])``.
+
+    A super-block holds f16 ``d`` and ``dmin``, twelve bytes of 6-bit sub-block scales and mins,
+    and 128 bytes of 4-bit values (each 32-byte run: sub-block 2j in the low nibbles, 2j + 1 in
+    the high ones). A value is ``d * sc * q - dmin * m``.
+    """
+    b = raw.reshape(-1, 144)
+    d, dmin = _half(b[:, 0:2]), _half(b[:, 2:4])
+    sb = b[:, 4:16]
+    lo6, mid6, packed = sb[:, 0:4], sb[:, 4:8], sb[:, 8:12]
+    sc = np.concatenate([lo6 & 0x3F, (packed & 0x0F) | ((lo6 >> 6) << 4)], axis=1).astype(np.float32)
+    mn = np.concatenate([mid6 & 0x3F, (packed >> 4) | ((mid6 >> 6) << 4)], axis=1).astype(np.float32)
+    qs = b[:, 16:].reshape(-1, 4, 32)
+    q = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 256)
+    return q, d * sc, -(dmin * mn)
+
+
+def _deq_q4_k(raw: np.ndarray) -> np.ndarray:
+    q, scale, lo = _q4_k_parts(raw)
+    out = q.reshape(-1, 8, 32).astype(np.float32)
+    out *= scale[:, :, None]
+    out += lo[:, :, None]
+    return out.reshape(raw.shape[0], -1)
+
+
 def _bf16(raw: np.ndarray) -> np.ndarray:
     out = np.zeros(raw.size // 2, dtype=np.uint32)
     out[:] = np.ascontiguousarray(raw).view(np.uint16).reshape(-1)
@@ -282,19 +308,27 @@ _DEQUANT = {
     "Q4_0": _deq_q4_0,
     "Q4_1": _deq_q4_1,
     "Q8_0": _deq_q8_0,
+    "Q4_K": _deq_q4_k,
 }
 
 
+FOUR_BIT_TYPES = ("Q4_0", "Q4_1", "Q4_K")
+
+
 def q4_blocks(raw: np.ndarray, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split Q4_0 / Q4_1 rows into ``(q [rows, cols] uint8 in 0..15, scale, min)``.
+    """Split Q4_0 / Q4_1 / Q4_K rows into ``(q [rows, cols] uint8 in 0..15, scale, min)``.
 
     ``scale`` and ``min`` are float32 ``[rows, cols // 32]``; a value is ``q * scale + min``
     (Q4_0 stores no min: it is ``-8 * scale``).
     """
     rows = raw.shape[0]
-    size = 18 if kind == "Q4_0" else 20
-    b = raw.reshape(-1, size)
-    d = _half(b[:, :2])
-    m = -8 * d if kind == "Q4_0" else _half(b[:, 2:4])
-    q = _nibbles(b[:, size - 16 :], np.uint8)
-    return (torch.from_numpy(q.reshape(rows, -1)), torch.from_numpy(d.reshape(rows, -1)), torch.from_numpy(m.reshape(rows, -1)))
+    if kind == "Q4_K":
+        q, d, m = _q4_k_parts(raw)
+    else:
+        size = 18 if kind == "Q4_0" else 20
+        b = raw.reshape(-1, size)
+        d = _half(b[:, :2])
+        m = -8 * d if kind == "Q4_0" else _half(b[:, 2:4])
+        q = _nibbles(b[:, size - 16 :], np.uint8)
+    return (torch.from_numpy(np.ascontiguousarray(q).reshape(rows, -1)), torch.from_numpy(d.reshape(rows, -1)),
+            torch.from_numpy(m.reshape(rows, -1)))
