@@ -101,6 +101,7 @@ _UNSUPPORTED = {
     "inputs_embeds": "generation from inputs_embeds (pass input_ids)",
 }
 _FORWARD_PARAMS: dict[type, frozenset[str]] = {}
+_PER_TOKEN_INPUTS = ("token_type_ids",)
 
 
 def _forward_params(model: torch.nn.Module) -> frozenset[str]:
@@ -127,6 +128,14 @@ class _Decoder:
         self.cache = cache
         self.padded = padded
         self.kwargs = dict(model_kwargs)
+        # per-token inputs ([b, len], e.g. token_type_ids) continue with each row's last value
+        self.per_token: dict[str, torch.Tensor] = {}
+        for name in _PER_TOKEN_INPUTS:
+            value = self.kwargs.pop(name, None)
+            if value is not None:
+                buf = value[:, -1:].expand(value.shape[0], max_length).clone()
+                buf[:, : value.shape[1]] = value
+                self.per_token[name] = buf
         self.output_attentions = output_attentions
         self.output_hidden_states = output_hidden_states
         if output_attentions:
@@ -149,6 +158,8 @@ class _Decoder:
 
     def _call(self, input_ids: torch.Tensor, position_ids: torch.Tensor, total_len: int, past_len: int) -> torch.Tensor:
         kw: dict[str, Any] = dict(self.kwargs)
+        for name, buf in self.per_token.items():
+            kw[name] = buf[:, past_len:total_len]
         p = self.params
         if self.mask_buf is not None:
             kw["attention_mask"] = self.mask_buf[:, :total_len]
@@ -203,6 +214,8 @@ class _Decoder:
             self.ids = self.ids.index_select(0, beam_idx)
         if self.mask_buf is not None:
             self.mask_buf = self.mask_buf.index_select(0, beam_idx)
+        for name, buf in self.per_token.items():
+            self.per_token[name] = buf.index_select(0, beam_idx)
         self.next_position = self.next_position.index_select(0, beam_idx)
 
 
@@ -412,10 +425,11 @@ def _generate(model, input_ids, attention_mask, config, model_kwargs, has_defaul
             attention_mask = (input_ids != pad).long()
         else:
             attention_mask = torch.ones_like(input_ids)
-            if batch > 1 and pad_in_input and bool((input_ids[:, -1] == pad).any()):
+            if batch > 1 and pad_in_input:
                 logger.warning(
-                    "generate(): the batch seems right-padded (its last column holds pad_token_id=%s) but no "
-                    "attention_mask was given and padding cannot be told from EOS; pass the tokenizer's attention_mask",
+                    "generate(): the batch holds pad_token_id=%s but no attention_mask was given, and padding cannot "
+                    "be told apart from EOS (the same id); every token is attended to. Pass the tokenizer's "
+                    "attention_mask for correct results.",
                     pad,
                 )
     else:
@@ -436,6 +450,9 @@ def _generate(model, input_ids, attention_mask, config, model_kwargs, has_defaul
         if past_key_values is not None:
             raise ValueError("past_key_values cannot be combined with right-padded input_ids; left-pad the batch")
         order = torch.sort(attention_mask, dim=1, stable=True).indices
+        for name in _PER_TOKEN_INPUTS:
+            if isinstance(model_kwargs.get(name), torch.Tensor):
+                model_kwargs[name] = model_kwargs[name].gather(1, order)
         input_ids = input_ids.gather(1, order)
         attention_mask = attention_mask.gather(1, order)
         if pad is not None:
@@ -473,6 +490,9 @@ def _generate(model, input_ids, attention_mask, config, model_kwargs, has_defaul
     if expand > 1:
         input_ids = input_ids.repeat_interleave(expand, dim=0)
         attention_mask = attention_mask.repeat_interleave(expand, dim=0)
+        for name in _PER_TOKEN_INPUTS:
+            if isinstance(model_kwargs.get(name), torch.Tensor):
+                model_kwargs[name] = model_kwargs[name].repeat_interleave(expand, dim=0)
     # -- cache
     cache: Cache | None
     if past_key_values is not None:

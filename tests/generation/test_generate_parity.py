@@ -237,3 +237,19 @@ def test_attentions_hidden_states_and_transition_scores(llama):
     ours_t = compute_transition_scores(beams.sequences, beams.scores, beams.beam_indices)
     theirs_t = llama.hf.compute_transition_scores(ref.sequences, ref.scores, ref.beam_indices)
     torch.testing.assert_close(ours_t, theirs_t, atol=1e-4, rtol=1e-4)
+
+
+def test_token_type_ids_follow_the_sequence(tmp_path_factory):
+    from tests.generation.conftest import get_pair
+
+    gpt2 = get_pair("gpt2", tmp_path_factory)
+    ids, mask = left_padded_batch(7)
+    types = (torch.arange(7)[None, :] % 2).expand(3, 7).clone()
+    theirs = gpt2.hf.generate(ids, attention_mask=mask, token_type_ids=types, max_new_tokens=6, do_sample=False)
+    ours = gpt2.ours.generate(ids, attention_mask=mask, token_type_ids=types, max_new_tokens=6)
+    assert torch.equal(ours, theirs)
+    r_ids, r_mask = right_pad(ids, mask)
+    r_types = right_pad(types, mask)[0]
+    right = gpt2.ours.generate(r_ids, attention_mask=r_mask, token_type_ids=r_types, max_new_tokens=6, num_beams=2)
+    left = gpt2.ours.generate(ids, attention_mask=mask, token_type_ids=types, max_new_tokens=6, num_beams=2)
+    assert torch.equal(right[:, 7:], left[:, 7:])

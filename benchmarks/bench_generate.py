@@ -1,0 +1,133 @@
+"""Generation benchmark: openformers vs transformers, greedy decoding on SmolLM2-135M.
+
+Both libraries load the embedded SmolLM2-135M-Instruct GGUF (dequantized to float): ours with
+``AutoModelForCausalLM.from_pretrained("smollm2")``, transformers with
+``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)``. ``--random`` uses instead a random
+Llama of SmolLM2's shape (hidden 576, 30 layers, 9 heads, 3 kv heads, MLP 1536, vocab 49152,
+tied embeddings) saved once and loaded by both.
+
+Measured side by side in one process: greedy decoding of ``--new-tokens`` (128) tokens after a
+32-token prompt, EOS ignored so every run decodes the same number of tokens, batch 1 and 8,
+float32 and bfloat16; ours with the dynamic and the static cache. Runs are interleaved
+(ours, theirs, ours, ...) after a warm-up and the best of ``--iters`` is reported as
+generated tokens per second (batch x new tokens / seconds), with the ratio ours / theirs and
+whether both produced the same tokens.
+
+Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--json out.json]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_models(random_weights: bool):
+    import transformers
+
+    import openformers
+
+    transformers.logging.set_verbosity_error()
+    if random_weights:
+        config = transformers.LlamaConfig(
+            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+            num_key_value_heads=3, max_position_embeddings=2048, rope_theta=100000.0, rms_norm_eps=1e-5,
+            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+        )
+        torch.manual_seed(0)
+        directory = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+        transformers.LlamaForCausalLM(config).save_pretrained(directory)
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        ours = openformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        return ours, theirs, "random Llama of SmolLM2-135M's shape"
+    from openformers.core.hub import embedded_model_path
+
+    gguf = embedded_model_path("smollm2")
+    ours = openformers.AutoModelForCausalLM.from_pretrained("smollm2")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
+    return ours, theirs, "SmolLM2-135M-Instruct (embedded GGUF, dequantized)"
+
+
+def timed_generate(model, ids, new_tokens: int, **kw) -> tuple[float, float, torch.Tensor]:
+    """(wall seconds, CPU seconds of this process, output ids)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=None, do_sample=False,
+        eos_token_id=None, pad_token_id=0, **kw,
+    )
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: int) -> dict:
+    ours.to(dtype)
+    theirs.to(dtype)
+    g = torch.Generator().manual_seed(batch)
+    ids = torch.randint(100, 49000, (batch, 32), generator=g)
+    runners = {
+        "openformers": lambda: timed_generate(ours, ids, new_tokens),
+        "openformers_static": lambda: timed_generate(ours, ids, new_tokens, cache_implementation="static"),
+        "transformers": lambda: timed_generate(theirs, ids, new_tokens),
+    }
+    for run in runners.values():  # warm-up (allocator, kernels)
+        run()
+    best = {name: float("inf") for name in runners}
+    best_cpu = {name: float("inf") for name in runners}
+    outputs = {}
+    for _ in range(iters):
+        for name, run in runners.items():
+            seconds, cpu_seconds, out = run()
+            best[name] = min(best[name], seconds)
+            best_cpu[name] = min(best_cpu[name], cpu_seconds)
+            outputs[name] = out
+    tokens = batch * new_tokens
+    result = {name: tokens / s for name, s in best.items()}
+    # tokens per CPU-second: robust on a shared machine when running one thread
+    result.update({f"{name}_cpu": tokens / s for name, s in best_cpu.items()})
+    result["ratio_cpu"] = result["openformers_cpu"] / result["transformers_cpu"]
+    result["ratio"] = result["openformers"] / result["transformers"]
+    result["ratio_static"] = result["openformers_static"] / result["transformers"]
+    result["same_tokens"] = bool(torch.equal(outputs["openformers"], outputs["transformers"]))
+    result["same_tokens_static"] = bool(torch.equal(outputs["openformers_static"], outputs["transformers"]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--random", action="store_true", help="random weights of SmolLM2's shape instead of the GGUF")
+    parser.add_argument("--json", type=str, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours, theirs, what = load_models(args.random)
+    print(f"{what}; greedy, 32-token prompt, {args.new_tokens} new tokens; torch threads {torch.get_num_threads()}")
+    print("tokens/s (wall clock); ratio = openformers / transformers; cpu ratio from tokens per CPU-second")
+    print(f"{'dtype':>9} {'batch':>5} {'openformers':>12} {'(static)':>9} {'transformers':>13} {'ratio':>6} "
+          f"{'(static)':>8} {'cpu ratio':>9}  same tokens")
+    rows = []
+    with torch.inference_mode():
+        for dtype_name in args.dtypes:
+            dtype = getattr(torch, dtype_name)
+            for batch in args.batches:
+                r = bench(ours, theirs, batch, dtype, args.new_tokens, args.iters)
+                r.update(dtype=dtype_name, batch=batch)
+                rows.append(r)
+                print(f"{dtype_name:>9} {batch:>5} {r['openformers']:>12.1f} {r['openformers_static']:>9.1f} "
+                      f"{r['transformers']:>13.1f} {r['ratio']:>5.2f}x {r['ratio_static']:>7.2f}x {r['ratio_cpu']:>8.2f}x  "
+                      f"{r['same_tokens']}/{r['same_tokens_static']}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": what, "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
