@@ -39,6 +39,10 @@ _CLASSES = {name: f"openformers.pipelines.{module}" for module, name, _, _ in TA
 
 
 def __getattr__(name: str) -> Any:
+    if name == "KeyDataset":  # where transformers users import it from (pipelines.pt_utils)
+        from openformers.data.key_dataset import KeyDataset
+
+        return KeyDataset
     if name in _CLASSES:
         return getattr(importlib.import_module(_CLASSES[name]), name)
     raise AttributeError(f"module 'openformers.pipelines' has no attribute {name!r}")
@@ -164,4 +168,4 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
                batch_size=batch_size, num_workers=num_workers, **kwargs)
 
 
-__all__ = ["pipeline", "Pipeline", "TASKS", "TASK_ALIASES", "check_task", *sorted(_CLASSES)]
+__all__ = ["pipeline", "Pipeline", "KeyDataset", "TASKS", "TASK_ALIASES", "check_task", *sorted(_CLASSES)]

@@ -186,15 +186,10 @@ class Pipeline:
             for start in range(0, len(order), batch_size):
                 yield order[start:start + batch_size]
             return
-        # no pad token anywhere (GPT-2 style): only equal-length features share a batch
-        batch: list[int] = []
+        # no pad token anywhere (GPT-2 style): rows cannot be padded, nor told apart by decoder
+        # classification heads, so each feature runs on its own
         for i in order:
-            if batch and (len(batch) == batch_size or len(features[i]["input_ids"]) != len(features[batch[0]]["input_ids"])):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+            yield [i]
 
     def _can_pad(self) -> bool:
         if getattr(self.tokenizer, "pad_token_id", None) is not None:

@@ -91,3 +91,37 @@ def test_errors(tiny_dirs):
         clf(["a"], batch_size=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         clf("a", not_an_option=3)
+
+
+def test_no_pad_token_batches_equal_lengths(tmp_path):
+    """A GPT-2 classifier without any pad token: batching must not change the results."""
+    import transformers
+
+    from .conftest import _copy_tokenizer
+
+    config = transformers.GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                                     num_labels=3, pad_token_id=None)
+    torch.manual_seed(0)
+    transformers.GPT2ForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    from openformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.pad_token = None
+    ours = pipeline("text-classification", model=str(tmp_path), tokenizer=tok)
+    assert not ours._can_pad()
+    theirs = hf_pipeline("text-classification", model=str(tmp_path))
+    texts = ["one two", "three four", "a much longer text here", "five six", "x"]
+    assert_same(ours(texts, batch_size=4, top_k=None), theirs(texts, batch_size=1, top_k=None))
+
+
+def test_embedded_defaults():
+    """The shipped defaults: MiniLM for feature extraction, SmolLM2 (GGUF) for chat generation."""
+    emb = pipeline("feature-extraction", pooling="mean", normalize=True)
+    a, b, c = emb(["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stock markets fell today."],
+                  return_tensors=True)
+    assert float(a @ b) > float(a @ c)
+    chat = pipeline("text-generation")
+    out = chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=8, do_sample=False)
+    reply = out[0]["generated_text"][-1]
+    assert reply["role"] == "assistant" and "Paris" in reply["content"]
