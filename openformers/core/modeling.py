@@ -337,7 +337,7 @@ class PreTrainedModel(nn.Module):
         if quantization_config is not None:
             config.quantization_config = quantization_config
 
-        with torch.device("meta"):
+        with no_init_weights():
             model = cls(config)
         if quantization_config is not None and hasattr(quantization_config, "prepare_model"):
             quantization_config.prepare_model(model)  # swaps in quantized modules the checkpoint fills
@@ -564,8 +564,28 @@ def _resized_embedding(old: nn.Embedding, n: int) -> nn.Embedding:
     return new
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+def _skip_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
 @contextmanager
 def no_init_weights() -> Iterator[None]:
-    """Build modules on the meta device: no memory and no random initialisation."""
-    with torch.device("meta"):
-        yield
+    """Build modules on the meta device with the ``torch.nn.init`` functions switched off.
+
+    Meta tensors take no memory, and skipping the initialisers also skips their cost (some,
+    like ``nn.Embedding``'s, have no meta fast path): the checkpoint provides the values, and
+    tensors it lacks are initialised after loading.
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS if hasattr(nn.init, name)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, _skip_init)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)

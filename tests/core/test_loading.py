@@ -416,6 +416,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     gc.collect()
     before = peak_kb()
     model = GPT2LMHeadModel.from_pretrained(sys.argv[1])
+    # weights may be memory-mapped and paged in lazily: touch every one so they count
+    total = sum(float(p.double().sum()) for p in model.parameters())
     after = peak_kb()
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     print(json.dumps({"growth_kb": after - before, "weights_kb": nbytes / 1024}))
