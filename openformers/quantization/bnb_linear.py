@@ -62,6 +62,29 @@ class _QuantizedLinearBase(nn.Module):
         else:
             self._buffers[attr] = tensor if attr in _EXACT or not tensor.is_floating_point() else tensor.to(dtype)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "_QuantizedLinearBase":
+        # model.to(dtype) / .half() move packed data and scales between devices but never cast
+        # them: a cast would corrupt the codes (or the scales' exact bits)
+        kept = {k: b for k, b in self._buffers.items() if b is not None}
+        super()._apply(fn, recurse)
+        for key, old in kept.items():
+            new = self._buffers[key]
+            if new is not None and new.dtype != old.dtype:
+                self._buffers[key] = old.to(new.device)
+        if isinstance(self, Linear8bitLt):
+            probe = fn(torch.empty(0))
+            if probe.is_floating_point():
+                self._compute_dtype = probe.dtype  # 8-bit layers compute in the model's dtype
+        return self
+
+    def reset_parameters(self) -> None:
+        """Refuse random initialisation (called for tensors a checkpoint lacks)."""
+        raise ValueError(
+            f"{type(self).__name__}(in_features={self.in_features}, out_features={self.out_features}): the checkpoint "
+            f"lacks tensors of this quantized layer and a quantized layer is never initialised randomly; check that "
+            f"the checkpoint matches the model, or leave the layer out with llm_int8_skip_modules"
+        )
+
     def _drop_float_placeholder(self) -> None:
         if "weight" in self._parameters:
             del self._parameters["weight"]

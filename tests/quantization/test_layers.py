@@ -61,3 +61,17 @@ def test_empty_layer_says_so():
         q(torch.randn(1, 8))
     with pytest.raises(ValueError, match="quant_type"):
         Linear4bit(8, 8, quant_type="nf3")
+
+
+def test_dtype_casts_keep_packed_data():
+    lin = _linear()
+    q4 = Linear4bit.from_linear(lin, quant_type="nf4", compress_statistics=True, quant_storage=torch.bfloat16)
+    q8 = Linear8bitLt.from_linear(lin)
+    before = {k: v.clone() for k, v in list(q4.state_dict().items()) + [("SCB", q8.SCB.clone()), ("w8", q8.weight.clone())]}
+    q4.to(torch.float16)
+    q8.to(torch.bfloat16)
+    assert torch.equal(q4.weight, before["weight"]) and torch.equal(q4.absmax, before["absmax"])
+    assert torch.equal(q4.nested_offset, before["nested_offset"]) and torch.equal(q8.SCB, before["SCB"])
+    assert q8.bias.dtype == torch.bfloat16 and q8.compute_dtype == torch.bfloat16
+    x = torch.randn(2, 96)
+    assert q8(x.bfloat16()).dtype == torch.bfloat16 and q4(x).dtype == torch.float32

@@ -174,3 +174,31 @@ def test_gguf_file_is_requantized_layer_by_layer(tmp_path):
     st_layers = _quantized_layers(from_st)
     for name, layer in layers.items():
         assert torch.equal(layer.weight, st_layers[name].weight) and torch.equal(layer.absmax, st_layers[name].absmax), name
+
+
+def test_tied_embeddings_stay_tied_and_float(tmp_path):
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "float")
+    cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "float", quantization_config=cfg)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(tmp_path / "q")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    assert again.lm_head.weight is again.model.embed_tokens.weight
+    ids = torch.randint(0, 128, (1, 6))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+
+
+def test_incomplete_quantized_checkpoint_fails_clearly(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, *_ = tiny
+    AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(load_in_4bit=True)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["model.layers.0.mlp.up_proj.absmax"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks tensors of this quantized layer"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
