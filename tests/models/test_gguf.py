@@ -59,11 +59,13 @@ def write_tiny_llama(path: Path, model, qtype: str = "F32", arch: str = "llama",
     for i in range(cfg.num_hidden_layers):
         for hf, short in _LLAMA_NAMES.items():
             t = sd[f"model.layers.{i}.{hf}.weight"]
-            if short == "attn_q":
+            if short == "attn_q" and arch == "llama":  # llama.cpp reorders q/k rows for llama only
                 t = _to_llama_cpp_rows(t, cfg.num_attention_heads)
-            elif short == "attn_k":
+            elif short == "attn_k" and arch == "llama":
                 t = _to_llama_cpp_rows(t, cfg.num_key_value_heads)
             tensors[f"blk.{i}.{short}.weight"] = t
+            if f"model.layers.{i}.{hf}.bias" in sd:
+                tensors[f"blk.{i}.{short}.bias"] = sd[f"model.layers.{i}.{hf}.bias"]
     for name, t in tensors.items():
         if name in skip:
             continue
@@ -141,6 +143,30 @@ def test_keep_quantized_exact_for_q4_1(tmp_path, tiny_llama):
     ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(quant(ids).logits, dense(ids).logits, rtol=0, atol=1e-4)
+
+
+def test_tiny_qwen2_logits_match_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from openformers.models.auto import AutoModelForCausalLM
+    from openformers.quantization import GGUFQuantizationConfig
+
+    config = transformers.Qwen2Config(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    ref = transformers.Qwen2ForCausalLM(config).eval()
+    path = write_tiny_llama(tmp_path / "qwen2.gguf", ref, arch="qwen2")
+    ours = AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "Qwen2ForCausalLM"
+    ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
+    # q/k/v biases stay float next to the 4-bit weights
+    quant = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32))
+    assert quant.model.layers[0].self_attn.q_proj.bias is not None
+    with torch.no_grad():
+        assert (quant(ids).logits - ref(ids).logits).abs().max() < 0.5
 
 
 def write_tiny_gpt2(path: Path, model) -> Path:
