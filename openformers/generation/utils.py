@@ -395,8 +395,11 @@ def generate(
                          past_key_values)
 
 
-def _generate(model, input_ids, attention_mask, config, model_kwargs, has_default_max_length, logits_processor,
-              stopping_criteria, streamer, generator, tokenizer, prefix_fn, past_key_values):
+def _generate(model: torch.nn.Module, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+              config: GenerationConfig, model_kwargs: dict[str, Any], has_default_max_length: bool,
+              logits_processor: LogitsProcessorList | None, stopping_criteria: StoppingCriteriaList | None,
+              streamer: Any, generator: torch.Generator | None, tokenizer: Any, prefix_fn: Any,
+              past_key_values: Cache | None) -> Any:
     device = model.device if hasattr(model, "device") else torch.device("cpu")
     eos = _id_list(config.eos_token_id)
     pad = config.pad_token_id

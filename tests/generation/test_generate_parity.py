@@ -80,13 +80,14 @@ def test_beam_search_with_eos_and_static_cache(llama):
     ids, mask = left_padded_batch(2)
     greedy = llama.ours.generate(ids, attention_mask=mask, max_new_tokens=10)
     eos = [int(greedy[0, 9]), int(greedy[2, 11])]  # tokens the model actually produces
-    kw = dict(attention_mask=mask, max_new_tokens=10, num_beams=3, eos_token_id=eos, return_dict_in_generate=True,
-              output_scores=True)
-    theirs = llama.hf.generate(ids, do_sample=False, **kw)
-    for cache in (None, "static"):
+    for early_stopping, cache in ((False, None), (False, "static"), (True, None), ("never", None)):
+        kw = dict(attention_mask=mask, max_new_tokens=10, num_beams=3, eos_token_id=eos, return_dict_in_generate=True,
+                  output_scores=True, early_stopping=early_stopping, length_penalty=0.7)
+        theirs = llama.hf.generate(ids, do_sample=False, **kw)
         ours = llama.ours.generate(ids, cache_implementation=cache, **kw)
         assert torch.equal(ours.sequences, theirs.sequences)
         torch.testing.assert_close(ours.sequences_scores, theirs.sequences_scores, atol=1e-4, rtol=1e-4)
+        assert torch.equal(ours.beam_indices.long(), theirs.beam_indices.long())
 
 
 def test_beam_search_right_padded_matches_left(llama):
