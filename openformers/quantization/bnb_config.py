@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from openformers.quantization.bnb_linear import Linear4bit, Linear8bitLt, _QuantizedLinearBase
+from openformers.quantization.bnb_linear import Linear4bit, Linear8bitLt, _QuantizedLinearBase, release_freed_memory
 from openformers.quantization.functional import QUANT_TYPES
 
 logger = logging.getLogger("openformers")
@@ -282,6 +282,7 @@ class BitsAndBytesConfig:
                 layer.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
             setattr(owner, attr, layer)
             del module
+            release_freed_memory()
         _mark(model, self)
         config = getattr(model, "config", None)
         if config is not None:

@@ -30,6 +30,29 @@ from openformers.quantization.functional import (
 _EXACT = {"absmax", "nested_absmax", "nested_offset", "SCB"}
 
 
+def _load_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the float temporaries back to the OS.
+
+    Quantizing while loading interleaves short-lived float weights (megabytes each) with the
+    small long-lived packed tensors; glibc then keeps the freed float blocks in its heap, and
+    the process grew by ~2 MB a layer on SmolLM2 (890 MB instead of 455 MB after loading).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _float_param(tensor: torch.Tensor, dtype: torch.dtype) -> nn.Parameter:
     return nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
 
@@ -59,6 +82,8 @@ class _QuantizedLinearBase(nn.Module):
             if self._quantized:
                 raise ValueError(f"{type(self).__name__}: the float weight was given twice")
             self.quantize_weight(tensor)
+            del tensor
+            release_freed_memory()
         else:
             self._buffers[attr] = tensor if attr in _EXACT or not tensor.is_floating_point() else tensor.to(dtype)
 
