@@ -7,6 +7,12 @@ of lengths) go through ``pipe(texts, batch_size=32)``; the two libraries are tim
 (best of ``--repeats``) after a warm-up, and the results are checked to agree.
 
 Run: ``python benchmarks/bench_pipelines.py [--n 1000] [--batch-size 32] [--repeats 2] [--threads N]``
+
+Measured on a shared 2-core CPU box (load average 11-13 from other jobs, so absolute rates are
+low; the peers were timed alternately under the same load), 1,000 texts, batch_size 32:
+  --threads 1: text-classification 26.5 vs 15.5 texts/s (1.71x), ner 30.0 vs 15.7 texts/s (1.91x)
+  --threads 2: text-classification  8.2 vs  5.8 texts/s (1.40x), ner  8.2 vs  5.3 texts/s (1.54x)
+Most of the gain comes from sorting each chunk of inputs by length before batching (less padding).
 """
 from __future__ import annotations
 

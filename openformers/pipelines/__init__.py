@@ -127,7 +127,11 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
     task = check_task(task) if task is not None else _infer_task(model)
     module, class_name, head, default = TASKS[task]
     model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
-    for key in ("revision", "local_files_only", "cache_dir", "token", "trust_remote_code"):
+    framework = kwargs.pop("framework", None)
+    if framework not in (None, "pt"):
+        raise ValueError(f"framework={framework!r}: openformers runs on PyTorch only (framework='pt')")
+    kwargs.pop("use_fast", None)  # every openformers tokenizer is a fast (Rust) tokenizer
+    for key in ("revision", "local_files_only", "cache_dir", "token", "trust_remote_code", "device_map"):
         if key in kwargs:
             model_kwargs[key] = kwargs.pop(key)
     if model is None:

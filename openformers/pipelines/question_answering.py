@@ -48,7 +48,7 @@ class QuestionAnsweringPipeline(Pipeline):
     def _sanitize_parameters(self, top_k: int | None = None, doc_stride: int | None = None,
                              max_answer_len: int | None = None, max_seq_len: int | None = None,
                              max_question_len: int | None = None, handle_impossible_answer: bool | None = None,
-                             align_to_words: bool | None = None, padding: Any = None, topk: int | None = None,
+                             align_to_words: bool | None = None, topk: int | None = None,
                              **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         self._unknown_kwargs(kwargs)
         pre: dict[str, Any] = {}
