@@ -148,7 +148,7 @@ class PeftModel(nn.Module):
 
     def _freeze(self, adapter_name: str) -> None:
         for n, p in self.named_parameters():
-            if f".{adapter_name}" in n or n.startswith(f"prompt_encoder.{adapter_name}."):
+            if adapter_name in n.split(".")[1:]:
                 p.requires_grad_(False)
 
     def _check_same_type(self, config: PeftConfig) -> None:

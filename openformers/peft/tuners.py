@@ -69,7 +69,11 @@ class ModulesToSaveWrapper(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self.original_module, name)
+            pass
+        modules = self._modules
+        active = self.__dict__.get("active_adapter")
+        target = modules["modules_to_save"][active] if active in modules["modules_to_save"] else modules["original_module"]
+        return getattr(target, name)  # e.g. ``score.weight``: the copy that is in use
 
 
 def _layer_index(key: str, layers_pattern: list[str] | str | None) -> int | None:

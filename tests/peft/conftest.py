@@ -36,16 +36,26 @@ def ref_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+_LOADED: dict[str, tuple] = {}
+
+
 def load_pair(ref_dirs: dict[str, Path], name: str):
-    """(transformers model, openformers model) with the same weights, both fp32 and in eval mode."""
+    """(transformers model, openformers model) with the same weights, both fp32 and in eval mode.
+
+    Each library loads the saved reference once per session; callers get fresh deep copies."""
+    import copy
+
     import transformers
 
     import openformers
 
-    cls_name = SPECS[name][0]
-    theirs = getattr(transformers, cls_name).from_pretrained(ref_dirs[name], dtype=torch.float32).eval()
-    ours = getattr(openformers, cls_name).from_pretrained(ref_dirs[name], dtype=torch.float32).eval()
-    return theirs, ours
+    if name not in _LOADED:
+        cls_name = SPECS[name][0]
+        theirs = getattr(transformers, cls_name).from_pretrained(ref_dirs[name], dtype=torch.float32).eval()
+        ours = getattr(openformers, cls_name).from_pretrained(ref_dirs[name], dtype=torch.float32).eval()
+        _LOADED[name] = (theirs, ours)
+    theirs, ours = _LOADED[name]
+    return copy.deepcopy(theirs), copy.deepcopy(ours)
 
 
 def batch(vocab: int = 96, b: int = 2, seq: int = 9, seed: int = 0) -> dict[str, torch.Tensor]:

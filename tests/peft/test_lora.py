@@ -202,3 +202,14 @@ def test_auto_peft_models(ref_dirs, tmp_path):
         b = batch()
         loaded = auto.from_pretrained(tmp_path / name)
         assert_close(logits(loaded, b), logits(po.eval(), b), what=name)
+
+
+def test_generate_through_lora_matches_peft(ref_dirs, tmp_path):
+    theirs, ours = load_pair(ref_dirs, "llama_lm")
+    pt = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=32, init_lora_weights=False)).eval()
+    pt.save_pretrained(tmp_path)
+    po = PeftModel.from_pretrained(ours, tmp_path)
+    b = batch()
+    gen_t = pt.generate(**b, max_new_tokens=5, do_sample=False)
+    gen_o = po.generate(**b, max_new_tokens=5, do_sample=False)
+    assert torch.equal(gen_o, gen_t)

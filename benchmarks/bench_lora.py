@@ -1,0 +1,141 @@
+"""LoRA fine-tuning benchmark: openformers.peft vs transformers + peft, side by side.
+
+The same run on both sides: the embedded SmolLM2-135M weights (dequantized from the GGUF,
+saved once as safetensors so both libraries load identical fp32 weights), a rank-8 LoRA on
+q/k/v/o projections (alpha 16, dropout 0.05), rows of examples/data/instructions.jsonl padded
+to a fixed length so both sides see the same tokens, AdamW (lr 1e-3) on the adapter, a plain
+training loop (forward, backward, step) on CPU. Each run is a fresh subprocess: peak RSS is
+read from /proc/self/status (VmHWM) after training, and the growth of RSS during training is
+sampled too. Speed is tokens/s over the steps after ``--warmup``; figures are medians over
+``--rounds`` alternating runs.
+
+Run: ``python benchmarks/bench_lora.py [--steps 8] [--warmup 2] [--batch-size 8] [--seq-len 64]
+[--rounds 2] [--threads 0] [--json out.json]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, sys, time, threading, os
+lib, weights, steps, warmup, batch, seq, threads = sys.argv[1:8]
+steps, warmup, batch, seq, threads = int(steps), int(warmup), int(batch), int(seq), int(threads)
+import torch
+if threads:
+    torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
+
+def hwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+
+kw = dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+if lib == "openformers":
+    from openformers import AutoModelForCausalLM
+    from openformers.peft import LoraConfig, get_peft_model
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+else:
+    import warnings; warnings.filterwarnings("ignore")
+    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+model = get_peft_model(model, LoraConfig(**kw))
+model.train()
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-3)
+g = torch.Generator().manual_seed(0)
+batches = []
+for _ in range(steps):
+    ids = torch.randint(10, 49000, (batch, seq), generator=g)
+    batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+start_rss = rss()
+peak = [start_rss]
+stop = False
+def sample():
+    while not stop:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.01)
+t = threading.Thread(target=sample, daemon=True); t.start()
+times, losses = [], []
+for b in batches:
+    t0 = time.perf_counter()
+    loss = model(**b).loss
+    loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+    times.append(time.perf_counter() - t0)
+    losses.append(float(loss))
+stop = True; t.join()
+timed = times[warmup:]
+print(json.dumps({"lib": lib, "tokens_per_s": batch * seq * len(timed) / sum(timed), "step_s": sum(timed) / len(timed),
+                  "train_rss_growth_mb": (peak[0] - start_rss) / 2**20, "peak_rss_mb": hwm() / 2**20,
+                  "first_loss": losses[0], "last_loss": losses[-1]}))
+"""
+
+
+def prepare_weights(directory: Path) -> Path:
+    """SmolLM2-135M from the embedded GGUF, saved as fp32 safetensors both libraries load."""
+    import torch
+
+    from openformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained("smollm2", dtype=torch.float32)
+    model.save_pretrained(directory)
+    return directory
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    ns = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = prepare_weights(Path(tmp) / "smollm2")
+        runs: dict[str, list[dict[str, float]]] = {"openformers": [], "transformers+peft": []}
+        for _ in range(ns.rounds):
+            for lib in ("openformers", "transformers+peft"):
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, lib, str(weights), str(ns.steps), str(ns.warmup), str(ns.batch_size),
+                     str(ns.seq_len), str(ns.threads)],
+                    capture_output=True, text=True, cwd=ROOT, check=False,
+                )
+                if out.returncode != 0:
+                    raise RuntimeError(f"{lib} run failed:\n{out.stderr[-3000:]}")
+                runs[lib].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    summary = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "lib"} for lib, rs in runs.items()}
+    ours, theirs = summary["openformers"], summary["transformers+peft"]
+    print(f"LoRA r=8 q/k/v/o, SmolLM2-135M fp32, batch {ns.batch_size} x {ns.seq_len} tokens, "
+          f"{ns.steps - ns.warmup} timed steps, median of {ns.rounds}")
+    print(f"{'':20s}{'tokens/s':>10s}{'step s':>9s}{'train RSS growth MB':>21s}{'peak RSS MB':>13s}")
+    for lib, r in summary.items():
+        print(f"{lib:20s}{r['tokens_per_s']:10.1f}{r['step_s']:9.2f}{r['train_rss_growth_mb']:21.0f}{r['peak_rss_mb']:13.0f}")
+    print(f"speed ratio (ours / theirs): {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x; "
+          f"training memory ratio: {ours['train_rss_growth_mb'] / max(theirs['train_rss_growth_mb'], 1e-9):.2f}x; "
+          f"peak RSS ratio: {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}x")
+    if ns.json:
+        Path(ns.json).write_text(json.dumps({"settings": vars(ns), "summary": summary, "runs": runs}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
