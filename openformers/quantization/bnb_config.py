@@ -234,7 +234,9 @@ class BitsAndBytesConfig:
         return keep
 
     def _skipped(self, name: str, keep: list[str]) -> bool:
-        return any(name == k or name.endswith("." + k) or name.startswith(k + ".") for k in keep)
+        # a whole dotted part of the name: "lm_head", "down_proj", "layers.1.mlp", a full name
+        dotted = f".{name}."
+        return any(f".{k.strip('.')}." in dotted for k in keep)
 
     def _new_layer(self, linear: nn.Linear, dtype: torch.dtype | None, pre_quantized: bool) -> _QuantizedLinearBase:
         bias = linear.bias is not None

@@ -92,12 +92,14 @@ def test_layers_are_quantized_as_they_arrive(tiny, monkeypatch):
 
 def test_skip_modules_stay_float(tiny):
     path, *_ = tiny
-    cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["down_proj", "model.layers.1.self_attn.q_proj"])
+    cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["down_proj", "model.layers.1.self_attn.q_proj", "layers.1.mlp"])
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
     assert type(model.model.layers[0].mlp.down_proj) is nn.Linear
     assert type(model.model.layers[1].self_attn.q_proj) is nn.Linear
+    assert type(model.model.layers[1].mlp.up_proj) is nn.Linear
     assert isinstance(model.model.layers[0].self_attn.q_proj, Linear8bitLt)
-    assert len(_quantized_layers(model)) == 14 - 3
+    assert isinstance(model.model.layers[0].mlp.up_proj, Linear8bitLt)
+    assert len(_quantized_layers(model)) == 14 - 5
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
@@ -202,3 +204,17 @@ def test_incomplete_quantized_checkpoint_fails_clearly(tiny, tmp_path):
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="lacks tensors of this quantized layer"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_lora_trains_on_a_4bit_base():
+    peft = pytest.importorskip("openformers.peft")
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    model = quantize_model(LlamaForCausalLM(config), BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    ids = torch.randint(0, 64, (2, 8))
+    lora(input_ids=ids, labels=ids).loss.backward()
+    trainable = [p for p in lora.parameters() if p.requires_grad]
+    assert len(trainable) == 6 and all(p.grad is not None for p in trainable)
+    assert isinstance(lora.base_model.model.model.layers[0].self_attn.q_proj.base_layer, Linear4bit)
