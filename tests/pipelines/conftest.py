@@ -105,3 +105,29 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _roberta(path: Path) -> Path:
+    """A tiny RoBERTa token classifier with a byte-level BPE tokenizer trained here (no "##" sub-words)."""
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer
+
+    corpus = ["My name is Wolfgang and I live in Berlin.", "Hugging Face Inc. is a company based in New York City.",
+              "Angela Merkel visited Washington and Paris last year.", "The quick brown fox jumps over the lazy dog."] * 5
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    path.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(path))
+    tok = transformers.RobertaTokenizerFast(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
+    tok.save_pretrained(path)
+    config = transformers.RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, max_position_embeddings=130, pad_token_id=1,
+                                        num_labels=len(NER_LABELS), id2label=dict(enumerate(NER_LABELS)),
+                                        label2id={l: i for i, l in enumerate(NER_LABELS)}, initializer_range=0.5)
+    torch.manual_seed(8)
+    transformers.RobertaForTokenClassification(config).eval().save_pretrained(path)
+    return path
+
+
+BUILDERS["roberta_ner"] = _roberta

@@ -86,3 +86,17 @@ def test_errors(pair):
         ours("")
     with pytest.raises(ValueError, match="aggregation_strategy"):
         ours("x", aggregation_strategy="longest")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_byte_level_bpe(tiny_dirs, strategy):
+    """RoBERTa's byte-level BPE has no sub-word prefix: words are found from the spaces in the text."""
+    import warnings
+
+    path = str(tiny_dirs["roberta_ner"])
+    ours = pipeline("ner", model=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = hf_pipeline("ner", model=path)
+        expected = [_hf_words_from_text(theirs(t, aggregation_strategy=strategy, ignore_labels=[]), t) for t in TEXTS]
+    assert_same(ours(TEXTS, aggregation_strategy=strategy, ignore_labels=[], batch_size=3), expected)
