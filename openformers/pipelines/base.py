@@ -47,8 +47,8 @@ def _is_stream(inputs: Any) -> bool:
         return False
     if isinstance(inputs, Iterator):
         return True
-    # map-style datasets and KeyDataset: they have a length and integer indexing
-    return hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__") and hasattr(inputs, "__iter__")
+    # map-style datasets (torch Dataset, Dataset, KeyDataset): a length and integer indexing
+    return hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__")
 
 
 class Pipeline:
@@ -134,7 +134,10 @@ class Pipeline:
     # ---- engine -----------------------------------------------------------------------------
     def _run(self, inputs: Iterable[Any], batch_size: int, num_workers: int | None, progress_bar: bool,
              pre: dict[str, Any], fwd: dict[str, Any], post: dict[str, Any]) -> Iterator[Any]:
-        iterator = iter(inputs)
+        if hasattr(inputs, "__iter__"):
+            iterator = iter(inputs)
+        else:  # a map-style dataset without __iter__ (torch.utils.data.Dataset)
+            iterator = (inputs[i] for i in range(len(inputs)))  # type: ignore[index]
         bar = None
         if progress_bar:
             from tqdm.auto import tqdm

@@ -125,3 +125,14 @@ def test_embedded_defaults():
     out = chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=8, do_sample=False)
     reply = out[0]["generated_text"][-1]
     assert reply["role"] == "assistant" and "Paris" in reply["content"]
+
+
+def test_torch_dataset_input(clf):
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(TEXTS)
+
+        def __getitem__(self, i):
+            return TEXTS[i]
+
+    assert_same(list(clf(Texts(), batch_size=8)), clf(TEXTS), atol=1e-5)
