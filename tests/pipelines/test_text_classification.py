@@ -58,3 +58,20 @@ def test_errors(pipes, tiny_dirs):
     mlm = AutoModelForMaskedLM.from_pretrained(tiny_dirs["mlm"])
     with pytest.raises(ValueError, match="sequence-classification head"):
         pipeline("text-classification", model=mlm, tokenizer=AutoTokenizer.from_pretrained(tiny_dirs["mlm"]))
+
+
+def test_decoder_classifier_batched(tmp_path):
+    """A Llama sequence classifier reads the last real token of each padded row."""
+    import torch
+    import transformers
+
+    from .conftest import _copy_tokenizer
+
+    config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, num_labels=3)
+    torch.manual_seed(0)
+    transformers.LlamaForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    ours = pipeline("text-classification", model=str(tmp_path))
+    theirs = hf_pipeline("text-classification", model=str(tmp_path))
+    assert_same(ours(TEXTS, batch_size=4, top_k=None), theirs(TEXTS, batch_size=1, top_k=None))
