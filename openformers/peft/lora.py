@@ -255,7 +255,11 @@ class LoraLinear(AdapterLayer):
             dropout = self.lora_dropout[name]
             h = dropout(x.to(lora_a.weight.dtype))
             if not self.use_dora[name]:
-                result = result + lora_b(lora_a(h)) * self.scaling[name]
+                # result + scaling * (A h) B^T in one addmm: no separate scale and add passes
+                a_out = lora_a(h)
+                flat = torch.addmm(result.reshape(-1, result.shape[-1]).to(a_out.dtype), a_out.reshape(-1, a_out.shape[-1]),
+                                   lora_b.weight.t(), alpha=self.scaling[name])
+                result = flat.view(*result.shape[:-1], flat.shape[-1])
             else:
                 result = result + self._dora_term(name, x, h, result)
         return result.to(out_dtype)
