@@ -19,14 +19,12 @@ from torch import nn
 
 from openformers.modules.cache import Cache, DynamicCache
 from openformers.peft.config import (
-    CONFIG_NAME,
     TASK_MODULES_TO_SAVE,
     WEIGHTS_NAME,
     PeftConfig,
     PeftType,
     PrefixTuningConfig,
     PromptLearningConfig,
-    PromptTuningConfig,
     PromptTuningInit,
     TaskType,
 )
@@ -334,8 +332,7 @@ class PeftModel(nn.Module):
         if adapter_name not in self.peft_config:
             raise ValueError(f"unknown adapter {adapter_name!r}; this model has adapters {sorted(self.peft_config)}")
         del self.peft_config[adapter_name]
-        if hasattr(self.base_model, "delete_adapter") and not isinstance(self.base_model, PeftModel) \
-                and isinstance(self.base_model, TunerModel):
+        if isinstance(self.base_model, TunerModel):
             self.base_model.delete_adapter(adapter_name)
         else:
             del self.prompt_encoder[adapter_name]
