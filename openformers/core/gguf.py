@@ -1,4 +1,8 @@
-"""A memory-mapped GGUF reader: metadata, tensor directory, raw blocks and dequantization.
+"""The GGUF reader: metadata, tensor directory, raw blocks and dequantization, memory-mapped.
+
+One reader serves the model loader (``openformers.models.gguf_loading``), the 4-bit GGUF
+layers (``openformers.quantization.gguf_linear``) and the tokenizer converter
+(``openformers.tokenization.gguf``).
 
 The ``gguf`` package's reader builds a Python object for every string of the vocabulary and
 every merge rule, which takes seconds on a small model; this one parses the header with
@@ -228,6 +232,15 @@ class GGUFFile:
             self._mmap.close()
         except BufferError:
             pass  # a caller still holds a view of the map; it closes when that view is freed
+
+
+def read_gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata (key -> value) of a GGUF file; tensors are never read."""
+    gf = GGUFFile(path)
+    try:
+        return gf.metadata
+    finally:
+        gf.close()
 
 
 # Dequantization runs in numpy: single-threaded, vectorised, and free of the thread start-up

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from openformers.models.gguf.reader import GGUFError, GGUFFile
+from openformers.core.gguf import GGUFError, GGUFFile
 
 logger = logging.getLogger("openformers")
 

@@ -189,7 +189,7 @@ class GGUFQuantizationConfig:
 
             def load(gf: Any, gguf_name: str, name: str, module: str = module, n_head: int = n_head) -> Iterator[tuple[str, torch.Tensor]]:
                 kind_name = gf.tensors[gguf_name].type_name
-                from openformers.models.gguf.reader import FOUR_BIT_TYPES, q4_blocks
+                from openformers.core.gguf import FOUR_BIT_TYPES, q4_blocks
 
                 if kind_name in FOUR_BIT_TYPES and group == 32:
 

@@ -2,19 +2,18 @@
 
 Supported vocabularies (``tokenizer.ggml.model``): ``"gpt2"`` (byte-level BPE with merges) and
 ``"llama"`` (SentencePiece-style BPE with scores and byte fallback). The metadata block is read
-directly (a small parser of the GGUF key/value layout), which is much faster than loading the
-file with a general GGUF reader and needs no extra package.
+with the memory-mapped reader of :mod:`openformers.core.gguf` (no extra package needed).
 """
 from __future__ import annotations
 
-import mmap
-import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
+
+from openformers.core.gguf import read_gguf_metadata
 
 from .converters import merges_from_vocab
 
@@ -45,84 +44,6 @@ def byte_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return table
-
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8",
-          12: "<f8"}
-
-
-class _Cursor:
-    def __init__(self, buf: memoryview, path: Path) -> None:
-        self.buf, self.pos, self.path = buf, 0, path
-
-    def take(self, fmt: str) -> Any:
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.buf):
-            raise ValueError(f"{self.path} is truncated: the GGUF metadata runs past the end of the file")
-        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
-        return value
-
-    def string(self) -> str:
-        n = self.take("<Q")
-        if self.pos + n > len(self.buf):
-            raise ValueError(f"{self.path} is truncated: the GGUF metadata runs past the end of the file")
-        raw = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def value(self, vtype: int, keep: bool) -> Any:
-        if vtype == 8:
-            return self.string()
-        if vtype in _SCALARS:
-            return self.take(_SCALARS[vtype])
-        if vtype == 9:
-            itype, count = self.take("<I"), self.take("<Q")
-            if itype in _NUMPY:  # numeric arrays: one read
-                import numpy as np
-
-                width = np.dtype(_NUMPY[itype]).itemsize
-                arr = np.frombuffer(self.buf, dtype=_NUMPY[itype], count=count, offset=self.pos)
-                self.pos += width * count
-                return arr.tolist() if keep else None
-            items = [self.value(itype, keep) for _ in range(count)]
-            return items if keep else None
-        raise ValueError(f"{self.path}: unknown GGUF metadata value type {vtype}")
-
-
-def read_gguf_metadata(path: Path) -> dict[str, Any]:
-    """``general.architecture`` and every ``tokenizer.*`` field of a GGUF file (version 2 or 3).
-
-    Only the metadata block at the head of the file is parsed; tensors are never touched.
-    """
-    with open(path, "rb") as f:
-        try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError as exc:  # empty file
-            raise ValueError(f"{path} is empty, not a GGUF file") from exc
-    view = memoryview(mm)
-    try:
-        cur = _Cursor(view, path)
-        if bytes(cur.buf[:4]) != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
-        cur.pos = 4
-        version = cur.take("<I")
-        if version < 2:
-            raise ValueError(f"{path} uses GGUF version {version}; only versions 2 and later are supported")
-        cur.take("<Q")  # tensor count
-        n_kv = cur.take("<Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = cur.string()
-            keep = key.startswith("tokenizer.") or key == "general.architecture"
-            value = cur.value(cur.take("<I"), keep)
-            if keep:
-                meta[key] = value
-        return meta
-    finally:
-        view.release()
-        mm.close()
 
 
 def tokenizer_from_gguf(path: Path) -> tuple[Tokenizer, dict[str, Any]]:

@@ -10,7 +10,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from openformers.core.hub import embedded_model_path  # noqa: E402
-from openformers.models.gguf import GGUFError, GGUFFile  # noqa: E402
+from openformers.core.gguf import GGUFError, GGUFFile  # noqa: E402
 from openformers.models.gguf_loading import read_gguf_config, read_gguf_model  # noqa: E402
 
 PROMPTS = [[1, 504, 3458, 282, 4649, 314, 2], [1, 9690, 30, 15, 7, 4300], [2, 17, 1000, 40000, 123, 5, 99, 876, 12]]
@@ -217,7 +217,7 @@ def test_tiny_gpt2_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", ["F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K"])
 def test_native_dequantize_matches_gguf(kind):
-    from openformers.models.gguf.reader import _DEQUANT, TENSOR_TYPES
+    from openformers.core.gguf import _DEQUANT, TENSOR_TYPES
 
     qtype = getattr(gguf.GGMLQuantizationType, kind)
     block, size = next((b, n) for name, b, n in TENSOR_TYPES.values() if name == kind)
@@ -234,7 +234,7 @@ def test_native_dequantize_matches_gguf(kind):
 
 
 def test_q4_k_blocks_map_exactly_onto_int4_kernel():
-    from openformers.models.gguf.reader import q4_blocks
+    from openformers.core.gguf import q4_blocks
     from openformers.quantization import QuantizedLinear
 
     rng = np.random.default_rng(1)
