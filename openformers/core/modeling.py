@@ -73,10 +73,13 @@ class PreTrainedModel(nn.Module):
 
     # -- initialisation ----------------------------------------------------------------
     def post_init(self) -> None:
-        """Initialise weights (skipped on the meta device) and tie embeddings."""
+        """Initialise weights (skipped on the meta device), tie embeddings and, for causal LMs,
+        derive a ``generation_config`` from the model config (``from_pretrained`` replaces it
+        with the checkpoint's ``generation_config.json`` when there is one)."""
         if not any(p.is_meta for p in self.parameters()):
             self.apply(self._init_weights)
         self.tie_weights()
+        self._load_generation_config(None)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = getattr(self.config, "initializer_range", 0.02)
@@ -373,7 +376,7 @@ class PreTrainedModel(nn.Module):
         known = {k: overrides.pop(k) for k in list(overrides) if _is_config_field(config_cls, config_dict, k)}
         return config_cls.from_dict(config_dict, **known)
 
-    def _load_generation_config(self, model_dir: Path) -> None:
+    def _load_generation_config(self, model_dir: Path | None) -> None:
         if not getattr(self, "_is_causal_lm", False):
             return
         try:

@@ -109,6 +109,18 @@ def test_autoconfig_for_model():
     assert "gpt2" in str(err.value)
 
 
+def test_causal_lm_built_directly_has_a_generation_config(tmp_path):
+    from openformers.generation import GenerationConfig
+
+    model = _model()
+    assert isinstance(model.generation_config, GenerationConfig)
+    assert (model.generation_config.bos_token_id, model.generation_config.eos_token_id) == (1, 2)
+    assert not hasattr(_model(GPT2Model), "generation_config")  # only causal LMs generate
+    model.generation_config.max_new_tokens = 7
+    model.save_pretrained(tmp_path)
+    assert GPT2LMHeadModel.from_pretrained(tmp_path).generation_config.max_new_tokens == 7
+
+
 def test_reheading_with_num_labels(tmp_path, caplog):
     base = _model(GPT2ForSequenceClassification, num_labels=2)
     base.save_pretrained(tmp_path)
