@@ -7,7 +7,8 @@ them into a meta-built model without holding a second copy.
 
 llama.cpp stores the query and key projections of llama-architecture models with the rows of
 each head reordered for its rotary kernel (the two halves of a head interleaved); loading puts
-them back in the Hugging Face order. GPT-2's attention and MLP weights are stored as ``[out,
+them back in the Hugging Face order. A "llama" file with ``llama.attention.sliding_window`` is a
+Mistral model and loads as one, with that window. GPT-2's attention and MLP weights are stored as ``[out,
 in]`` like ``nn.Linear``; Hugging Face's GPT-2 (``Conv1D``) keeps them ``[in, out]``, so they
 are transposed.
 
@@ -111,6 +112,10 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     arch = _architecture(gf)
     meta = gf.metadata
     model_type = SUPPORTED_ARCHITECTURES[arch]
+    if arch == "llama" and meta.get("llama.attention.sliding_window"):
+        # llama.cpp writes Mistral models as "llama"; the window is what sets them apart here
+        # (transformers guesses from general.name instead; names are not a contract)
+        model_type = "mistral"
     keys = _GPT2_KEYS if arch == "gpt2" else _LLAMA_KEYS
     config: dict[str, Any] = {"model_type": model_type}
     for key, field in keys.items():
@@ -218,6 +223,8 @@ def read_gguf_model(
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise GGUFError(f"{gf.path}: the GGUF file lacks tensors a {arch} model needs: {shown}")
+    # transformers' GGUF loader drops rope_freqs.weight too: the llama3 scaling parameters it was
+    # computed from are not in the file, so the user has to name them
     if "rope_freqs.weight" in gf.tensors and "rope_scaling" not in config:
         logger.warning(
             "%s: the file carries per-frequency rotary factors (rope_freqs.weight, Llama 3.1 style) but no "

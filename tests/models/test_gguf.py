@@ -10,7 +10,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from openformers.core.hub import embedded_model_path  # noqa: E402
-from openformers.core.gguf import GGUFError, GGUFFile  # noqa: E402
+from openformers.core.gguf import GGUFError, GGUFFile, read_gguf_metadata  # noqa: E402
 from openformers.models.gguf_loading import read_gguf_config, read_gguf_model  # noqa: E402
 
 PROMPTS = [[1, 504, 3458, 282, 4649, 314, 2], [1, 9690, 30, 15, 7, 4300], [2, 17, 1000, 40000, 123, 5, 99, 876, 12]]
@@ -48,6 +48,8 @@ def write_tiny_llama(path: Path, model, qtype: str = "F32", arch: str = "llama",
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    if getattr(cfg, "sliding_window", None):
+        w.add_sliding_window(cfg.sliding_window)
     w.add_tokenizer_model("gpt2")
     w.add_token_list([f"t{i}" for i in range(cfg.vocab_size)])
     w.add_bos_token_id(1)
@@ -143,6 +145,28 @@ def test_keep_quantized_exact_for_q4_1(tmp_path, tiny_llama):
     ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(quant(ids).logits, dense(ids).logits, rtol=0, atol=1e-4)
+
+
+def test_llama_file_with_sliding_window_is_mistral(tmp_path):
+    # llama.cpp writes Mistral as the "llama" architecture; the window metadata tells them apart
+    transformers = pytest.importorskip("transformers")
+    from openformers.models.auto import AutoModelForCausalLM
+
+    config = transformers.MistralConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=4, tie_word_embeddings=False,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    reference = transformers.MistralForCausalLM(config).eval()
+    path = write_tiny_llama(tmp_path / "tiny-mistral.gguf", reference)
+    assert read_gguf_metadata(path)["general.architecture"] == "llama"
+    ours = AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "MistralForCausalLM" and ours.config.sliding_window == 4
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # 12 positions against a window of 4: the logits agree only if the window is applied
+        torch.testing.assert_close(ours(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
 
 
 def test_tiny_qwen2_logits_match_transformers(tmp_path):
