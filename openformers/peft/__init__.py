@@ -33,9 +33,8 @@ from openformers.peft.model import (
     PeftModelForSequenceClassification,
     PeftModelForTokenClassification,
     get_peft_model,
-    get_peft_model_state_dict,
-    set_peft_model_state_dict,
 )
+from openformers.peft.save_and_load import get_peft_model_state_dict, set_peft_model_state_dict
 from openformers.peft.tuners import IA3Model, LoraModel, ModulesToSaveWrapper
 
 __all__ = [
