@@ -1,6 +1,6 @@
 """LoRA fine-tune of the embedded SmolLM2-135M on the shipped instruction set.
 
-    python examples/lora_smollm2.py [--steps 60] [--batch-size 8] [--max-length 48] [--output-dir ./lora-smollm2]
+    python examples/lora_smollm2.py [--steps 60] [--batch-size 8] [--max-length 48] [--output-dir ./lora-smollm2] [--n-generate 8]
 
 Every response in examples/data/instructions.jsonl has the form ``RESULT: <answer> [END]``.
 The script trains a rank-8 LoRA on the attention projections (loss on response tokens only),
@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--output-dir", default="lora-smollm2")
+    parser.add_argument("--n-generate", type=int, default=8, help="held-out prompts answered by base and tuned model")
     ns = parser.parse_args(argv)
-    result = run(ns.steps, ns.batch_size, ns.max_length, ns.learning_rate, ns.output_dir)
+    result = run(ns.steps, ns.batch_size, ns.max_length, ns.learning_rate, ns.output_dir, n_generate=ns.n_generate)
     for ex in result.pop("examples", []):
         print(f"- {ex['instruction']}\n    base:  {ex['base']!r}\n    tuned: {ex['tuned']!r}")
     print(json.dumps(result, indent=2))
