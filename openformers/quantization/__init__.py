@@ -61,6 +61,14 @@ def resolve_quantization_config(user_config: Any, model_config: Any) -> Any:
                 checkpoint.quantization_method(),
             )
         return checkpoint
+    if isinstance(saved, dict) and saved.get("quant_method") == "gguf":
+        from openformers.quantization.gguf_linear import GGUFQuantizationConfig
+
+        checkpoint = GGUFQuantizationConfig.from_dict(saved)
+        checkpoint._pre_quantized = True  # the 4-bit layers are in the checkpoint
+        if user_config is not None and user_config != checkpoint:
+            logger.warning("The checkpoint is already quantized (gguf 4-bit); the quantization_config passed to from_pretrained is ignored")
+        return checkpoint
     return user_config
 
 

@@ -14,13 +14,20 @@ The matmul is ``torch.ops.aten._weight_int4pack_mm_for_cpu``; activations are ca
 ``compute_dtype`` (bfloat16 by default: the fast path on AVX-512 machines) and back. Decoding is
 bound by the bytes read per token, and the 4-bit weights are ~0.63 bytes per value against 4
 for float32.
+
+``save_pretrained`` writes ``quant_method: "gguf"`` in ``config.json`` and each layer's
+``qweight`` in a portable layout (:func:`to_nibbles`; the kernel's own packing depends on the
+machine) next to its ``scales_and_zeros``; ``from_pretrained`` on that directory rebuilds the
+same 4-bit layers bit for bit.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,8 +37,59 @@ _N_MULTIPLE = 16  # the CPU packing needs out_features divisible by 16
 
 
 def _pack(q: torch.Tensor) -> torch.Tensor:
-    """Pack ``[out, in]`` integers in 0..15 into the CPU kernel's ``[out, in / 2]`` uint8 layout."""
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+    """Pack ``[out, in]`` integers in 0..15 into the CPU kernel's ``[out, in / 2]`` uint8 layout.
+
+    That layout is blocked for the machine's vector width (it differs between AVX2 and AVX-512
+    builds), so it never leaves memory: checkpoints hold the plain layout of :func:`to_nibbles`.
+    """
+    q32 = torch.from_numpy(np.ascontiguousarray(q.numpy(), dtype=np.int32))
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q32, 1)
+
+
+def to_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """``[out, in]`` values in 0..15 -> the saved ``[out, in / 2]`` uint8 layout: column ``2j``
+    in the low nibble of byte ``j``, column ``2j + 1`` in the high one."""
+    a = q.numpy().astype(np.uint8)  # numpy: torch's uint8 ops pay a thread start-up per call
+    return torch.from_numpy(a[:, 0::2] | (a[:, 1::2] << 4))
+
+
+def from_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_nibbles`: ``[out, in / 2]`` bytes -> ``[out, in]`` values in 0..15."""
+    a = packed.numpy()
+    out = np.empty((*a.shape, 2), dtype=np.uint8)
+    np.bitwise_and(a, 0x0F, out=out[..., 0])
+    np.right_shift(a, 4, out=out[..., 1])
+    return torch.from_numpy(out.reshape(a.shape[0], -1))
+
+
+@lru_cache(maxsize=4)
+def _packed_order(out_features: int, in_features: int) -> np.ndarray:
+    """For each nibble of the kernel layout (low nibble first), the flat ``[out, in]`` index of
+    the value it holds.
+
+    The packing only moves nibbles, so packing each base-16 digit of every value's flat index
+    tells where each value goes; no knowledge of the machine-specific layout is needed. Cached
+    per shape: a model has a handful of projection shapes.
+    """
+    n = out_features * in_features
+    index = np.arange(n, dtype=np.int64)
+    source = np.zeros(n, dtype=np.int64)
+    shift = 0
+    while shift == 0 or (1 << shift) < n:
+        digit = torch.from_numpy(((index >> shift) & 0x0F).astype(np.int32).reshape(out_features, in_features))
+        source |= from_nibbles(_pack(digit)).numpy().reshape(-1).astype(np.int64) << shift
+        shift += 4
+    return source
+
+
+def _unpack(qweight: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """Inverse of :func:`_pack`: the ``[out, in]`` values behind a kernel-packed weight."""
+    q = np.empty(out_features * in_features, dtype=np.uint8)
+    q[_packed_order(out_features, in_features)] = from_nibbles(qweight).numpy().reshape(-1)
+    out = torch.from_numpy(q.reshape(out_features, in_features))
+    if not torch.equal(_pack(out), qweight):
+        raise RuntimeError("QuantizedLinear: the packed int4 weight could not be unpacked exactly")
+    return out
 
 
 def _scales_and_zeros(scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
@@ -107,6 +165,27 @@ class QuantizedLinear(nn.Module):
     def compute_dtype(self) -> torch.dtype:
         return self.scales_and_zeros.dtype
 
+    # -- checkpoints: the saved qweight is the portable to_nibbles layout ------------------
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not keep_vars and not self.qweight.is_meta:
+            destination[prefix + "qweight"] = to_nibbles(_unpack(self.qweight, self.out_features, self.in_features))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "qweight"
+        if key in state_dict and state_dict[key].shape == self.qweight.shape:
+            state_dict[key] = _pack(from_nibbles(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _set_loaded_tensor(self, attr: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
+        """Store one checkpoint tensor (called by ``PreTrainedModel`` while loading)."""
+        if attr == "qweight":
+            self.qweight = _pack(from_nibbles(tensor))
+        elif attr == "bias":
+            self.bias = nn.Parameter(tensor.to(dtype), requires_grad=False)
+        else:  # scales_and_zeros: kept exactly; quantize_model casts them to the compute dtype
+            self._buffers[attr] = tensor
+
     def dequantize(self) -> torch.Tensor:
         """The float32 ``[out, in]`` weight this layer computes with."""
         eye = torch.eye(self.in_features)
@@ -159,6 +238,17 @@ class GGUFQuantizationConfig:
                 "quantize_lm_head": self.quantize_lm_head, "modules_to_not_convert": list(self.modules_to_not_convert),
                 "group_size": self.group_size, "bits": 4}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GGUFQuantizationConfig":
+        """The config ``to_dict`` wrote (``config.json``'s ``quantization_config``)."""
+        dtype = data.get("compute_dtype", "bfloat16")
+        return cls(
+            compute_dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
+            quantize_lm_head=bool(data.get("quantize_lm_head", False)),
+            modules_to_not_convert=list(data.get("modules_to_not_convert") or []),
+            group_size=int(data.get("group_size", 32)),
+        )
+
     def _skipped(self, module: str) -> bool:
         return any(part in module for part in self.modules_to_not_convert)
 
@@ -199,14 +289,26 @@ class GGUFQuantizationConfig:
                     q, scale, lo = quantize_int4(w, group)
                 if n_head:  # rows are whole, so the head reordering applies to q, scale and min alike
                     q, scale, lo = (unpermute_qk(t, n_head) for t in (q, scale, lo))
-                yield f"{module}.qweight", _pack(q)
+                yield f"{module}.qweight", to_nibbles(q)
                 yield f"{module}.scales_and_zeros", _scales_and_zeros(scale, lo)
 
             loaders[name] = load
         return loaders
 
     def prepare_model(self, model: nn.Module) -> None:
-        """Put meta-device ``QuantizedLinear`` modules where the plan says, before loading."""
+        """Put meta-device ``QuantizedLinear`` modules where the plan says, before loading.
+
+        A checkpoint saved 4-bit (``_pre_quantized``) holds every layer :meth:`quantize_model`
+        would convert; those become empty ``QuantizedLinear`` modules its tensors fill.
+        """
+        if getattr(self, "_pre_quantized", False) and not self._planned:
+            for name, module, _ in self._targets(model):
+                owner_name, _, attr = name.rpartition(".")
+                with torch.device("meta"):
+                    layer = QuantizedLinear(module.in_features, module.out_features, bias=module.bias is not None,
+                                            group_size=self.group_size)
+                setattr(model.get_submodule(owner_name) if owner_name else model, attr, layer)
+            return
         for module, (in_f, out_f, bias) in self._planned.items():
             owner_name, _, attr = module.rpartition(".")
             owner = _find_owner(model, owner_name)
@@ -221,17 +323,11 @@ class GGUFQuantizationConfig:
         Called on a model loaded from a non-GGUF checkpoint, every eligible ``nn.Linear`` of the
         decoder layers (and the LM head with ``quantize_lm_head``) is quantized from float.
         """
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        for name, module in list(model.named_modules()):
+        for module in model.modules():
             if isinstance(module, QuantizedLinear):
                 module.scales_and_zeros = module.scales_and_zeros.to(self.compute_dtype)
-                continue
-            if not isinstance(module, nn.Linear) or self._skipped(name):
-                continue
-            is_head = module is head
-            if (is_head and not self.quantize_lm_head) or (self._planned and not is_head):
-                continue
-            if module.in_features % self.group_size or module.out_features % _N_MULTIPLE:
+        for name, module, is_head in self._targets(model):
+            if self._planned and not is_head:
                 continue
             owner_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(owner_name) if owner_name else model, attr,
@@ -240,6 +336,21 @@ class GGUFQuantizationConfig:
                 model.config.tie_word_embeddings = False  # the head is now its own 4-bit copy
         self._planned = {}  # the plan belonged to this load only
         return model
+
+
+    def _targets(self, model: nn.Module) -> list[tuple[str, nn.Linear, bool]]:
+        """``(name, layer, is_lm_head)`` of the float ``nn.Linear`` layers this config makes 4-bit."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        out = []
+        for name, module in model.named_modules():
+            if not isinstance(module, nn.Linear) or self._skipped(name):
+                continue
+            if module is head and not self.quantize_lm_head:
+                continue
+            if module.in_features % self.group_size or module.out_features % _N_MULTIPLE:
+                continue
+            out.append((name, module, module is head))
+        return out
 
 
 def _find_owner(model: nn.Module, owner_name: str) -> nn.Module | None:

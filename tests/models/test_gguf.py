@@ -147,6 +147,46 @@ def test_keep_quantized_exact_for_q4_1(tmp_path, tiny_llama):
         torch.testing.assert_close(quant(ids).logits, dense(ids).logits, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_keep_quantized_save_and_reload_is_bit_identical(tmp_path, tiny_llama, compute_dtype):
+    import json
+
+    from safetensors.torch import load_file
+
+    from openformers.core.gguf import q4_blocks
+    from openformers.models.auto import AutoModelForCausalLM
+    from openformers.quantization import GGUFQuantizationConfig, QuantizedLinear
+    from openformers.quantization.gguf_linear import to_nibbles
+
+    path = write_tiny_llama(tmp_path / "tiny-q41.gguf", tiny_llama, "Q4_1")
+    quant = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=compute_dtype))
+    quant.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "gguf" and saved["compute_dtype"] == str(compute_dtype).replace("torch.", "")
+    # the file holds the portable nibble layout, not the machine-specific kernel packing
+    tensors = load_file(tmp_path / "saved" / "model.safetensors")
+    gf = GGUFFile(path)
+    q, _, _ = q4_blocks(gf.raw("blk.1.attn_v.weight"), "Q4_1")
+    gf.close()
+    assert torch.equal(tensors["model.layers.1.self_attn.v_proj.qweight"], to_nibbles(q))
+
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    assert isinstance(again.config.quantization_config, GGUFQuantizationConfig)
+    layers = {n: m for n, m in again.named_modules() if isinstance(m, QuantizedLinear)}
+    assert len(layers) == 2 * 7 and isinstance(again.lm_head, torch.nn.Linear)
+    before = dict(quant.named_buffers()) | dict(quant.named_parameters())
+    after = dict(again.named_buffers()) | dict(again.named_parameters())
+    assert set(before) == set(after)
+    for name, t in before.items():
+        assert after[name].dtype == t.dtype and torch.equal(after[name], t), name
+    ids = torch.randint(3, 128, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, quant(ids).logits)
+    # load_state_dict takes the saved layout too
+    quant.load_state_dict(again.state_dict())
+    assert torch.equal(quant.model.layers[0].mlp.up_proj.qweight, again.model.layers[0].mlp.up_proj.qweight)
+
+
 def test_llama_file_with_sliding_window_is_mistral(tmp_path):
     # llama.cpp writes Mistral as the "llama" architecture; the window metadata tells them apart
     transformers = pytest.importorskip("transformers")
