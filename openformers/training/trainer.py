@@ -107,6 +107,13 @@ class Trainer:
             set_seed(self.args.seed)
             model = self._call_model_init()
         self.model = model
+        if self.args.fsdp:
+            # accepted as an argument so configurations load, but sharded training is not built
+            # yet: refusing beats silently training unsharded on every process
+            raise ValueError(
+                f"fsdp={self.args.fsdp!r}: fully sharded data parallel training is not supported by the openformers "
+                f"Trainer yet; launch with torchrun without fsdp to train with DDP"
+            )
         self.distributed = _init_distributed(self.args)
         self.device = self.args.device if not self.distributed else _distributed_device(self.args)
         if getattr(model, "hf_device_map", None) is None:  # a model placed by device_map stays where it is

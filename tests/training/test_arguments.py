@@ -85,3 +85,13 @@ def test_schedules_match_the_reference(name):
     ours = lrs(lambda o: get_scheduler(name, o, num_warmup_steps=5, num_training_steps=25))
     theirs = lrs(lambda o: transformers.get_scheduler(name, o, num_warmup_steps=5, num_training_steps=25))
     assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_fsdp_is_refused_clearly(tmp_path):
+    from openformers import Trainer
+    from tests.training.helpers import tiny_gpt2
+
+    args = TrainingArguments(str(tmp_path), fsdp="full_shard auto_wrap")
+    assert args.fsdp == ["full_shard", "auto_wrap"]
+    with pytest.raises(ValueError, match="fully sharded"):
+        Trainer(model=tiny_gpt2(), args=args)
