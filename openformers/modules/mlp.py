@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.modules.fused import fusable, fused_linear, project
+
 # names as they appear in Hugging Face configs (``hidden_act``)
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
@@ -47,4 +49,9 @@ class GatedMLP(nn.Module):
         self.act_fn = get_activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fusable(self.gate_proj, self.up_proj):  # inference: gate and up as one matmul
+            gate, up = fused_linear(self, "_fused_gate_up", (self.gate_proj, self.up_proj), x).split(
+                [self.gate_proj.out_features, self.up_proj.out_features], dim=-1
+            )
+            return project(self.down_proj, self.act_fn(gate) * up)
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))

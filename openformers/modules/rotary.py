@@ -211,8 +211,9 @@ class RotaryEmbedding(nn.Module):
             inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float32)
             freqs = position_ids[..., None].float() * inv_freq  # [b, seq, dim/2]
             emb = torch.cat((freqs, freqs), dim=-1)  # [b, seq, dim]
-            cos = emb.cos() * self.attention_scaling
-            sin = emb.sin() * self.attention_scaling
+            cos, sin = emb.cos(), emb.sin()
+            if self.attention_scaling != 1.0:
+                cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
         return cos.to(x.dtype), sin.to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -234,11 +235,17 @@ def apply_rotary(
     pass through. ``unsqueeze_dim=2`` serves [b, seq, h, d] layouts.
     """
     cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def apply_rotary_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [b, seq, heads, d] by cos/sin [b, seq, rot_d]: one pass for q and k heads side by side."""
+    return _rotate(x, cos.unsqueeze(2), sin.unsqueeze(2))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     rot = cos.shape[-1]
-    if rot == q.shape[-1]:
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-    q_rot, q_pass = q[..., :rot], q[..., rot:]
-    k_rot, k_pass = k[..., :rot], k[..., rot:]
-    q_out = torch.cat((q_rot * cos + rotate_half(q_rot) * sin, q_pass), dim=-1)
-    k_out = torch.cat((k_rot * cos + rotate_half(k_rot) * sin, k_pass), dim=-1)
-    return q_out, k_out
+    if rot == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)

@@ -19,11 +19,12 @@ from openformers.core.outputs import (
 from openformers.models.llama.config import LlamaConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
+from openformers.modules.fused import fusable, fused_linear, project
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
-from openformers.modules.rotary import RotaryEmbedding, apply_rotary
+from openformers.modules.rotary import RotaryEmbedding, apply_rotary, apply_rotary_heads
 
 # keyword arguments that tokenizers or trainers pass and these models do not use
 _IGNORED_KWARGS = frozenset({"token_type_ids"})
@@ -76,11 +77,20 @@ class LlamaAttention(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, q_len, _ = hidden_states.shape
-        # [b, seq, hidden] -> [b, heads, seq, head_dim]
-        q = self.q_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if fusable(*projections):
+            # inference: one matmul for q, k and v, one rotary pass over the q and k heads
+            h, kv = self.num_heads, self.num_key_value_heads
+            qkv = fused_linear(self, "_fused_qkv", projections, hidden_states).view(b, q_len, h + 2 * kv, self.head_dim)
+            qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)  # [b, seq, heads + kv_heads, head_dim]
+            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+            v = qkv[:, :, h + kv :].transpose(1, 2)
+        else:
+            # [b, seq, hidden] -> [b, heads, seq, head_dim]
+            q = self.q_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            k = self.k_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            v = self.v_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [b, kv_heads, past + seq, head_dim]
         backend = get_attention_backend(self.config.attn_implementation)
@@ -88,7 +98,7 @@ class LlamaAttention(nn.Module):
             q, k, v, mask, self.scaling, self.config.attention_dropout if self.training else 0.0,
             is_causal=mask is None, output_attentions=output_attentions, training=self.training,
         )
-        return self.o_proj(out.reshape(b, q_len, -1)), weights  # out: [b, seq, heads, head_dim]
+        return project(self.o_proj, out.reshape(b, q_len, -1)), weights  # out: [b, seq, heads, head_dim]
 
 
 class LlamaDecoderLayer(nn.Module):
