@@ -196,17 +196,39 @@ class QuantizedLinear(nn.Module):
             raise RuntimeError("QuantizedLinear runs on the CPU int4 kernel; keep the model on the CPU")
         shape = x.shape
         # [*, in] -> [rows, in] -> [rows, out]
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.reshape(-1, self.in_features).to(self.compute_dtype), self.qweight, self.group_size, self.scales_and_zeros
-        )
+        rows = x.reshape(-1, self.in_features)
+        if torch.is_grad_enabled() and rows.requires_grad:
+            y = _Int4MatMul.apply(rows, self)  # the kernel has no backward: adapters below still train
+        else:
+            y = self._matmul(rows)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y
 
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows.to(self.compute_dtype), self.qweight, self.group_size, self.scales_and_zeros
+        )
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"group_size={self.group_size}, compute_dtype={self.compute_dtype}")
+
+
+class _Int4MatMul(torch.autograd.Function):
+    """The int4 kernel's product with a gradient for the input (the weights stay frozen)."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, layer: QuantizedLinear) -> torch.Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        ctx.input_dtype = rows.dtype
+        return layer._matmul(rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        weight = ctx.layer.dequantize().to(grad.dtype)  # [out, in]
+        return (grad @ weight).to(ctx.input_dtype), None
 
 
 @dataclass

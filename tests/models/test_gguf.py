@@ -424,3 +424,20 @@ def test_smollm2_keep_quantized(smollm2_ours):
             # bfloat16 activations in the int4 matmul: measured max |diff| 0.41 on logits up to ~35
             assert (a - b).abs().max() < 1.0, (a - b).abs().max()
             assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.85
+
+
+def test_quantized_linear_passes_gradients_to_its_input():
+    # QLoRA on a keep-quantized model: adapters below a frozen 4-bit layer must still train
+    from openformers.core.gguf import q4_blocks
+    from openformers.quantization import QuantizedLinear
+
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, (32 * 2, 144), dtype=np.uint8)
+    raw[:, :4] = (np.abs(rng.standard_normal((64, 2))) * 0.01).astype(np.float16).view(np.uint8)
+    layer = QuantizedLinear.from_quantized(*q4_blocks(raw.reshape(32, 2 * 144), "Q4_K"), compute_dtype=torch.float32)
+    weight = layer.dequantize()
+    x = torch.randn(3, 512, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    (x_ref @ weight.T).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
