@@ -16,7 +16,31 @@ whether both produced the same tokens.
 Tokens per CPU-second are reported too: on a shared machine, wall-clock figures mostly measure
 the other load; with ``--threads 1`` the CPU-time ratio is the fairer comparison.
 
-Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--json out.json]``
+``--quantized`` adds openformers keeping the GGUF's 4-bit weights (``GGUFQuantizationConfig``,
+the CPU int4 kernel; activations, embeddings and the LM head in bfloat16), with its ratio to
+transformers in the same row's dtype.
+
+Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--quantized] [--json out.json]``
+
+Last measured (2 shared cores, load average 5-12 from other jobs, so one thread: two threads
+under that load spend most of their time in OpenMP barriers), command
+``python benchmarks/bench_generate.py --threads 1 --iters 2 --quantized``::
+
+        dtype batch  openformers  transformers  ratio cpu ratio same tokens  q4: tok/s ratio cpu-ratio
+      float32     1         13.6           8.0  1.71x     1.05x        True  13.2 1.66x 1.96x
+      float32     8         50.9          51.2  0.99x     0.97x        True  119.2 2.33x 2.28x
+     bfloat16     1         14.9          12.2  1.22x     1.21x       False  22.6 1.85x 2.00x
+     bfloat16     8         89.1          89.2  1.00x     0.98x       False  112.1 1.26x 1.24x
+
+Trust the CPU ratio (wall-clock figures move with the other load). Decoding is bound by the
+bytes read per token: float32 reads ~540 MB (weights, 113 MB of them the tied 49152 x 576 LM
+head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the 57 MB bf16 head.
+Both libraries read the same bytes in float (parity with transformers is exact to 1e-5), so in
+float the gap is only per-token overhead: q/k/v and gate/up run as one matmul each (fused
+weights built at the first inference call, rebuilt when a weight changes), rotary runs once
+over the q and k heads, a batch-1 bf16 projection runs as a matrix-vector product (the bf16
+GEMM path is slow for one row), decode steps compute logits for the last position only and
+build no mask. The keep-quantized path is where the bytes drop, and where the speed is.
 """
 from __future__ import annotations
 
@@ -67,7 +91,8 @@ def timed_generate(model, ids, new_tokens: int, **kw) -> tuple[float, float, tor
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: int, static: bool) -> dict:
+def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: int, static: bool,
+          quantized=None) -> dict:
     ours.to(dtype)
     theirs.to(dtype)
     g = torch.Generator().manual_seed(batch)
@@ -78,6 +103,8 @@ def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: 
     }
     if static:
         runners["openformers_static"] = lambda n=new_tokens: timed_generate(ours, ids, n, cache_implementation="static")
+    if quantized is not None:
+        runners["openformers_q4"] = lambda n=new_tokens: timed_generate(quantized, ids, n)
     for run in runners.values():  # warm-up (allocator, kernels)
         run(8)
     best = {name: float("inf") for name in runners}
@@ -99,6 +126,9 @@ def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: 
     if static:
         result["ratio_static"] = result["openformers_static"] / result["transformers"]
         result["same_tokens_static"] = bool(torch.equal(outputs["openformers_static"], outputs["transformers"]))
+    if quantized is not None:
+        result["ratio_q4"] = result["openformers_q4"] / result["transformers"]
+        result["ratio_q4_cpu"] = result["openformers_q4_cpu"] / result["transformers_cpu"]
     return result
 
 
@@ -111,27 +141,42 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--random", action="store_true", help="random weights of SmolLM2's shape instead of the GGUF")
     parser.add_argument("--static", action="store_true", help="also time openformers with cache_implementation='static'")
+    parser.add_argument("--quantized", action="store_true",
+                        help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, theirs, what = load_models(args.random)
+    quantized = None
+    if args.quantized:
+        import openformers
+        from openformers.quantization import GGUFQuantizationConfig
+
+        quantized = openformers.AutoModelForCausalLM.from_pretrained("smollm2", quantization_config=GGUFQuantizationConfig())
+        # bf16 activations, embeddings and LM head (57 MB a token instead of 113 MB); the 4-bit weights and
+        # their bf16 scales stay as they are. One setting for every row (a float32 cast would move the
+        # int4 kernel's scales to float32, its slow path).
+        quantized.to(torch.bfloat16)
     print(f"{what}; greedy, 32-token prompt, {args.new_tokens} new tokens; torch threads {torch.get_num_threads()}")
     print("tokens/s (wall clock); ratio = openformers / transformers; cpu ratio from tokens per CPU-second")
     print(f"{'dtype':>9} {'batch':>5} {'openformers':>12} {'transformers':>13} {'ratio':>6} {'cpu ratio':>9} "
-          f"{'same tokens':>11}" + ("  static: tok/s ratio same" if args.static else ""))
+          f"{'same tokens':>11}" + ("  static: tok/s ratio same" if args.static else "")
+          + ("  q4: tok/s ratio cpu-ratio" if args.quantized else ""))
     rows = []
     with torch.inference_mode():
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
             for batch in args.batches:
-                r = bench(ours, theirs, batch, dtype, args.new_tokens, args.iters, args.static)
+                r = bench(ours, theirs, batch, dtype, args.new_tokens, args.iters, args.static, quantized)
                 r.update(dtype=dtype_name, batch=batch)
                 rows.append(r)
                 line = (f"{dtype_name:>9} {batch:>5} {r['openformers']:>12.1f} {r['transformers']:>13.1f} "
                         f"{r['ratio']:>5.2f}x {r['ratio_cpu']:>8.2f}x {str(r['same_tokens']):>11}")
                 if args.static:
                     line += f"  {r['openformers_static']:.1f} {r['ratio_static']:.2f}x {r['same_tokens_static']}"
+                if quantized is not None:
+                    line += f"  {r['openformers_q4']:.1f} {r['ratio_q4']:.2f}x {r['ratio_q4_cpu']:.2f}x"
                 print(line, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": what, "threads": torch.get_num_threads(), "rows": rows}, indent=2))
