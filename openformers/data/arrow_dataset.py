@@ -3,7 +3,8 @@
 Row selection (select, shuffle, sort, filter, shard) is kept as an *indices mapping* over the
 underlying table, as the Hugging Face library does, so it costs one int64 per row instead of a
 copy of the data. Column operations (rename, cast, remove) act on the underlying table and keep
-the mapping.
+the mapping. The reordering transforms live in :mod:`.reorder` and the column operations in
+:mod:`.columns`, mixed into :class:`Dataset`.
 """
 from __future__ import annotations
 
@@ -14,31 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .arrow_writer import ArrowWriter, cache_root, read_arrow_file
-from .conversion import attach_features, cast_array, rows_to_columns, table_from_columns
-from .features import ClassLabel, Features, feature_to_arrow
+from .columns import ColumnOpsMixin, _check_columns
+from .conversion import attach_features, rows_to_columns, table_from_columns
+from .features import Features
 from .fingerprint import hash_table, update_fingerprint
 from .formatting import canonical_format, format_column, format_row, format_table
 from .info import DatasetInfo
-from .splits import split_sizes, stratified_split
+from .reorder import ReorderMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .dataset_dict import DatasetDict
 
-
-def _check_columns(names: Iterable[str], available: list[str], arg: str) -> list[str]:
-    names = [names] if isinstance(names, str) else list(names)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise ValueError(f"{arg}: column(s) {missing} not in the dataset. Current columns: {available}")
-    return names
-
-
-class Dataset:
+class Dataset(ReorderMixin, ColumnOpsMixin):
     """A dataset of rows backed by a ``pyarrow.Table`` (see the module docstring)."""
 
     def __init__(self, arrow_table: pa.Table, info: DatasetInfo | None = None, split: str | None = None,
@@ -387,230 +378,6 @@ class Dataset:
                           batch_size=batch_size, keep_in_memory=keep_in_memory,
                           load_from_cache_file=load_from_cache_file, cache_file_name=cache_file_name,
                           fn_kwargs=fn_kwargs, num_proc=num_proc, new_fingerprint=new_fingerprint)
-
-    def select(self, indices: Iterable[int], keep_in_memory: bool = False, indices_cache_file_name: str | None = None,
-               writer_batch_size: int | None = 1000, new_fingerprint: str | None = None) -> "Dataset":
-        """Rows at ``indices`` (in that order), as an indices mapping over the same data."""
-        if isinstance(indices, range) and indices.step == 1 and self._indices is None and \
-                (len(indices) == 0 or (0 <= indices.start and indices.stop <= len(self))):
-            fp = new_fingerprint or update_fingerprint(self._fingerprint, "select", indices.start, indices.stop)
-            table = self._data.slice(indices.start, len(indices))
-            ds = self._new(table, indices=None, fingerprint=fp, features=self.features)
-            ds._cache_files = list(self._cache_files)
-            return ds
-        pos = np.asarray(indices if not isinstance(indices, range) else np.arange(indices.start, indices.stop, indices.step))
-        if pos.size == 0:
-            pos = pos.astype(np.int64)
-        if pos.dtype.kind not in "iu":
-            raise TypeError(f"select(indices=...) expects integers, got {pos.dtype}")
-        if pos.size and (pos.min() < 0 or pos.max() >= len(self)):
-            raise IndexError(f"select: index out of range for a dataset of {len(self)} rows "
-                             f"(got min {pos.min()}, max {pos.max()})")
-        new_indices = pos.astype(np.int64) if self._indices is None else self._indices[pos]
-        fp = new_fingerprint or update_fingerprint(self._fingerprint, "select", pos)
-        return self._new(indices=new_indices, fingerprint=fp)
-
-    def shuffle(self, seed: int | None = None, generator: np.random.Generator | None = None,
-                keep_in_memory: bool = False, load_from_cache_file: bool | None = None,
-                indices_cache_file_name: str | None = None, writer_batch_size: int | None = 1000,
-                new_fingerprint: str | None = None) -> "Dataset":
-        """Rows in a random order; deterministic for a given ``seed``."""
-        if generator is None:
-            generator = np.random.default_rng(seed)
-        perm = generator.permutation(len(self))
-        return self.select(perm, new_fingerprint=new_fingerprint)
-
-    def sort(self, column_names: str | list[str], reverse: bool | list[bool] = False,
-             null_placement: str = "at_end", keep_in_memory: bool = False, load_from_cache_file: bool | None = None,
-             indices_cache_file_name: str | None = None, writer_batch_size: int | None = 1000,
-             new_fingerprint: str | None = None) -> "Dataset":
-        """Rows sorted (stably) by one or more columns."""
-        cols = _check_columns(column_names, self.column_names, "sort(column_names=...)")
-        revs = [reverse] * len(cols) if isinstance(reverse, bool) else list(reverse)
-        if len(revs) != len(cols):
-            raise ValueError("sort: `reverse` must be a bool or a list with one bool per column")
-        if null_placement in ("last", "first"):
-            null_placement = "at_" + ("end" if null_placement == "last" else "start")
-        keys = self._full_table().select(cols)
-        try:  # newer pyarrow takes the null placement per sort key
-            order = pc.sort_indices(keys, sort_keys=[(c, "descending" if r else "ascending", null_placement)
-                                                     for c, r in zip(cols, revs)])
-        except (TypeError, ValueError, pa.ArrowInvalid):
-            order = pc.sort_indices(keys, sort_keys=[(c, "descending" if r else "ascending") for c, r in zip(cols, revs)],
-                                    null_placement=null_placement)
-        return self.select(order.to_numpy(), new_fingerprint=new_fingerprint)
-
-    def train_test_split(self, test_size: float | int | None = None, train_size: float | int | None = None,
-                         shuffle: bool = True, stratify_by_column: str | None = None, seed: int | None = None,
-                         generator: np.random.Generator | None = None, **kwargs: Any) -> "DatasetDict":
-        """Split into ``{"train", "test"}`` (test_size defaults to 0.25)."""
-        from .dataset_dict import DatasetDict
-
-        n = len(self)
-        n_test, n_train = split_sizes(n, test_size, train_size)
-        if stratify_by_column is not None:
-            _check_columns(stratify_by_column, self.column_names, "train_test_split(stratify_by_column=...)")
-            labels = np.asarray(self._full_table().column(stratify_by_column).to_pylist())
-            rng = generator or np.random.default_rng(seed)
-            train_idx, test_idx = stratified_split(labels, n_train, n_test, rng)
-        elif shuffle:
-            rng = generator or np.random.default_rng(seed)
-            perm = rng.permutation(n)
-            test_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_train]
-        else:
-            train_idx, test_idx = np.arange(n_train), np.arange(n_train, n_train + n_test)
-        return DatasetDict({"train": self.select(train_idx), "test": self.select(test_idx)})
-
-    def shard(self, num_shards: int, index: int, contiguous: bool = True, keep_in_memory: bool = False,
-              indices_cache_file_name: str | None = None, writer_batch_size: int | None = 1000) -> "Dataset":
-        """The ``index``-th of ``num_shards`` parts (contiguous blocks, or every num_shards-th row)."""
-        if not 0 <= index < num_shards:
-            raise ValueError(f"shard: index must be in [0, num_shards) = [0, {num_shards}), got {index}")
-        n = len(self)
-        if contiguous:
-            div, mod = divmod(n, num_shards)
-            start = div * index + min(index, mod)
-            end = start + div + (1 if index < mod else 0)
-            return self.select(range(start, end))
-        return self.select(np.arange(index, n, num_shards))
-
-    def skip(self, n: int) -> "Dataset":
-        return self.select(range(min(n, len(self)), len(self)))
-
-    def take(self, n: int) -> "Dataset":
-        return self.select(range(min(n, len(self))))
-
-    def flatten_indices(self, keep_in_memory: bool = False, cache_file_name: str | None = None,
-                        writer_batch_size: int | None = 1000, new_fingerprint: str | None = None) -> "Dataset":
-        """Materialise the indices mapping into a new contiguous (cached) table."""
-        if self._indices is None:
-            return self
-        fp = new_fingerprint or update_fingerprint(self._fingerprint, "flatten_indices")
-        path = None if keep_in_memory else (cache_file_name or os.path.join(cache_root(), "cache", f"cache-{fp}.arrow"))
-        written = None
-        if path is not None and os.path.exists(path):
-            table, written = read_arrow_file(path), path
-        else:
-            writer = ArrowWriter(path, self._data.schema)
-            try:
-                for s in range(0, len(self), writer_batch_size or 1000):
-                    writer.write(self._rows(s, min(s + (writer_batch_size or 1000), len(self))))
-                table = writer.finalize()
-                written = writer.written_path
-            except BaseException:
-                writer.abort()
-                raise
-        ds = self._new(table, indices=None, fingerprint=fp, features=self.features)
-        ds._cache_files = [str(written)] if written is not None else []
-        return ds
-
-    # ------------------------------------------------------------------ columns
-    def _with_table(self, table: pa.Table, features: Features, op: str, *args: Any) -> "Dataset":
-        table = attach_features(table.replace_schema_metadata(None), features)
-        return self._new(table, fingerprint=update_fingerprint(self._fingerprint, op, *args), features=features)
-
-    def rename_column(self, original_column_name: str, new_column_name: str,
-                      new_fingerprint: str | None = None) -> "Dataset":
-        return self.rename_columns({original_column_name: new_column_name})
-
-    def rename_columns(self, column_mapping: dict[str, str], new_fingerprint: str | None = None) -> "Dataset":
-        """Rename columns; the new names must not clash with existing ones."""
-        _check_columns(list(column_mapping), self.column_names, "rename_columns")
-        new_names = [column_mapping.get(c, c) for c in self.column_names]
-        if len(set(new_names)) != len(new_names):
-            raise ValueError(f"rename_columns would give duplicate column names: {new_names}")
-        if any(not n for n in new_names):
-            raise ValueError("rename_columns: new column names must be non-empty strings")
-        feats = Features({column_mapping.get(k, k): v for k, v in self.features.items()})
-        out = self._with_table(self._data.rename_columns(new_names), feats, "rename", column_mapping)
-        if self._format_columns is not None:
-            out._format_columns = [column_mapping.get(c, c) for c in self._format_columns]
-        return out
-
-    def remove_columns(self, column_names: str | list[str], new_fingerprint: str | None = None) -> "Dataset":
-        cols = _check_columns(column_names, self.column_names, "remove_columns")
-        feats = Features({k: v for k, v in self.features.items() if k not in cols})
-        return self._with_table(self._data.drop(cols), feats, "remove_columns", cols)
-
-    def select_columns(self, column_names: str | list[str], new_fingerprint: str | None = None) -> "Dataset":
-        cols = _check_columns(column_names, self.column_names, "select_columns")
-        feats = Features({k: self.features[k] for k in cols})
-        return self._with_table(self._data.select(cols), feats, "select_columns", cols)
-
-    def cast_column(self, column: str, feature: Any, new_fingerprint: str | None = None) -> "Dataset":
-        """Cast one column to ``feature`` (strings -> ClassLabel maps names to ids)."""
-        _check_columns(column, self.column_names, "cast_column")
-        feats = self.features.copy()
-        feats[column] = feature
-        return self.cast(feats)
-
-    def cast(self, features: Features, **kwargs: Any) -> "Dataset":
-        """Cast all columns to ``features`` (same column names)."""
-        features = Features(features)
-        if sorted(features) != sorted(self.column_names):
-            raise ValueError(f"cast: features {list(features)} must name exactly the columns {self.column_names}")
-        arrays = []
-        for name in self.column_names:
-            arrays.append(cast_array(name, self._data.column(name), features[name]))
-        feats = Features({k: features[k] for k in self.column_names})
-        table = pa.Table.from_arrays(arrays, names=self.column_names)
-        return self._with_table(table, feats, "cast", feats.to_dict())
-
-    def class_encode_column(self, column: str, include_nulls: bool = False) -> "Dataset":
-        """Turn a column of values into a ClassLabel column (names sorted)."""
-        _check_columns(column, self.column_names, "class_encode_column")
-        col = self._data.column(column)
-        names = sorted(str(v) for v in pc.unique(col).to_pylist() if v is not None)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            col = col.cast(pa.string())
-        feats = self.features.copy()
-        feats[column] = ClassLabel(names=names)
-        arrays = [col if n == column else self._data.column(n) for n in self.column_names]
-        table = pa.Table.from_arrays(arrays, names=self.column_names)
-        return self._with_table(table, self.features, "tmp").cast(feats)
-
-    def flatten(self, new_fingerprint: str | None = None, max_depth: int = 16) -> "Dataset":
-        """Struct columns become ``parent.child`` columns."""
-        table = self._data.replace_schema_metadata(None)
-        for _ in range(max_depth):
-            if not any(pa.types.is_struct(f.type) for f in table.schema):
-                break
-            table = table.flatten()
-        stored = self.features
-        feats = Features()
-        for f in table.schema:
-            node: Any = stored
-            for part in f.name.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            feats[f.name] = node if node is not None and feature_to_arrow(node) == f.type else \
-                Features.from_arrow_schema(pa.schema([f]))[f.name]
-        return self._with_table(table, feats, "flatten")
-
-    def add_column(self, name: str, column: list | np.ndarray, new_fingerprint: str | None = None,
-                   feature: Any = None) -> "Dataset":
-        """Add a column of ``len(self)`` values."""
-        if name in self.column_names:
-            raise ValueError(f"add_column: column {name!r} already exists; rename or remove it first")
-        if len(column) != len(self):
-            raise ValueError(f"add_column: column {name!r} has {len(column)} values, the dataset has {len(self)} rows")
-        base = self.flatten_indices() if self._indices is not None else self
-        new_tbl, new_feats = table_from_columns({name: column}, Features({name: feature}) if feature else None)
-        table = base._data.append_column(name, new_tbl.column(name))
-        feats = base.features.copy()
-        feats[name] = new_feats[name]
-        return base._with_table(table, feats, "add_column", name, new_tbl)
-
-    def add_item(self, item: dict[str, Any], new_fingerprint: str | None = None) -> "Dataset":
-        """Append one row."""
-        from .combine import concatenate_datasets
-
-        return concatenate_datasets([self, Dataset.from_list([item], features=self.features)])
-
-    def unique(self, column: str) -> list[Any]:
-        """Distinct values of a column, in order of first appearance."""
-        _check_columns(column, self.column_names, "unique")
-        col = self._full_table().column(column)
-        return pc.unique(col).to_pylist()
 
     # ------------------------------------------------------------------ export
     def to_pandas(self, batch_size: int | None = None, batched: bool = False) -> Any:
