@@ -15,83 +15,35 @@ the new tokens after it, so ``out[:, input_ids.shape[1]:]`` is always the genera
 """
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from openformers.core.outputs import ModelOutput
 from openformers.generation.config import GenerationConfig
-from openformers.generation.logits_process import (
-    EpsilonLogitsWarper,
-    EtaLogitsWarper,
-    ExponentialDecayLengthPenalty,
-    ForcedBOSTokenLogitsProcessor,
-    ForcedEOSTokenLogitsProcessor,
-    InfNanRemoveLogitsProcessor,
-    LogitNormalization,
-    LogitsProcessorList,
-    MinLengthLogitsProcessor,
-    MinNewTokensLengthLogitsProcessor,
-    MinPLogitsWarper,
-    NoBadWordsLogitsProcessor,
-    NoRepeatNGramLogitsProcessor,
-    PrefixConstrainedLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    SequenceBiasLogitsProcessor,
-    SuppressTokensAtBeginLogitsProcessor,
-    SuppressTokensLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-    TypicalLogitsWarper,
+from openformers.generation.decoder import _PER_TOKEN_INPUTS, _Decoder, _forward_params
+from openformers.generation.logits_process import LogitsProcessorList
+from openformers.generation.outputs import (
+    BeamSampleDecoderOnlyOutput,
+    BeamSearchDecoderOnlyOutput,
+    GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput,
+    GreedySearchDecoderOnlyOutput,
+    SampleDecoderOnlyOutput,
+    compute_transition_scores,
 )
-from openformers.generation.stopping_criteria import (
-    EosTokenCriteria,
-    MaxLengthCriteria,
-    MaxTimeCriteria,
-    StoppingCriteriaList,
-    StopStringCriteria,
-)
+from openformers.generation.sampling import _sample_loop
+from openformers.generation.setup import _build_criteria, _build_processors, _id_list, _resolve_config
+from openformers.generation.stopping_criteria import StoppingCriteriaList
 from openformers.modules.cache import Cache, DynamicCache, StaticCache
 
 logger = logging.getLogger("openformers")
 
-
-# -- outputs ------------------------------------------------------------------------------------
-@dataclass(repr=False)
-class GenerateDecoderOnlyOutput(ModelOutput):
-    """``sequences`` [batch * num_return_sequences, length]; per-step ``scores`` (processed) and
-    ``logits`` (raw), each a tuple of [batch, vocab] tensors, when requested."""
-
-    sequences: torch.LongTensor | None = None
-    scores: tuple[torch.FloatTensor, ...] | None = None
-    logits: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[Any, ...] | None = None
-    hidden_states: tuple[Any, ...] | None = None
-    past_key_values: Cache | None = None
-
-
-@dataclass(repr=False)
-class GenerateBeamDecoderOnlyOutput(ModelOutput):
-    """Beam search result: ``sequences_scores`` (length-penalised log-probability of each returned
-    sequence, with ``output_scores``) and ``beam_indices`` [n, generated] (the beam each token came from)."""
-
-    sequences: torch.LongTensor | None = None
-    sequences_scores: torch.FloatTensor | None = None
-    scores: tuple[torch.FloatTensor, ...] | None = None
-    logits: tuple[torch.FloatTensor, ...] | None = None
-    beam_indices: torch.LongTensor | None = None
-    attentions: tuple[Any, ...] | None = None
-    hidden_states: tuple[Any, ...] | None = None
-    past_key_values: Cache | None = None
-
-
-GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
-BeamSearchDecoderOnlyOutput = BeamSampleDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
+__all__ = [
+    "generate", "compute_transition_scores",
+    "GenerateDecoderOnlyOutput", "GenerateBeamDecoderOnlyOutput", "GreedySearchDecoderOnlyOutput",
+    "SampleDecoderOnlyOutput", "BeamSearchDecoderOnlyOutput", "BeamSampleDecoderOnlyOutput",
+]
 
 _UNSUPPORTED = {
     "assistant_model": "assisted decoding",
@@ -100,241 +52,6 @@ _UNSUPPORTED = {
     "custom_generate": "custom generate functions",
     "inputs_embeds": "generation from inputs_embeds (pass input_ids)",
 }
-_FORWARD_PARAMS: dict[type, frozenset[str]] = {}
-_PER_TOKEN_INPUTS = ("token_type_ids",)
-
-
-def _forward_params(model: torch.nn.Module) -> frozenset[str]:
-    cls = type(model)
-    params = _FORWARD_PARAMS.get(cls)
-    if params is None:
-        sig = inspect.signature(model.forward)
-        names = set(sig.parameters)
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-            names.add("**")
-        params = _FORWARD_PARAMS[cls] = frozenset(names)
-    return params
-
-
-# -- the model driver -----------------------------------------------------------------------------
-class _Decoder:
-    """Runs the model: prefill, then one token per row per step, keeping mask and positions current."""
-
-    def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor, padded: bool, max_length: int,
-                 cache: Cache | None, model_kwargs: dict[str, Any], output_attentions: bool,
-                 output_hidden_states: bool) -> None:
-        self.model = model
-        self.params = _forward_params(model)
-        self.cache = cache
-        self.padded = padded
-        self.kwargs = dict(model_kwargs)
-        # per-token inputs ([b, len], e.g. token_type_ids) continue with each row's last value
-        self.per_token: dict[str, torch.Tensor] = {}
-        for name in _PER_TOKEN_INPUTS:
-            value = self.kwargs.pop(name, None)
-            if value is not None:
-                buf = value[:, -1:].expand(value.shape[0], max_length).clone()
-                buf[:, : value.shape[1]] = value
-                self.per_token[name] = buf
-        self.output_attentions = output_attentions
-        self.output_hidden_states = output_hidden_states
-        if output_attentions:
-            self.kwargs["output_attentions"] = True
-        if output_hidden_states:
-            self.kwargs["output_hidden_states"] = True
-        b, length = attention_mask.shape
-        self.length = length
-        self.mask_buf: torch.Tensor | None = None
-        if padded:
-            self.mask_buf = torch.ones(b, max_length, dtype=attention_mask.dtype, device=attention_mask.device)
-            self.mask_buf[:, :length] = attention_mask
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-        else:
-            positions = torch.arange(length, device=attention_mask.device).expand(b, length)
-        self.prefill_positions = positions
-        self.next_position = positions[:, -1:] + 1  # [b, 1]
-        self.ids: torch.Tensor | None = None  # without a cache: the full sequence so far
-        self.last_output: Any = None
-
-    def _call(self, input_ids: torch.Tensor, position_ids: torch.Tensor, total_len: int, past_len: int) -> torch.Tensor:
-        kw: dict[str, Any] = dict(self.kwargs)
-        for name, buf in self.per_token.items():
-            kw[name] = buf[:, past_len:total_len]
-        p = self.params
-        if self.mask_buf is not None:
-            kw["attention_mask"] = self.mask_buf[:, :total_len]
-        if "position_ids" in p or "**" in p:
-            kw["position_ids"] = position_ids
-        if self.cache is not None:
-            kw["past_key_values"] = self.cache
-            kw["use_cache"] = True
-        elif "use_cache" in p or "**" in p:
-            kw["use_cache"] = False
-        if "logits_to_keep" in p:
-            kw["logits_to_keep"] = 1
-        if "cache_position" in p and "position_ids" not in p:
-            kw["cache_position"] = torch.arange(past_len, total_len, device=input_ids.device)
-        out = self.model(input_ids=input_ids, **kw)
-        self.last_output = out
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        if self.cache is not None:
-            returned = getattr(out, "past_key_values", None)
-            if isinstance(returned, Cache):
-                self.cache = returned
-        return logits[:, -1, :].float()
-
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        past = self.cache.get_seq_length() if self.cache is not None else 0
-        if self.cache is None:
-            self.ids = input_ids
-        if past >= input_ids.shape[1]:
-            raise ValueError(
-                f"past_key_values already holds {past} positions but input_ids has only {input_ids.shape[1]}; "
-                "pass input_ids covering the cached tokens plus at least one new token"
-            )
-        return self._call(input_ids[:, past:], self.prefill_positions[:, past:], input_ids.shape[1], past)
-
-    def step(self, tokens: torch.Tensor, total_len: int) -> torch.Tensor:
-        """Feed ``tokens`` [b] (the sequence now has ``total_len`` tokens)."""
-        position = self.next_position
-        self.next_position = position + 1
-        if self.cache is None:
-            self.ids = torch.cat([self.ids, tokens[:, None]], dim=-1)
-            if self.mask_buf is not None:
-                full_pos = (self.mask_buf[:, :total_len].long().cumsum(-1) - 1).clamp_(min=0)
-            else:
-                full_pos = torch.arange(total_len, device=tokens.device).expand(tokens.shape[0], total_len)
-            return self._call(self.ids, full_pos, total_len, 0)
-        return self._call(tokens[:, None], position, total_len, total_len - 1)
-
-    def reorder(self, beam_idx: torch.Tensor) -> None:
-        if self.cache is not None:
-            self.cache.reorder_cache(beam_idx)
-        else:
-            self.ids = self.ids.index_select(0, beam_idx)
-        if self.mask_buf is not None:
-            self.mask_buf = self.mask_buf.index_select(0, beam_idx)
-        for name, buf in self.per_token.items():
-            self.per_token[name] = buf.index_select(0, beam_idx)
-        self.next_position = self.next_position.index_select(0, beam_idx)
-
-
-# -- configuration ----------------------------------------------------------------------------------
-def _resolve_config(model: torch.nn.Module, generation_config: GenerationConfig | None,
-                    kwargs: dict[str, Any]) -> tuple[GenerationConfig, dict[str, Any], bool]:
-    model_config = getattr(model, "generation_config", None)
-    if model_config is None:
-        model_config = GenerationConfig.from_model_config(model.config)
-    user_max = kwargs.get("max_length") is not None or (generation_config is not None and generation_config.max_length is not None)
-    has_default_max_length = not user_max and model_config.max_length is None
-    config = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig()
-    inherited = {k: v for k, v in model_config.to_dict().items() if v is not None and not k.startswith("_")
-                 and k != "transformers_version"}
-    config.update(defaults_only=True, allow_custom_entries=True, **inherited)
-    config.update(defaults_only=True, **GenerationConfig.default_values())
-    model_kwargs = config.update(**kwargs)
-    return config, model_kwargs, has_default_max_length
-
-
-def _id_list(value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        return [int(v) for v in value.reshape(-1).tolist()]
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(value)]
-
-
-def _build_processors(config: GenerationConfig, input_len: int, eos: list[int] | None, padding_lengths: torch.Tensor | None,
-                      user: LogitsProcessorList | None, prefix_fn: Any, device: torch.device) -> LogitsProcessorList:
-    procs = LogitsProcessorList()
-    if config.sequence_bias is not None:
-        procs.append(SequenceBiasLogitsProcessor(config.sequence_bias))
-    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
-        procs.append(RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty), prompt_ignore_length=padding_lengths))
-    if config.no_repeat_ngram_size:
-        procs.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
-    if config.bad_words_ids is not None:
-        procs.append(NoBadWordsLogitsProcessor(config.bad_words_ids, eos))
-    if eos is not None and config.min_length is not None and config.min_length > 0:
-        procs.append(MinLengthLogitsProcessor(config.min_length, eos, device=device))
-    if eos is not None and config.min_new_tokens is not None and config.min_new_tokens > 0:
-        procs.append(MinNewTokensLengthLogitsProcessor(input_len, config.min_new_tokens, eos, device=device))
-    if prefix_fn is not None:
-        procs.append(PrefixConstrainedLogitsProcessor(prefix_fn, config.num_beams))
-    if config.forced_bos_token_id is not None:
-        procs.append(ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
-    if config.forced_eos_token_id is not None:
-        procs.append(ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id, device=device))
-    if config.remove_invalid_values:
-        procs.append(InfNanRemoveLogitsProcessor())
-    if config.exponential_decay_length_penalty is not None:
-        if eos is None:
-            raise ValueError("exponential_decay_length_penalty needs eos_token_id")
-        procs.append(ExponentialDecayLengthPenalty(config.exponential_decay_length_penalty, eos, input_len))
-    if config.suppress_tokens is not None:
-        procs.append(SuppressTokensLogitsProcessor(config.suppress_tokens, device=device))
-    if config.begin_suppress_tokens is not None:
-        begin = input_len if (input_len > 1 or config.forced_bos_token_id is None) else input_len + 1
-        procs.append(SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, begin, device=device))
-    procs = _merge(procs, user)
-    if config.do_sample:
-        keep = (len(eos) + 1 if eos is not None else 2) if config.num_beams > 1 else 1
-        if config.temperature is not None and config.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(float(config.temperature)))
-        if config.top_k is not None and config.top_k != 0:
-            procs.append(TopKLogitsWarper(config.top_k, min_tokens_to_keep=keep))
-        if config.top_p is not None and config.top_p < 1.0:
-            procs.append(TopPLogitsWarper(config.top_p, min_tokens_to_keep=keep))
-        if config.min_p is not None:
-            procs.append(MinPLogitsWarper(config.min_p, min_tokens_to_keep=keep))
-        if config.typical_p is not None and config.typical_p < 1.0:
-            procs.append(TypicalLogitsWarper(config.typical_p, min_tokens_to_keep=keep))
-        if config.epsilon_cutoff is not None and 0.0 < config.epsilon_cutoff < 1.0:
-            procs.append(EpsilonLogitsWarper(config.epsilon_cutoff, min_tokens_to_keep=keep))
-        if config.eta_cutoff is not None and 0.0 < config.eta_cutoff < 1.0:
-            procs.append(EtaLogitsWarper(config.eta_cutoff, min_tokens_to_keep=keep, device=device))
-    if config.renormalize_logits:
-        procs.append(LogitNormalization())
-    return procs
-
-
-def _merge(defaults: list, user: list | None) -> Any:
-    """A user-given processor or criterion replaces the built-in one of the same type; the rest follow."""
-    if not user:
-        return defaults
-    merged = type(defaults)()
-    used = set()
-    for item in defaults:
-        replacement = next((u for u in user if type(u) is type(item)), None)
-        if replacement is not None:
-            logger.warning("generate: the %s passed in replaces the one built from the generation config",
-                           type(item).__name__)
-            merged.append(replacement)
-            used.add(id(replacement))
-        else:
-            merged.append(item)
-    merged.extend(u for u in user if id(u) not in used)
-    return merged
-
-
-def _build_criteria(model: torch.nn.Module, config: GenerationConfig, eos: list[int] | None, user: StoppingCriteriaList | None,
-                    tokenizer: Any) -> StoppingCriteriaList:
-    crit = StoppingCriteriaList()
-    crit.append(MaxLengthCriteria(config.max_length, getattr(model.config, "max_position_embeddings", None)))
-    if config.max_time is not None:
-        crit.append(MaxTimeCriteria(config.max_time))
-    if config.stop_strings is not None:
-        if tokenizer is None:
-            raise ValueError(
-                "stop_strings are set (in the arguments or the model's generation config) but no tokenizer was given: "
-                "pass tokenizer=<the model's tokenizer> to generate()"
-            )
-        crit.append(StopStringCriteria(tokenizer, config.stop_strings))
-    if eos is not None:
-        crit.append(EosTokenCriteria(eos))
-    return _merge(crit, user)
 
 
 # -- generate -----------------------------------------------------------------------------------------
@@ -541,71 +258,3 @@ def _generate(model: torch.nn.Module, input_ids: torch.Tensor | None, attention_
             sequences_scores=result.get("sequences_scores"), beam_indices=result.get("beam_indices"), **common
         )
     return GenerateDecoderOnlyOutput(**common)
-
-
-def _sample_loop(decoder: _Decoder, input_ids: torch.Tensor, config: GenerationConfig, processors: LogitsProcessorList,
-                 criteria: StoppingCriteriaList, eos: list[int] | None, pad: int | None,
-                 generator: torch.Generator | None, streamer: Any) -> dict[str, Any]:
-    b, cur = input_ids.shape
-    max_length = config.max_length
-    want_scores = bool(config.return_dict_in_generate and config.output_scores)
-    want_logits = bool(config.return_dict_in_generate and config.output_logits)
-    scores: tuple | None = () if want_scores else None
-    raw: tuple | None = () if want_logits else None
-    attentions: tuple | None = () if decoder.output_attentions else None
-    hidden: tuple | None = () if decoder.output_hidden_states else None
-    fill = pad if pad is not None else 0
-    seq = torch.full((b, max_length), fill, dtype=torch.long, device=input_ids.device)
-    seq[:, :cur] = input_ids
-    unfinished = torch.ones(b, dtype=torch.bool, device=input_ids.device)
-    has_eos = any(hasattr(c, "eos_token_id") for c in criteria)
-    if has_eos and pad is None:
-        raise ValueError("an EOS stopping criterion needs pad_token_id (or eos_token_id) to fill finished rows")
-    pad_t = torch.tensor(fill, dtype=torch.long, device=input_ids.device)
-    do_sample = bool(config.do_sample)
-    logits = decoder.prefill(input_ids)
-    while True:
-        ids_view = seq[:, :cur]
-        next_scores = processors(ids_view, logits) if processors else logits
-        if want_scores:
-            scores += (next_scores,)
-        if want_logits:
-            raw += (logits,)
-        if attentions is not None:
-            attentions += (getattr(decoder.last_output, "attentions", None),)
-        if hidden is not None:
-            hidden += (getattr(decoder.last_output, "hidden_states", None),)
-        if do_sample:
-            probs = torch.softmax(next_scores, dim=-1)
-            tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
-        else:
-            tokens = torch.argmax(next_scores, dim=-1)
-        if has_eos:
-            tokens = torch.where(unfinished, tokens, pad_t)
-        seq[:, cur] = tokens
-        cur += 1
-        if streamer is not None:
-            streamer.put(tokens.cpu())
-        unfinished &= ~criteria(seq[:, :cur], scores)
-        if cur >= max_length or not bool(unfinished.any()):
-            break
-        logits = decoder.step(tokens, cur)
-    return {"sequences": seq[:, :cur], "scores": scores, "logits": raw, "attentions": attentions, "hidden_states": hidden}
-
-
-def compute_transition_scores(sequences: torch.Tensor, scores: tuple[torch.Tensor, ...],
-                              beam_indices: torch.Tensor | None = None, normalize_logits: bool = False) -> torch.Tensor:
-    """Score of each generated token ([n, generated]) from ``generate(..., output_scores=True)`` outputs."""
-    stacked = torch.stack(scores, dim=1)  # [n_rows, steps, vocab]
-    if normalize_logits:
-        stacked = stacked.float().log_softmax(dim=-1)
-    steps = stacked.shape[1]
-    generated = sequences[:, -steps:]
-    if beam_indices is None:
-        return stacked.gather(2, generated[:, :, None]).squeeze(2)
-    beam_indices = beam_indices[:, :steps].clone()
-    missing = beam_indices < 0
-    beam_indices = beam_indices.masked_fill(missing, 0)
-    step_idx = torch.arange(steps, device=stacked.device)[None, :].expand_as(beam_indices)
-    picked = stacked[beam_indices, step_idx, generated[:, : beam_indices.shape[1]]]
-    return picked.masked_fill(missing, 0.0)
