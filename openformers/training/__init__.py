@@ -8,9 +8,14 @@ from openformers.training.callbacks import (
     ProgressCallback,
     TrainerCallback,
 )
+from openformers.training.evaluation import (
+    EvalPrediction,
+    PredictionOutput,
+    TrainOutput,
+)
 from openformers.training.schedulers import get_scheduler
 from openformers.training.state import TrainerControl, TrainerState
-from openformers.training.trainer import EvalPrediction, PredictionOutput, Trainer, TrainOutput
+from openformers.training.trainer import Trainer
 
 __all__ = [
     "CallbackHandler", "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "PredictionOutput",

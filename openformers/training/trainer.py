@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -34,50 +30,23 @@ from openformers.training.callbacks import (
     ProgressCallback,
     TrainerCallback,
 )
+from openformers.training.distributed import (
+    distributed_device,
+    init_distributed,
+    unwrap_model,
+)
+from openformers.training.evaluation import (
+    EvalPrediction,
+    EvaluationMixin,
+    TrainOutput,
+)
 from openformers.training.optim import create_optimizer
 from openformers.training.sampling import EpochSampler
 from openformers.training.schedulers import get_scheduler
 from openformers.training.state import TrainerControl, TrainerState
 
 
-@dataclass
-class EvalPrediction:
-    predictions: Any
-    label_ids: Any
-    inputs: Any = None
-    losses: Any = None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.predictions, self.label_ids) if self.inputs is None else (self.predictions, self.label_ids, self.inputs))
-
-    def __getitem__(self, i: int) -> Any:
-        return tuple(self)[i]
-
-
-@dataclass
-class TrainOutput:
-    global_step: int
-    training_loss: float
-    metrics: dict[str, float]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.global_step, self.training_loss, self.metrics))
-
-
-@dataclass
-class PredictionOutput:
-    predictions: Any
-    label_ids: Any
-    metrics: dict[str, float] | None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.predictions, self.label_ids, self.metrics))
-
-
-_NOT_OUTPUTS = ("loss", "past_key_values", "hidden_states", "attentions")
-
-
-class Trainer:
+class Trainer(EvaluationMixin):
     """Train, evaluate and predict with a model; see TrainingArguments for the options."""
 
     def __init__(
@@ -114,8 +83,8 @@ class Trainer:
                 f"fsdp={self.args.fsdp!r}: fully sharded data parallel training is not supported by the openformers "
                 f"Trainer yet; launch with torchrun without fsdp to train with DDP"
             )
-        self.distributed = _init_distributed(self.args)
-        self.device = self.args.device if not self.distributed else _distributed_device(self.args)
+        self.distributed = init_distributed(self.args)
+        self.device = self.args.device if not self.distributed else distributed_device(self.args)
         if getattr(model, "hf_device_map", None) is None:  # a model placed by device_map stays where it is
             model.to(self.device)
         if data_collator is None:
@@ -173,7 +142,7 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------
     def _signature(self) -> list[str]:
         if self._signature_columns is None:
-            model = _unwrap(self.model)
+            model = unwrap_model(self.model)
             params = list(inspect.signature(model.forward).parameters)
             if hasattr(model, "get_base_model"):  # adapter wrappers forward the base model's inputs
                 params += list(inspect.signature(model.get_base_model().forward).parameters)
@@ -235,7 +204,7 @@ class Trainer:
     # -- optimisation ---------------------------------------------------------------------------
     def create_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer is None:
-            self.optimizer = create_optimizer(_unwrap(self.model), self.args.optimizer)
+            self.optimizer = create_optimizer(unwrap_model(self.model), self.args.optimizer)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
@@ -281,7 +250,7 @@ class Trainer:
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
             if loss is None:
                 raise ValueError(
-                    f"{type(_unwrap(model)).__name__} returned no loss: the batch has keys {sorted(inputs)}; "
+                    f"{type(unwrap_model(model)).__name__} returned no loss: the batch has keys {sorted(inputs)}; "
                     f"pass labels (label_names={self.args.label_names}) or a compute_loss_func"
                 )
         return (loss, outputs) if return_outputs else loss
@@ -297,7 +266,7 @@ class Trainer:
             return int(first.shape[0]) if first is not None else 1
         if labels.is_floating_point():
             return labels.numel()
-        if getattr(_unwrap(self.model), "_is_causal_lm", False) and labels.dim() > 1:
+        if getattr(unwrap_model(self.model), "_is_causal_lm", False) and labels.dim() > 1:
             labels = labels[..., 1:]
         return int((labels != -100).sum())
 
@@ -335,7 +304,7 @@ class Trainer:
         if self.model_init is not None and trial is not None:
             self.model = self._call_model_init(trial).to(self.device)
             self.optimizer, self.lr_scheduler = None, None
-        model = _unwrap(self.model)
+        model = unwrap_model(self.model)
         if args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable(args.gradient_checkpointing_kwargs)
         train_dataset = self._prepare_dataset(self.train_dataset)
@@ -453,7 +422,7 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(_unwrap(self.model).parameters(), self.args.max_grad_norm))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(unwrap_model(self.model).parameters(), self.args.max_grad_norm))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -496,114 +465,9 @@ class Trainer:
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.call("on_log", self.args, self.state, self.control, logs=logs)
 
-    # -- evaluation -----------------------------------------------------------------------------
-    def _evaluate_and_track(self) -> dict[str, float]:
-        metrics = self.evaluate()
-        name = self.args.metric_for_best_model
-        if name is not None:
-            key = name if name.startswith("eval_") else f"eval_{name}"
-            if key not in metrics:
-                raise KeyError(f"metric_for_best_model={name!r}: {key!r} is not among the evaluation results {sorted(metrics)}")
-            value = metrics[key]
-            best = self.state.best_metric
-            if best is None or (value > best if self.args.greater_is_better else value < best):
-                self.state.best_metric = value
-                self.state.best_global_step = self.state.global_step
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.lr_scheduler.step(metrics.get("eval_loss", 0.0))
-        return metrics
-
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Loss and ``compute_metrics`` over the evaluation set, computed batch by batch."""
-        loader = self.get_eval_dataloader(eval_dataset)
-        start = time.time()
-        output = self.evaluation_loop(loader, "Evaluation", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        runtime = time.time() - start
-        n = len(loader.dataset)
-        output.metrics.update({f"{metric_key_prefix}_runtime": round(runtime, 4),
-                               f"{metric_key_prefix}_samples_per_second": round(n / max(runtime, 1e-9), 3),
-                               f"{metric_key_prefix}_steps_per_second": round(len(loader) / max(runtime, 1e-9), 3)})
-        self.log(output.metrics)
-        self.control = self.callback_handler.call("on_evaluate", self.args, self.state, self.control, metrics=output.metrics)
-        return output.metrics
-
-    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> PredictionOutput:
-        loader = self.get_test_dataloader(test_dataset)
-        output = self.evaluation_loop(loader, "Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        self.control = self.callback_handler.call("on_predict", self.args, self.state, self.control, metrics=output.metrics)
-        return output
-
-    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
-        inputs = self._to_device(inputs)
-        label_keys = self._label_keys()
-        labels = inputs.get(label_keys[0]) if len(label_keys) == 1 else tuple(inputs.get(k) for k in label_keys)
-        with torch.no_grad(), self._autocast(evaluating=True):
-            has_labels = all(inputs.get(k) is not None for k in label_keys)
-            if has_labels:
-                loss, outputs = self.compute_loss(model, dict(inputs), return_outputs=True)
-                loss = loss.detach().float()
-            else:
-                loss, outputs = None, model(**inputs)
-        if prediction_loss_only:
-            return loss, None, None
-        skip = set(_NOT_OUTPUTS) | set(ignore_keys or [])
-        if isinstance(outputs, Mapping):
-            logits = tuple(v for k, v in outputs.items() if k not in skip)
-        else:
-            logits = tuple(outputs[1:] if has_labels else outputs)
-        logits = logits[0] if len(logits) == 1 else logits
-        return loss, logits, labels
-
-    def evaluation_loop(self, dataloader: DataLoader, description: str, prediction_loss_only: bool | None = None,
-                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> PredictionOutput:
-        args = self.args
-        model = _unwrap(self.model)
-        if args.fp16_full_eval or args.bf16_full_eval:
-            model = model.to(torch.float16 if args.fp16_full_eval else torch.bfloat16)
-        model.eval()
-        loss_only = args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
-        batch_metrics = args.batch_eval_metrics and self.compute_metrics is not None
-        loss_sum, items = 0.0, 0
-        preds: list[Any] = []
-        label_list: list[Any] = []
-        n_batches = len(dataloader)
-        for i, inputs in enumerate(dataloader):
-            n = self._count_items(inputs)
-            loss, logits, labels = self.prediction_step(model, inputs, loss_only, ignore_keys)
-            if loss is not None and n:
-                loss_sum += float(loss) * n
-                items += n
-            if loss_only:
-                continue
-            if logits is not None and self.preprocess_logits_for_metrics is not None:
-                logits = self.preprocess_logits_for_metrics(logits, labels)
-            # to the host at once: the accelerator never holds more than one batch of logits
-            logits_np, labels_np = _to_numpy(logits), _to_numpy(labels)
-            if batch_metrics:
-                self._batch_metric_result = self.compute_metrics(
-                    EvalPrediction(logits_np, labels_np), compute_result=(i == n_batches - 1))  # type: ignore[call-arg]
-            else:
-                preds.append(logits_np)
-                label_list.append(labels_np)
-            self.control = self.callback_handler.call("on_prediction_step", args, self.state, self.control)
-        if args.fp16_full_eval or args.bf16_full_eval:
-            model.float()
-        predictions = _concat(preds) if preds else None
-        label_ids = _concat(label_list) if label_list and label_list[0] is not None else None
-        metrics: dict[str, float] = {}
-        if batch_metrics and n_batches:
-            metrics.update(self._batch_metric_result or {})
-        elif self.compute_metrics is not None and predictions is not None and label_ids is not None:
-            metrics.update(self.compute_metrics(EvalPrediction(predictions, label_ids)))
-        if items:
-            metrics["loss"] = loss_sum / items
-        metrics = {(k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}"): _plain(v) for k, v in metrics.items()}
-        return PredictionOutput(predictions, label_ids, metrics)
-
     # -- checkpoints ----------------------------------------------------------------------------
     def _save_model_files(self, directory: Path) -> None:
-        model = _unwrap(self.model)
+        model = unwrap_model(self.model)
         if hasattr(model, "save_pretrained"):
             model.save_pretrained(directory, safe_serialization=self.args.save_safetensors)
         else:
@@ -636,7 +500,7 @@ class Trainer:
     def _load_model_weights(self, directory: Path) -> None:
         from openformers.core.checkpoint import find_weight_files, iter_checkpoint
 
-        model = _unwrap(self.model)
+        model = unwrap_model(self.model)
         if hasattr(model, "load_adapter_weights") and (directory / "adapter_model.safetensors").is_file():
             model.load_adapter_weights(directory)
             return
@@ -696,66 +560,3 @@ class Trainer:
         from openformers.training.hpo import run_hyperparameter_search
 
         return run_hyperparameter_search(self, hp_space, compute_objective, n_trials, direction, backend, **kwargs)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def _to_numpy(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        v = value.detach().cpu()
-        return (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_numpy(v) for v in value)
-    return value
-
-
-def _concat(parts: list[Any]) -> Any:
-    """Concatenate per-batch arrays along the batch axis, padding ragged sequence axes with -100."""
-    first = parts[0]
-    if isinstance(first, (tuple, list)):
-        return type(first)(_concat([p[i] for p in parts]) for i in range(len(first)))
-    if first is None:
-        return None
-    arrays = [np.asarray(p) for p in parts]
-    if arrays[0].ndim <= 1 or all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
-        return np.concatenate(arrays, axis=0)
-    shape = [sum(a.shape[0] for a in arrays)] + [max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim)]
-    out = np.full(shape, -100, dtype=arrays[0].dtype)
-    row = 0
-    for a in arrays:
-        out[(slice(row, row + a.shape[0]),) + tuple(slice(0, s) for s in a.shape[1:])] = a
-        row += a.shape[0]
-    return out
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return v.item()
-    return v
-
-
-def _init_distributed(args: TrainingArguments) -> bool:
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-        return False
-    if not torch.distributed.is_initialized():
-        backend = args.ddp_backend or ("nccl" if torch.cuda.is_available() and not args.use_cpu else "gloo")
-        import datetime
-
-        torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=args.ddp_timeout))
-    return True
-
-
-def _distributed_device(args: TrainingArguments) -> torch.device:
-    if torch.cuda.is_available() and not args.use_cpu:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
