@@ -23,6 +23,7 @@ from openformers.core.outputs import (
 )
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.fused import fusable, fused_linear
 from openformers.modules.heads import (
     masked_lm_loss,
     question_answering_loss,
@@ -60,24 +61,11 @@ def embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embeddin
 
 
 def project_qkv(owner: nn.Module, x: torch.Tensor, q: nn.Module, k: nn.Module, v: nn.Module):
-    """The three attention projections of ``x``; one fused matmul when no gradient is needed.
-
-    Inference runs one [hidden, 3 * hidden] GEMM instead of three (fewer passes over ``x`` and
-    less per-op overhead: ~5-15% on the QKV step on CPU). The concatenated weight is cached on
-    ``owner`` and rebuilt whenever a weight changes (moved, cast or updated in place). Adapted
-    layers (LoRA, quantized) are not plain ``nn.Linear`` and take the unfused path.
-    """
+    """The three attention projections of ``x``: one fused matmul at inference (see ``modules/fused.py``)."""
     layers = (q, k, v)
-    if torch.is_grad_enabled() or not all(type(m) is nn.Linear and m.bias is not None for m in layers):
-        return q(x), k(x), v(x)
-    params = [t for m in layers for t in (m.weight, m.bias)]
-    key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
-    cache = owner.__dict__.get("_fused_qkv")
-    if cache is None or cache[0] != key:
-        weight = torch.cat([m.weight for m in layers])
-        bias = torch.cat([m.bias for m in layers])
-        owner.__dict__["_fused_qkv"] = cache = (key, weight, bias, [m.out_features for m in layers])
-    return F.linear(x, cache[1], cache[2]).split(cache[3], dim=-1)
+    if fusable(*layers):
+        return fused_linear(owner, "_fused_qkv", layers, x).split([m.out_features for m in layers], dim=-1)
+    return q(x), k(x), v(x)
 
 
 # --- building blocks ---------------------------------------------------------------------
