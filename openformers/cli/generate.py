@@ -68,8 +68,6 @@ class _TimedStreamer:
         from openformers import TextStreamer
 
         self.first_token_at: float | None = None
-        self.count = 0
-        outer = self
 
         class _Printer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -79,13 +77,11 @@ class _TimedStreamer:
                 out.flush()
 
         self.inner = _Printer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._outer = outer
 
     def put(self, value: Any) -> None:
         if not self.inner.next_tokens_are_prompt:
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
-            self.count += 1
         self.inner.put(value)
 
     def end(self) -> None:
