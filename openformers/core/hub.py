@@ -52,6 +52,15 @@ def embedded_model_path(name: str) -> Path:
     return root / marker if marker.endswith(".gguf") else root
 
 
+def names_gguf(name_or_path: object, gguf_file: str | None = None) -> bool:
+    """True when loading ``name_or_path`` means reading a GGUF file (a path, ``gguf_file=`` or an embedded GGUF)."""
+    name = str(name_or_path)
+    if gguf_file is not None or name.endswith(".gguf"):
+        return True
+    entry = EMBEDDED_MODELS.get(name) or EMBEDDED_MODELS.get(name.lower())
+    return entry is not None and entry[2].endswith(".gguf")
+
+
 def is_offline(local_files_only: bool = False) -> bool:
     if local_files_only:
         return True

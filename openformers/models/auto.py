@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from openformers.core.config import PretrainedConfig, load_config_dict
+from openformers.core.hub import names_gguf
 
 # model_type -> (module, config class, {head: model class})
 _HEADS = ("base", "sequence-classification", "token-classification", "question-answering", "masked-lm", "causal-lm")
@@ -77,7 +78,7 @@ class AutoConfig:
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
         gguf_file = kwargs.pop("gguf_file", None)
-        if gguf_file is not None or str(name_or_path).endswith(".gguf") or str(name_or_path).lower() in ("smollm2", "smollm2-135m-instruct"):
+        if names_gguf(name_or_path, gguf_file):
             from openformers.core.modeling import _gguf_path
             from openformers.models.gguf_loading import read_gguf_config
 
@@ -118,7 +119,7 @@ class _AutoModel:
         if config is None:
             hub_keys = ("revision", "local_files_only", "cache_dir", "token", "subfolder", "trust_remote_code")
             hub = {k: kwargs[k] for k in hub_keys if k in kwargs}
-            if "gguf_file" in kwargs or str(name_or_path).endswith(".gguf") or str(name_or_path).lower() in ("smollm2", "smollm2-135m-instruct"):
+            if names_gguf(name_or_path, kwargs.get("gguf_file")):
                 model_type = AutoConfig.from_pretrained(name_or_path, gguf_file=kwargs.get("gguf_file"), **{k: v for k, v in hub.items() if k != "subfolder"}).model_type
             else:
                 config_dict, _ = load_config_dict(name_or_path, **hub)
