@@ -11,13 +11,13 @@ class Cache:
     """Interface every cache implements."""
 
     def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement update(layer_idx, key, value)")
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement get_seq_length(layer_idx)")
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement reorder_cache(beam_idx) for beam search")
 
 
 class DynamicCache(Cache):
