@@ -15,9 +15,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"))
 
-def init_distributed(args: TrainingArguments) -> bool:
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+
+def init_distributed(args: TrainingArguments, single_process_group: bool = False) -> bool:
+    """Join the torchrun process group; ``single_process_group`` joins it even with one process."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 and not (single_process_group and launched_by_torchrun()):
         return False
     if not torch.distributed.is_initialized():
         backend = args.ddp_backend or ("nccl" if torch.cuda.is_available() and not args.use_cpu else "gloo")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from openformers.core.seed import set_seed
 from openformers.training import checkpointing as ckpt
+from openformers.training import fsdp
 from openformers.training.arguments import TrainingArguments
 from openformers.training.callbacks import (
     CallbackHandler,
@@ -33,6 +34,7 @@ from openformers.training.callbacks import (
 from openformers.training.distributed import (
     distributed_device,
     init_distributed,
+    launched_by_torchrun,
     unwrap_model,
 )
 from openformers.training.evaluation import (
@@ -76,14 +78,15 @@ class Trainer(EvaluationMixin):
             set_seed(self.args.seed)
             model = self._call_model_init()
         self.model = model
-        if self.args.fsdp:
-            # accepted as an argument so configurations load, but sharded training is not built
-            # yet: refusing beats silently training unsharded on every process
-            raise ValueError(
-                f"fsdp={self.args.fsdp!r}: fully sharded data parallel training is not supported by the openformers "
-                f"Trainer yet; launch with torchrun without fsdp to train with DDP"
-            )
-        self.distributed = init_distributed(self.args)
+        self.fsdp_plan = fsdp.plan_from_args(self.args)
+        if self.fsdp_plan is not None:
+            if not launched_by_torchrun():
+                raise ValueError(f"fsdp={' '.join(self.args.fsdp)!r} shards the model over processes: launch the "
+                                 f"script with torchrun --nproc_per_node N")
+            if optimizers[0] is not None:
+                raise ValueError("fsdp: the Trainer builds the optimizer after sharding the model (sharding replaces "
+                                 "the parameters); pass no optimizers= and set optim/learning_rate instead")
+        self.distributed = init_distributed(self.args, single_process_group=self.fsdp_plan is not None)
         self.device = self.args.device if not self.distributed else distributed_device(self.args)
         if getattr(model, "hf_device_map", None) is None:  # a model placed by device_map stays where it is
             model.to(self.device)
@@ -320,10 +323,10 @@ class Trainer(EvaluationMixin):
         else:
             max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
             num_epochs = math.ceil(args.num_train_epochs)
+        wrapped = self._wrap_model()  # first: sharding replaces the parameters the optimizer holds
         self.create_optimizer_and_scheduler(max_steps)
         if args.fp16 and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
-        wrapped = self._wrap_model()
         self.state = TrainerState(max_steps=max_steps, logging_steps=args.logging_steps, eval_steps=args.eval_steps or 0,
                                   save_steps=args.save_steps, train_batch_size=args.per_device_train_batch_size,
                                   num_train_epochs=num_epochs, is_world_process_zero=self.is_world_process_zero())
@@ -404,12 +407,15 @@ class Trainer(EvaluationMixin):
             total, world = int(t.item()), torch.distributed.get_world_size()
         loss_sum = 0.0
         for i, (batch, n) in enumerate(zip(group, counts)):
-            sync = contextlib.nullcontext() if (not self.distributed or i == len(group) - 1) else model.no_sync()
+            last = i == len(group) - 1
+            if self.fsdp_plan is not None:  # reduce-scatter gradients only after the last micro-batch
+                unwrap_model(self.model).set_requires_gradient_sync(last)
+            sync = contextlib.nullcontext() if (not self.distributed or last or self.fsdp_plan is not None) else model.no_sync()
             with sync:
                 if n == 0:  # nothing to learn from (all labels ignored); keep DDP in step with a zero loss
                     loss = self.training_step(model, batch, 0.0)
                     continue
-                # DDP averages gradients over processes; the world factor turns that into a sum
+                # DDP and FSDP average gradients over processes; the world factor turns that into a sum
                 loss = self.training_step(model, batch, n * world / max(total, 1))
             loss_sum += float(loss) * n
             self.control = self.callback_handler.call("on_substep_end", self.args, self.state, self.control)
@@ -422,7 +428,8 @@ class Trainer(EvaluationMixin):
             self.scaler.unscale_(self.optimizer)
         self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(unwrap_model(self.model).parameters(), self.args.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(unwrap_model(self.model).parameters(), self.args.max_grad_norm)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded: a DTensor
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -436,9 +443,11 @@ class Trainer(EvaluationMixin):
 
     def _wrap_model(self) -> nn.Module:
         model = self.model
+        if self.fsdp_plan is not None:
+            model = fsdp.shard_model(model, self.fsdp_plan, self.device)
         if self.args.torch_compile:
             model = torch.compile(model, backend=self.args.torch_compile_backend or "inductor", mode=self.args.torch_compile_mode)
-        if self.distributed:
+        if self.distributed and self.fsdp_plan is None:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -466,14 +475,29 @@ class Trainer(EvaluationMixin):
         self.control = self.callback_handler.call("on_log", self.args, self.state, self.control, logs=logs)
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _save_model_files(self, directory: Path) -> None:
+    def _full_states(self, with_optimizer: bool) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+        """Sharded training: the unsharded model (and optimizer) state for the saving processes.
+        Every process must call this; unsharded training returns (None, None)."""
+        model = unwrap_model(self.model)
+        if self.fsdp_plan is None or not fsdp.is_sharded(model):
+            return None, None
+        everywhere = self.args.save_on_each_node
+        weights = fsdp.full_model_state(model, all_ranks=everywhere)
+        optim = fsdp.full_optimizer_state(model, self.optimizer, all_ranks=everywhere) if with_optimizer and self.optimizer else None
+        return weights, optim
+
+    def _save_model_files(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         model = unwrap_model(self.model)
         if hasattr(model, "save_pretrained"):
-            model.save_pretrained(directory, safe_serialization=self.args.save_safetensors)
+            model.save_pretrained(directory, state_dict=state_dict, safe_serialization=self.args.save_safetensors)
+            if self.fsdp_plan is not None and hasattr(model, "config"):  # name the model's class, not the sharded one
+                model.config.architectures = [fsdp.architecture_name(model)]
+                model.config.save_pretrained(directory)
         else:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+            state = state_dict if state_dict is not None else model.state_dict()
+            save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
         if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
             self.processing_class.save_pretrained(directory)
 
@@ -482,12 +506,15 @@ class Trainer(EvaluationMixin):
             self.state.best_model_checkpoint = str(Path(self.args.output_dir) / f"{ckpt.PREFIX}-{self.state.global_step}")
         self.state.stateful_callbacks = {type(cb).__name__: cb.state() for cb in self.callback_handler.callbacks if cb.state()}
         path = None
+        only_model = self.args.save_only_model
+        weights, optim_state = self._full_states(with_optimizer=not only_model)
         if self.args.should_save:
-            only_model = self.args.save_only_model
+            sharded = weights is not None
             path = ckpt.write_checkpoint(
-                self.args.output_dir, self.state.global_step, save_model=self._save_model_files,
-                optimizer=None if only_model else self.optimizer, scheduler=None if only_model else self.lr_scheduler,
+                self.args.output_dir, self.state.global_step, save_model=self._save_model_files if weights is None else (lambda d: self._save_model_files(d, weights)),
+                optimizer=None if only_model or sharded else self.optimizer, scheduler=None if only_model else self.lr_scheduler,
                 scaler=None if only_model else self.scaler, state=self.state, args_json=self.args.to_json_string(),
+                extra={ckpt.OPTIMIZER_NAME: optim_state} if optim_state is not None else None,
             )
             ckpt.rotate_checkpoints(self.args.output_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
         if self.distributed:
@@ -505,16 +532,25 @@ class Trainer(EvaluationMixin):
             model.load_adapter_weights(directory)
             return
         state = dict(iter_checkpoint(find_weight_files(directory)))
-        result = model.load_state_dict(state, strict=False)
+        if fsdp.is_sharded(model):
+            missing, unexpected = fsdp.load_full_model_state(model, state)
+        else:
+            result = model.load_state_dict(state, strict=False)
+            missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
         tied = set(getattr(model, "_tied_targets", lambda: set())())
-        missing = [k for k in result.missing_keys if k not in tied]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {result.unexpected_keys}")
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}")
 
     def _load_checkpoint(self, directory: Path) -> None:
         self._load_model_weights(directory)
         if (directory / ckpt.OPTIMIZER_NAME).is_file():
-            self.optimizer.load_state_dict(ckpt.load_sidecar(directory / ckpt.OPTIMIZER_NAME))
+            optim_state = ckpt.load_sidecar(directory / ckpt.OPTIMIZER_NAME)
+            if fsdp.is_sharded(unwrap_model(self.model)) or any(isinstance(k, str) for k in optim_state.get("state", {})):
+                # keyed by parameter name (written by a sharded run): fits any process count
+                fsdp.load_optimizer_state(unwrap_model(self.model), self.optimizer, optim_state)
+            else:
+                self.optimizer.load_state_dict(optim_state)
         if (directory / ckpt.SCHEDULER_NAME).is_file():
             self.lr_scheduler.load_state_dict(ckpt.load_sidecar(directory / ckpt.SCHEDULER_NAME))
         if self.scaler is not None and (directory / ckpt.SCALER_NAME).is_file():
@@ -533,11 +569,12 @@ class Trainer(EvaluationMixin):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (and tokenizer) to ``output_dir`` (default: args.output_dir)."""
+        weights, _ = self._full_states(with_optimizer=False)  # sharded training: every process takes part
         if not self.args.should_save:
             return
         directory = Path(output_dir or self.args.output_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        self._save_model_files(directory)
+        self._save_model_files(directory, weights)
         (directory / ckpt.ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub()

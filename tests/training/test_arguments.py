@@ -87,11 +87,11 @@ def test_schedules_match_the_reference(name):
     assert ours == pytest.approx(theirs, abs=1e-12)
 
 
-def test_fsdp_is_refused_clearly(tmp_path):
+def test_fsdp_outside_torchrun_is_refused_clearly(tmp_path):
     from openformers import Trainer
     from tests.training.helpers import tiny_gpt2
 
     args = TrainingArguments(str(tmp_path), fsdp="full_shard auto_wrap")
     assert args.fsdp == ["full_shard", "auto_wrap"]
-    with pytest.raises(ValueError, match="fully sharded"):
+    with pytest.raises(ValueError, match="launch the script with torchrun"):
         Trainer(model=tiny_gpt2(), args=args)

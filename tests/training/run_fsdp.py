@@ -1,0 +1,63 @@
+"""Driver for the FSDP tests: python run_fsdp.py OUT MODE PER_DEVICE_BATCH (under torchrun for sharding).
+
+MODE parity (or both): 3 SGD steps (fp32), checkpoint at step 2, final model saved with save_model.
+MODE resume: 4 AdamW steps in bf16 with checkpoints at 2 and 4, then a second run (from other
+initial weights) resumes from checkpoint-2 and trains to step 4.
+Each run writes OUT/<run>/losses.json; processes train sharded when launched by torchrun.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from openformers import Trainer, TrainingArguments  # noqa: E402
+from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2  # noqa: E402
+
+
+def run(out: str, batch: int, *, fsdp: str, resume: bool = False, seed: int = 0, **kw) -> Trainer:
+    args = TrainingArguments(out, per_device_train_batch_size=batch, gradient_accumulation_steps=2, logging_steps=1,
+                             save_steps=2, report_to="none", disable_tqdm=True, seed=3, fsdp=fsdp,
+                             fsdp_config={"transformer_layer_cls_to_wrap": ["GPT2Block"]} if fsdp else None, **kw)
+    trainer = Trainer(model=tiny_gpt2(seed=seed), args=args, train_dataset=ragged_lm_data(32), data_collator=pad_collator)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.save_model(os.path.join(out, "final"))
+    if trainer.is_world_process_zero():
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        Path(out, "losses.json").write_text(json.dumps(losses))
+    return trainer
+
+
+def parity(out: str, batch: int, fsdp: str) -> None:
+    run(os.path.join(out, "parity"), batch, fsdp=fsdp, max_steps=3, learning_rate=1e-2, optim="sgd")
+
+
+def resume(out: str, batch: int, fsdp: str) -> None:
+    kw = dict(max_steps=4, learning_rate=3e-3, bf16=True, optim="adamw_torch", weight_decay=0.01)
+    full = os.path.join(out, "full")
+    run(full, batch, fsdp=fsdp, **kw)
+    again = os.path.join(out, "resumed")
+    if int(os.environ.get("RANK", 0)) == 0:
+        Path(again).mkdir(parents=True)
+        shutil.copytree(os.path.join(full, "checkpoint-2"), os.path.join(again, "checkpoint-2"))
+    if fsdp:
+        import torch
+
+        torch.distributed.barrier()
+    run(again, batch, fsdp=fsdp, resume=True, seed=1, **kw)
+
+
+if __name__ == "__main__":
+    target, mode, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for name, job in (("parity", parity), ("resume", resume)):
+        if mode in (name, "both"):
+            sharding = "shard_grad_op auto_wrap" if name == "resume" else "full_shard auto_wrap"
+            job(target, per_device, sharding if "WORLD_SIZE" in os.environ else "")
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
