@@ -6,7 +6,10 @@ installed is a clear error naming the package to install.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,57 +105,123 @@ class WandbCallback(TrainerCallback):
         if self.run is None:
             return
         if os.environ.get("WANDB_LOG_MODEL", "false").lower() in ("end", "true") and model is not None:
-            directory = Path(args.output_dir) / "wandb-final-model"
-            model.save_pretrained(directory)
-            if processing_class is not None and hasattr(processing_class, "save_pretrained"):
-                processing_class.save_pretrained(directory)
-            self._log_model(directory, f"model-{self.run.id}", ["latest"])
+            from openformers.training.fsdp import is_sharded
+
+            if is_sharded(model):  # gathering the shards needs every process; use WANDB_LOG_MODEL=checkpoint
+                warnings.warn("WANDB_LOG_MODEL=end: the model is sharded (fsdp) and cannot be saved from the main "
+                              "process alone; set WANDB_LOG_MODEL=checkpoint to upload the checkpoints", stacklevel=2)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:  # wandb stages a copy of the files when they are added
+                    model.save_pretrained(tmp)
+                    if processing_class is not None and hasattr(processing_class, "save_pretrained"):
+                        processing_class.save_pretrained(tmp)
+                    self._log_model(Path(tmp), f"model-{self.run.id}", ["latest"])
         self.run.finish()
         self.run = None
 
 
+def _model_config(model: Any) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    return config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
+
+
 class CometCallback(TrainerCallback):
+    """Logs to Comet. ``COMET_MODE`` picks where: "online" (the default of Comet's own settings),
+    "offline" (an archive under ``COMET_OFFLINE_DIRECTORY`` that ``comet upload`` sends later) or
+    "disabled"; ``COMET_PROJECT_NAME`` names the project."""
+
     def __init__(self) -> None:
         import comet_ml
 
         self._comet = comet_ml
         self.experiment = None
+        self._disabled = False
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None, **kw: Any) -> None:
-        if not state.is_world_process_zero:
+    def setup(self, args: TrainingArguments, state: TrainerState, model: Any = None) -> None:
+        if self.experiment is not None or self._disabled or not state.is_world_process_zero:
             return
-        if self.experiment is None:
-            self.experiment = self._comet.start(project_name=os.environ.get("COMET_PROJECT_NAME"))
-            self.experiment.log_parameters(args.to_sanitized_dict())
-        self.experiment.log_metrics(_scalars(logs or {}), step=state.global_step)
+        mode = os.environ.get("COMET_MODE", "").strip().lower()
+        if mode not in ("", "online", "offline", "disabled"):
+            raise ValueError(f"COMET_MODE={os.environ['COMET_MODE']!r} must be 'online', 'offline' or 'disabled'")
+        if mode == "disabled":
+            self._disabled = True
+            return
+        online = {"online": True, "offline": False}.get(mode)  # None: Comet's own configuration decides
+        self.experiment = self._comet.start(project_name=os.environ.get("COMET_PROJECT_NAME"), online=online)
+        if args.run_name and args.run_name != args.output_dir:
+            self.experiment.set_name(args.run_name)
+        self.experiment.log_parameters(args.to_sanitized_dict())
+        config = _model_config(model)
+        if config:
+            self.experiment.log_parameters(config, prefix="config")
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kw: Any) -> None:
+        self.setup(args, state, model)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               model: Any = None, **kw: Any) -> None:
+        self.setup(args, state, model)
+        if self.experiment is not None:
+            self.experiment.log_metrics(_scalars(logs or {}), step=state.global_step, epoch=state.epoch)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if self.experiment is not None:
-            self.experiment.end()
+            self.experiment.end()  # offline: writes the archive
             self.experiment = None
 
 
 class MLflowCallback(TrainerCallback):
+    """Logs to MLflow (``MLFLOW_TRACKING_URI`` says where). ``MLFLOW_EXPERIMENT_NAME`` names the
+    experiment, ``MLFLOW_TAGS`` (a JSON object) tags the run; a run already active is logged into
+    and left open, a run started here is ended with training."""
+
     def __init__(self) -> None:
         import mlflow
 
         self._mlflow = mlflow
         self.started = False
+        self._own_run = False
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None, **kw: Any) -> None:
-        if not state.is_world_process_zero:
+    def setup(self, args: TrainingArguments, state: TrainerState, model: Any = None) -> None:
+        if self.started or not state.is_world_process_zero:
             return
-        if not self.started:
-            if self._mlflow.active_run() is None:
-                self._mlflow.start_run(run_name=args.run_name)
-            self._mlflow.log_params({k: str(v)[:250] for k, v in args.to_sanitized_dict().items()})
-            self.started = True
-        self._mlflow.log_metrics(_scalars(logs or {}), step=state.global_step)
+        mlflow = self._mlflow
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if experiment and mlflow.active_run() is None:
+            mlflow.set_experiment(experiment)
+        if mlflow.active_run() is None:
+            mlflow.start_run(run_name=args.run_name)
+            self._own_run = True
+        tags = os.environ.get("MLFLOW_TAGS")
+        if tags:
+            try:
+                mlflow.set_tags(json.loads(tags))
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise ValueError(f"MLFLOW_TAGS must be a JSON object, got {tags!r}: {exc}") from exc
+        from mlflow.utils.validation import (
+            MAX_PARAM_VAL_LENGTH,
+            MAX_PARAMS_TAGS_PER_BATCH,
+        )
+
+        params = {**{f"config/{k}": v for k, v in _model_config(model).items()}, **args.to_sanitized_dict()}
+        items = [(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            mlflow.log_params(dict(items[i : i + MAX_PARAMS_TAGS_PER_BATCH]))
+        self.started = True
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kw: Any) -> None:
+        self.setup(args, state, model)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+               model: Any = None, **kw: Any) -> None:
+        self.setup(args, state, model)
+        if self.started:
+            self._mlflow.log_metrics(_scalars(logs or {}), step=state.global_step)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        if self.started:
+        if self.started and self._own_run:
             self._mlflow.end_run()
-            self.started = False
+        self.started = self._own_run = False
 
 
 _REPORTERS: dict[str, tuple[str, str, type]] = {
