@@ -266,6 +266,8 @@ class TrainingArguments:
             self.disable_tqdm = bool(os.environ.get("CI")) or self.log_level in ("warning", "error", "critical")
         if self.push_to_hub and not (self.hub_model_id or self.output_dir):
             raise ValueError("push_to_hub=True needs hub_model_id (e.g. 'my-org/my-model')")
+        if (self.torch_compile_backend or self.torch_compile_mode) and not self.torch_compile:
+            self.torch_compile = True  # naming a backend or mode asks for compilation
         if isinstance(self.fsdp, str):
             self.fsdp = [s for s in self.fsdp.split() if s]
         if self.local_rank == -1:
