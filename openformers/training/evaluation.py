@@ -151,6 +151,10 @@ class EvaluationMixin:
             self.control = self.callback_handler.call("on_prediction_step", args, self.state, self.control)
         if args.fp16_full_eval or args.bf16_full_eval:
             model.float()
+        if getattr(self, "distributed", False):  # the loss over every process's share of the data
+            totals = torch.tensor([loss_sum, items], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, items = float(totals[0]), int(totals[1])
         predictions = _concat(preds) if preds else None
         label_ids = _concat(label_list) if label_list and label_list[0] is not None else None
         metrics: dict[str, float] = {}

@@ -23,12 +23,15 @@ def run(out: str, batch: int, *, fsdp: str, resume: bool = False, seed: int = 0,
     args = TrainingArguments(out, per_device_train_batch_size=batch, gradient_accumulation_steps=2, logging_steps=1,
                              save_steps=2, report_to="none", disable_tqdm=True, seed=3, fsdp=fsdp,
                              fsdp_config={"transformer_layer_cls_to_wrap": ["GPT2Block"]} if fsdp else None, **kw)
-    trainer = Trainer(model=tiny_gpt2(seed=seed), args=args, train_dataset=ragged_lm_data(32), data_collator=pad_collator)
+    trainer = Trainer(model=tiny_gpt2(seed=seed), args=args, train_dataset=ragged_lm_data(32), data_collator=pad_collator,
+                      eval_dataset=ragged_lm_data(8, seed=5))
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_model(os.path.join(out, "final"))
+    eval_loss = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         Path(out, "losses.json").write_text(json.dumps(losses))
+        Path(out, "eval_loss.json").write_text(json.dumps(eval_loss))
     return trainer
 
 

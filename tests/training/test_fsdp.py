@@ -65,6 +65,8 @@ def test_sharded_fp32_training_matches_one_process(runs):
     one, two = runs / "one" / "parity", runs / "two" / "parity"
     assert len(_losses(two)) == 3 and _losses(two) == pytest.approx(_losses(one), abs=1e-5)
     _assert_same_weights(one / "final", two / "final", atol=1e-5)
+    # evaluation runs sharded too, each process on half the rows; the loss covers all of them
+    assert json.loads((two / "eval_loss.json").read_text()) == pytest.approx(json.loads((one / "eval_loss.json").read_text()), abs=1e-5)
     # the checkpoint holds the whole model under the model's own class name
     config = json.loads((two / "checkpoint-2" / "config.json").read_text())
     assert config["architectures"] == ["GPT2LMHeadModel"]
