@@ -1,7 +1,7 @@
 """Driver for the FSDP tests: python run_fsdp.py OUT MODE PER_DEVICE_BATCH (under torchrun for sharding).
 
 MODE parity (or both): 3 SGD steps (fp32), checkpoint at step 2, final model saved with save_model.
-MODE resume: 4 AdamW steps in bf16 with checkpoints at 2 and 4, then a second run (from other
+MODE resume: 4 AdamW steps in bf16 with checkpoints at 2 and 4 (hybrid_shard_zero2: a 1 x 2 device mesh), then a second run (from other
 initial weights) resumes from checkpoint-2 and trains to step 4.
 Each run writes OUT/<run>/losses.json; processes train sharded when launched by torchrun.
 """
@@ -58,7 +58,7 @@ if __name__ == "__main__":
     target, mode, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for name, job in (("parity", parity), ("resume", resume)):
         if mode in (name, "both"):
-            sharding = "shard_grad_op auto_wrap" if name == "resume" else "full_shard auto_wrap"
+            sharding = "hybrid_shard_zero2 auto_wrap" if name == "resume" else "full_shard auto_wrap"
             job(target, per_device, sharding if "WORLD_SIZE" in os.environ else "")
     import torch
 
