@@ -1,5 +1,7 @@
 """MLflow (local file store) and Comet (offline archive): what the trainer logged, read back
-with each tracker's own client or file format. Skipped when the tracker is not installed."""
+with each tracker's own client or file format. Skipped when the tracker is not installed:
+mlflow-skinny is in the test extra; comet_ml is not (transformers imports it at import time
+whenever it is installed), so run ``pip install comet_ml`` to include the Comet archive test."""
 from __future__ import annotations
 
 import json
