@@ -200,7 +200,7 @@ def test_incomplete_quantized_checkpoint_fails_clearly(tiny, tmp_path):
     path, *_ = tiny
     AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(load_in_4bit=True)).save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    del weights["model.layers.0.mlp.up_proj.absmax"]
+    del weights["model.layers.0.mlp.up_proj.weight.absmax"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="lacks tensors of this quantized layer"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
