@@ -355,9 +355,16 @@ class Linear4bit(_QuantizedLinearBase):
         self._compute_dtype = dtype
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The ``[out, in]`` weight in ``dtype`` (default: the compute dtype)."""
+        """The ``[out, in]`` weight in ``dtype`` (default: the compute dtype).
+
+        A weight quantized from a 16-bit float is dequantized to that dtype first (so a bfloat16
+        model computing in float32 multiplies by the bfloat16 values, as bitsandbytes does).
+        """
         self._check_ready()
-        return dequantize_4bit(self.weight, self.quant_state, dtype or self.compute_dtype)
+        dtype = dtype or self.compute_dtype
+        if self.weight_dtype.is_floating_point and self.weight_dtype != dtype and self.weight_dtype.itemsize < 4:
+            return dequantize_4bit(self.weight, self.quant_state, self.weight_dtype).to(dtype)
+        return dequantize_4bit(self.weight, self.quant_state, dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
