@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from openformers.quantization.bnb_linear import Linear4bit, Linear8bitLt, _QuantizedLinearBase, release_freed_memory
+from openformers.quantization.bnb_linear import Linear4bit, _QuantizedLinearBase, release_freed_memory
+from openformers.quantization.bnb_linear_8bit import Linear8bitLt
 from openformers.quantization.functional import QUANT_TYPES
 
 logger = logging.getLogger("openformers")
@@ -250,7 +251,7 @@ class BitsAndBytesConfig:
         if kinds:
             logger.warning(
                 "%s holds %s weights, already 4-bit: quantizing them to %s adds a second 4-bit rounding "
-                "(SmolLM2-135M Q4_1: perplexity +26%%). To keep the file's blocks without added error use "
+                "(SmolLM2-135M Q4_1 to NF4: perplexity +26%%). To keep the file's blocks without added error use "
                 "openformers.quantization.GGUFQuantizationConfig instead of BitsAndBytesConfig(load_in_4bit=True).",
                 getattr(gf, "path", "the GGUF file"), "/".join(kinds), self.bnb_4bit_quant_type.upper(),
             )

@@ -1,4 +1,4 @@
-"""Quantized linear layers for ``BitsAndBytesConfig``: ``Linear4bit`` (NF4/FP4) and ``Linear8bitLt``.
+"""Quantized linear layers for ``BitsAndBytesConfig``: ``Linear4bit`` (NF4/FP4) here and ``Linear8bitLt`` (bnb_linear_8bit).
 
 Both keep their weight packed and dequantize it for each forward pass into the compute dtype
 (no full-precision copy stays in memory). Both can be built empty on the meta device and then
@@ -28,7 +28,6 @@ from openformers.quantization.functional import (
     dequantize_4bit,
     dynamic_code,
     quantize_4bit,
-    quantize_8bit,
 )
 
 def _load_trim() -> Any:
@@ -64,6 +63,7 @@ class _QuantizedLinearBase(nn.Module):
     # the model loader hands every checkpoint tensor under this layer's name to _set_loaded_tensor
     _loads_own_tensors = True
     _required: tuple[str, ...] = ("weight",)
+    _follows_model_dtype = False  # model.to(float dtype) also sets the compute dtype
 
     def __init__(self, in_features: int, out_features: int, bias: bool, pre_quantized: bool,
                  dtype: torch.dtype | None) -> None:
@@ -126,10 +126,10 @@ class _QuantizedLinearBase(nn.Module):
             new = self._buffers[key]
             if new is not None and new.dtype != old.dtype:
                 self._buffers[key] = old.to(new.device)
-        if isinstance(self, Linear8bitLt):
+        if self._follows_model_dtype:
             probe = fn(torch.empty(0))
             if probe.is_floating_point():
-                self._compute_dtype = probe.dtype  # 8-bit layers compute in the model's dtype
+                self._compute_dtype = probe.dtype
         return self
 
     def reset_parameters(self) -> None:
@@ -371,106 +371,6 @@ class Linear4bit(_QuantizedLinearBase):
                 f"quant_type={self.quant_type}, double_quant={self.compress_statistics}, compute_dtype={self.compute_dtype}")
 
 
-class Linear8bitLt(_QuantizedLinearBase):
-    """A linear layer with int8 weights and one absmax scale per output row (``SCB``).
-
-    On the CPU the product is ``(x @ int8.T) * SCB / 127`` in the compute dtype (the layer's
-    float dtype), i.e. ``x @ dequantize().T``. PyTorch's int8 weight-only kernel
-    (``_weight_int8pack_mm``) computes the same product but measured 3x (1 row) to 40x (64 rows)
-    slower on the AVX-512 CPUs this was tuned on, so it is not used. ``threshold`` (LLM.int8's
-    outlier threshold) is kept for the configuration: the activations are never quantized here,
-    which is the limit of every column being an outlier.
-    """
-
-    _required = ("weight", "SCB")
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        threshold: float = 6.0,
-        has_fp16_weights: bool = False,
-        pre_quantized: bool = False,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(in_features, out_features, bias, pre_quantized, dtype)
-        self.threshold = threshold
-        self.has_fp16_weights = has_fp16_weights
-        self._compute_dtype = dtype or torch.float32
-        if pre_quantized:
-            self.register_buffer("weight", _meta(out_features, in_features, dtype=torch.int8))
-            self.register_buffer("SCB", _meta(out_features, dtype=torch.float32))
-
-    def _set_loaded_tensor(self, attr: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
-        self._compute_dtype = dtype  # 8-bit layers compute in the model's dtype
-        super()._set_loaded_tensor(attr, tensor, dtype)
-
-    def _load_packed(self, attr: str, tensor: torch.Tensor) -> None:
-        if attr == "weight":
-            if tensor.dtype != torch.int8 or tuple(tensor.shape) != (self.out_features, self.in_features):
-                raise ValueError(
-                    f"weight is {tensor.dtype} {list(tensor.shape)}, an 8-bit layer needs int8 "
-                    f"[{self.out_features}, {self.in_features}]"
-                )
-            self.register_buffer("weight", tensor)
-        elif attr == "SCB":
-            if tensor.numel() != self.out_features:
-                raise ValueError(f"SCB holds {tensor.numel()} scales, the layer has {self.out_features} rows")
-            self.register_buffer("SCB", tensor.reshape(-1).float())
-        elif attr == "weight_format":
-            value = int(tensor.reshape(-1)[0]) if tensor.numel() else bnb_format.WEIGHT_FORMAT_ROW
-            if value != bnb_format.WEIGHT_FORMAT_ROW:
-                raise ValueError(f"weight_format {value} is a GPU tile layout; only row-major weights (0) can be read")
-        else:
-            raise self._unknown(attr)
-
-    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
-        if self._waiting_for_float():
-            return super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "weight"] = self.weight if keep_vars else self.weight.detach()
-        self._save_bias(destination, prefix, keep_vars)
-        destination[prefix + "SCB"] = self.SCB if keep_vars else self.SCB.detach()
-        destination[prefix + "weight_format"] = torch.tensor(bnb_format.WEIGHT_FORMAT_ROW, dtype=torch.uint8)
-
-    def quantize_weight(self, weight: torch.Tensor) -> None:
-        if tuple(weight.shape) != (self.out_features, self.in_features):
-            raise ValueError(f"Linear8bitLt: weight of shape {tuple(weight.shape)}, expected {(self.out_features, self.in_features)}")
-        q, scb = quantize_8bit(weight)
-        self._drop_float_placeholder()
-        self.register_buffer("weight", q)
-        self.register_buffer("SCB", scb)
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype: torch.dtype) -> None:
-        self._compute_dtype = dtype
-
-    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        self._check_ready()
-        dtype = dtype or self.compute_dtype
-        return self.weight.to(dtype) * (self.SCB.to(dtype) / 127)[:, None]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_ready()
-        cd = self.compute_dtype
-        rows = x.numel() // self.in_features
-        x2 = x.reshape(rows, self.in_features).to(cd)
-        scale = self.SCB.to(cd) / 127
-        # scaling the [rows, out] product is cheaper than scaling the [out, in] weight
-        y = (x2 @ self.weight.to(cd).t()) * scale
-        if self.bias is not None:
-            y = y + self.bias.to(cd)
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"compute_dtype={self.compute_dtype}")
-
-
 def quantized_weight_bytes(model: nn.Module) -> tuple[int, int]:
     """``(bytes of the quantized weights and scales, their float32 bytes)`` over a model's quantized layers."""
     packed = full = 0
@@ -481,4 +381,4 @@ def quantized_weight_bytes(model: nn.Module) -> tuple[int, int]:
     return packed, full
 
 
-__all__ = ["Linear4bit", "Linear8bitLt", "quantized_weight_bytes"]
+__all__ = ["Linear4bit", "quantized_weight_bytes"]

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 bnb_functional = pytest.importorskip("bitsandbytes.functional")
 
 from openformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: E402
-from openformers.quantization import Linear4bit, Linear8bitLt, bnb_linear, functional  # noqa: E402
+from openformers.quantization import Linear4bit, Linear8bitLt, bnb_linear, bnb_linear_8bit, functional  # noqa: E402
 
 KINDS = {
     "nf4-dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True),
@@ -66,7 +66,7 @@ def _no_quantizing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a quantized checkpoint must load without quantizing")
 
-    for module in (functional, bnb_linear):
+    for module in (functional, bnb_linear, bnb_linear_8bit):
         for fn in ("quantize_4bit", "quantize_8bit"):
             if hasattr(module, fn):
                 monkeypatch.setattr(module, fn, refuse)
