@@ -400,6 +400,8 @@ class PreTrainedModel(nn.Module):
         loaded: set[str] = set()
         unexpected: list[str] = []
         mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+        # quantized layers take every tensor under their name (layouts differ between writers)
+        owning = {n: m for n, m in self.named_modules() if getattr(m, "_loads_own_tensors", False)}
         for ckpt_name, tensor in tensors:
             name = _apply_rules(ckpt_name, rules)
             if name not in expected and prefix:
@@ -407,6 +409,14 @@ class PreTrainedModel(nn.Module):
                     name = f"{prefix}.{name}"
                 elif name.startswith(prefix + ".") and name[len(prefix) + 1 :] in expected:
                     name = name[len(prefix) + 1 :]
+            layer_name = _owning_layer(name, owning)
+            if layer_name is not None:
+                try:
+                    owning[layer_name]._set_loaded_tensor(name[len(layer_name) + 1 :], tensor, dtype)
+                except ValueError as exc:
+                    raise CheckpointError(f"{source}: tensor {ckpt_name}: {exc}") from exc
+                loaded.add(name)
+                continue
             if name not in expected:
                 if not any(re.search(p, name) for p in self._keys_to_ignore_on_load_unexpected):
                     unexpected.append(ckpt_name)
@@ -426,7 +436,13 @@ class PreTrainedModel(nn.Module):
         missing = [
             n for n in expected
             if n not in loaded and n not in tied and not any(re.search(p, n) for p in self._keys_to_ignore_on_load_missing)
+            and _owning_layer(n, owning) is None
         ]
+        for layer_name, layer in owning.items():
+            try:
+                layer._check_loaded()
+            except ValueError as exc:
+                raise CheckpointError(f"{source}: layer {layer_name}: {exc}") from exc
         self._initialise_missing(missing + [m[0] for m in mismatched], loaded, dtype)
         self.tie_weights()
         still_meta = [n for n, t in list(self.named_parameters()) + list(self.named_buffers()) if t.is_meta]
@@ -502,6 +518,18 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
     if name in EMBEDDED_MODELS or name.lower() in EMBEDDED_MODELS:
         p = embedded_model_path(name)
         return p if p.suffix == ".gguf" else None
+    return None
+
+
+def _owning_layer(name: str, owning: dict[str, nn.Module]) -> str | None:
+    """The name of the module in ``owning`` that ``name`` (a dotted tensor name) lies under."""
+    if not owning:
+        return None
+    head = name
+    while "." in head:
+        head = head.rpartition(".")[0]
+        if head in owning:
+            return head
     return None
 
 

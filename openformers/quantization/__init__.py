@@ -23,7 +23,7 @@ _LAZY = {
     "QuantizedLinear": "openformers.quantization.gguf_linear",
     "BitsAndBytesConfig": "openformers.quantization.bnb_config",
     "Linear4bit": "openformers.quantization.bnb_linear",
-    "Linear8bitLt": "openformers.quantization.bnb_linear",
+    "Linear8bitLt": "openformers.quantization.bnb_linear_8bit",
     "quantized_weight_bytes": "openformers.quantization.bnb_linear",
 }
 

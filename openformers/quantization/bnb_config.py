@@ -5,7 +5,20 @@ builds the model on the meta device, replaces its ``nn.Linear`` layers (all but 
 embeddings and ``llm_int8_skip_modules``) with empty ``Linear4bit`` / ``Linear8bitLt`` layers,
 and each float weight is quantized the moment the checkpoint (safetensors or GGUF) yields it,
 so no full-precision copy of the model is ever held. A saved quantized model carries this
-config in ``config.json`` and its packed tensors load back as they are.
+config in ``config.json`` and its packed tensors load back as they are; the files have the
+layout transformers + bitsandbytes write (``bnb_format``), so checkpoints move both ways.
+
+The codes, scales and dequantized values are the ones bitsandbytes computes (tested bit for bit
+against it). The output embeddings (``lm_head``, tied or not) and ``llm_int8_skip_modules`` stay
+float, as in transformers.
+
+Re-quantizing weights that are already 4-bit: a GGUF file with Q4_0/Q4_1/Q4_K blocks, loaded with
+``load_in_4bit``, is dequantized and quantized again to NF4/FP4 blocks, which stacks a second
+4-bit rounding on the first (SmolLM2-135M Q4_1 -> NF4: perplexity +26% over the dequantized file,
+see benchmarks/RESULTS.md). Loading logs a warning then; ``GGUFQuantizationConfig`` keeps the
+file's blocks as they are (no added error, about the same memory), at the price of a layout
+transformers + bitsandbytes cannot read. The request is not silently switched: a model asked
+for as NF4 is NF4, and saves as a bitsandbytes checkpoint.
 """
 from __future__ import annotations
 
@@ -18,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from openformers.quantization.bnb_linear import Linear4bit, Linear8bitLt, _QuantizedLinearBase, release_freed_memory
+from openformers.quantization.bnb_linear import Linear4bit, _QuantizedLinearBase, release_freed_memory
+from openformers.quantization.bnb_linear_8bit import Linear8bitLt
 from openformers.quantization.functional import QUANT_TYPES
 
 logger = logging.getLogger("openformers")
@@ -224,6 +238,25 @@ class BitsAndBytesConfig:
         return f"BitsAndBytesConfig {json.dumps(self.to_dict(), indent=2, sort_keys=True)}"
 
     # -- the hooks from_pretrained runs -------------------------------------------------------
+    def plan_gguf(self, gf: Any, arch: str, config: dict[str, Any], plan: list[tuple[str, str, str | None]]) -> dict[str, Any]:
+        """Before a GGUF file streams in: warn when 4-bit weights would be quantized to 4 bits again.
+
+        Every tensor still arrives dequantized (the returned dict of special loaders is empty).
+        """
+        if not self.load_in_4bit:
+            return {}
+        from openformers.core.gguf import FOUR_BIT_TYPES
+
+        kinds = sorted({gf.tensors[g].type_name for g, name, _ in plan if name.endswith("proj.weight")} & set(FOUR_BIT_TYPES))
+        if kinds:
+            logger.warning(
+                "%s holds %s weights, already 4-bit: quantizing them to %s adds a second 4-bit rounding "
+                "(SmolLM2-135M Q4_1 to NF4: perplexity +26%%). To keep the file's blocks without added error use "
+                "openformers.quantization.GGUFQuantizationConfig instead of BitsAndBytesConfig(load_in_4bit=True).",
+                getattr(gf, "path", "the GGUF file"), "/".join(kinds), self.bnb_4bit_quant_type.upper(),
+            )
+        return {}
+
     def modules_to_not_convert(self, model: nn.Module) -> list[str]:
         """Names of the ``nn.Linear`` modules that stay in full precision."""
         keep = list(self.llm_int8_skip_modules or [])

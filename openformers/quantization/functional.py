@@ -11,6 +11,13 @@ Formats (the ones bitsandbytes uses, so the numbers mean the same thing):
   8 bits: their mean (``offset``) is subtracted, then blocks of 256 are scaled by their own
   absolute maximum and mapped onto the signed 8-bit dynamic code book.
 * 8-bit: one absmax per output row (``SCB``); ``int8 = round(w * 127 / SCB)``.
+
+Every step is done the way bitsandbytes' PyTorch kernels do it, so the codes and scales are the
+same bytes (tests/quantization/test_bnb_parity.py checks this against bitsandbytes itself):
+values are multiplied by ``1 / absmax`` (not divided), clamped to [-1, 1] and mapped to the
+nearest code (ties to the lower code); dequantization multiplies in float32 and only then casts
+to the compute dtype. A state loaded from a checkpoint carries the code books it was written
+with (``quant_map``, ``nested_quant_map``) and dequantizes with them.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 BLOCKSIZE_4BIT = 64
 BLOCKSIZE_NESTED = 256
 _CHUNK = 1 << 20  # values quantized at a time: bounds the temporaries of a large layer
+_MIN_ABSMAX = 1e-38  # an all-zero block is scaled by this (its codes all stand for zero)
 
 # QLoRA's NormalFloat4: index 7 is exactly zero, +1 and -1 are the extremes
 NF4_CODE = (
@@ -64,18 +72,19 @@ def dynamic_code(signed: bool = True, exponent_bits: int = 7, total_bits: int = 
     for i in range(exponent_bits):
         n = 2 ** (i + value_bits - exponent_bits) + 1 if signed else 2 ** (i + value_bits - exponent_bits + 1) + 1
         edges = torch.linspace(0.1, 1, n, dtype=torch.float32)
-        mids = ((edges[:-1] + edges[1:]) / 2).tolist()
+        mids = (edges[:-1] + edges[1:]) / 2
         scale = 10.0 ** (-(exponent_bits - 1) + i)
-        values += [scale * m for m in mids]
+        # the product is rounded to float32 (as the stored code book is)
+        values += (scale * mids).tolist()
         if signed:
-            values += [-scale * m for m in mids]
+            values += (-scale * mids).tolist()
     extra = 2 ** (value_bits - exponent_bits) - 1
     if extra > 0:
         edges = torch.linspace(0.1, 1, extra + 1, dtype=torch.float32)
-        mids = ((edges[:-1] + edges[1:]) / 2).tolist()
-        values += [scale * m for m in mids]
+        mids = (edges[:-1] + edges[1:]) / 2
+        values += (scale * mids).tolist()
         if signed:
-            values += [-scale * m for m in mids]
+            values += (-scale * mids).tolist()
     values += [0.0, 1.0]
     values += [0.0] * (256 - len(values))
     return torch.tensor(sorted(values), dtype=torch.float32)
@@ -105,12 +114,18 @@ def _encode(normalized: torch.Tensor, code: tuple[float, ...]) -> torch.Tensor:
     return order[torch.bucketize(normalized, mids)]
 
 
+_BYTES = torch.arange(256)
+
+
+def _pair_table(book: torch.Tensor) -> torch.Tensor:
+    """``[256, 2]`` float32: the two code values a packed byte holds (high nibble first)."""
+    book = book.float().cpu()
+    return torch.stack([book[_BYTES >> 4], book[_BYTES & 15]], dim=1)
+
+
 @lru_cache(maxsize=None)
-def _pair_table(quant_type: str, dtype: torch.dtype) -> torch.Tensor:
-    """``[256, 2]``: the two code values a packed byte holds (high nibble first)."""
-    book = code_book(quant_type)
-    byte = torch.arange(256)
-    return torch.stack([book[byte >> 4], book[byte & 15]], dim=1).to(dtype)
+def _standard_pair_table(quant_type: str) -> torch.Tensor:
+    return _pair_table(code_book(quant_type))
 
 
 # -- 4-bit ----------------------------------------------------------------------------------
@@ -122,8 +137,11 @@ class QuantState4bit:
     quant_type: str
     blocksize: int
     absmax: torch.Tensor  # float32 [blocks], or uint8 [blocks] when nested
-    nested_absmax: torch.Tensor | None = None  # float32 [ceil(blocks / 256)]
+    nested_absmax: torch.Tensor | None = None  # float32 [ceil(blocks / nested_blocksize)]
     nested_offset: torch.Tensor | None = None  # float32 scalar
+    quant_map: torch.Tensor | None = None  # float32 [16]; None: the standard code book
+    nested_quant_map: torch.Tensor | None = None  # float32 [256]; None: the dynamic code book
+    nested_blocksize: int = BLOCKSIZE_NESTED
 
     @property
     def nested(self) -> bool:
@@ -133,7 +151,15 @@ class QuantState4bit:
         """float32 ``[blocks]`` absmax of the 4-bit blocks."""
         if not self.nested:
             return self.absmax.float()
-        return dequantize_blockwise_8bit(self.absmax, self.nested_absmax, self.absmax.numel()) + self.nested_offset
+        scales = dequantize_blockwise_8bit(
+            self.absmax, self.nested_absmax, self.absmax.numel(), self.nested_blocksize, self.nested_quant_map
+        )
+        return scales + self.nested_offset
+
+    def pair_table(self) -> torch.Tensor:
+        if self.quant_map is None:
+            return _standard_pair_table(self.quant_type)
+        return _pair_table(self.quant_map)
 
 
 def quantize_4bit(
@@ -160,7 +186,7 @@ def quantize_4bit(
         part = part.view(nb, blocksize)
         amax = part.abs().amax(dim=1)
         absmax[b0 : b0 + nb] = amax
-        scaled = part / amax.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+        scaled = (part * (1.0 / amax.clamp(min=_MIN_ABSMAX))[:, None]).clamp_(-1, 1)
         q = _encode(scaled.reshape(-1), code)
         if q.numel() % 2:
             q = torch.cat([q, q.new_zeros(1)])
@@ -177,23 +203,25 @@ def quantize_4bit(
 
 
 def dequantize_4bit(packed: torch.Tensor, state: QuantState4bit, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The ``dtype`` tensor of ``state.shape`` that packed 4-bit codes stand for."""
+    """The ``dtype`` tensor of ``state.shape`` that packed 4-bit codes stand for.
+
+    Code value times block scale is computed in float32 and then cast, so a bfloat16 or float16
+    result is the float32 product rounded once (not a product of two rounded factors).
+    """
     n = math.prod(state.shape)
     data = packed.reshape(-1)
     if data.dtype != torch.uint8:
         data = data.view(torch.uint8)
     # one gather gives both values of a byte (index_select is ~5x faster than tensor indexing
     # here); the block scale then multiplies in place
-    values = _pair_table(state.quant_type, dtype).index_select(0, data[: (n + 1) // 2].int()).reshape(-1)
+    values = state.pair_table().index_select(0, data[: (n + 1) // 2].int()).reshape(-1)
     blocks = -(-n // state.blocksize)
-    scales = state.block_scales().to(dtype)
+    scales = state.block_scales()
     full = blocks * state.blocksize
-    if values.numel() == full:
-        values.view(blocks, state.blocksize).mul_(scales[:, None])
-        return values.view(state.shape)
-    padded = torch.nn.functional.pad(values, (0, full - values.numel()))
-    padded.view(blocks, state.blocksize).mul_(scales[:, None])
-    return padded[:n].view(state.shape)
+    if values.numel() != full:
+        values = torch.nn.functional.pad(values, (0, full - values.numel()))
+    values.view(blocks, state.blocksize).mul_(scales[:, None])
+    return values[:n].view(state.shape).to(dtype)
 
 
 # -- 8-bit dynamic (for the nested absmax) ----------------------------------------------------
@@ -204,15 +232,19 @@ def quantize_blockwise_8bit(x: torch.Tensor, blocksize: int = BLOCKSIZE_NESTED) 
     blocks = -(-n // blocksize)
     padded = torch.nn.functional.pad(flat, (0, blocks * blocksize - n)).view(blocks, blocksize)
     absmax = padded.abs().amax(dim=1)
-    scaled = padded / absmax.clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+    scaled = (padded * (1.0 / absmax.clamp(min=_MIN_ABSMAX))[:, None]).clamp_(-1, 1)
     code = dynamic_code()
     mids = (code[1:] + code[:-1]) / 2
     idx = torch.bucketize(scaled.reshape(-1), mids).to(torch.uint8)[:n]
     return idx, absmax
 
 
-def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, n: int, blocksize: int = BLOCKSIZE_NESTED) -> torch.Tensor:
-    values = dynamic_code()[codes.reshape(-1).long()]
+def dequantize_blockwise_8bit(
+    codes: torch.Tensor, absmax: torch.Tensor, n: int, blocksize: int = BLOCKSIZE_NESTED, code: torch.Tensor | None = None
+) -> torch.Tensor:
+    """float32 ``[n]`` values of 8-bit ``codes`` (``code``: the 256-entry book, default dynamic)."""
+    book = dynamic_code() if code is None else code.float()
+    values = book[codes.reshape(-1).long()]
     blocks = absmax.numel()
     padded = torch.nn.functional.pad(values, (0, blocks * blocksize - n)).view(blocks, blocksize)
     return (padded * absmax.float()[:, None]).reshape(-1)[:n]
@@ -220,12 +252,19 @@ def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, n: int,
 
 # -- 8-bit per output channel ------------------------------------------------------------------
 def quantize_8bit(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise absmax int8 of a ``[out, in]`` weight: ``(int8 [out, in], SCB float32 [out])``."""
+    """Row-wise absmax int8 of a ``[out, in]`` weight: ``(int8 [out, in], SCB float32 [out])``.
+
+    As bitsandbytes does (its ``Int8Params``), the weight is first rounded to float16, so the
+    codes and ``SCB`` are the bytes a transformers + bitsandbytes 8-bit checkpoint holds; a
+    weight beyond float16's range (where that rounding would give infinities) stays float32.
+    """
     if weight.dim() != 2:
         raise ValueError(f"8-bit quantization takes a [out, in] weight, got shape {tuple(weight.shape)}")
-    w = weight.detach().float()
-    scb = w.abs().amax(dim=1)
-    q = (w * (127.0 / scb.clamp(min=torch.finfo(torch.float32).tiny))[:, None]).round_().clamp_(-127, 127)
+    w = weight.detach()
+    if w.abs().max() <= torch.finfo(torch.float16).max:
+        w = w.to(torch.float16)
+    scb = w.abs().amax(dim=1).float()
+    q = (w * (127.0 / scb.clamp(min=_MIN_ABSMAX))[:, None]).round_().clamp_(-127, 127)
     return q.to(torch.int8), scb
 
 

@@ -65,3 +65,24 @@ def test_bad_input():
         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_storage=torch.complex64)
     with pytest.raises(ValueError, match="quant_method"):
         BitsAndBytesConfig.from_dict({"quant_method": "gptq"})
+
+
+def test_requantizing_4bit_gguf_weights_warns(caplog):
+    """A GGUF file whose projections are already 4-bit: NF4 would round them twice, so say so."""
+    import logging
+    from types import SimpleNamespace
+
+    def gguf(kind: str) -> SimpleNamespace:
+        tensors = {"blk.0.ffn_down.weight": SimpleNamespace(type_name=kind), "token_embd.weight": SimpleNamespace(type_name="Q6_K")}
+        return SimpleNamespace(path="model.gguf", tensors=tensors)
+
+    plan = [("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight", "ffn_down"),
+            ("token_embd.weight", "model.embed_tokens.weight", "token_embd")]
+    with caplog.at_level(logging.WARNING, logger="openformers"):
+        assert BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4").plan_gguf(gguf("Q4_1"), "llama", {}, plan) == {}
+    assert "Q4_1 weights, already 4-bit" in caplog.text and "GGUFQuantizationConfig" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="openformers"):
+        BitsAndBytesConfig(load_in_4bit=True).plan_gguf(gguf("F16"), "llama", {}, plan)
+        BitsAndBytesConfig(load_in_8bit=True).plan_gguf(gguf("Q4_1"), "llama", {}, plan)
+    assert caplog.text == ""

@@ -79,7 +79,8 @@ def test_quantize_dequantize_error_bounds():
     q, scb = quantize_8bit(w)
     assert q.dtype == torch.int8 and scb.shape == (96,)
     err8 = (dequantize_8bit(q, scb) - w).abs()
-    assert torch.all(err8 <= scb[:, None] / 254 + 1e-7)
+    # half a step, plus the float16 rounding the weight goes through first (as in bitsandbytes)
+    assert torch.all(err8 <= scb[:, None] / 254 * (1 + 2**-10) + w.abs() * 2**-11 + 1e-7)
 
 
 def test_double_quant_scales():

@@ -67,7 +67,7 @@ def test_dtype_casts_keep_packed_data():
     lin = _linear()
     q4 = Linear4bit.from_linear(lin, quant_type="nf4", compress_statistics=True, quant_storage=torch.bfloat16)
     q8 = Linear8bitLt.from_linear(lin)
-    before = {k: v.clone() for k, v in list(q4.state_dict().items()) + [("SCB", q8.SCB.clone()), ("w8", q8.weight.clone())]}
+    before = {k: v.clone() for k, v in list(q4._buffers.items()) + [("SCB", q8.SCB.clone()), ("w8", q8.weight.clone())]}
     q4.to(torch.float16)
     q8.to(torch.bfloat16)
     assert torch.equal(q4.weight, before["weight"]) and torch.equal(q4.absmax, before["absmax"])

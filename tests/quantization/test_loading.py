@@ -11,7 +11,7 @@ from torch import nn
 from openformers import AutoModelForCausalLM, BitsAndBytesConfig
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.quantization import Linear4bit, Linear8bitLt, quantize_model, quantized_weight_bytes
-from openformers.quantization import bnb_linear, functional
+from openformers.quantization import bnb_linear, bnb_linear_8bit, functional
 
 CONFIGS = {
     "int8": dict(load_in_8bit=True),
@@ -115,7 +115,7 @@ def test_save_and_reload_without_requantizing(tiny, tmp_path, kind, monkeypatch)
 
     monkeypatch.setattr(functional, "quantize_4bit", refuse)
     monkeypatch.setattr(bnb_linear, "quantize_4bit", refuse)
-    monkeypatch.setattr(bnb_linear, "quantize_8bit", refuse)
+    monkeypatch.setattr(bnb_linear_8bit, "quantize_8bit", refuse)
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
     a, b = model.state_dict(), again.state_dict()
     assert a.keys() == b.keys()
@@ -200,7 +200,7 @@ def test_incomplete_quantized_checkpoint_fails_clearly(tiny, tmp_path):
     path, *_ = tiny
     AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(load_in_4bit=True)).save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    del weights["model.layers.0.mlp.up_proj.absmax"]
+    del weights["model.layers.0.mlp.up_proj.weight.absmax"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="lacks tensors of this quantized layer"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
