@@ -266,12 +266,22 @@ class PromptTuningConfig(PromptLearningConfig):
 
 @dataclass
 class PrefixTuningConfig(PromptLearningConfig):
-    """Prefix tuning: trainable key/value prefixes for every attention layer, passed as a cache."""
+    """Prefix tuning: trainable key/value prefixes for every attention layer, passed as a cache.
+
+    With ``prefix_projection`` the prefixes are produced by a two-layer MLP (hidden size
+    ``encoder_hidden_size``, default ``token_dim``) from a smaller learned table while training;
+    the saved adapter holds only the resulting prefixes."""
 
     encoder_hidden_size: int | None = None
     prefix_projection: bool = False
+    init_weights: str | None = None
 
     _peft_type: ClassVar[PeftType] = PeftType.PREFIX_TUNING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_weights not in (None, "zero"):
+            raise ValueError(f"PrefixTuningConfig: init_weights must be None (random) or 'zero', got {self.init_weights!r}")
 
 
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {

@@ -28,24 +28,11 @@ from openformers.peft.config import (
     PromptTuningInit,
     TaskType,
 )
+from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
 from openformers.peft.tuners import IA3Model, LoraModel, TunerModel
 
 TUNERS: dict[PeftType, type[TunerModel]] = {PeftType.LORA: LoraModel, PeftType.IA3: IA3Model}
-
-
-class PromptEmbedding(nn.Module):
-    """The learned virtual-token table: [num_virtual_tokens, dim]."""
-
-    def __init__(self, num_virtual_tokens: int, dim: int, init: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(num_virtual_tokens, dim)
-        if init is not None:
-            with torch.no_grad():
-                self.embedding.weight.copy_(init)
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.embedding(indices)
 
 
 def _model_sizes(model: nn.Module) -> dict[str, int]:
@@ -134,8 +121,6 @@ class PeftModel(nn.Module):
             config.num_layers = config.num_layers or sizes["layers"]
             config.num_transformer_submodules = config.num_transformer_submodules or 1
             if isinstance(config, PrefixTuningConfig):
-                if config.prefix_projection:
-                    raise ValueError("PrefixTuningConfig(prefix_projection=True) is not supported; use prefix_projection=False")
                 config.num_attention_heads = config.num_attention_heads or sizes["kv_heads"]
                 config.token_dim = config.token_dim or sizes["kv_heads"] * sizes["head_dim"]
                 config.encoder_hidden_size = config.encoder_hidden_size or config.token_dim
@@ -177,8 +162,11 @@ class PeftModel(nn.Module):
                     f"prefix tuning needs a model whose forward takes past_key_values; {type(self.base_model).__name__} "
                     "does not: use PromptTuningConfig or LoraConfig for it"
                 )
-            self.prompt_encoder[adapter_name] = PromptEmbedding(
-                config.num_virtual_tokens, config.num_layers * 2 * config.token_dim).to(self._word_embeddings().weight.device)
+            # a loaded (inference) adapter holds the projected prefixes only: a plain table
+            self.prompt_encoder[adapter_name] = PrefixEncoder(
+                config.num_virtual_tokens, config.token_dim, config.num_layers, config.encoder_hidden_size,
+                projection=config.prefix_projection and not config.inference_mode, zero_init=config.init_weights == "zero",
+            ).to(self._word_embeddings().weight.device)
             return
         init = None
         if config.prompt_tuning_init == PromptTuningInit.TEXT:
@@ -201,7 +189,7 @@ class PeftModel(nn.Module):
     def get_prompt(self, batch_size: int) -> torch.Tensor | DynamicCache:
         """Prompt tuning: [b, n, hidden] embeddings. Prefix tuning: a cache holding the prefixes."""
         config = self.active_peft_config
-        table = self.prompt_encoder[self.active_adapter].embedding.weight
+        table = self.prompt_encoder[self.active_adapter].flat_prompt()
         if isinstance(config, PrefixTuningConfig):
             n = config.num_virtual_tokens
             # [n, layers * 2 * kv_heads * head_dim] -> [layers * 2, b, kv_heads, n, head_dim]
