@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+# prefix tuning with prefix_projection: the trainable table and MLP (the peft file keeps only their output)
+PREFIX_ENCODER_NAME = "prefix_encoder.safetensors"
 PEFT_FORMAT_VERSION = "0.21.2"  # the peft release whose file layout we write
 
 

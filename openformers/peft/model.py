@@ -19,6 +19,7 @@ from torch import nn
 
 from openformers.modules.cache import Cache, DynamicCache
 from openformers.peft.config import (
+    PREFIX_ENCODER_NAME,
     TASK_MODULES_TO_SAVE,
     WEIGHTS_NAME,
     PeftConfig,
@@ -407,6 +408,12 @@ class PeftModel(nn.Module):
                 save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
             else:
                 torch.save(state, out / "adapter_model.bin")
+            encoder = self.prompt_encoder[name] if self.peft_config[name].is_prompt_learning else None
+            if getattr(encoder, "projection", False):
+                # the peft file holds only the projected prefixes; the table and MLP that produce them
+                # go to a file of their own so training can resume (other tools ignore it)
+                save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()},
+                          str(out / PREFIX_ENCODER_NAME), metadata={"format": "pt"})
             config = self.peft_config[name]
             inference = config.inference_mode
             config.inference_mode = True
@@ -436,6 +443,8 @@ class PeftModel(nn.Module):
         self._load_into(model_id, adapter_name, is_trainable)
 
     def _load_into(self, model_id: str | os.PathLike, adapter_name: str, is_trainable: bool) -> None:
+        if self._load_prefix_encoder(Path(model_id), adapter_name):
+            return
         state = load_adapter_state(model_id)
         set_peft_model_state_dict(self, state, adapter_name, source=str(model_id))
         if not is_trainable:
@@ -447,8 +456,24 @@ class PeftModel(nn.Module):
         directory = Path(directory)
         for name in self.peft_config:
             sub = directory if name == "default" else directory / name
+            if self._load_prefix_encoder(sub, name):
+                continue
             if (sub / WEIGHTS_NAME).is_file() or (sub / "adapter_model.bin").is_file():
                 set_peft_model_state_dict(self, load_adapter_state(sub), name, source=str(sub))
+
+    def _load_prefix_encoder(self, directory: Path, adapter_name: str) -> bool:
+        """Restore a trainable projected prefix encoder from its own file; False when there is none to restore."""
+        encoder = self.prompt_encoder[adapter_name] if "prompt_encoder" in self._modules else None
+        file = directory / PREFIX_ENCODER_NAME
+        if not getattr(encoder, "projection", False) or not file.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        try:
+            encoder.load_state_dict(load_file(str(file)))
+        except RuntimeError as exc:
+            raise ValueError(f"{file} does not fit this prefix encoder ({exc}); it was saved for another model or config") from exc
+        return True
 
 
 class PeftModelForCausalLM(PeftModel):

@@ -88,8 +88,9 @@ def set_peft_model_state_dict(model: PeftModel, state: dict[str, torch.Tensor], 
         if getattr(encoder, "projection", False):
             raise ValueError(
                 f"{source}: a prefix-tuning adapter file holds only the projected prefixes, which cannot be turned back "
-                "into the table and MLP that prefix_projection=True trains; load it with is_trainable=False (or "
-                "inference_mode=True), or set prefix_projection=False in its config to train the prefixes directly"
+                "into the table and MLP that prefix_projection=True trains, and the directory has no "
+                "prefix_encoder.safetensors (written by openformers next to it); load it with is_trainable=False, "
+                "or set prefix_projection=False in its config to train the prefixes directly"
             )
         weight = encoder.embedding.weight
         saved = state.get("prompt_embeddings")

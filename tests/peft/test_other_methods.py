@@ -149,9 +149,16 @@ def test_prefix_projection(ref_dirs, tmp_path, name):
     gen_o = loaded.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=3, do_sample=False)
     gen_t = back.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=3, do_sample=False)
     assert torch.equal(gen_o, gen_t)
-    # the file cannot restore the MLP: training it again from the file is refused, clearly
+    # peft's file cannot restore the MLP: training it again from that file is refused, clearly; ours
+    # carries the table and MLP in prefix_encoder.safetensors, so training resumes from it exactly
     with pytest.raises(ValueError, match="prefix_projection"):
         PeftModel.from_pretrained(load_pair(ref_dirs, name)[1], tmp_path / "theirs", is_trainable=True)
+    resumed = PeftModel.from_pretrained(load_pair(ref_dirs, name)[1], tmp_path / "ours", is_trainable=True)
+    mine = dict(po.named_parameters())
+    for n, p in resumed.named_parameters():
+        if n.startswith("prompt_encoder."):
+            assert p.requires_grad and torch.equal(p, mine[n]), n
+    assert_close(logits(resumed, b), ref, atol=1e-5, what=f"{name}: resumed projected prefix")
 
 
 def test_prefix_zero_init(ref_dirs):
