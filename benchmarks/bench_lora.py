@@ -9,8 +9,15 @@ read from /proc/self/status (VmHWM) after training, and the growth of RSS during
 sampled too. Speed is tokens/s over the steps after ``--warmup``; figures are medians over
 ``--rounds`` alternating runs.
 
+``--qlora`` measures memory instead, openformers only: QLoRA (the embedded GGUF loaded with
+``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)``,
+``prepare_model_for_kbit_training``, LoRA r=8 on q/k/v/o) against the same LoRA on the float32
+base loaded from the same file, with and without gradient checkpointing, each configuration in
+its own subprocess; peak RSS is the process's VmHWM (loading included).
+
 Run: ``python benchmarks/bench_lora.py [--steps 8] [--warmup 2] [--batch-size 8] [--seq-len 64]
-[--rounds 2] [--threads 0] [--json out.json]``
+[--rounds 2] [--threads 0] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
+[--steps 3] [--batch-size 4] [--compute-dtype float32|bfloat16]``
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +96,85 @@ print(json.dumps({"lib": lib, "tokens_per_s": batch * seq * len(timed) / sum(tim
 """
 
 
+QLORA_CHILD = r"""
+import json, sys, time
+mode, gc_on, steps, batch, seq, threads, compute = sys.argv[1:8]
+gc_on, steps, batch, seq, threads = gc_on == "1", int(steps), int(batch), int(seq), int(threads)
+import torch
+if threads:
+    torch.set_num_threads(threads)
+torch.manual_seed(0)
+from openformers import AutoModelForCausalLM, BitsAndBytesConfig
+from openformers.peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+def peak_mb():  # VmHWM: ru_maxrss survives execve and could report the parent's size
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+
+start = rss_mb()
+t0 = time.perf_counter()
+if mode == "qlora":
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=getattr(torch, compute))
+    model = AutoModelForCausalLM.from_pretrained("smollm2", quantization_config=q)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc_on)
+else:
+    model = AutoModelForCausalLM.from_pretrained("smollm2", dtype=torch.float32)
+    if gc_on:
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+load_s = time.perf_counter() - t0
+load_peak, loaded = peak_mb(), rss_mb()
+model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                         task_type="CAUSAL_LM"))
+model.train()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+g = torch.Generator().manual_seed(0)
+losses, t1 = [], time.perf_counter()
+for _ in range(steps):
+    ids = torch.randint(10, 49000, (batch, seq), generator=g)
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+    losses.append(float(loss))
+print(json.dumps({"mode": mode, "gradient_checkpointing": gc_on, "load_s": load_s, "start_mb": start,
+                  "load_peak_mb": load_peak, "after_load_mb": loaded, "peak_mb": peak_mb(),
+                  "step_s": (time.perf_counter() - t1) / steps, "losses": losses}))
+"""
+
+
+def run_qlora(ns: argparse.Namespace) -> list[dict]:
+    """QLoRA vs LoRA on the float32 base: peak memory, each configuration in a fresh process."""
+    rows = []
+    for gc_on in ("0", "1"):
+        for mode in ("lora", "qlora"):
+            out = subprocess.run(
+                [sys.executable, "-c", QLORA_CHILD, mode, gc_on, str(ns.steps), str(ns.batch_size), str(ns.seq_len),
+                 str(ns.threads), ns.compute_dtype],
+                capture_output=True, text=True, cwd=ROOT, check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"SmolLM2-135M from the embedded GGUF, LoRA r=8 q/k/v/o, batch {ns.batch_size} x {ns.seq_len}, "
+          f"{ns.steps} steps; QLoRA = NF4 + double quant, compute {ns.compute_dtype}")
+    print(f"{'config':28s}{'load s':>8s}{'RSS after load':>16s}{'peak RSS':>10s}{'peak - start':>14s}{'step s':>8s}  losses")
+    for r in rows:
+        name = f"{r['mode']}{' + grad ckpt' if r['gradient_checkpointing'] else ''}"
+        print(f"{name:28s}{r['load_s']:8.1f}{r['after_load_mb']:14.0f}MB{r['peak_mb']:8.0f}MB"
+              f"{r['peak_mb'] - r['start_mb']:12.0f}MB{r['step_s']:8.1f}  {[round(x, 3) for x in r['losses']]}")
+    for gc_on in (False, True):
+        lora, qlora = (next(r for r in rows if r["mode"] == m and r["gradient_checkpointing"] == gc_on) for m in ("lora", "qlora"))
+        print(f"QLoRA / LoRA peak RSS{' (grad ckpt)' if gc_on else ''}: {qlora['peak_mb'] / lora['peak_mb']:.2f}x")
+    if ns.json:
+        Path(ns.json).write_text(json.dumps({"settings": vars(ns), "runs": rows}, indent=2))
+    return rows
+
+
 def prepare_weights(directory: Path) -> Path:
     """SmolLM2-135M from the embedded GGUF, saved as fp32 safetensors both libraries load."""
     import torch
@@ -99,7 +186,7 @@ def prepare_weights(directory: Path) -> Path:
     return directory
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
@@ -108,7 +195,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--qlora", action="store_true", help="QLoRA vs LoRA peak memory (openformers only)")
+    parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     ns = parser.parse_args(argv)
+    if ns.qlora:
+        return run_qlora(ns)
     with tempfile.TemporaryDirectory() as tmp:
         weights = prepare_weights(Path(tmp) / "smollm2")
         runs: dict[str, list[dict[str, float]]] = {"openformers": [], "transformers+peft": []}

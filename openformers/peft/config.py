@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+# prefix tuning with prefix_projection: the trainable table and MLP (the peft file keeps only their output)
+PREFIX_ENCODER_NAME = "prefix_encoder.safetensors"
 PEFT_FORMAT_VERSION = "0.21.2"  # the peft release whose file layout we write
 
 
@@ -266,12 +268,22 @@ class PromptTuningConfig(PromptLearningConfig):
 
 @dataclass
 class PrefixTuningConfig(PromptLearningConfig):
-    """Prefix tuning: trainable key/value prefixes for every attention layer, passed as a cache."""
+    """Prefix tuning: trainable key/value prefixes for every attention layer, passed as a cache.
+
+    With ``prefix_projection`` the prefixes are produced by a two-layer MLP (hidden size
+    ``encoder_hidden_size``, default ``token_dim``) from a smaller learned table while training;
+    the saved adapter holds only the resulting prefixes."""
 
     encoder_hidden_size: int | None = None
     prefix_projection: bool = False
+    init_weights: str | None = None
 
     _peft_type: ClassVar[PeftType] = PeftType.PREFIX_TUNING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_weights not in (None, "zero"):
+            raise ValueError(f"PrefixTuningConfig: init_weights must be None (random) or 'zero', got {self.init_weights!r}")
 
 
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {

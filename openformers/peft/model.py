@@ -19,6 +19,7 @@ from torch import nn
 
 from openformers.modules.cache import Cache, DynamicCache
 from openformers.peft.config import (
+    PREFIX_ENCODER_NAME,
     TASK_MODULES_TO_SAVE,
     WEIGHTS_NAME,
     PeftConfig,
@@ -28,24 +29,11 @@ from openformers.peft.config import (
     PromptTuningInit,
     TaskType,
 )
+from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
 from openformers.peft.tuners import IA3Model, LoraModel, TunerModel
 
 TUNERS: dict[PeftType, type[TunerModel]] = {PeftType.LORA: LoraModel, PeftType.IA3: IA3Model}
-
-
-class PromptEmbedding(nn.Module):
-    """The learned virtual-token table: [num_virtual_tokens, dim]."""
-
-    def __init__(self, num_virtual_tokens: int, dim: int, init: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(num_virtual_tokens, dim)
-        if init is not None:
-            with torch.no_grad():
-                self.embedding.weight.copy_(init)
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.embedding(indices)
 
 
 def _model_sizes(model: nn.Module) -> dict[str, int]:
@@ -134,8 +122,6 @@ class PeftModel(nn.Module):
             config.num_layers = config.num_layers or sizes["layers"]
             config.num_transformer_submodules = config.num_transformer_submodules or 1
             if isinstance(config, PrefixTuningConfig):
-                if config.prefix_projection:
-                    raise ValueError("PrefixTuningConfig(prefix_projection=True) is not supported; use prefix_projection=False")
                 config.num_attention_heads = config.num_attention_heads or sizes["kv_heads"]
                 config.token_dim = config.token_dim or sizes["kv_heads"] * sizes["head_dim"]
                 config.encoder_hidden_size = config.encoder_hidden_size or config.token_dim
@@ -177,8 +163,11 @@ class PeftModel(nn.Module):
                     f"prefix tuning needs a model whose forward takes past_key_values; {type(self.base_model).__name__} "
                     "does not: use PromptTuningConfig or LoraConfig for it"
                 )
-            self.prompt_encoder[adapter_name] = PromptEmbedding(
-                config.num_virtual_tokens, config.num_layers * 2 * config.token_dim).to(self._word_embeddings().weight.device)
+            # a loaded (inference) adapter holds the projected prefixes only: a plain table
+            self.prompt_encoder[adapter_name] = PrefixEncoder(
+                config.num_virtual_tokens, config.token_dim, config.num_layers, config.encoder_hidden_size,
+                projection=config.prefix_projection and not config.inference_mode, zero_init=config.init_weights == "zero",
+            ).to(self._word_embeddings().weight.device)
             return
         init = None
         if config.prompt_tuning_init == PromptTuningInit.TEXT:
@@ -201,7 +190,7 @@ class PeftModel(nn.Module):
     def get_prompt(self, batch_size: int) -> torch.Tensor | DynamicCache:
         """Prompt tuning: [b, n, hidden] embeddings. Prefix tuning: a cache holding the prefixes."""
         config = self.active_peft_config
-        table = self.prompt_encoder[self.active_adapter].embedding.weight
+        table = self.prompt_encoder[self.active_adapter].flat_prompt()
         if isinstance(config, PrefixTuningConfig):
             n = config.num_virtual_tokens
             # [n, layers * 2 * kv_heads * head_dim] -> [layers * 2, b, kv_heads, n, head_dim]
@@ -419,6 +408,12 @@ class PeftModel(nn.Module):
                 save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
             else:
                 torch.save(state, out / "adapter_model.bin")
+            encoder = self.prompt_encoder[name] if self.peft_config[name].is_prompt_learning else None
+            if getattr(encoder, "projection", False):
+                # the peft file holds only the projected prefixes; the table and MLP that produce them
+                # go to a file of their own so training can resume (other tools ignore it)
+                save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()},
+                          str(out / PREFIX_ENCODER_NAME), metadata={"format": "pt"})
             config = self.peft_config[name]
             inference = config.inference_mode
             config.inference_mode = True
@@ -448,6 +443,8 @@ class PeftModel(nn.Module):
         self._load_into(model_id, adapter_name, is_trainable)
 
     def _load_into(self, model_id: str | os.PathLike, adapter_name: str, is_trainable: bool) -> None:
+        if self._load_prefix_encoder(Path(model_id), adapter_name):
+            return
         state = load_adapter_state(model_id)
         set_peft_model_state_dict(self, state, adapter_name, source=str(model_id))
         if not is_trainable:
@@ -459,8 +456,24 @@ class PeftModel(nn.Module):
         directory = Path(directory)
         for name in self.peft_config:
             sub = directory if name == "default" else directory / name
+            if self._load_prefix_encoder(sub, name):
+                continue
             if (sub / WEIGHTS_NAME).is_file() or (sub / "adapter_model.bin").is_file():
                 set_peft_model_state_dict(self, load_adapter_state(sub), name, source=str(sub))
+
+    def _load_prefix_encoder(self, directory: Path, adapter_name: str) -> bool:
+        """Restore a trainable projected prefix encoder from its own file; False when there is none to restore."""
+        encoder = self.prompt_encoder[adapter_name] if "prompt_encoder" in self._modules else None
+        file = directory / PREFIX_ENCODER_NAME
+        if not getattr(encoder, "projection", False) or not file.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        try:
+            encoder.load_state_dict(load_file(str(file)))
+        except RuntimeError as exc:
+            raise ValueError(f"{file} does not fit this prefix encoder ({exc}); it was saved for another model or config") from exc
+        return True
 
 
 class PeftModelForCausalLM(PeftModel):

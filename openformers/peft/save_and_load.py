@@ -40,7 +40,8 @@ def get_peft_model_state_dict(model: PeftModel, state_dict: dict[str, torch.Tens
     state_dict = state_dict if state_dict is not None else model.state_dict()
     out: dict[str, torch.Tensor] = {}
     if config.is_prompt_learning:
-        out["prompt_embeddings"] = model.prompt_encoder[adapter_name].embedding.weight.detach()
+        with torch.no_grad():
+            out["prompt_embeddings"] = model.prompt_encoder[adapter_name].flat_prompt().detach()
     bias = getattr(config, "bias", "none")
     lora_bias_owners = set()
     if bias == "lora_only":
@@ -83,7 +84,15 @@ def set_peft_model_state_dict(model: PeftModel, state: dict[str, torch.Tensor], 
     config = model.peft_config[adapter_name]
     base_name = config.base_model_name_or_path
     if config.is_prompt_learning:
-        weight = model.prompt_encoder[adapter_name].embedding.weight
+        encoder = model.prompt_encoder[adapter_name]
+        if getattr(encoder, "projection", False):
+            raise ValueError(
+                f"{source}: a prefix-tuning adapter file holds only the projected prefixes, which cannot be turned back "
+                "into the table and MLP that prefix_projection=True trains, and the directory has no "
+                "prefix_encoder.safetensors (written by openformers next to it); load it with is_trainable=False, "
+                "or set prefix_projection=False in its config to train the prefixes directly"
+            )
+        weight = encoder.embedding.weight
         saved = state.get("prompt_embeddings")
         if saved is None:
             raise ValueError(f"{source}: no 'prompt_embeddings' tensor; keys: {sorted(state)[:5]}")

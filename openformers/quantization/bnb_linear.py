@@ -1,7 +1,8 @@
 """Quantized linear layers for ``BitsAndBytesConfig``: ``Linear4bit`` (NF4/FP4) here and ``Linear8bitLt`` (bnb_linear_8bit).
 
 Both keep their weight packed and dequantize it for each forward pass into the compute dtype
-(no full-precision copy stays in memory). Both can be built empty on the meta device and then
+(no full-precision copy stays in memory, not even for the backward pass: the input gradient
+dequantizes the weight again). Both can be built empty on the meta device and then
 filled while a checkpoint streams in (``_set_loaded_tensor``): a float weight is quantized the
 moment it arrives; the tensors of an already quantized checkpoint are stored as they are. Their
 ``state_dict`` is the layout transformers + bitsandbytes write (see ``bnb_format``), so files
@@ -55,6 +56,26 @@ def release_freed_memory() -> None:
 
 def _float_param(tensor: torch.Tensor, dtype: torch.dtype) -> nn.Parameter:
     return nn.Parameter(tensor.detach().to(dtype), requires_grad=False)
+
+
+class _DequantizedLinear(torch.autograd.Function):
+    """``x @ W.T + bias`` for a packed weight ``W``: dequantized for the forward product and again
+    for the input gradient, so autograd never holds a float copy of the weight between the two
+    (that copy is as large as the unquantized layer)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor | None, layer: "_QuantizedLinearBase") -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantize(x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ ctx.layer.dequantize(grad.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_bias, None
 
 
 class _QuantizedLinearBase(nn.Module):
@@ -164,9 +185,11 @@ class _QuantizedLinearBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cd = self.compute_dtype
-        w = self.dequantize(cd)
         bias = self.bias.to(cd) if self.bias is not None else None
-        return F.linear(x.to(cd), w, bias).to(x.dtype)
+        xc = x.to(cd)
+        if torch.is_grad_enabled() and (xc.requires_grad or (bias is not None and bias.requires_grad)):
+            return _DequantizedLinear.apply(xc, bias, self).to(x.dtype)
+        return F.linear(xc, self.dequantize(cd), bias).to(x.dtype)
 
     @classmethod
     def _empty(cls, linear: nn.Linear, **kwargs: Any) -> "_QuantizedLinearBase":

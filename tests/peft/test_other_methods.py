@@ -103,3 +103,70 @@ def test_prefix_tuning_needs_cache_support(ref_dirs):
     with pytest.raises(ValueError, match="one PEFT method per model"):
         po.add_adapter("other", LoraConfig())
     _ = IA3Config  # exported
+
+
+@pytest.mark.parametrize("name", ["llama_lm", "gpt2_lm"])
+def test_prefix_projection(ref_dirs, tmp_path, name):
+    import openformers.peft as ofp
+
+    b = batch()
+    make = lambda m: m.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True,  # noqa: E731
+                                          encoder_hidden_size=24)
+    theirs, ours = load_pair(ref_dirs, name)
+    pt = peft.get_peft_model(theirs, make(peft))
+    po = get_peft_model(ours, make(ofp))
+    # the same trainable parameters under the same names: table, then the two-layer MLP
+    names = lambda m: {n: tuple(p.shape) for n, p in m.named_parameters() if p.requires_grad}  # noqa: E731
+    assert names(po) == names(pt)
+    assert "prompt_encoder.default.transform.2.weight" in names(po)
+    _perturb(pt)
+    with torch.no_grad():
+        own = dict(po.named_parameters())
+        for n, p in pt.named_parameters():
+            if p.requires_grad:
+                own[n].copy_(p)
+    # same weights: same loss and the same gradients through the MLP
+    out_o, out_t = po(**b, labels=b["input_ids"]), pt(**b, labels=b["input_ids"])
+    assert_close(out_o.logits, out_t.logits, atol=1e-5, what=f"{name}: projected prefix logits")
+    out_o.loss.backward()
+    out_t.loss.backward()
+    grads_t = {n: p.grad for n, p in pt.named_parameters() if p.requires_grad}
+    for n, p in po.named_parameters():
+        if p.requires_grad:
+            assert_close(p.grad, grads_t[n], atol=1e-5, what=f"grad of {n}")
+    pt.eval()
+    ref = logits(pt, b)
+    # files both ways: both save only the projected prefixes, as prompt_embeddings
+    pt.save_pretrained(tmp_path / "theirs")
+    po.save_pretrained(tmp_path / "ours")
+    a, o = load_file(str(tmp_path / "theirs/adapter_model.safetensors")), load_file(str(tmp_path / "ours/adapter_model.safetensors"))
+    assert sorted(a) == sorted(o) == ["prompt_embeddings"]
+    assert_close(o["prompt_embeddings"], a["prompt_embeddings"], atol=1e-6, what="saved prefixes")
+    loaded = PeftModel.from_pretrained(load_pair(ref_dirs, name)[1], tmp_path / "theirs")
+    assert_close(logits(loaded, b), ref, atol=1e-5, what=f"{name}: peft's projected adapter here")
+    back = peft.PeftModel.from_pretrained(load_pair(ref_dirs, name)[0], tmp_path / "ours").eval()
+    assert_close(logits(back, b), ref, atol=1e-5, what=f"{name}: our projected adapter in peft")
+    gen_o = loaded.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=3, do_sample=False)
+    gen_t = back.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=3, do_sample=False)
+    assert torch.equal(gen_o, gen_t)
+    # peft's file cannot restore the MLP: training it again from that file is refused, clearly; ours
+    # carries the table and MLP in prefix_encoder.safetensors, so training resumes from it exactly
+    with pytest.raises(ValueError, match="prefix_projection"):
+        PeftModel.from_pretrained(load_pair(ref_dirs, name)[1], tmp_path / "theirs", is_trainable=True)
+    resumed = PeftModel.from_pretrained(load_pair(ref_dirs, name)[1], tmp_path / "ours", is_trainable=True)
+    mine = dict(po.named_parameters())
+    for n, p in resumed.named_parameters():
+        if n.startswith("prompt_encoder."):
+            assert p.requires_grad and torch.equal(p, mine[n]), n
+    assert_close(logits(resumed, b), ref, atol=1e-5, what=f"{name}: resumed projected prefix")
+
+
+def test_prefix_zero_init(ref_dirs):
+    _, ours = load_pair(ref_dirs, "llama_lm")
+    for projection in (False, True):
+        po = get_peft_model(ours, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2, init_weights="zero",
+                                                     prefix_projection=projection))
+        assert po.prompt_encoder["default"].flat_prompt().abs().max() == 0
+        ours = po.get_base_model()
+    with pytest.raises(ValueError, match="init_weights"):
+        PrefixTuningConfig(num_virtual_tokens=2, init_weights="ones")
