@@ -110,7 +110,8 @@ def _share(layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | 
     weights = [m.weight for m in layers]
     transposed = _wants_transposed(weights[0])
     # plain tensors even inside inference_mode: they become parameters' storage and must stay trainable
-    with torch.inference_mode(False), torch.no_grad():
+    # (weights made under inference_mode are inference tensors already and stay so)
+    with torch.inference_mode(weights[0].is_inference()), torch.no_grad():
         buf = torch.cat([w.t() for w in weights], dim=1) if transposed else torch.cat(weights)
         bias = torch.cat([m.bias for m in layers]) if layers[0].bias is not None else None
         start = 0
@@ -192,7 +193,7 @@ def relayout(module: nn.Linear) -> None:
     want = _wants_transposed(weight)
     if transposed_layout(weight) == want and (want or weight.is_contiguous()):
         return
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(weight.is_inference()), torch.no_grad():
         _repoint(weight, weight.t().contiguous().t() if want else weight.contiguous())
 
 

@@ -108,3 +108,12 @@ def test_dynamic_cache_grows_in_place_like_concatenation():
     cache.reorder_cache(torch.tensor([1, 0]))
     got_k, _ = cache.update(0, k, v)
     assert got_k.shape == (2, 3, 10, 4) and torch.equal(got_k[0, :, :8], torch.cat(keys, -2)[1, :, :8])
+
+
+def test_model_made_under_inference_mode_fuses_too():
+    reference = _tiny()
+    with torch.inference_mode():
+        model = _tiny()  # inference-tensor weights
+        torch.testing.assert_close(model(IDS).logits, reference(IDS).logits, rtol=0, atol=1e-5)
+    assert torch.equal(model.generate(IDS, max_new_tokens=3, do_sample=False),
+                       reference.generate(IDS, max_new_tokens=3, do_sample=False))
