@@ -37,8 +37,9 @@ bytes read per token: float32 reads ~540 MB (weights, 113 MB of them the tied 49
 head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the 57 MB bf16 head.
 Both libraries read the same bytes in float (parity with transformers is exact to 1e-5), so in
 float the gap is only per-token overhead: q/k/v and gate/up run as one matmul each (fused
-weights built at the first inference call, rebuilt when a weight changes), rotary runs once
-over the q and k heads, a batch-1 bf16 projection runs as a matrix-vector product (the bf16
+weights built at the first inference call as the layers' own storage, rebuilt when a weight is
+replaced or cast), float32 weights are stored [in, out] (faster CPU GEMM for a few rows), the
+dynamic cache appends in place, rotary runs once over the q and k heads, a batch-1 bf16 projection runs as a matrix-vector product (the bf16
 GEMM path is slow for one row), decode steps compute logits for the last position only and
 build no mask. The keep-quantized path is where the bytes drop, and where the speed is.
 """
@@ -155,8 +156,7 @@ def main() -> None:
 
         quantized = openformers.AutoModelForCausalLM.from_pretrained("smollm2", quantization_config=GGUFQuantizationConfig())
         # bf16 activations, embeddings and LM head (57 MB a token instead of 113 MB); the 4-bit weights and
-        # their bf16 scales stay as they are. One setting for every row (a float32 cast would move the
-        # int4 kernel's scales to float32, its slow path).
+        # their bf16 scales stay as they are (module casts never touch them). One setting for every row.
         quantized.to(torch.bfloat16)
     print(f"{what}; greedy, 32-token prompt, {args.new_tokens} new tokens; torch threads {torch.get_num_threads()}")
     print("tokens/s (wall clock); ratio = openformers / transformers; cpu ratio from tokens per CPU-second")

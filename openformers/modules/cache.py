@@ -21,19 +21,49 @@ class Cache:
 
 
 class DynamicCache(Cache):
-    """Grows by concatenation; the default for ``use_cache=True``."""
+    """Grows as positions arrive; the default for ``use_cache=True``.
+
+    ``keys[i]`` / ``values[i]`` are the filled part of a per-layer buffer with spare room at the
+    end (the capacity doubles when full), so a decode step writes its new position in place
+    instead of copying the whole cache. Anything that replaces ``keys[i]`` with a tensor of its
+    own (``reorder_cache``, a legacy tuple) simply moves the cache to a new buffer at the next
+    update.
+    """
 
     def __init__(self) -> None:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+
+    @staticmethod
+    def _append(buf: torch.Tensor | None, filled: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(buffer, filled + new as a view of it); a new buffer when ``filled`` is not the start of ``buf``
+        or there is no room."""
+        n, add = filled.shape[-2], new.shape[-2]
+        fits = (
+            buf is not None and filled.data_ptr() == buf.data_ptr() and filled.stride() == buf.stride()
+            and filled.shape[:-2] == buf.shape[:-2] and filled.shape[-1] == buf.shape[-1] and buf.dtype == new.dtype
+            and n + add <= buf.shape[-2]
+        )
+        if not fits:
+            shape = (*filled.shape[:-2], max(2 * (n + add), 64), filled.shape[-1])
+            buf = torch.empty(shape, dtype=new.dtype, device=new.device)
+            buf[..., :n, :].copy_(filled)
+        buf[..., n : n + add, :].copy_(new)
+        return buf, buf[..., : n + add, :]
 
     def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer_idx == len(self.keys):
             self.keys.append(key)
             self.values.append(value)
+            self._buffers.append(None)
         elif layer_idx < len(self.keys):
-            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], key], dim=-2)
-            self.values[layer_idx] = torch.cat([self.values[layer_idx], value], dim=-2)
+            while len(self._buffers) < len(self.keys):  # keys appended from outside (from_legacy_cache)
+                self._buffers.append(None)
+            bufs = self._buffers[layer_idx]
+            kbuf, self.keys[layer_idx] = self._append(bufs[0] if bufs else None, self.keys[layer_idx], key)
+            vbuf, self.values[layer_idx] = self._append(bufs[1] if bufs else None, self.values[layer_idx], value)
+            self._buffers[layer_idx] = (kbuf, vbuf)
         else:
             raise IndexError(f"cache update for layer {layer_idx} before layer {len(self.keys)}")
         return self.keys[layer_idx], self.values[layer_idx]

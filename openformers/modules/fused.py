@@ -1,19 +1,37 @@
-"""Inference-only fused projections: several ``nn.Linear`` layers that read the same input run
-as one matmul.
+"""Inference-time projections: fused groups of ``nn.Linear`` layers and weight layouts.
 
-Decoding one token is a chain of small GEMVs; fusing q/k/v (and gate/up) cuts the number of
-matmul calls, module calls and passes over the activations. The concatenated weight is built
-lazily, cached on the owning module (outside ``state_dict`` and ``parameters()``), and rebuilt
-whenever one of the source weights changes: moved, cast, replaced or updated in place (the
-tensor version counter). 4-bit ``QuantizedLinear`` layers fuse too (their packed rows and scales
-concatenate along the output dimension). Other layers (LoRA and other adapters) and any call that
-records gradients take the unfused path, so training and adapters see the original modules.
+Decoding one token is a chain of small matrix-vector products, bound by the bytes of weight
+read. Two things make those reads cheaper on the CPU:
+
+* Fusion: layers that read the same input (q/k/v, gate/up) run as one matmul over one
+  concatenated weight. The concatenated buffer *becomes* the layers' storage: each layer's
+  ``weight`` (and ``bias``) is re-pointed to its slice of the buffer, so fusing costs no memory,
+  and in-place updates of a weight (optimizer steps, ``load_state_dict``, LoRA merges) are seen
+  by the fused matmul at once. A weight that is replaced, moved or cast stops being a slice of
+  the buffer; the next inference call notices (pointer and layout check) and builds a new one.
+* Layout: float32 weights are laid out transposed in memory (``[in, out]`` contiguous, seen as
+  the usual ``[out, in]`` tensor through a transposed view). The CPU GEMM reads that layout
+  markedly faster for a few rows (about 2x for 8 rows, 10 to 20% for one row); bfloat16 keeps
+  the row-major layout, where the matrix-vector kernel is fastest. The layout is a property of
+  the storage only: shapes, ``state_dict`` keys and values, and training are unchanged
+  (``save_pretrained`` writes contiguous copies).
+
+Both happen only when no gradient is recorded and the layers are plain ``nn.Linear`` without
+hooks; adapters (LoRA and others) and training take the ordinary per-layer path. 4-bit
+``QuantizedLinear`` layers fuse too (their packed rows and scales concatenate along the output
+dimension); their fused copy is cached on the owning module and rebuilt when a source changes.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
+# itself is reached through the first layer's weight, so a cast or replaced weight frees it
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def _version(t: torch.Tensor) -> int:
@@ -41,7 +59,11 @@ def fusable(*layers: nn.Module) -> bool:
     first = layers[0]
     has_bias = getattr(first, "bias", None) is not None
     if type(first) is nn.Linear:
-        return all(type(m) is nn.Linear and (m.bias is not None) == has_bias for m in layers)
+        w = first.weight
+        return all(
+            type(m) is nn.Linear and (m.bias is not None) == has_bias and m.weight.dtype == w.dtype
+            and m.weight.device == w.device and m.weight.shape[1] == w.shape[1] for m in layers
+        )
     if _is_int4(first) and first.qweight.device.type == "cpu":
         return all(
             _is_int4(m) and m.group_size == first.group_size and m.scales_and_zeros.dtype == first.scales_and_zeros.dtype
@@ -50,10 +72,21 @@ def fusable(*layers: nn.Module) -> bool:
     return False
 
 
-def _build(layers: tuple[nn.Module, ...]) -> tuple:
+def transposed_layout(weight: torch.Tensor) -> bool:
+    """True when the ``[out, in]`` weight is stored ``[in, out]`` (a transposed view of it)."""
+    return weight.dim() == 2 and weight.stride(0) == 1 and weight.shape[1] > 1
+
+
+def _wants_transposed(weight: torch.Tensor) -> bool:
+    return weight.dtype == torch.float32 and weight.device.type == "cpu"
+
+
+def _repoint(tensor: torch.Tensor, view: torch.Tensor) -> None:
+    tensor.data = view  # the Parameter object stays (optimizers, adapters and ties keep their reference)
+
+
+def _build_int4(layers: tuple[nn.Module, ...]) -> tuple:
     bias = torch.cat([m.bias.detach() for m in layers]) if layers[0].bias is not None else None
-    if type(layers[0]) is nn.Linear:
-        return torch.cat([m.weight.detach() for m in layers]), bias
     # packed int4 rows ([out, in / 2]) and their [groups, out, 2] scales concatenate along out when
     # every part is a whole number of the kernel's row blocks (machine-dependent): a probe decides
     qweight = torch.cat([m.qweight for m in layers])
@@ -66,21 +99,60 @@ def _build(layers: tuple[nn.Module, ...]) -> tuple:
     return qweight, scales, bias, group
 
 
-def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor:
-    """``cat([m(x) for m in layers], -1)`` as one matmul, with the fused weight cached on ``owner``.
+def _key(tensors: list[torch.Tensor]) -> tuple:
+    return tuple((t.data_ptr(), t.stride(), t.dtype, t.device) for t in tensors)
 
-    Call only when :func:`fusable` says so. ``slot`` names the cache entry (one per fused group).
+
+def _share(layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenate the layers' weights (and biases) into one buffer in the preferred layout and
+    re-point every layer's parameters to their slices of it. Returns (weight buffer, bias buffer):
+    ``[in, sum(out)]`` when transposed, else ``[sum(out), in]``."""
+    weights = [m.weight for m in layers]
+    transposed = _wants_transposed(weights[0])
+    # plain tensors even inside inference_mode: they become parameters' storage and must stay trainable
+    # (weights made under inference_mode are inference tensors already and stay so)
+    with torch.inference_mode(weights[0].is_inference()), torch.no_grad():
+        buf = torch.cat([w.t() for w in weights], dim=1) if transposed else torch.cat(weights)
+        bias = torch.cat([m.bias for m in layers]) if layers[0].bias is not None else None
+        start = 0
+        for m in layers:
+            stop = start + m.weight.shape[0]
+            _repoint(m.weight, buf[:, start:stop].t() if transposed else buf[start:stop])
+            if bias is not None:
+                _repoint(m.bias, bias[start:stop])
+            start = stop
+    return buf, bias
+
+
+def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor:
+    """``cat([m(x) for m in layers], -1)`` as one matmul over one weight buffer.
+
+    Call only when :func:`fusable` says so. ``slot`` names the group on ``owner`` (one per fused
+    group).
     """
     if type(layers[0]) is nn.Linear:
-        tensors = [t for m in layers for t in (m.weight, m.bias) if t is not None]
-    else:
-        tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
+        key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
+        slots = _SHARED.setdefault(owner, {})
+        entry = slots.get(slot)
+        if entry is None or entry[0] != key:
+            buf, bias = _share(layers)
+            key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
+            slots[slot] = entry = (key, buf.shape, buf.stride(), buf.shape[0] == layers[0].weight.shape[1] and
+                                   transposed_layout(layers[0].weight))
+        # the buffer, seen again through the first layer's slice (nothing else keeps it alive)
+        first = layers[0]
+        buf = first.weight.as_strided(entry[1], entry[2], first.weight.storage_offset())
+        bias = None
+        if first.bias is not None:
+            bias = first.bias.as_strided((sum(m.bias.shape[0] for m in layers),), (1,), first.bias.storage_offset())
+        if entry[3]:
+            return _matmul_t(x, buf, bias)
+        return linear(x, buf, bias)
+    tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
     key = tuple((t.data_ptr(), _version(t), t.dtype, t.device) for t in tensors)
     cached = owner.__dict__.get(slot)
     if cached is None or cached[0] != key:
-        owner.__dict__[slot] = cached = (key, *_build(layers))
-    if len(cached) == 3:
-        return linear(x, cached[1], cached[2])
+        owner.__dict__[slot] = cached = (key, *_build_int4(layers))
     if len(cached) == 2:
         return torch.cat([m(x) for m in layers], dim=-1)
     _, qweight, scales, bias, group = cached
@@ -91,17 +163,47 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     return y if bias is None else y + bias.to(x.dtype)
 
 
+def _matmul_t(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight_t (+ bias)`` for ``weight_t`` ``[in, out]``, as one GEMM over the rows of ``x``."""
+    rows = x.reshape(-1, x.shape[-1])
+    y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    return y.view(*x.shape[:-1], weight_t.shape[1])
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, but a single half-precision row (a batch-1 decode step) runs as ``torch.mv``:
-    on CPU the bf16 GEMM path is slow for one row, the matrix-vector kernel is not."""
-    if x.dtype in (torch.bfloat16, torch.float16) and x.numel() == x.shape[-1] and x.device.type == "cpu":
-        y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
-        return y if bias is None else y + bias
+    """``F.linear`` for inference on the CPU: a weight stored transposed runs as ``x @ weight.T``
+    over its contiguous ``[in, out]`` storage; a single half-precision row (a batch-1 decode
+    step) runs as ``torch.mv`` (the bf16 GEMM path is slow for one row, the matrix-vector kernel
+    is not)."""
+    if x.device.type == "cpu":
+        if transposed_layout(weight):
+            return _matmul_t(x, weight.t(), bias)
+        if x.dtype in (torch.bfloat16, torch.float16) and x.numel() == x.shape[-1]:
+            y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
+            return y if bias is None else y + bias
     return F.linear(x, weight, bias)
 
 
+def relayout(module: nn.Linear) -> None:
+    """Store ``module.weight`` in the layout the CPU kernels read fastest for its dtype (see the
+    module docstring): values, shape and the Parameter object stay the same."""
+    weight = module.weight
+    if weight.dim() != 2 or weight.device.type != "cpu" or weight.shape[0] < 2 or weight.shape[1] < 2:
+        return
+    want = _wants_transposed(weight)
+    if transposed_layout(weight) == want and (want or weight.is_contiguous()):
+        return
+    with torch.inference_mode(weight.is_inference()), torch.no_grad():
+        _repoint(weight, weight.t().contiguous().t() if want else weight.contiguous())
+
+
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`."""
+    """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`, with its
+    weight in the layout of :func:`relayout`."""
     if type(module) is nn.Linear and not torch.is_grad_enabled() and not _hooked(module):
-        return linear(x, module.weight, module.bias)
+        weight = module.weight
+        if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
+            relayout(module)
+            weight = module.weight
+        return linear(x, weight, module.bias)
     return module(x)

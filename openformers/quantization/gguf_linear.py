@@ -165,6 +165,19 @@ class QuantizedLinear(nn.Module):
     def compute_dtype(self) -> torch.dtype:
         return self.scales_and_zeros.dtype
 
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> "QuantizedLinear":
+        """Module casts (``.to(dtype)``, ``.float()``, ``.half()``) move the bias but leave
+        ``scales_and_zeros`` in the kernel's compute dtype: a float32 cast of a bfloat16 layer
+        would otherwise put the kernel on its float32 path (many times slower) for no gain, as
+        the output is cast to the input's dtype anyway. Device moves still apply. Set the compute
+        dtype with ``GGUFQuantizationConfig(compute_dtype=...)``."""
+        scales = self._buffers.get("scales_and_zeros")
+        super()._apply(fn, recurse)
+        moved = self._buffers.get("scales_and_zeros")
+        if scales is not None and moved is not None and moved.dtype != scales.dtype:
+            self._buffers["scales_and_zeros"] = scales.to(device=moved.device)
+        return self
+
     # -- checkpoints: the saved qweight is the portable to_nibbles layout ------------------
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -1,0 +1,119 @@
+"""Inference projections (modules/fused.py): fused groups share the layers' storage, float32
+weights are stored transposed, and nothing of it shows in values, training or checkpoints."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openformers.models.llama import LlamaConfig, LlamaForCausalLM
+from openformers.modules.cache import DynamicCache
+from openformers.modules.fused import transposed_layout
+
+
+def _tiny(**kw) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, **kw)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _storages(model: nn.Module) -> int:
+    """Bytes of the distinct storages behind the parameters."""
+    seen = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    return sum(seen.values())
+
+
+IDS = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(1))
+
+
+def test_fused_weights_share_storage_and_match_the_plain_path():
+    model = _tiny(attention_bias=True)
+    expected = model(IDS).logits.detach()  # grad enabled: plain per-layer path
+    before = _storages(model)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(IDS).logits, expected, rtol=0, atol=1e-5)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    ptrs = {m.weight.untyped_storage().data_ptr() for m in (attn.q_proj, attn.k_proj, attn.v_proj)}
+    assert len(ptrs) == 1 and attn.q_proj.bias.untyped_storage().data_ptr() == attn.v_proj.bias.untyped_storage().data_ptr()
+    assert mlp.gate_proj.weight.untyped_storage().data_ptr() == mlp.up_proj.weight.untyped_storage().data_ptr()
+    assert _storages(model) <= before  # no second copy of any weight
+    # float32: stored [in, out]; the tied head and embeddings stay one parameter
+    assert transposed_layout(attn.q_proj.weight) and transposed_layout(attn.o_proj.weight)
+    assert transposed_layout(model.lm_head.weight) and model.lm_head.weight is model.model.embed_tokens.weight
+    assert attn.q_proj.weight.requires_grad and not attn.q_proj.weight.is_inference()  # still trainable
+    # in-place updates reach the fused matmul (the buffer is the weights' storage)
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(2.0)
+    changed = model(IDS).logits.detach()
+    assert not torch.allclose(changed, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS).logits, changed, rtol=0, atol=1e-5)
+
+
+def test_training_and_checkpoints_after_inference(tmp_path):
+    model = _tiny()
+    with torch.no_grad():
+        model.generate(IDS, max_new_tokens=3, do_sample=False)
+    reference = _tiny()  # the same initial weights, never run at inference
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)
+    model.save_pretrained(tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    for (name, a), b in zip(loaded.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+    # one training step on the re-laid-out weights gives the same weights as on plain ones
+    for m in (model, reference):
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+        m(IDS, labels=IDS).loss.backward()
+        opt.step()
+        m.eval()
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(IDS).logits, reference(IDS).logits.detach(), rtol=0, atol=1e-5)
+
+
+def test_cast_after_fusion_rebuilds_in_the_new_dtype():
+    model = _tiny()
+    with torch.inference_mode():
+        model(IDS)
+    model.to(torch.bfloat16)
+    attn = model.model.layers[1].self_attn
+    expected = model(IDS).logits.detach()
+    with torch.inference_mode():
+        out = model(IDS).logits
+    assert out.dtype == torch.bfloat16 and not transposed_layout(attn.o_proj.weight)
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=0.05)
+    model.to(torch.float32)
+    with torch.inference_mode():
+        model(IDS)
+    assert transposed_layout(attn.q_proj.weight) and attn.q_proj.weight.dtype == torch.float32
+
+
+def test_dynamic_cache_grows_in_place_like_concatenation():
+    gen = torch.Generator().manual_seed(0)
+    cache, keys, values = DynamicCache(), [], []
+    for step in (5, 1, 1, 3, 1):
+        k, v = torch.randn(2, 3, step, 4, generator=gen), torch.randn(2, 3, step, 4, generator=gen)
+        keys.append(k), values.append(v)
+        got_k, got_v = cache.update(0, k, v)
+        assert torch.equal(got_k, torch.cat(keys, -2)) and torch.equal(got_v, torch.cat(values, -2))
+    assert cache.get_seq_length() == 11
+    cache.crop(8)  # later positions are overwritten
+    k, v = torch.randn(2, 3, 1, 4, generator=gen), torch.randn(2, 3, 1, 4, generator=gen)
+    got_k, _ = cache.update(0, k, v)
+    assert torch.equal(got_k, torch.cat([torch.cat(keys, -2)[..., :8, :], k], -2))
+    cache.reorder_cache(torch.tensor([1, 0]))
+    got_k, _ = cache.update(0, k, v)
+    assert got_k.shape == (2, 3, 10, 4) and torch.equal(got_k[0, :, :8], torch.cat(keys, -2)[1, :, :8])
+
+
+def test_model_made_under_inference_mode_fuses_too():
+    reference = _tiny()
+    with torch.inference_mode():
+        model = _tiny()  # inference-tensor weights
+        torch.testing.assert_close(model(IDS).logits, reference(IDS).logits, rtol=0, atol=1e-5)
+    assert torch.equal(model.generate(IDS, max_new_tokens=3, do_sample=False),
+                       reference.generate(IDS, max_new_tokens=3, do_sample=False))
