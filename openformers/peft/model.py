@@ -372,12 +372,18 @@ class PeftModel(nn.Module):
 
     # -- counting ----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts, as peft gives them: a quantized layer's packed
+        weight (a buffer here) counts as its ``out_features x in_features`` values."""
         trainable = total = 0
         for _, p in self.named_parameters():
             n = p.numel()
             total += n
             if p.requires_grad:
                 trainable += n
+        for module in self.modules():
+            packed = module._buffers.get("weight", module._buffers.get("qweight"))
+            if packed is not None and hasattr(module, "in_features") and hasattr(module, "out_features"):
+                total += module.in_features * module.out_features
         return trainable, total
 
     def print_trainable_parameters(self) -> None:

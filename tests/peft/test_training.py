@@ -89,3 +89,30 @@ def test_lora_on_quantized_linear_and_merge(tmp_path):
         change = float((merged(**batch).logits - before).abs().max())
     assert change < 1e-3
     assert max_logit_change(merged, merged, batch) == 0.0
+
+
+@pytest.mark.parametrize("quant", ["nf4", "int8", "gguf"])
+def test_parameter_count_of_a_quantized_base_counts_logical_weights(quant):
+    """peft counts a 4-bit weight as its unpacked number of values; so do we, for every quantized layer."""
+    from openformers.quantization import Linear4bit, Linear8bitLt, QuantizedLinear
+
+    from openformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    expected = get_peft_model(LlamaForCausalLM(cfg), lora).get_nb_trainable_parameters()
+    model = LlamaForCausalLM(cfg)
+    for layer in model.model.layers:
+        for owner in (layer.self_attn, layer.mlp):
+            for name, child in list(owner.named_children()):
+                if quant == "nf4":
+                    new = Linear4bit.from_linear(child, quant_type="nf4", compress_statistics=True)
+                elif quant == "int8":
+                    new = Linear8bitLt.from_linear(child)
+                else:
+                    new = QuantizedLinear.from_linear(child, 32, torch.float32)
+                setattr(owner, name, new)
+    counts = get_peft_model(model, lora).get_nb_trainable_parameters()
+    assert counts == expected
