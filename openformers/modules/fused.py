@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+_HALF = (torch.bfloat16, torch.float16)
+
+
 def _version(t: torch.Tensor) -> int:
     try:
         return t._version
@@ -70,7 +73,16 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     """``cat([m(x) for m in layers], -1)`` as one matmul, with the fused weight cached on ``owner``.
 
     Call only when :func:`fusable` says so. ``slot`` names the cache entry (one per fused group).
+
+    Half-precision inputs of several rows (a prefill, a batch) run the layers one by one: a
+    bf16/fp16 GEMM rounds its float32 accumulator once per output, but the kernel splits the
+    reduction by the weight's shape and the thread count, so the stacked weight can round
+    differently from the separate ones (SmolLM2's q/k/v: from 18 rows with 16 threads, 64 with
+    4), and the logits drift from the unfused reference. A single row is a matrix-vector product
+    whose outputs are independent dot products, identical either way, so decode steps still fuse.
     """
+    if type(layers[0]) is nn.Linear and x.dtype in _HALF and x.numel() != x.shape[-1]:
+        return torch.cat([F.linear(x, m.weight, m.bias) for m in layers], dim=-1)
     if type(layers[0]) is nn.Linear:
         tensors = [t for m in layers for t in (m.weight, m.bias) if t is not None]
     else:
@@ -94,7 +106,7 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, but a single half-precision row (a batch-1 decode step) runs as ``torch.mv``:
     on CPU the bf16 GEMM path is slow for one row, the matrix-vector kernel is not."""
-    if x.dtype in (torch.bfloat16, torch.float16) and x.numel() == x.shape[-1] and x.device.type == "cpu":
+    if x.dtype in _HALF and x.numel() == x.shape[-1] and x.device.type == "cpu":
         y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
         return y if bias is None else y + bias
     return F.linear(x, weight, bias)
