@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 _HALF = (torch.bfloat16, torch.float16)
 
 
