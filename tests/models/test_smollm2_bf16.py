@@ -70,8 +70,8 @@ def test_greedy_tokens_and_scores_are_identical(models, tokenizer):
     width, pad = max(map(len, rows)), 2  # SmolLM2's pad token
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    kw = dict(attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=pad,
-              return_dict_in_generate=True, output_scores=True)
+    kw = {"attention_mask": mask, "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": pad,
+          "return_dict_in_generate": True, "output_scores": True}
     with torch.no_grad():
         mine, theirs = ours.generate(ids, **kw), ref.generate(ids, **kw)
     assert mine.sequences.shape == (3, width + 8)
