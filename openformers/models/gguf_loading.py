@@ -10,7 +10,8 @@ each head reordered for its rotary kernel (the two halves of a head interleaved)
 them back in the Hugging Face order. A "llama" file with ``llama.attention.sliding_window`` is a
 Mistral model and loads as one, with that window. GPT-2's attention and MLP weights are stored as ``[out,
 in]`` like ``nn.Linear``; Hugging Face's GPT-2 (``Conv1D``) keeps them ``[in, out]``, so they
-are transposed.
+are transposed. Llama 3.1 style files carry their llama3 rope scaling as ``rope_freqs.weight``,
+one divisor per inverse rotary frequency; it becomes ``rope_parameters["freq_factors"]``.
 
 With a :class:`~openformers.quantization.gguf_linear.GGUFQuantizationConfig`, the projection
 weights are not dequantized: they become the buffers of ``QuantizedLinear`` modules
@@ -19,7 +20,6 @@ puts in place of ``nn.Linear`` before loading.
 """
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +28,6 @@ from typing import Any
 import torch
 
 from openformers.core.gguf import GGUFError, GGUFFile
-
-logger = logging.getLogger("openformers")
 
 # general.architecture -> model_type
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
@@ -81,8 +79,9 @@ _GPT2_BLOCK = {
 }
 _GPT2_TOP = {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f", "output": "lm_head"}
 _GPT2_TRANSPOSED = {"attn_qkv", "attn_output", "ffn_up", "ffn_down"}
-# tensors llama.cpp writes that the Hugging Face model computes itself
-_IGNORED = {"rope_freqs.weight"}
+# per-pair rotary frequency divisors; read into the config (rope_parameters["freq_factors"]), not a weight
+_ROPE_FREQS = "rope_freqs.weight"
+_IGNORED = {_ROPE_FREQS}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _TOP_RE = re.compile(r"^([a-z_]+)\.(weight|bias)$")
 
@@ -141,15 +140,44 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     config["hidden_act"] = "silu"
     if arch in _PERMUTED_QK:
         config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
+    scaling: dict[str, Any] = {}
     scaling_type = meta.get(f"{arch}.rope.scaling.type")
     if scaling_type and scaling_type != "none":
-        scaling: dict[str, Any] = {"rope_type": scaling_type, "type": scaling_type}
+        scaling = {"rope_type": scaling_type, "type": scaling_type}
         if f"{arch}.rope.scaling.factor" in meta:
             scaling["factor"] = float(meta[f"{arch}.rope.scaling.factor"])
         if f"{arch}.rope.scaling.original_context_length" in meta:
             scaling["original_max_position_embeddings"] = int(meta[f"{arch}.rope.scaling.original_context_length"])
+    factors = _rope_freq_factors(gf, arch, config)
+    if factors is not None:
+        if scaling.get("rope_type") in (None, "llama3"):  # the factors are the llama3 scaling, already worked out
+            scaling = {"rope_type": "default", "type": "default"}
+        scaling["freq_factors"] = factors
+    if scaling:
         config["rope_scaling"] = scaling
     return config
+
+
+def _rope_freq_factors(gf: GGUFFile, arch: str, config: dict[str, Any]) -> list[float] | None:
+    """``rope_freqs.weight`` (Llama 3.1 style files): llama.cpp divides each inverse rotary
+    frequency by its factor, which is how those files carry the llama3 scaling."""
+    if _ROPE_FREQS not in gf.tensors:
+        return None
+    try:
+        t = gf.dequantize(_ROPE_FREQS).reshape(-1)
+    except GGUFError:
+        raise
+    except Exception as exc:
+        raise GGUFError(f"{gf.path}: cannot read tensor {_ROPE_FREQS!r}: {exc}") from exc
+    rot_dim = int(gf.metadata.get(f"{arch}.rope.dimension_count", config.get("head_dim", 0)) or 0)
+    if rot_dim and t.numel() != rot_dim // 2:
+        raise GGUFError(
+            f"{gf.path}: tensor {_ROPE_FREQS!r} has {t.numel()} values but the rotary dimension is {rot_dim} "
+            f"(expected {rot_dim // 2}, one per rotated pair); the file is inconsistent"
+        )
+    if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+        raise GGUFError(f"{gf.path}: tensor {_ROPE_FREQS!r} must hold positive finite factors, got {t.tolist()[:8]}")
+    return [float(v) for v in t]
 
 
 def read_gguf_config(path: str | Path) -> dict[str, Any]:
@@ -223,14 +251,6 @@ def read_gguf_model(
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise GGUFError(f"{gf.path}: the GGUF file lacks tensors a {arch} model needs: {shown}")
-    # transformers' GGUF loader drops rope_freqs.weight too: the llama3 scaling parameters it was
-    # computed from are not in the file, so the user has to name them
-    if "rope_freqs.weight" in gf.tensors and "rope_scaling" not in config:
-        logger.warning(
-            "%s: the file carries per-frequency rotary factors (rope_freqs.weight, Llama 3.1 style) but no "
-            "rope scaling metadata; they are not applied. Pass rope_scaling=... to from_pretrained to set them.",
-            gf.path,
-        )
     plan: list[tuple[str, str, str | None]] = []
     for name in gf.tensors:
         if name in _IGNORED:
@@ -272,4 +292,4 @@ def _iter_tensors(
         gf.close()
 
 
-__all__ = ["GGUFError", "SUPPORTED_ARCHITECTURES", "read_gguf_config", "read_gguf_model", "unpermute_qk", "hf_name"]
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]

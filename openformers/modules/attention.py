@@ -53,6 +53,15 @@ def sdpa_attention(
     if output_attentions:  # the fused kernel does not expose the weights
         return eager_attention(q, k, v, mask, scale, dropout, is_causal=is_causal, output_attentions=True, training=training)
     gqa = q.shape[1] != k.shape[1]
+    if gqa and mask is not None and q.shape[2] == 1 and mask.dim() == 4 and mask.shape[1] == 1:
+        # a masked decode step: each kv head's query heads become its query rows, [b, kv_h, n_rep, d]
+        # (no repeated k/v), the layout transformers uses; a bf16 kernel rounds differently per layout
+        b, h, _, d = q.shape
+        out = F.scaled_dot_product_attention(
+            q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, attn_mask=mask.to(q.dtype),
+            dropout_p=dropout if training else 0.0, scale=scale,
+        )
+        return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
     if mask is not None:
         mask = mask.to(q.dtype)
         is_causal = False

@@ -33,6 +33,8 @@ from torch import nn
 # itself is reached through the first layer's weight, so a cast or replaced weight frees it
 _SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
+_HALF = (torch.bfloat16, torch.float16)
+
 
 def _version(t: torch.Tensor) -> int:
     try:
@@ -129,7 +131,16 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
 
     Call only when :func:`fusable` says so. ``slot`` names the group on ``owner`` (one per fused
     group).
+
+    Half-precision inputs of several rows (a prefill, a batch) run the layers one by one: a
+    bf16/fp16 GEMM rounds its float32 accumulator once per output, but the kernel splits the
+    reduction by the weight's shape and the thread count, so the stacked weight can round
+    differently from the separate ones (SmolLM2's q/k/v: from 18 rows with 16 threads, 64 with
+    4), and the logits drift from the unfused reference. A single row is a matrix-vector product
+    whose outputs are independent dot products, identical either way, so decode steps still fuse.
     """
+    if type(layers[0]) is nn.Linear and x.dtype in _HALF and x.numel() != x.shape[-1]:
+        return torch.cat([F.linear(x, m.weight, m.bias) for m in layers], dim=-1)
     if type(layers[0]) is nn.Linear:
         key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
         slots = _SHARED.setdefault(owner, {})
@@ -178,7 +189,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if x.device.type == "cpu":
         if transposed_layout(weight):
             return _matmul_t(x, weight.t(), bias)
-        if x.dtype in (torch.bfloat16, torch.float16) and x.numel() == x.shape[-1]:
+        if x.dtype in _HALF and x.numel() == x.shape[-1]:
             y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
             return y if bias is None else y + bias
     return F.linear(x, weight, bias)

@@ -6,7 +6,9 @@ A config describes its rope either the transformers 5 way, as one ``rope_paramet
 :func:`standardize_rope_parameters` turns either into the first form.
 
 Scaling schemes (``rope_type``): default, linear, dynamic (NTK, recomputed when a sequence
-grows past ``max_position_embeddings``), llama3 and yarn.
+grows past ``max_position_embeddings``), llama3 and yarn. An optional ``freq_factors`` list (one
+float per rotated pair, what llama.cpp files carry as ``rope_freqs.weight``) divides the scheme's
+inverse frequencies afterwards.
 """
 from __future__ import annotations
 
@@ -141,6 +143,20 @@ def _yarn(params: dict[str, Any], dim: int, max_pos: int, seq_len: int | None) -
     return interpolation * (1 - keep) + extrapolation * keep, float(attention_factor)
 
 
+def _freq_factors(params: dict[str, Any], dim: int) -> torch.Tensor | None:
+    """``rope_parameters["freq_factors"]`` as a float32 [dim/2] tensor (None when absent)."""
+    factors = params.get("freq_factors")
+    if factors is None:
+        return None
+    t = torch.as_tensor(factors, dtype=torch.float32, device="cpu").reshape(-1)
+    if t.numel() != dim // 2 or not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+        raise ValueError(
+            f"rope_parameters['freq_factors'] must hold {dim // 2} positive numbers (one per rotated pair of the "
+            f"{dim} rotary dimensions), got {t.numel()} values: {t.tolist()[:8]}"
+        )
+    return t
+
+
 RopeInitFn = Callable[[dict[str, Any], int, int, "int | None"], tuple[torch.Tensor, float]]
 ROPE_INIT_FUNCTIONS: dict[str, RopeInitFn] = {
     "default": _default,
@@ -175,12 +191,19 @@ class RotaryEmbedding(nn.Module):
         self.original_max_seq_len = config.max_position_embeddings
         self.max_seq_len_cached = config.max_position_embeddings
         self._init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
-        inv_freq, self.attention_scaling = self._init_fn(self.rope_parameters, self.dim, self.original_max_seq_len, None)
+        self.freq_factors = _freq_factors(self.rope_parameters, self.dim)
+        inv_freq, self.attention_scaling = self._frequencies(None)
         # computed, never stored in checkpoints; explicit CPU so a meta-device build still has it
         self.register_buffer("inv_freq", inv_freq.to("cpu"), persistent=False)
         self.register_buffer("original_inv_freq", inv_freq.clone().to("cpu"), persistent=False)
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "RotaryEmbedding":
+    def _frequencies(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
+        inv_freq, attention_scaling = self._init_fn(self.rope_parameters, self.dim, self.original_max_seq_len, seq_len)
+        if self.freq_factors is not None:
+            inv_freq = inv_freq / self.freq_factors
+        return inv_freq, attention_scaling
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RotaryEmbedding:
         # follow device moves but keep the frequencies in float32 through model.half() etc.
         saved = {name: buf for name, buf in self._buffers.items() if buf is not None}
         super()._apply(fn, recurse)
@@ -193,7 +216,7 @@ class RotaryEmbedding(nn.Module):
     def _update_dynamic(self, position_ids: torch.Tensor) -> None:
         seq_len = int(position_ids.max()) + 1
         if seq_len > self.max_seq_len_cached:  # grow: recompute for the longer context
-            inv_freq, self.attention_scaling = self._init_fn(self.rope_parameters, self.dim, self.original_max_seq_len, seq_len)
+            inv_freq, self.attention_scaling = self._frequencies(seq_len)
             self.inv_freq = inv_freq.to(self.inv_freq.device)
             self.max_seq_len_cached = seq_len
         if seq_len < self.original_max_seq_len and self.max_seq_len_cached > self.original_max_seq_len:  # reset

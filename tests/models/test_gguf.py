@@ -37,7 +37,10 @@ _LLAMA_NAMES = {
 }
 
 
-def write_tiny_llama(path: Path, model, qtype: str = "F32", arch: str = "llama", skip: tuple[str, ...] = ()) -> Path:
+def write_tiny_llama(
+    path: Path, model, qtype: str = "F32", arch: str = "llama", skip: tuple[str, ...] = (), extend=None
+) -> Path:
+    """``extend(writer)``, when given, adds further metadata or tensors before the file is written."""
     cfg = model.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(cfg.num_hidden_layers)
@@ -76,6 +79,8 @@ def write_tiny_llama(path: Path, model, qtype: str = "F32", arch: str = "llama",
             w.add_tensor(name, gguf.quants.quantize(np.ascontiguousarray(t), q), raw_dtype=q)
         else:
             w.add_tensor(name, np.ascontiguousarray(t, dtype=np.float32))
+    if extend is not None:
+        extend(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

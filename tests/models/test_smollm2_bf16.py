@@ -1,0 +1,80 @@
+"""The embedded SmolLM2-135M in bfloat16: the same logits and greedy tokens as transformers.
+
+bf16 rounds after every op, so only the same operations in the same order give the same
+numbers; this guards the casting order of the norms, rotary tables, attention, residual adds and
+head, and that the inference-time fused projections round as the separate ones do.
+
+The reference is transformers' LlamaForCausalLM with transformers' own GGUF config and the
+weights our GGUF reader dequantized (test_gguf.py checks those against transformers' reader);
+building it this way skips transformers' slow GGUF conversion and keeps the test fast.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openformers.core.hub import embedded_model_path
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village by the sea,",
+]
+
+
+@pytest.fixture(scope="module")
+def models():
+    transformers = pytest.importorskip("transformers")
+    from openformers.models.auto import AutoModelForCausalLM
+
+    try:
+        path = embedded_model_path("smollm2")
+    except OSError as exc:
+        pytest.skip(str(exc))
+    ours = AutoModelForCausalLM.from_pretrained("smollm2", dtype=torch.bfloat16).eval()
+    config = transformers.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    config.quantization_config = None
+    config._attn_implementation = "sdpa"  # what from_pretrained picks
+    with torch.device("meta"):
+        ref = transformers.LlamaForCausalLM(config)
+    ref.load_state_dict(ours.state_dict(), strict=False, assign=True)
+    ref.tie_weights()
+    ref = ref.to(torch.bfloat16).eval()
+    # its float32 frequencies, computed on the CPU (from_pretrained keeps them float32 as well)
+    ref.model.rotary_emb = type(ref.model.rotary_emb)(config)
+    assert not [n for n, t in [*ref.named_parameters(), *ref.named_buffers()] if t.is_meta]
+    return ours, ref
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from openformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained("smollm2")
+
+
+def test_prefill_logits_are_identical(models):
+    ours, ref = models
+    # 256 positions: long enough for the q/k/v and gate/up GEMMs to round differently when fused
+    ids = torch.randint(3, 49152, (1, 256), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine, theirs = ours(ids).logits, ref(ids).logits
+    assert mine.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+def test_greedy_tokens_and_scores_are_identical(models, tokenizer):
+    # a left-padded batch: masked decode steps of grouped-query attention, several rows per matmul
+    ours, ref = models
+    rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    width, pad = max(map(len, rows)), 2  # SmolLM2's pad token
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    kw = {"attention_mask": mask, "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": pad,
+          "return_dict_in_generate": True, "output_scores": True}
+    with torch.no_grad():
+        mine, theirs = ours.generate(ids, **kw), ref.generate(ids, **kw)
+    assert mine.sequences.shape == (3, width + 8)
+    assert torch.equal(mine.sequences, theirs.sequences)
+    for step, (a, b) in enumerate(zip(mine.scores, theirs.scores)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m, s=step: f"step {s}: {m}")
