@@ -303,7 +303,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                 hidden = hidden[:, -logits_to_keep:]
         else:
             hidden = hidden[:, logits_to_keep.to(hidden.device)]
-        logits = self.lm_head(hidden)
+        logits = project(self.lm_head, hidden)  # at inference: the CPU-friendly weight layout
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
