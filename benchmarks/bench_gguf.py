@@ -146,23 +146,35 @@ print(json.dumps({{"tok_per_s": steps * {batch} / wall, "ms_per_step": wall / st
 VERSUS_LLAMACPP = r"""
 import time, json
 import numpy as np
+import llama_cpp.llama_cpp as lc
 from llama_cpp import Llama
 from openformers.core.hub import embedded_model_path
 from openformers.core.gguf import GGUFFile
+# no extra buffer types: a machine that lists AMX without granting it dies in ggml's AMX repacking (SIGILL)
+default_params = lc.llama_model_default_params
+def model_params():
+    params = default_params()
+    params.use_extra_bufts = False
+    return params
+lc.llama_model_default_params = model_params
 path = embedded_model_path("smollm2")
 llm = Llama(model_path=str(path), n_threads={threads}, n_threads_batch={threads}, n_ctx=512, n_batch=64,
             verbose=False)
 prompt = {prompt}
+n_vocab = llm.n_vocab()
+
+def last_logits():
+    return np.ctypeslib.as_array(lc.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
 
 def decode(n):
     llm.reset()
     llm.eval(prompt)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last_logits()))
     toks = [tok]
     t, c = time.perf_counter(), time.process_time()
     for _ in range(n - 1):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
         toks.append(tok)
     return toks, time.perf_counter() - t, time.process_time() - c
 
@@ -200,38 +212,32 @@ def versus(args: argparse.Namespace) -> None:
     if not have_llamacpp:
         print("llama.cpp: not installed, skipped (pip install llama-cpp-python, or the 'bench' extra)", flush=True)
     fmt = dict(threads=args.threads, new_tokens=args.new_tokens, prompt=PROMPT)
-    cases = {
-        "openformers int4, bf16 head, batch 1": VERSUS_OURS.format(fast=False, batch=1, **fmt),
-        "openformers int4, fast head, batch 1": VERSUS_OURS.format(fast=True, batch=1, **fmt),
-        "openformers int4, fast head, batch 8": VERSUS_OURS.format(fast=True, batch=8, **fmt),
-    }
+    cases = {}
     if have_llamacpp:
         cases["llama.cpp Q4_1, batch 1"] = VERSUS_LLAMACPP.format(**fmt)
+    cases["openformers int4, fast head, batch 1"] = VERSUS_OURS.format(fast=True, batch=1, **fmt)
+    cases["openformers int4, bf16 head, batch 1"] = VERSUS_OURS.format(fast=False, batch=1, **fmt)
+    cases["openformers int4, fast head, batch 8"] = VERSUS_OURS.format(fast=True, batch=8, **fmt)
+    gbs = run(BANDWIDTH.format(threads=args.threads))["gb_per_s"]
+    print(f"memory read bandwidth, {args.threads} threads: {gbs:.1f} GB/s (torch.sum over 1 GiB, median of 7)", flush=True)
     results: dict[str, list[dict]] = {name: [] for name in cases}
-    bandwidth = []
-    for _ in range(args.repeat):
-        bandwidth.append(run(BANDWIDTH.format(threads=args.threads))["gb_per_s"])
+    for round_ in range(args.repeat):
         for name, code in cases.items():
             results[name].append(run(code))
-    gbs = statistics.median(bandwidth)
-    print(f"memory read bandwidth, {args.threads} threads: {gbs:.1f} GB/s (median of {len(bandwidth)} runs: "
-          + ", ".join(f"{b:.1f}" for b in bandwidth) + ")")
-    ref = results.get("llama.cpp Q4_1, batch 1")
-    ref_rate = statistics.median(r["tok_per_s"] for r in ref) if ref else None
-    ref_ids = ref[0]["ids"] if ref else None
-    for name, runs in results.items():
-        rate = statistics.median(r["tok_per_s"] for r in runs)
-        step_ms = statistics.median(r["ms_per_step"] for r in runs)
-        cpu_ms = statistics.median(r["cpu_ms_per_step"] for r in runs)
-        mb = runs[0]["step_mb"]
-        moved = mb / 1e3 / (step_ms / 1e3)  # GB/s the step's weight reads come to
-        line = (f"{name:38s} {rate:7.1f} tok/s  step {step_ms:6.2f} ms (CPU {cpu_ms:6.2f} ms)  weights read "
-                f"{mb:6.1f} MB/step = {moved:5.1f} GB/s ({moved / gbs:4.0%} of measured)")
-        if ref_rate and not name.startswith("llama.cpp"):
-            line += f"  vs llama.cpp {rate / ref_rate:.2f}x"
-        if ref_ids:
-            line += f"  first 16 tokens equal to llama.cpp: {sum(a == b for a, b in zip(runs[0]['ids'], ref_ids))}/16"
-        print(line, flush=True)
+            ref = results.get("llama.cpp Q4_1, batch 1")
+            runs = results[name]
+            rate = statistics.median(r["tok_per_s"] for r in runs)
+            step_ms = statistics.median(r["ms_per_step"] for r in runs)
+            cpu_ms = statistics.median(r["cpu_ms_per_step"] for r in runs)
+            mb = runs[0]["step_mb"]
+            moved = mb / step_ms  # MB per ms = GB/s that the step's weight reads come to
+            line = (f"[{round_ + 1}] {name:38s} {rate:7.1f} tok/s  step {step_ms:6.2f} ms (CPU {cpu_ms:6.2f} ms)  "
+                    f"weights read {mb:6.1f} MB/step = {moved:5.1f} GB/s ({moved / gbs:4.0%} of measured)")
+            if ref and not name.startswith("llama.cpp"):
+                ref_rate = statistics.median(r["tok_per_s"] for r in ref)
+                same = sum(x == y for x, y in zip(runs[0]["ids"], ref[0]["ids"]))
+                line += f"  vs llama.cpp {rate / ref_rate:.2f}x, first 16 tokens equal: {same}/16"
+            print(line, flush=True)
 
 
 CHAT_HF = r"""
