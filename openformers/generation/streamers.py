@@ -4,6 +4,10 @@ token) and ``s.end()`` once at the end.
 Text is produced incrementally by :class:`~openformers.tokenization.streaming.StreamingDetokenizer`:
 each token costs a decode of a short window, not of the whole text, and a character split over
 several byte tokens is held back until complete (never printed as U+FFFD).
+
+:class:`TextStreamer` hands text on a word at a time: it releases the text up to the last space,
+everything when the text ends with a newline or a CJK ideograph (those languages write no spaces),
+and the rest at :meth:`~TextStreamer.end`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,26 @@ from typing import Any
 import torch
 
 from openformers.tokenization.streaming import StreamingDetokenizer
+
+
+# CJK Unified Ideographs, their extensions A to F and the compatibility blocks
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+
+
+def is_cjk_char(char: str) -> bool:
+    """True for a CJK ideograph (text in those scripts has no spaces to wait for)."""
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
+
+
+def printable_prefix(text: str) -> int:
+    """How much of ``text`` (not yet printed) a word-at-a-time stream can release now."""
+    if not text or text[-1] == "\n" or is_cjk_char(text[-1]):
+        return len(text)
+    return text.rfind(" ") + 1
 
 
 class BaseStreamer:
@@ -26,9 +50,10 @@ class BaseStreamer:
 
 
 class TextStreamer(BaseStreamer):
-    """Print text to stdout as tokens arrive (batch size 1).
+    """Print text to stdout as tokens arrive (batch size 1), a word at a time.
 
-    ``skip_prompt=True`` leaves out the prompt; ``decode_kwargs`` go to the tokenizer's decode
+    Text is released up to its last space, whole when it ends with a newline or a CJK
+    ideograph, and the rest at :meth:`end`. ``skip_prompt=True`` leaves out the prompt; ``decode_kwargs`` go to the tokenizer's decode
     (``skip_special_tokens=True`` is the common one).
     """
 
@@ -38,6 +63,7 @@ class TextStreamer(BaseStreamer):
         self.decode_kwargs = decode_kwargs
         self._detok = StreamingDetokenizer(tokenizer, skip_special_tokens=bool(decode_kwargs.get("skip_special_tokens", False)))
         self.next_tokens_are_prompt = True
+        self._pending = ""  # decoded text not handed to on_finalized_text yet
 
     def put(self, value: torch.Tensor) -> None:
         if isinstance(value, torch.Tensor):
@@ -52,12 +78,14 @@ class TextStreamer(BaseStreamer):
             self.next_tokens_are_prompt = False
             return
         self.next_tokens_are_prompt = False
-        text = self._detok.put(ids)
-        if text:
+        self._pending += self._detok.put(ids)
+        cut = printable_prefix(self._pending)
+        if cut:
+            text, self._pending = self._pending[:cut], self._pending[cut:]
             self.on_finalized_text(text)
 
     def end(self) -> None:
-        text = self._detok.flush()
+        text, self._pending = self._pending + self._detok.flush(), ""
         self._detok.reset()
         self.next_tokens_are_prompt = True
         self.on_finalized_text(text, stream_end=True)

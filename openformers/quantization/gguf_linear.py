@@ -252,11 +252,16 @@ class GGUFQuantizationConfig:
         compute_dtype: activation dtype inside the int4 matmul (bfloat16, float16 or float32;
             float32 reproduces Q4_0/Q4_1 weights exactly but is slower).
         quantize_lm_head: also make the LM head 4-bit (an untied copy when embeddings are tied).
+        fast_lm_head: keep the LM head float but score with a 4-bit copy and rescore, from the float
+            weight, every token that could have the highest logit (``CheckedInt4Head``): the top
+            logit and greedy picks stay those of the float head, the others move by at most the
+            4-bit error, and a decoding step reads about a third of the head's bytes.
         modules_to_not_convert: module names (or name fragments) left as float ``nn.Linear``.
     """
 
     compute_dtype: torch.dtype = torch.bfloat16
     quantize_lm_head: bool = False
+    fast_lm_head: bool = False
     modules_to_not_convert: list[str] = field(default_factory=list)
     group_size: int = 32
     quant_method: str = "gguf"
@@ -270,7 +275,8 @@ class GGUFQuantizationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"quant_method": self.quant_method, "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
-                "quantize_lm_head": self.quantize_lm_head, "modules_to_not_convert": list(self.modules_to_not_convert),
+                "quantize_lm_head": self.quantize_lm_head, "fast_lm_head": self.fast_lm_head,
+                "modules_to_not_convert": list(self.modules_to_not_convert),
                 "group_size": self.group_size, "bits": 4}
 
     @classmethod
@@ -280,6 +286,7 @@ class GGUFQuantizationConfig:
         return cls(
             compute_dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype,
             quantize_lm_head=bool(data.get("quantize_lm_head", False)),
+            fast_lm_head=bool(data.get("fast_lm_head", False)),
             modules_to_not_convert=list(data.get("modules_to_not_convert") or []),
             group_size=int(data.get("group_size", 32)),
         )
@@ -370,6 +377,11 @@ class GGUFQuantizationConfig:
             if is_head and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
                 model.config.tie_word_embeddings = False  # the head is now its own 4-bit copy
         self._planned = {}  # the plan belonged to this load only
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if self.fast_lm_head and type(head) is nn.Linear and head.in_features % self.group_size == 0:
+            from openformers.quantization.int4_head import CheckedInt4Head
+
+            model.set_output_embeddings(CheckedInt4Head.from_linear(head, self.group_size, self.compute_dtype))
         return model
 
 
@@ -405,5 +417,31 @@ def weight_bytes(model: nn.Module) -> int:
         if t.data_ptr() in seen or t.is_meta:
             continue
         seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def step_bytes(model: nn.Module) -> int:
+    """Weight bytes one decoding step reads: every parameter and buffer except the input
+    embeddings (one row a token), with the LM head counted whole even when it shares the
+    embedding matrix (a head that reads less, ``CheckedInt4Head``, says how much it reads). Set
+    against the memory bandwidth it bounds the tokens per second."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    skip = {t.data_ptr() for t in embeddings.parameters()} if embeddings is not None else set()
+    total = 0
+    if head is not None:
+        head_tensors = {t.data_ptr() for t in list(head.parameters()) + list(head.buffers())}
+        if hasattr(head, "step_bytes"):
+            skip |= head_tensors
+            total += head.step_bytes()
+        else:
+            skip -= head_tensors
+    seen: set[int] = set()
+    for t in list(model.parameters()) + list(model.buffers()):
+        ptr = t.data_ptr()
+        if ptr in seen or ptr in skip or t.is_meta:
+            continue
+        seen.add(ptr)
         total += t.numel() * t.element_size()
     return total

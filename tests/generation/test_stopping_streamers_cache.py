@@ -104,6 +104,44 @@ def test_streamer_holds_back_split_characters(tokenizers):
     assert not any("\ufffd" in s for s in seen)
 
 
+def _pieces(streamer_cls, tok, ids, **kwargs):
+    seen = []
+    streamer = streamer_cls(tok, **kwargs)
+    streamer.on_finalized_text = lambda text, stream_end=False: seen.append((text, stream_end))
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    return seen
+
+
+def test_text_streamer_releases_words_like_transformers(tokenizers):
+    import transformers
+
+    from openformers.generation.streamers import is_cjk_char
+
+    ours_tok, ref_tok = tokenizers
+    text = "Hello world! The quick\nbrown fox jumps 日本語のテキスト over the lazy dog.\ncafé naïve 🙂🚀 stop"
+    ids = ours_tok(text, add_special_tokens=False)["input_ids"]
+    ours = _pieces(TextStreamer, ours_tok, ids)
+    theirs = _pieces(transformers.TextStreamer, ref_tok, ids, clean_up_tokenization_spaces=False)
+    # the same pieces, in the same order, where the text is printed (transformers also reports empty ones)
+    assert [t for t in ours if t[0] or t[1]] == [t for t in theirs if t[0] or t[1]]
+    assert "".join(t for t, _ in ours) == text
+    words = [t for t, end in ours if t and not end]
+    assert len(words) > 10 and all(w[-1] in " \n" or is_cjk_char(w[-1]) for w in words)
+    assert ours[-1] == ("stop", True)
+
+
+def test_text_streamer_word_rules_on_hand_made_text():
+    from openformers.generation.streamers import is_cjk_char, printable_prefix
+
+    assert printable_prefix("half a wo") == len("half a ")
+    assert printable_prefix("nospace") == 0
+    assert printable_prefix("line\n") == 5 and printable_prefix("") == 0
+    assert printable_prefix("abc 日本") == 6 and is_cjk_char("日") and not is_cjk_char("の")
+    assert printable_prefix("abc 🙂") == 4  # an emoji is not an ideograph: it waits for the space
+
+
 def test_static_cache_behaves_like_dynamic():
     torch.manual_seed(0)
     static, dynamic = StaticCache(max_cache_len=8), DynamicCache()
