@@ -23,7 +23,10 @@ dimension); their fused copy is cached on the owning module and rebuilt when a s
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +55,27 @@ def _hooked(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks)
 
 
+_KEEP_LAYOUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("openformers_keep_layouts", default=False)
+
+
+@contextlib.contextmanager
+def keep_layouts() -> Iterator[None]:
+    """Inference inside this block neither fuses nor re-lays out weights: every layer runs as
+    itself on the storage it has. A trainer evaluates under it, so that evaluating during training
+    leaves the weights' memory layout (and with it the rounding of later training steps) as it
+    was, and a resumed run stays bitwise equal to an uninterrupted one."""
+    token = _KEEP_LAYOUTS.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_LAYOUTS.reset(token)
+
+
 def fusable(*layers: nn.Module) -> bool:
     """True when no grad is recorded and ``layers`` are all plain ``nn.Linear`` (or all 4-bit
     ``QuantizedLinear`` with one group size and compute dtype), with matching bias presence and
     no forward hooks (a hooked layer must run as itself)."""
-    if torch.is_grad_enabled() or any(_hooked(m) for m in layers):
+    if torch.is_grad_enabled() or _KEEP_LAYOUTS.get() or any(_hooked(m) for m in layers):
         return False
     first = layers[0]
     has_bias = getattr(first, "bias", None) is not None
@@ -211,7 +230,7 @@ def relayout(module: nn.Linear) -> None:
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`, with its
     weight in the layout of :func:`relayout`."""
-    if type(module) is nn.Linear and not torch.is_grad_enabled() and not _hooked(module):
+    if type(module) is nn.Linear and not torch.is_grad_enabled() and not _KEEP_LAYOUTS.get() and not _hooked(module):
         weight = module.weight
         if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
             relayout(module)

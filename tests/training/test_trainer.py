@@ -173,3 +173,33 @@ def test_jsonl_log_always_written(tmp_path):
     Trainer(model=tiny_gpt2(), args=args, train_dataset=ragged_lm_data(12), data_collator=pad_collator).train()
     lines = [json.loads(line) for line in (tmp_path / "trainer_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3]
+
+
+def test_evaluating_mid_training_keeps_resume_exact(tmp_path):
+    """Evaluation runs without the inference-time fused/re-laid-out weights, so a run resumed from
+    a checkpoint ends bitwise equal to the uninterrupted run that evaluated before that point."""
+    import shutil
+
+    from openformers import LlamaConfig, LlamaForCausalLM
+
+    def make():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, pad_token_id=0))
+
+    def trainer(out, model):
+        args = TrainingArguments(str(out), max_steps=6, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2,
+                                 save_strategy="steps", save_steps=3, report_to="none", disable_tqdm=True,
+                                 learning_rate=1e-2)
+        return Trainer(model=model, args=args, train_dataset=ragged_lm_data(32), eval_dataset=ragged_lm_data(8, seed=1),
+                       data_collator=pad_collator)
+
+    full = trainer(tmp_path / "a", make())
+    full.train()
+    strides = {n: p.stride() for n, p in full.model.named_parameters()}
+    assert strides == {n: p.stride() for n, p in make().named_parameters()}  # evaluation left the storage alone
+    shutil.copytree(tmp_path / "a" / "checkpoint-3", tmp_path / "b" / "checkpoint-3")
+    resumed = trainer(tmp_path / "b", make())
+    resumed.train(resume_from_checkpoint=True)
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
