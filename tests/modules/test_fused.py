@@ -84,6 +84,10 @@ def test_cast_after_fusion_rebuilds_in_the_new_dtype():
     with torch.inference_mode():
         out = model(IDS).logits
     assert out.dtype == torch.bfloat16 and not transposed_layout(attn.o_proj.weight)
+    # half precision fuses single rows only (several rows run layer by layer, rounding as the plain path)
+    assert attn.q_proj.weight.untyped_storage().data_ptr() != attn.v_proj.weight.untyped_storage().data_ptr()
+    with torch.inference_mode():
+        model(IDS[:1, :1])
     assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
     torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=0.05)
     model.to(torch.float32)
