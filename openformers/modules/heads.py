@@ -88,3 +88,40 @@ def last_token_index(input_ids: torch.Tensor | None, pad_token_id: int | None, b
     non_pad = (input_ids != pad_token_id).to(device=device, dtype=torch.long)
     positions = torch.arange(seq_len, device=device)
     return (non_pad * positions).argmax(-1)
+
+
+def question_answering_logits(
+    logits: torch.Tensor, start_positions: torch.Tensor | None, end_positions: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Split a QA head's ``[b, t, 2]`` output into contiguous start and end logits ``[b, t]``;
+    returns ``(loss, start_logits, end_logits)``, the loss only when both positions are given."""
+    start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+    return loss, start_logits, end_logits
+
+
+def pool_last_token(logits: torch.Tensor, input_ids: torch.Tensor | None, config: PretrainedConfig, owner: str) -> torch.Tensor:
+    """Each row's logits at its last non-pad token (decoder sequence classification).
+
+    A batch of several rows needs ``config.pad_token_id`` to find that token; ``owner`` names the
+    model class in the error."""
+    batch_size, seq_len = logits.shape[:2]
+    pad = config.pad_token_id
+    if pad is None and batch_size != 1:
+        raise ValueError(
+            f"{owner} needs config.pad_token_id to find the last token of each row in a batch of {batch_size}; "
+            "set it (e.g. model.config.pad_token_id = tokenizer.pad_token_id)"
+        )
+    last = last_token_index(input_ids, pad, batch_size, seq_len, logits.device)
+    return logits[torch.arange(batch_size, device=logits.device), last]
+
+
+def classifier_dropout(config: PretrainedConfig, default: float = 0.1) -> float:
+    """A decoder's token-classification dropout: ``classifier_dropout``, else ``hidden_dropout``, else ``default``."""
+    for name in ("classifier_dropout", "hidden_dropout"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default

@@ -26,7 +26,7 @@ from openformers.modules.attention import get_attention_backend
 from openformers.modules.fused import fusable, fused_linear
 from openformers.modules.heads import (
     masked_lm_loss,
-    question_answering_loss,
+    question_answering_logits,
     sequence_classification_loss,
     token_classification_loss,
 )
@@ -370,11 +370,8 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         out, return_dict = _encode(self, self.base_model, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
             return_dict))
-        logits = self.qa_outputs(out.last_hidden_state)
-        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        loss, start_logits, end_logits = question_answering_logits(
+            self.qa_outputs(out.last_hidden_state), start_positions, end_positions)
         return _finish(QuestionAnsweringModelOutput, return_dict, loss, out, start_logits=start_logits, end_logits=end_logits)
 
 

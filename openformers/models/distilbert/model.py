@@ -24,7 +24,7 @@ from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.heads import (
     masked_lm_loss,
-    question_answering_loss,
+    question_answering_logits,
     sequence_classification_loss,
     token_classification_loss,
 )
@@ -226,11 +226,8 @@ class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
             input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
-        logits = self.qa_outputs(self.dropout(out.last_hidden_state))
-        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        loss, start_logits, end_logits = question_answering_logits(
+            self.qa_outputs(self.dropout(out.last_hidden_state)), start_positions, end_positions)
         return _finish(QuestionAnsweringModelOutput, return_dict, loss, out, start_logits=start_logits, end_logits=end_logits)
 
 

@@ -27,8 +27,9 @@ from openformers.modules.cache import Cache, as_cache
 from openformers.modules.conv1d import Conv1D
 from openformers.modules.heads import (
     causal_lm_loss,
-    last_token_index,
-    question_answering_loss,
+    classifier_dropout,
+    pool_last_token,
+    question_answering_logits,
     sequence_classification_loss,
     token_classification_loss,
 )
@@ -340,15 +341,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             return_dict=True, **kwargs,
         )
-        logits = self.score(base.last_hidden_state)  # [b, t, num_labels]
-        b, t = logits.shape[:2]
-        if self.config.pad_token_id is None and b != 1:
-            raise ValueError(
-                "GPT2ForSequenceClassification needs config.pad_token_id to find the last token of each row "
-                "in a batch of more than one; set it (e.g. to the tokenizer's pad or eos id)"
-            )
-        last = last_token_index(input_ids, self.config.pad_token_id, b, t, logits.device)
-        pooled = logits[torch.arange(b, device=logits.device), last]
+        pooled = pool_last_token(self.score(base.last_hidden_state), input_ids, self.config, type(self).__name__)
         loss = sequence_classification_loss(pooled, labels, self.config) if labels is not None else None
         out = SequenceClassifierOutputWithPast(
             loss=loss, logits=pooled, past_key_values=base.past_key_values,
@@ -362,10 +355,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.transformer = GPT2Model(config)
-        p = getattr(config, "classifier_dropout", None)
-        if p is None:
-            p = getattr(config, "hidden_dropout", None)
-        self.dropout = nn.Dropout(0.1 if p is None else p)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.n_embd, config.num_labels)
         self.post_init()
 
@@ -416,11 +406,8 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
             use_cache=False, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             return_dict=True, **kwargs,
         )
-        start_logits, end_logits = self.qa_outputs(base.last_hidden_state).split(1, dim=-1)
-        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        loss, start_logits, end_logits = question_answering_logits(
+            self.qa_outputs(base.last_hidden_state), start_positions, end_positions)
         out = QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits,
             hidden_states=base.hidden_states, attentions=base.attentions,

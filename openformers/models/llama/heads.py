@@ -15,8 +15,9 @@ from openformers.models.llama.config import LlamaConfig
 from openformers.models.llama.model import LlamaModel, LlamaPreTrainedModel, _base_kwargs, _finish
 from openformers.modules.cache import Cache
 from openformers.modules.heads import (
-    last_token_index,
-    question_answering_loss,
+    classifier_dropout,
+    pool_last_token,
+    question_answering_logits,
     sequence_classification_loss,
     token_classification_loss,
 )
@@ -53,16 +54,7 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
             output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
         )
-        logits = self.score(outputs.last_hidden_state)
-        batch_size, seq_len = logits.shape[:2]
-        pad = self.config.pad_token_id
-        if pad is None and batch_size != 1:
-            raise ValueError(
-                f"{type(self).__name__} needs config.pad_token_id to find the last token of each row in a batch of "
-                f"{batch_size}; set it (e.g. model.config.pad_token_id = tokenizer.pad_token_id)"
-            )
-        last = last_token_index(input_ids, pad, batch_size, seq_len, logits.device)
-        pooled = logits[torch.arange(batch_size, device=logits.device), last]
+        pooled = pool_last_token(self.score(outputs.last_hidden_state), input_ids, self.config, type(self).__name__)
         loss = sequence_classification_loss(pooled, labels, self.config) if labels is not None else None
         out = SequenceClassifierOutputWithPast(
             loss=loss, logits=pooled, past_key_values=outputs.past_key_values,
@@ -80,13 +72,7 @@ class LlamaForTokenClassification(LlamaPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = self.base_model_class(config)
-        if getattr(config, "classifier_dropout", None) is not None:
-            dropout = config.classifier_dropout
-        elif getattr(config, "hidden_dropout", None) is not None:
-            dropout = config.hidden_dropout
-        else:
-            dropout = 0.1
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
         self.post_init()
 
@@ -151,11 +137,8 @@ class LlamaForQuestionAnswering(LlamaPreTrainedModel):
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False,
             output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
         )
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
-        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        loss, start_logits, end_logits = question_answering_logits(
+            self.qa_outputs(outputs.last_hidden_state), start_positions, end_positions)
         out = QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
