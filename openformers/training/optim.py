@@ -1,6 +1,9 @@
 """Optimiser construction from TrainingArguments: weight decay skips biases and norm weights."""
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -43,6 +46,39 @@ def _fused_supported(groups: list[dict]) -> bool:
         len({p.device for p in params}) == 1
 
 
+def _unguarded(method: Any) -> Any:
+    """``method`` without the wrappers torch puts around it (see AdamW)."""
+    return inspect.unwrap(method)
+
+
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW: the same update, state, ``state_dict`` and hooks, called without the
+    compiler guards torch wraps around its optimizer methods.
+
+    Those guards (which keep torch.compile from tracing ``step``, ``zero_grad``,
+    ``add_param_group`` and the state-dict methods) import the whole compiler stack,
+    ``torch._dynamo``, on their first call: about 1.5 s of a short eager fine-tune spent before its
+    first update. The trainer never compiles the optimizer, so it skips them; a model compiled
+    with ``torch_compile`` still is.
+    """
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _unguarded(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _unguarded(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return _unguarded(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        _unguarded(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+    def step(self, closure: Any = None) -> Any:
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return _unguarded(torch.optim.AdamW.step)(self, closure)
+
+
 def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
     decay = decay_parameter_names(model)
     with_decay, without_decay = [], []
@@ -66,7 +102,7 @@ def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.opt
             # temporaries: ~5x faster steps on CPU and no extra peak memory
             fused = _fused_supported(groups)
             extra = {**extra, "fused": True} if fused else {**extra, "foreach": None}
-        return torch.optim.AdamW(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
+        return AdamW(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
     if name == "sgd":
