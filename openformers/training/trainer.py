@@ -429,8 +429,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             self.scaler.unscale_(self.optimizer)
         self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(unwrap_model(self.model).parameters(), self.args.max_grad_norm)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # sharded: a DTensor
+            grad_norm = self._clip_grad_norm(self.args.max_grad_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -441,6 +440,22 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, total, grad_norm
+
+    def _clip_grad_norm(self, max_norm: float) -> float:
+        """Scale the gradients to a total 2-norm of at most ``max_norm``; returns the norm before.
+
+        As ``clip_grad_norm_``, but a norm within bounds leaves the gradients alone: scaling
+        them by exactly 1.0 would change no bit and cost a pass over every gradient.
+        """
+        params = [p for p in unwrap_model(self.model).parameters() if p.grad is not None]
+        if self.fsdp_plan is not None or not params:  # sharded: the norm is a DTensor reduced over processes
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        grads = [p.grad for p in params]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not float(max_norm / (norm + 1e-6)) >= 1.0:  # clip_grad_norm_'s coefficient before its clamp at 1 (or nan)
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return float(norm)
 
     def _wrap_model(self) -> nn.Module:
         model = self.model
