@@ -68,6 +68,31 @@ def project_qkv(owner: nn.Module, x: torch.Tensor, q: nn.Module, k: nn.Module, v
     return q(x), k(x), v(x)
 
 
+def first_row_dropout(x: torch.Tensor, p: float, training: bool, full_shape: tuple[int, ...]) -> torch.Tensor:
+    """Dropout of ``x``, the first row (along dim -2) of a tensor of ``full_shape``, with the very
+    mask that dropout of the whole tensor would draw: the same random numbers are consumed, so the
+    first row and every later draw match the full computation."""
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0
+    noise = torch.empty(full_shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p).div_(1 - p)
+    return x * noise[..., :1, :]
+
+
+def first_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+                          dropout: float) -> torch.Tensor:
+    """Attention of one query row ``q`` [b, h, 1, d] over all keys, with the attention dropout that
+    the full [b, h, k, k] attention would draw (see ``first_row_dropout``); returns [b, 1, h, d]."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)
+    weights = torch.softmax(scores, dim=-1)
+    k_len = k.shape[2]
+    weights = first_row_dropout(weights, dropout, True, (*weights.shape[:2], k_len, k_len))
+    return torch.matmul(weights, v).transpose(1, 2)
+
+
 # --- building blocks ---------------------------------------------------------------------
 class BertEmbeddings(nn.Module):
     """word + position + token type embeddings, then LayerNorm and dropout."""
@@ -127,19 +152,25 @@ class BertSelfAttention(nn.Module):
         self.dropout_prob = config.attention_probs_dropout_prob
         self.config = config
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                first_only: bool = False):
         b, s, _ = x.shape
-        # [b, s, hidden] -> [b, heads, s, head_dim]
-        q, k, v = project_qkv(self, x, self.query, self.key, self.value)
-        q = q.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        # [b, s, hidden] -> [b, heads, s, head_dim]; first_only: queries for the first position only
+        if first_only:
+            q, k, v = self.query(x[:, :1]), self.key(x), self.value(x)
+        else:
+            q, k, v = project_qkv(self, x, self.query, self.key, self.value)
+        q = q.view(b, q.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        if first_only and self.training and self.dropout_prob > 0:
+            return first_query_attention(q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob).reshape(b, 1, -1), None
         attend = get_attention_backend(self.config.attn_implementation)
         out, weights = attend(
             q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob,
             output_attentions=output_attentions, training=self.training,
         )
-        return out.reshape(b, s, -1), weights
+        return out.reshape(b, q.shape[2], -1), weights
 
 
 class BertSelfOutput(nn.Module):
@@ -151,8 +182,14 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None) -> torch.Tensor:
+        """``first_of``: ``x`` is the first position of a sequence that long (dropout draws for all of it)."""
+        y = self.dense(x)
+        if first_of is None:
+            y = self.dropout(y)
+        else:
+            y = first_row_dropout(y, self.dropout.p, self.training, (y.shape[0], first_of, y.shape[-1]))
+        return self.LayerNorm(y + residual)
 
 
 class BertAttention(nn.Module):
@@ -161,8 +198,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
-        out, weights = self.self(x, mask, output_attentions)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                first_only: bool = False):
+        out, weights = self.self(x, mask, output_attentions, first_only)
+        if first_only:
+            return self.output(out, x[:, :1], first_of=x.shape[1]), weights
         return self.output(out, x), weights
 
 
@@ -183,9 +223,11 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertSelfOutput(config, in_features=config.intermediate_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
-        x, weights = self.attention(x, mask, output_attentions)
-        return self.output(self.intermediate(x), x), weights
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                first_only: bool = False):
+        """``first_only``: the output at the first position only, [b, 1, hidden] (it attends to all)."""
+        y, weights = self.attention(x, mask, output_attentions, first_only)
+        return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None), weights
 
 
 class BertEncoder(nn.Module):
@@ -198,14 +240,19 @@ class BertEncoder(nn.Module):
         self._checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False, output_attentions: bool = False
+        self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False, output_attentions: bool = False,
+        first_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """``first_only`` (BertLayer stacks): the last layer computes the first position only."""
         hidden_states: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
-        for layer in self.layer:
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
             if output_hidden_states:
                 hidden_states.append(x)
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if first_only and i == last:
+                x, weights = layer(x, mask, output_attentions, first_only=True)
+            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, weights = checkpoint(layer, x, mask, output_attentions, **self._checkpoint_kwargs)
             else:
                 x, weights = layer(x, mask, output_attentions)
@@ -272,14 +319,23 @@ class BertModel(BertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        _pooled_only: bool = False,
         **kwargs: Any,
     ) -> Any:
+        """``_pooled_only`` (for heads that read ``pooler_output`` alone): the last layer computes the
+        first position only, so ``last_hidden_state`` is [b, 1, hidden]; ignored when hidden states
+        or attentions are asked for."""
         output_attentions, output_hidden_states, return_dict = self._resolve_flags(output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
-        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+        first_only = _pooled_only and self.pooler is not None and not (output_hidden_states or output_attentions)
+        if first_only:
+            x, hidden_states, attentions = self.encoder(x, mask, first_only=True)
+        else:
+            x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
         pooled = self.pooler(x) if self.pooler is not None else None
         if not return_dict:
             return tuple(v for v in (x, pooled, hidden_states, attentions) if v is not None)
@@ -296,10 +352,10 @@ def _encode(model: PreTrainedModel, base: nn.Module, kwargs: dict[str, Any]) -> 
 
 
 def _inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions,
-            output_hidden_states, return_dict) -> dict[str, Any]:
+            output_hidden_states, return_dict, **extra: Any) -> dict[str, Any]:
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                 position_ids=position_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states, return_dict=return_dict)
+                output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
 
 
 def _finish(output_cls: type, return_dict: bool, loss: torch.Tensor | None, base_out: Any, **fields: Any) -> Any:
@@ -326,7 +382,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.bert, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict))
+            return_dict, _pooled_only=True))
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         return _finish(SequenceClassifierOutput, return_dict, loss, out, logits=logits)
