@@ -10,6 +10,23 @@ from openformers.quantization.bnb_linear import _meta, _QuantizedLinearBase
 from openformers.quantization.functional import quantize_8bit
 
 
+class _Int8Product(torch.autograd.Function):
+    """``(x @ int8.T) * SCB / 127`` whose backward converts the int8 weight again instead of
+    autograd keeping a float copy of it (as large as the unquantized layer) from forward to backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x2: torch.Tensor, layer: "Linear8bitLt") -> torch.Tensor:
+        ctx.layer = layer
+        return (x2 @ layer.weight.to(x2.dtype).t()) * (layer.SCB.to(x2.dtype) / 127)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        layer = ctx.layer
+        return (grad * (layer.SCB.to(grad.dtype) / 127)) @ layer.weight.to(grad.dtype), None
+
+
 class Linear8bitLt(_QuantizedLinearBase):
     """A linear layer with int8 weights and one absmax scale per output row (``SCB``).
 
@@ -99,9 +116,11 @@ class Linear8bitLt(_QuantizedLinearBase):
         cd = self.compute_dtype
         rows = x.numel() // self.in_features
         x2 = x.reshape(rows, self.in_features).to(cd)
-        scale = self.SCB.to(cd) / 127
         # scaling the [rows, out] product is cheaper than scaling the [out, in] weight
-        y = (x2 @ self.weight.to(cd).t()) * scale
+        if torch.is_grad_enabled() and x2.requires_grad:
+            y = _Int8Product.apply(x2, self)
+        else:
+            y = (x2 @ self.weight.to(cd).t()) * (self.SCB.to(cd) / 127)
         if self.bias is not None:
             y = y + self.bias.to(cd)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)

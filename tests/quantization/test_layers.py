@@ -75,3 +75,24 @@ def test_dtype_casts_keep_packed_data():
     assert q8.bias.dtype == torch.bfloat16 and q8.compute_dtype == torch.bfloat16
     x = torch.randn(2, 96)
     assert q8(x.bfloat16()).dtype == torch.bfloat16 and q4(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda lin: Linear4bit.from_linear(lin, quant_type="nf4", compress_statistics=True),
+    lambda lin: Linear8bitLt.from_linear(lin),
+])
+def test_backward_keeps_no_float_weight_and_matches_dequantized(make):
+    """The input gradient equals the one through the dequantized weight, and nothing of the
+    layer's float weight size is saved for backward (that copy would undo the memory saving)."""
+    lin = _linear()
+    q = make(lin)
+    x = torch.randn(4, 7, 96, requires_grad=True)
+    saved: list[tuple[int, ...]] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = q(x)
+    assert (48, 96) not in saved and (96, 48) not in saved
+    g = torch.randn_like(y)
+    y.backward(g)
+    x_ref = x.detach().clone().requires_grad_(True)
+    F.linear(x_ref, q.dequantize(), lin.bias).backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
