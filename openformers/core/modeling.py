@@ -1,17 +1,14 @@
 """The model base class: construction without random initialisation, loading and saving.
 
 Loading builds the module tree on the meta device (no memory, no random init), then streams
-tensors from the checkpoint into it one at a time, so peak memory stays near one copy of
-the weights. Modules that compute buffers in ``__init__`` (rotary frequencies, position ids)
+tensors from the checkpoint into it one at a time (``core/state_loading.py``), so peak memory
+stays near one copy of the weights. Modules that compute buffers in ``__init__`` (rotary frequencies, position ids)
 must create them with an explicit ``device="cpu"`` so they are real after a meta build.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +16,6 @@ import torch
 from torch import nn
 
 from openformers.core.checkpoint import (
-    CheckpointError,
     checkpoint_dtype,
     find_weight_files,
     iter_checkpoint,
@@ -27,6 +23,7 @@ from openformers.core.checkpoint import (
 )
 from openformers.core.config import PretrainedConfig, load_config_dict
 from openformers.core.hub import resolve_model_dir
+from openformers.core.state_loading import apply_rules, load_tensors, no_init_weights
 
 logger = logging.getLogger("openformers")
 
@@ -36,8 +33,6 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "float64": torch.float64,
 }
-# renames every architecture accepts on load (TensorFlow-era LayerNorm names)
-_LEGACY_RULES: tuple[tuple[str, str], ...] = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 
 
 def to_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -263,7 +258,7 @@ class PreTrainedModel(nn.Module):
             if tensor.device.type != "meta" and key in seen_storage:
                 continue  # a shared tensor is saved once (safetensors refuses aliases)
             seen_storage[key] = name
-            out[_apply_rules(name, self.save_rules)] = tensor
+            out[apply_rules(name, self.save_rules)] = tensor
         save_state_dict(out, path, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
 
     # -- loading ----------------------------------------------------------------------------
@@ -344,7 +339,7 @@ class PreTrainedModel(nn.Module):
             model = cls(config)
         if quantization_config is not None and hasattr(quantization_config, "prepare_model"):
             quantization_config.prepare_model(model)  # swaps in quantized modules the checkpoint fills
-        info = model._load_tensors(tensors, target_dtype, ignore_mismatched_sizes, source=str(model_dir))
+        info = load_tensors(model, tensors, target_dtype, ignore_mismatched_sizes, source=str(model_dir))
         config.dtype = str(target_dtype).replace("torch.", "")
         if quantization_config is not None:
             from openformers.quantization import quantize_model
@@ -385,126 +380,6 @@ class PreTrainedModel(nn.Module):
             return
         self.generation_config = GenerationConfig.from_model(self.config, model_dir)
 
-    def _load_tensors(
-        self,
-        tensors: Iterator[tuple[str, torch.Tensor]],
-        dtype: torch.dtype,
-        ignore_mismatched_sizes: bool,
-        source: str,
-    ) -> dict[str, list[Any]]:
-        expected = dict(self.state_dict(keep_vars=True))
-        tied = self._tied_targets()
-        prefix = self.base_model_prefix
-        has_prefix_module = bool(prefix) and hasattr(self, prefix)
-        rules = _LEGACY_RULES + tuple(self.checkpoint_rules)
-        loaded: set[str] = set()
-        unexpected: list[str] = []
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
-        # quantized layers take every tensor under their name (layouts differ between writers)
-        owning = {n: m for n, m in self.named_modules() if getattr(m, "_loads_own_tensors", False)}
-        for ckpt_name, tensor in tensors:
-            name = _apply_rules(ckpt_name, rules)
-            if name not in expected and prefix:
-                if has_prefix_module and f"{prefix}.{name}" in expected:
-                    name = f"{prefix}.{name}"
-                elif name.startswith(prefix + ".") and name[len(prefix) + 1 :] in expected:
-                    name = name[len(prefix) + 1 :]
-            layer_name = _owning_layer(name, owning)
-            if layer_name is not None:
-                try:
-                    owning[layer_name]._set_loaded_tensor(name[len(layer_name) + 1 :], tensor, dtype)
-                except ValueError as exc:
-                    raise CheckpointError(f"{source}: tensor {ckpt_name}: {exc}") from exc
-                loaded.add(name)
-                continue
-            if name not in expected:
-                if not any(re.search(p, name) for p in self._keys_to_ignore_on_load_unexpected):
-                    unexpected.append(ckpt_name)
-                continue
-            current = expected[name]
-            if tuple(current.shape) != tuple(tensor.shape):
-                mismatched.append((name, tuple(tensor.shape), tuple(current.shape)))
-                continue
-            self._set_tensor(name, tensor, dtype)
-            loaded.add(name)
-        if mismatched and not ignore_mismatched_sizes:
-            detail = "; ".join(f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched)
-            raise CheckpointError(
-                f"{source}: tensor shapes do not match {type(self).__name__}: {detail}. If the head is "
-                f"meant to be replaced (e.g. a different num_labels), pass ignore_mismatched_sizes=True."
-            )
-        missing = [
-            n for n in expected
-            if n not in loaded and n not in tied and not any(re.search(p, n) for p in self._keys_to_ignore_on_load_missing)
-            and _owning_layer(n, owning) is None
-        ]
-        for layer_name, layer in owning.items():
-            try:
-                layer._check_loaded()
-            except ValueError as exc:
-                raise CheckpointError(f"{source}: layer {layer_name}: {exc}") from exc
-        self._initialise_missing(missing + [m[0] for m in mismatched], loaded, dtype)
-        self.tie_weights()
-        still_meta = [n for n, t in list(self.named_parameters()) + list(self.named_buffers()) if t.is_meta]
-        if still_meta:
-            raise CheckpointError(f"{source}: tensors left without values after loading: {still_meta}")
-        if missing:
-            logger.warning(
-                "Some weights of %s were not in the checkpoint at %s and are newly initialized: %s. "
-                "Train the model before using it for predictions.",
-                type(self).__name__, source, missing,
-            )
-        if mismatched:
-            logger.warning(
-                "Some weights of %s had other shapes in %s and are newly initialized: %s",
-                type(self).__name__, source,
-                [f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched],
-            )
-        if unexpected:
-            # a base model loaded from a checkpoint with a head is the normal case; say so quietly
-            log = logger.info if all(_is_head_key(k, prefix) for k in unexpected) else logger.warning
-            log("Some weights in %s were not used by %s: %s", source, type(self).__name__, unexpected)
-        return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
-
-    def _set_tensor(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
-        owner_name, _, attr = name.rpartition(".")
-        owner = self.get_submodule(owner_name)
-        setter = getattr(owner, "_set_loaded_tensor", None)
-        if setter is not None:  # quantized layers quantize or keep what the checkpoint holds
-            setter(attr, tensor, dtype)
-            return
-        if tensor.is_floating_point() and tensor.dtype != dtype:
-            tensor = tensor.to(dtype)
-        if attr in owner._parameters:
-            old = owner._parameters[attr]
-            owner._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
-        else:
-            owner._buffers[attr] = tensor
-
-    def _initialise_missing(self, names: list[str], loaded: set[str], dtype: torch.dtype) -> None:
-        if not names:
-            return
-        owners: dict[str, nn.Module] = {}
-        for name in names:
-            owner_name, _, attr = name.rpartition(".")
-            owner = self.get_submodule(owner_name)
-            current = getattr(owner, attr)
-            fresh = torch.empty(current.shape, dtype=dtype if current.is_floating_point() else current.dtype)
-            self._set_tensor(name, fresh, dtype)
-            owners[owner_name] = owner
-        for owner_name, owner in owners.items():
-            # keep the siblings that did load: _init_weights resets the whole module
-            keep = {
-                attr: t.detach().clone()
-                for attr, t in list(owner._parameters.items()) + list(owner._buffers.items())
-                if t is not None and (f"{owner_name}.{attr}" if owner_name else attr) in loaded
-            }
-            self._init_weights(owner)
-            with torch.no_grad():
-                for attr, value in keep.items():
-                    getattr(owner, attr).copy_(value)
-
-
 def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | None:
     if gguf_file is not None:
         candidate = Path(gguf_file)
@@ -519,29 +394,6 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
         p = embedded_model_path(name)
         return p if p.suffix == ".gguf" else None
     return None
-
-
-def _owning_layer(name: str, owning: dict[str, nn.Module]) -> str | None:
-    """The name of the module in ``owning`` that ``name`` (a dotted tensor name) lies under."""
-    if not owning:
-        return None
-    head = name
-    while "." in head:
-        head = head.rpartition(".")[0]
-        if head in owning:
-            return head
-    return None
-
-
-def _apply_rules(name: str, rules: tuple[tuple[str, str], ...]) -> str:
-    for pattern, repl in rules:
-        name = re.sub(pattern, repl, name)
-    return name
-
-
-def _is_head_key(key: str, prefix: str) -> bool:
-    # keys outside the base model's prefix belong to a task head the loading class lacks
-    return bool(prefix) and not key.startswith(prefix + ".")
 
 
 def _is_config_field(config_cls: type[PretrainedConfig], config_dict: dict[str, Any], key: str) -> bool:
@@ -594,29 +446,3 @@ def _resized_embedding(old: nn.Embedding, n: int) -> nn.Embedding:
     new.weight.data = _resized_rows(old.weight.data, n)
     return new
 
-
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
-
-
-def _skip_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return tensor
-
-
-@contextmanager
-def no_init_weights() -> Iterator[None]:
-    """Build modules on the meta device with the ``torch.nn.init`` functions switched off.
-
-    Meta tensors take no memory, and skipping the initialisers also skips their cost (some,
-    like ``nn.Embedding``'s, have no meta fast path): the checkpoint provides the values, and
-    tensors it lacks are initialised after loading.
-    """
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS if hasattr(nn.init, name)}
-    try:
-        for name in saved:
-            setattr(nn.init, name, _skip_init)
-        with torch.device("meta"):
-            yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn.init, name, fn)
