@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from openformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from openformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from openformers.peft import LoraConfig, PeftModel, get_peft_model
 
 DATA = Path(__file__).parent / "data" / "instructions.jsonl"
@@ -45,25 +45,12 @@ def encode(tokenizer: Any, row: dict[str, str], max_length: int) -> dict[str, li
     return {"input_ids": ids, "labels": labels}
 
 
-def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    length = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((len(features), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), length), -100, dtype=torch.long)
-    mask = torch.zeros(len(features), length, dtype=torch.long)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = torch.tensor(f["input_ids"])
-        labels[i, :n] = torch.tensor(f["labels"])
-        mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 @torch.no_grad()
-def mean_loss(model: Any, features: list[dict[str, list[int]]], pad_id: int, batch_size: int = 8) -> float:
+def mean_loss(model: Any, features: list[dict[str, list[int]]], collator: Any, batch_size: int = 8) -> float:
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(features), batch_size):
-        batch = collate(features[i : i + batch_size], pad_id)
+        batch = collator(features[i : i + batch_size])
         n = int((batch["labels"][:, 1:] != -100).sum())
         total += float(model(**batch).loss) * n
         count += n
@@ -97,26 +84,28 @@ def run(steps: int = 60, batch_size: int = 8, max_length: int = 48, learning_rat
     held_out, train_rows = rows[:n_eval], rows[n_eval:]
     train = [encode(tokenizer, r, max_length) for r in train_rows]
     evaluation = [encode(tokenizer, r, max_length) for r in held_out]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    collator = DataCollatorForSeq2Seq(tokenizer)  # pads input_ids, attention_mask and labels (-100)
 
     base = AutoModelForCausalLM.from_pretrained("smollm2")
     config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     model = get_peft_model(base, config)
     model.print_trainable_parameters()
-    loss_before = mean_loss(model, evaluation, pad_id)
+    loss_before = mean_loss(model, evaluation, collator)
     base_answers = answers(model.get_base_model(), tokenizer, held_out[:n_generate]) if evaluate_generation else []
 
     args = TrainingArguments(str(output_dir / "run"), max_steps=steps, per_device_train_batch_size=batch_size,
                              learning_rate=learning_rate, warmup_steps=max(1, steps // 10), lr_scheduler_type="linear",
                              logging_steps=max(1, steps // 10), save_strategy="no", report_to="none", disable_tqdm=True,
                              seed=seed)
-    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=lambda f: collate(f, pad_id))
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     train_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    loss_after = mean_loss(model, evaluation, pad_id)
+    loss_after = mean_loss(model, evaluation, collator)
 
     adapter_dir = output_dir / "adapter"
     model.save_pretrained(adapter_dir)

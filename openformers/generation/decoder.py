@@ -34,7 +34,6 @@ class _Decoder:
         self.model = model
         self.params = _forward_params(model)
         self.cache = cache
-        self.padded = padded
         self.kwargs = dict(model_kwargs)
         # per-token inputs ([b, len], e.g. token_type_ids) continue with each row's last value
         self.per_token: dict[str, torch.Tensor] = {}
@@ -51,7 +50,6 @@ class _Decoder:
         if output_hidden_states:
             self.kwargs["output_hidden_states"] = True
         b, length = attention_mask.shape
-        self.length = length
         self.mask_buf: torch.Tensor | None = None
         if padded:
             self.mask_buf = torch.ones(b, max_length, dtype=attention_mask.dtype, device=attention_mask.device)

@@ -292,9 +292,7 @@ class BitsAndBytesConfig:
         for name, module in list(model.named_modules()):
             if type(module) is not nn.Linear or self._skipped(name, keep):
                 continue
-            owner_name, _, attr = name.rpartition(".")
-            owner = model.get_submodule(owner_name) if owner_name else model
-            setattr(owner, attr, self._new_layer(module, module.weight.dtype, self._pre_quantized))
+            model.set_submodule(name, self._new_layer(module, module.weight.dtype, self._pre_quantized))
         _mark(model, self)
 
     def quantize_model(self, model: nn.Module) -> nn.Module:
@@ -302,20 +300,21 @@ class BitsAndBytesConfig:
         if not self.is_quantizable():
             raise ValueError("BitsAndBytesConfig: neither load_in_8bit nor load_in_4bit is set; nothing to quantize")
         keep = self.modules_to_not_convert(model)
-        for name, module in list(model.named_modules()):
+        names = []
+        for name, module in model.named_modules():
             if isinstance(module, _QuantizedLinearBase):
                 if module.weight.is_meta:
                     raise RuntimeError(f"quantized layer {name} received no weight while loading")
-                continue
-            if type(module) is not nn.Linear or self._skipped(name, keep) or module.weight.is_meta:
-                continue
-            owner_name, _, attr = name.rpartition(".")
-            owner = model.get_submodule(owner_name) if owner_name else model
+            elif type(module) is nn.Linear and not self._skipped(name, keep) and not module.weight.is_meta:
+                names.append(name)
+        # by name, not by a list of the modules: each float layer is freed as soon as it is replaced
+        for name in names:
+            module = model.get_submodule(name)
             layer = self._new_layer(module, module.weight.dtype, pre_quantized=False)
             layer.quantize_weight(module.weight)
             if module.bias is not None:
                 layer.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
-            setattr(owner, attr, layer)
+            model.set_submodule(name, layer)
             del module
             release_freed_memory()
         _mark(model, self)

@@ -118,8 +118,7 @@ class _QuantizedLinearBase(nn.Module):
                 raise ValueError(f"{type(self).__name__}: the float weight was given twice")
             self.weight_dtype = tensor.dtype
             self.quantize_weight(tensor)
-            del tensor
-            release_freed_memory()
+            release_freed_memory()  # the float temporaries of earlier layers (the caller still holds this one)
         else:
             self._load_packed(attr, tensor)
 

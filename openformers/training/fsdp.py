@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,9 @@ def plan_from_args(args: Any) -> FsdpPlan | None:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
+    # a sharded model means torch.distributed.fsdp is imported already: never import it (~1 s) just to ask
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def _block_modules(model: nn.Module, plan: FsdpPlan) -> list[nn.Module]:

@@ -72,9 +72,7 @@ class WandbCallback(TrainerCallback):
     def setup(self, args: TrainingArguments, state: TrainerState, model: Any = None) -> None:
         if self.run is not None or not state.is_world_process_zero:
             return
-        config = args.to_sanitized_dict()
-        if model is not None and hasattr(model, "config") and hasattr(model.config, "to_dict"):
-            config = {**model.config.to_dict(), **config}
+        config = {**_model_config(model), **args.to_sanitized_dict()}
         self.run = self._wandb.init(project=os.environ.get("WANDB_PROJECT", "openformers"), name=args.run_name,
                                     config=config, reinit=True)
 

@@ -1,8 +1,6 @@
 """Reporting: real TensorBoard event files, a real wandb offline run, local push_to_hub, optuna."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -51,7 +49,6 @@ def test_wandb_offline_run_directory(tmp_path, monkeypatch):
     run_files = list(runs[0].glob("*.wandb"))
     assert run_files and run_files[0].stat().st_size > 0
     # the run file is wandb's record log of protobuf messages; the logged keys and the model
-    # artifact appear in it verbatim
     # artifact appear in it verbatim. wandb's service process may still be flushing the last
     # records when finish() returns on a busy machine, so read again for a little while.
     import time
