@@ -25,6 +25,7 @@ from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.fused import fusable, fused_linear
 from openformers.modules.heads import (
+    classifier_dropout,
     masked_lm_loss,
     question_answering_logits,
     sequence_classification_loss,
@@ -94,6 +95,16 @@ def first_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mas
 
 
 # --- building blocks ---------------------------------------------------------------------
+def resolve_flags(config: Any, output_attentions: bool | None, output_hidden_states: bool | None,
+                  return_dict: bool | None) -> tuple[bool, bool, bool]:
+    """The forward flags, each falling back to the config's value when not given."""
+    return (
+        config.output_attentions if output_attentions is None else output_attentions,
+        config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+        config.use_return_dict if return_dict is None else return_dict,
+    )
+
+
 class BertEmbeddings(nn.Module):
     """word + position + token type embeddings, then LayerNorm and dropout."""
 
@@ -282,14 +293,6 @@ class BertPreTrainedModel(PreTrainedModel):
     # transformers 4 files hold the position-ids buffer; it is computed here
     _keys_to_ignore_on_load_unexpected = (r"embeddings\.position_ids$",)
 
-    def _resolve_flags(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
-        c = self.config
-        return (
-            c.output_attentions if output_attentions is None else output_attentions,
-            c.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            c.use_return_dict if return_dict is None else return_dict,
-        )
-
 
 class BertModel(BertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` and (with ``add_pooling_layer``) ``pooler_output``."""
@@ -326,7 +329,7 @@ class BertModel(BertPreTrainedModel):
         """``_pooled_only`` (for heads that read ``pooler_output`` alone): the last layer computes the
         first position only, so ``last_hidden_state`` is [b, 1, hidden]; ignored when hidden states
         or attentions are asked for."""
-        output_attentions, output_hidden_states, return_dict = self._resolve_flags(output_attentions, output_hidden_states, return_dict)
+        output_attentions, output_hidden_states, return_dict = resolve_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
@@ -373,8 +376,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.bert = BertModel(config)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -395,8 +397,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

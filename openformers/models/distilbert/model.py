@@ -19,7 +19,15 @@ from openformers.core.outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from openformers.models.bert.model import BertEncoder, _encode, _finish, embedding, get_activation, project_qkv
+from openformers.models.bert.model import (
+    BertEncoder,
+    _encode,
+    _finish,
+    embedding,
+    get_activation,
+    project_qkv,
+    resolve_flags,
+)
 from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.heads import (
@@ -153,10 +161,8 @@ class DistilBertModel(DistilBertPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        c = self.config
-        output_attentions = c.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = c.use_return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = resolve_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, inputs_embeds)

@@ -23,7 +23,7 @@ from openformers.models.bert.model import (
     _finish,
 )
 from openformers.models.roberta.config import RobertaConfig, XLMRobertaConfig
-from openformers.modules.heads import masked_lm_loss, sequence_classification_loss
+from openformers.modules.heads import classifier_dropout, masked_lm_loss, sequence_classification_loss
 
 
 def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int, past_length: int = 0) -> torch.Tensor:
@@ -69,9 +69,8 @@ class RobertaClassificationHead(nn.Module):
 
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__()
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(p)
+        self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -105,8 +104,7 @@ class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassifi
         RobertaPreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
