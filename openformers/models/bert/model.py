@@ -32,6 +32,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
+from openformers.modules.packing import TokenPacking
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -164,13 +165,17 @@ class BertSelfAttention(nn.Module):
         self.config = config
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False):
-        b, s, _ = x.shape
+                first_only: bool = False, packing: TokenPacking | None = None):
+        """``packing``: ``x`` holds the real tokens' rows [n, hidden]; attention runs padded and the
+        output comes back packed."""
         # [b, s, hidden] -> [b, heads, s, head_dim]; first_only: queries for the first position only
         if first_only:
             q, k, v = self.query(x[:, :1]), self.key(x), self.value(x)
         else:
             q, k, v = project_qkv(self, x, self.query, self.key, self.value)
+        if packing is not None:
+            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
+        b, s = k.shape[:2]
         q = q.view(b, q.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
@@ -181,7 +186,8 @@ class BertSelfAttention(nn.Module):
             q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob,
             output_attentions=output_attentions, training=self.training,
         )
-        return out.reshape(b, q.shape[2], -1), weights
+        out = out.reshape(b, q.shape[2], -1)
+        return (out if packing is None else packing.pack(out)), weights
 
 
 class BertSelfOutput(nn.Module):
@@ -193,10 +199,14 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None) -> torch.Tensor:
-        """``first_of``: ``x`` is the first position of a sequence that long (dropout draws for all of it)."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None,
+                packing: TokenPacking | None = None) -> torch.Tensor:
+        """``first_of``: ``x`` is the first position of a sequence that long (dropout draws for all of it);
+        ``packing``: ``x`` holds packed token rows."""
         y = self.dense(x)
-        if first_of is None:
+        if packing is not None:
+            y = packing.dropout(y, self.dropout.p, self.training)
+        elif first_of is None:
             y = self.dropout(y)
         else:
             y = first_row_dropout(y, self.dropout.p, self.training, (y.shape[0], first_of, y.shape[-1]))
@@ -210,11 +220,11 @@ class BertAttention(nn.Module):
         self.output = BertSelfOutput(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False):
-        out, weights = self.self(x, mask, output_attentions, first_only)
+                first_only: bool = False, packing: TokenPacking | None = None):
+        out, weights = self.self(x, mask, output_attentions, first_only, packing)
         if first_only:
             return self.output(out, x[:, :1], first_of=x.shape[1]), weights
-        return self.output(out, x), weights
+        return self.output(out, x, packing=packing), weights
 
 
 class BertIntermediate(nn.Module):
@@ -235,10 +245,11 @@ class BertLayer(nn.Module):
         self.output = BertSelfOutput(config, in_features=config.intermediate_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False):
-        """``first_only``: the output at the first position only, [b, 1, hidden] (it attends to all)."""
-        y, weights = self.attention(x, mask, output_attentions, first_only)
-        return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None), weights
+                first_only: bool = False, packing: TokenPacking | None = None):
+        """``first_only``: the output at the first position only, [b, 1, hidden] (it attends to all);
+        ``packing``: ``x`` and the output are the real tokens' rows [n, hidden] (see modules/packing.py)."""
+        y, weights = self.attention(x, mask, output_attentions, first_only, packing)
+        return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None, packing=packing), weights
 
 
 class BertEncoder(nn.Module):
@@ -252,23 +263,31 @@ class BertEncoder(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False, output_attentions: bool = False,
-        first_only: bool = False,
+        first_only: bool = False, packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """``first_only`` (BertLayer stacks): the last layer computes the first position only."""
+        """BertLayer stacks only: ``first_only``, the last layer computes the first position only;
+        ``packing``, the layers work on the real tokens' rows (``x`` in and out stays padded)."""
         hidden_states: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
         last = len(self.layer) - 1
+        extra: tuple[Any, ...] = ()
+        if packing is not None:
+            x, extra = packing.pack(x), (False, packing)
         for i, layer in enumerate(self.layer):
             if output_hidden_states:
-                hidden_states.append(x)
+                hidden_states.append(x if packing is None else packing.unpack(x))
             if first_only and i == last:
+                if packing is not None:
+                    x, packing, extra = packing.unpack(x), None, ()
                 x, weights = layer(x, mask, output_attentions, first_only=True)
             elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, weights = checkpoint(layer, x, mask, output_attentions, **self._checkpoint_kwargs)
+                x, weights = checkpoint(layer, x, mask, output_attentions, *extra, **self._checkpoint_kwargs)
             else:
-                x, weights = layer(x, mask, output_attentions)
+                x, weights = layer(x, mask, output_attentions, *extra)
             if output_attentions:
                 attentions.append(weights)
+        if packing is not None:
+            x = packing.unpack(x)
         if output_hidden_states:
             hidden_states.append(x)
         return x, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
@@ -324,21 +343,27 @@ class BertModel(BertPreTrainedModel):
         return_dict: bool | None = None,
         *,
         _pooled_only: bool = False,
+        _pad_free: bool = False,
         **kwargs: Any,
     ) -> Any:
         """``_pooled_only`` (for heads that read ``pooler_output`` alone): the last layer computes the
         first position only, so ``last_hidden_state`` is [b, 1, hidden]; ignored when hidden states
-        or attentions are asked for."""
+        or attentions are asked for. ``_pad_free``: the caller reads nothing at padding positions
+        (its loss ignores them), so training may run the layers on the real tokens alone
+        (``modules/packing.py``; ``last_hidden_state`` is then zero at padding positions)."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
         first_only = _pooled_only and self.pooler is not None and not (output_hidden_states or output_attentions)
+        packing = None
+        if self.training and (first_only or _pad_free) and not (output_hidden_states or output_attentions):
+            packing = TokenPacking.worth_it(attention_mask)
         if first_only:
-            x, hidden_states, attentions = self.encoder(x, mask, first_only=True)
+            x, hidden_states, attentions = self.encoder(x, mask, first_only=True, packing=packing)
         else:
-            x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+            x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions, packing=packing)
         pooled = self.pooler(x) if self.pooler is not None else None
         if not return_dict:
             return tuple(v for v in (x, pooled, hidden_states, attentions) if v is not None)
@@ -359,6 +384,13 @@ def _inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embe
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                 position_ids=position_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
+
+
+def labels_ignore_padding(labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> bool:
+    """Whether a per-token loss skips every padding position (label -100 there), so nothing is read there."""
+    if labels is None or attention_mask is None or labels.shape != attention_mask.shape:
+        return False
+    return bool((labels[attention_mask == 0] == -100).all())
 
 
 def _finish(output_cls: type, return_dict: bool, loss: torch.Tensor | None, base_out: Any, **fields: Any) -> Any:
@@ -405,7 +437,7 @@ class BertForTokenClassification(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.base_model, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict))
+            return_dict, _pad_free=labels_ignore_padding(labels, attention_mask)))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -487,7 +519,7 @@ class BertForMaskedLM(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.bert, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict))
+            return_dict, _pad_free=labels_ignore_padding(labels, attention_mask)))
         logits = self.cls(out.last_hidden_state)
         loss = None
         if labels is not None:

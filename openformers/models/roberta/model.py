@@ -21,6 +21,7 @@ from openformers.models.bert.model import (
     _encode,
     _inputs,
     _finish,
+    labels_ignore_padding,
 )
 from openformers.models.roberta.config import RobertaConfig, XLMRobertaConfig
 from openformers.modules.heads import classifier_dropout, masked_lm_loss, sequence_classification_loss
@@ -91,7 +92,7 @@ class RobertaForSequenceClassification(RobertaPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.roberta, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict))
+            return_dict, _pad_free=True))  # the head reads the first position alone
         logits = self.classifier(out.last_hidden_state)
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         return _finish(SequenceClassifierOutput, return_dict, loss, out, logits=logits)
@@ -154,7 +155,7 @@ class RobertaForMaskedLM(RobertaPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.roberta, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict))
+            return_dict, _pad_free=labels_ignore_padding(labels, attention_mask)))
         logits = self.lm_head(out.last_hidden_state)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
         return _finish(MaskedLMOutput, return_dict, loss, out, logits=logits)

@@ -1,0 +1,70 @@
+"""Token packing: run an encoder's per-token work on the real tokens of a padded batch only.
+
+In a padded [batch, seq] batch every linear layer, LayerNorm, activation and dropout also works on
+the padding positions, whose results nothing reads (attention masks them out as keys; losses skip
+them). ``TokenPacking`` gathers the real tokens into [n_rows, ...] rows for that per-token work and
+scatters them back to [batch, seq, ...] (zeros at padding) only where positions meet: in attention.
+
+Dropout on packed rows draws the mask of the whole padded tensor and keeps the rows it needs, so the
+random stream, and every real token's result, is the one the padded computation gives.
+
+The row count is rounded up (to 8 to 16 sizes per doubling, at most an eighth more rows) with
+padding positions, computed as the padded run computes them: matmul kernels that build code per
+shape (oneDNN's bf16 GEMMs) would otherwise build, and cache, one for nearly every batch.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def rounded_rows(n: int, limit: int) -> int:
+    """``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
+    step = max(16, 1 << max(n.bit_length() - 4, 0))
+    return min(-(-n // step) * step, limit)
+
+
+class TokenPacking:
+    """The real-token rows of a padded batch, from its 1/0 ``attention_mask`` [batch, seq]."""
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.batch, self.seq = attention_mask.shape
+        flat = attention_mask.reshape(-1) != 0
+        real = flat.nonzero().squeeze(1)
+        rows = rounded_rows(real.numel(), flat.numel())
+        if rows > real.numel():
+            real = torch.cat([real, (~flat).nonzero().squeeze(1)[: rows - real.numel()]])
+        self.index = real
+
+    @classmethod
+    def worth_it(cls, attention_mask: torch.Tensor | None) -> TokenPacking | None:
+        """A packing when it leaves rows out and every row starts with a real token (the first
+        position is what poolers read); otherwise None: run padded."""
+        if attention_mask is None or attention_mask.dim() != 2 or not bool(attention_mask[:, 0].all()):
+            return None
+        real = int(torch.count_nonzero(attention_mask))
+        if rounded_rows(real, attention_mask.numel()) >= attention_mask.numel():
+            return None
+        return cls(attention_mask)
+
+    @property
+    def n_rows(self) -> int:
+        return self.index.numel()
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, ...] -> [n_rows, ...]."""
+        return x.reshape(self.batch * self.seq, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[n_rows, ...] -> [batch, seq, ...], zeros at the padding positions left out."""
+        full = x.new_zeros((self.batch * self.seq, *x.shape[1:]))
+        return full.index_copy(0, self.index, x).view(self.batch, self.seq, *x.shape[1:])
+
+    def dropout(self, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        """Dropout of packed ``x`` [n_rows, ...] with the mask dropout of the padded tensor draws."""
+        if not training or p == 0:
+            return x
+        if p == 1:
+            return x * 0
+        noise = torch.empty((self.batch * self.seq, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        noise.bernoulli_(1 - p).div_(1 - p)
+        return x * noise.index_select(0, self.index)
