@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from openformers.core.seed import set_seed
 from openformers.training import checkpointing as ckpt
 from openformers.training import fsdp
+from openformers.training.allocator import reuse_freed_memory
 from openformers.training.arguments import TrainingArguments
 from openformers.training.callbacks import (
     CallbackHandler,
@@ -292,6 +293,11 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         """Train; ``resume_from_checkpoint=True`` resumes from the newest complete checkpoint."""
         if kwargs:
             raise TypeError(f"train() got unknown arguments {sorted(kwargs)}")
+        # on CPU, freed buffers are reused rather than re-faulted every step (training/allocator.py)
+        with reuse_freed_memory(enabled=self.device.type == "cpu"):
+            return self._train(resume_from_checkpoint, trial)
+
+    def _train(self, resume_from_checkpoint: str | bool | None, trial: Any) -> TrainOutput:
         args = self.args
         if resume_from_checkpoint is None and args.resume_from_checkpoint:
             resume_from_checkpoint = args.resume_from_checkpoint
@@ -434,7 +440,11 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            finally:
+                if getattr(self.optimizer, "grad_scale", None) is not None:  # set by _clip_grad_norm
+                    self.optimizer.grad_scale = None
         self.control = self.callback_handler.call("on_optimizer_step", self.args, self.state, self.control)
         if not isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.lr_scheduler.step()
@@ -445,7 +455,11 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         """Scale the gradients to a total 2-norm of at most ``max_norm``; returns the norm before.
 
         As ``clip_grad_norm_``, but a norm within bounds leaves the gradients alone: scaling
-        them by exactly 1.0 would change no bit and cost a pass over every gradient.
+        them by exactly 1.0 would change no bit and cost a pass over every gradient. With torch's
+        fused Adam/AdamW kernel (and no gradient scaler) the scaling is that kernel's: it divides
+        each gradient by ``optimizer.grad_scale`` as it reads it and stores the result back in
+        ``.grad``, so the step and the gradients after it are the clipped ones (to rounding: a
+        division by ``1 / coef`` where clipping multiplies by ``coef``) without a pass of its own.
         """
         params = [p for p in unwrap_model(self.model).parameters() if p.grad is not None]
         if self.fsdp_plan is not None or not params:  # sharded: the norm is a DTensor reduced over processes
@@ -454,8 +468,17 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         grads = [p.grad for p in params]
         norm = torch.nn.utils.get_total_norm(grads)
         if not float(max_norm / (norm + 1e-6)) >= 1.0:  # clip_grad_norm_'s coefficient before its clamp at 1 (or nan)
-            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+            if self._clips_in_optimizer(norm):
+                self.optimizer.grad_scale = ((norm + 1e-6) / max_norm).to(device=norm.device, dtype=torch.float32)
+            else:
+                torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         return float(norm)
+
+    def _clips_in_optimizer(self, norm: torch.Tensor) -> bool:
+        """Whether the optimizer step can apply the clipping (see ``_clip_grad_norm``)."""
+        opt = self.optimizer
+        return (self.scaler is None and bool(torch.isfinite(norm)) and isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))
+                and bool(opt.defaults.get("fused")) and getattr(opt, "grad_scale", None) is None)
 
     def _wrap_model(self) -> nn.Module:
         model = self.model

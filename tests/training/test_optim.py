@@ -1,4 +1,5 @@
-"""The trainer's AdamW and gradient clipping: bit for bit torch's, without the compiler import."""
+"""The trainer's AdamW and gradient clipping: torch's (bit for bit, or to a rounding where the fused
+kernel applies the clipping), without the compiler import."""
 from __future__ import annotations
 
 import subprocess
@@ -58,6 +59,34 @@ def test_clipping_matches_clip_grad_norm_bit_for_bit(tmp_path, max_norm):
     assert norm == float(ref_norm)
     for (name, a), b in zip(ours_model.named_parameters(), ref_model.parameters()):
         assert torch.equal(a.grad, b.grad), name
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_fused_adamw_applies_the_clipping_in_its_step(tmp_path, max_norm):
+    """With the fused AdamW the clip coefficient rides in the kernel's grad_scale: the update and the
+    gradients after it are those of clip_grad_norm_ followed by torch's step (to a rounding)."""
+    ours_model, ref_model = tiny_gpt2(), tiny_gpt2()
+    args = TrainingArguments(str(tmp_path), learning_rate=1e-2, max_grad_norm=max_norm, report_to="none")
+    trainer = Trainer(model=ours_model, args=args, train_dataset=ragged_lm_data(4), data_collator=pad_collator)
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    ref = torch.optim.AdamW(ref_model.parameters(), lr=1e-2, weight_decay=0.0, fused=True)
+    before = {n: p.detach().clone() for n, p in ours_model.named_parameters()}
+    _loss(ours_model, 0).backward()
+    _loss(ref_model, 0).backward()
+    norm = trainer._clip_grad_norm(max_norm)
+    clipping = max_norm < norm
+    assert (getattr(trainer.optimizer, "grad_scale", None) is not None) == clipping  # no gradient pass of its own when it clips
+    trainer.optimizer.step()
+    trainer.optimizer.grad_scale = None
+    assert norm == float(torch.nn.utils.clip_grad_norm_(ref_model.parameters(), max_norm))
+    ref.step()
+    for (name, a), b in zip(ours_model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-9, msg=name)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
+        assert not torch.equal(a, before[name]), name
+    if clipping:  # the clipped gradients have the asked norm
+        total = torch.nn.utils.get_total_norm([p.grad for p in ours_model.parameters()])
+        assert abs(float(total) - max_norm) < 1e-6
 
 
 def test_training_does_not_import_the_compiler(tmp_path):
