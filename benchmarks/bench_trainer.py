@@ -93,7 +93,8 @@ with tempfile.TemporaryDirectory() as out:
     args = TrainingArguments(**kw)
     trainer = Trainer(model=model, args=args, train_dataset=tokenized["train"], data_collator=collator,
                       callbacks=[timer])
-    # count the padded tokens each side feeds (batch order differs between the libraries' samplers)
+    # count the padded tokens of the batches each side trains on (the same batches, in the same order: both
+    # samplers are randperm seeded with seed + epoch; accelerate's loader collates one batch ahead, left out)
     inner = trainer.data_collator
     seen = []
     def counting(features):
@@ -114,7 +115,7 @@ timed = len(s) - 1 - warmup
 print("RESULT " + json.dumps({
     "steps": len(s), "steps_per_s": timed / (s[-1] - s[warmup]) if timed > 0 else float("nan"),
     "train_s": train_s, "whole_steps_per_s": len(s) / train_s, "peak_rss_mb": vm("VmHWM"), "loaded_rss_mb": rss_loaded,
-    "train_loss": float(result.training_loss), "tokens": sum(a * b for a, b in seen), "optim": optim_used,
+    "train_loss": float(result.training_loss), "tokens": sum(a * b for a, b in seen[:steps]), "optim": optim_used,
     "total_s": time.perf_counter() - t_start,
 }))
 """
