@@ -2,8 +2,8 @@
 
 The same run on both sides: the embedded SmolLM2-135M weights (dequantized from the GGUF,
 saved once as safetensors so both libraries load identical fp32 weights), a rank-8 LoRA on
-q/k/v/o projections (alpha 16, dropout 0.05), rows of examples/data/instructions.jsonl padded
-to a fixed length so both sides see the same tokens, AdamW (lr 1e-3) on the adapter, a plain
+q/k/v/o projections (alpha 16, dropout 0.05), the same seeded random token ids on both sides
+(``--batch-size`` x ``--seq-len``, no padding, labels = inputs), AdamW (lr 1e-3) on the adapter, a plain
 training loop (forward, backward, step) on CPU. Each run is a fresh subprocess: peak RSS is
 read from /proc/self/status (VmHWM) after training, and the growth of RSS during training is
 sampled too. Speed is tokens/s over the steps after ``--warmup``; figures are medians over
