@@ -143,14 +143,29 @@ def test_packing_only_when_it_applies() -> None:
     assert TokenPacking.worth_it(right.flip(1)) is None
 
 
-def test_training_loss_and_gradients_match_transformers(tmp_path: Path) -> None:
+DISTIL = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+REFERENCES = {
+    "bert": ("Bert", dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, **TINY), 0),
+    "roberta": ("Roberta", dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2,
+                                **{**TINY, "max_position_embeddings": 66}), 1),
+    "distilbert": ("DistilBert", dict(dropout=0.2, attention_dropout=0.2, **DISTIL), 0),
+}
+
+
+@pytest.mark.parametrize("family", sorted(REFERENCES))
+def test_training_loss_and_gradients_match_transformers(family: str, tmp_path: Path) -> None:
     """Train mode with dropout on a padded batch: transformers (padded) and ours (packed) agree,
     down to the dropout masks."""
-    config = dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, num_labels=2, **TINY)
-    ref = build_reference("BertForSequenceClassification", "BertConfig", tmp_path, attn_implementation="sdpa", **config)
-    ours = ob.BertForSequenceClassification.from_pretrained(tmp_path, attn_implementation="sdpa")
+    import importlib
+
+    prefix, config, pad_id = REFERENCES[family]
+    ref = build_reference(f"{prefix}ForSequenceClassification", f"{prefix}Config", tmp_path, attn_implementation="sdpa",
+                          num_labels=2, **config)
+    module = importlib.import_module(f"openformers.models.{family}")
+    ours = getattr(module, f"{prefix}ForSequenceClassification").from_pretrained(tmp_path, attn_implementation="sdpa")
     ref.train(), ours.train()
     inputs = batch("ForSequenceClassification")
+    inputs["input_ids"][inputs["attention_mask"] == 0] = pad_id
     results = []
     for model in (ours, ref):
         torch.manual_seed(3)
@@ -163,16 +178,29 @@ def test_training_loss_and_gradients_match_transformers(tmp_path: Path) -> None:
         assert_close(grads[name], grad, atol=1e-5, what=name)
 
 
-@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForMaskedLM", "ForTokenClassification"])
-def test_roberta_packs_too(head: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import openformers.models.roberta as ro
+def family_model(family: str, head: str):
+    """A tiny RoBERTa or DistilBERT model with dropout on, and the pad id its inputs use."""
+    if family == "roberta":
+        import openformers.models.roberta as ro
 
+        config = ro.RobertaConfig(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, num_labels=2,
+                                  **{**TINY, "max_position_embeddings": 66})
+        return getattr(ro, "Roberta" + head)(config), config.pad_token_id
+    import openformers.models.distilbert as od
+
+    config = od.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64,
+                                 dropout=0.3, attention_dropout=0.3, num_labels=2)
+    return getattr(od, "DistilBert" + head)(config), 0
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForMaskedLM", "ForTokenClassification"])
+def test_other_families_pack_too(family: str, head: str, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    config = ro.RobertaConfig(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, num_labels=2,
-                              **{**TINY, "max_position_embeddings": 66})
-    model = getattr(ro, "Roberta" + head)(config).train()
+    model, pad_id = family_model(family, head)
+    model.train()
     inputs = batch(head)
-    inputs["input_ids"][inputs["attention_mask"] == 0] = config.pad_token_id
+    inputs["input_ids"][inputs["attention_mask"] == 0] = pad_id
     results = []
     for enabled in (True, False):
         with monkeypatch.context() as m:
@@ -184,6 +212,15 @@ def test_roberta_packs_too(head: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert_close(packed_out.loss, padded_out.loss, atol=1e-6, what="loss")
     for name, grad in padded_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_distilbert_question_answering_runs_padded(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model, _ = family_model("distilbert", "ForQuestionAnswering")
+    inputs = batch("ForQuestionAnswering")
+    counter = Counter(monkeypatch)
+    model.train()(**inputs)
+    assert counter.packed == 0
 
 
 def test_row_counts_come_in_few_sizes() -> None:

@@ -32,7 +32,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking
+from openformers.modules.packing import TokenPacking, labels_ignore_padding, training_packing
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -265,8 +265,9 @@ class BertEncoder(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False, output_attentions: bool = False,
         first_only: bool = False, packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """BertLayer stacks only: ``first_only``, the last layer computes the first position only;
-        ``packing``, the layers work on the real tokens' rows (``x`` in and out stays padded)."""
+        """``first_only`` (BertLayer stacks): the last layer computes the first position only;
+        ``packing``: the layers, which take ``first_only, packing`` after ``output_attentions``, work
+        on the real tokens' rows (``x`` in and out stays padded)."""
         hidden_states: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
         last = len(self.layer) - 1
@@ -357,9 +358,8 @@ class BertModel(BertPreTrainedModel):
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
         first_only = _pooled_only and self.pooler is not None and not (output_hidden_states or output_attentions)
-        packing = None
-        if self.training and (first_only or _pad_free) and not (output_hidden_states or output_attentions):
-            packing = TokenPacking.worth_it(attention_mask)
+        packing = training_packing(self.training, first_only or _pad_free, attention_mask, output_hidden_states,
+                                   output_attentions)
         if first_only:
             x, hidden_states, attentions = self.encoder(x, mask, first_only=True, packing=packing)
         else:
@@ -384,13 +384,6 @@ def _inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embe
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                 position_ids=position_ids, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states, return_dict=return_dict, **extra)
-
-
-def labels_ignore_padding(labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> bool:
-    """Whether a per-token loss skips every padding position (label -100 there), so nothing is read there."""
-    if labels is None or attention_mask is None or labels.shape != attention_mask.shape:
-        return False
-    return bool((labels[attention_mask == 0] == -100).all())
 
 
 def _finish(output_cls: type, return_dict: bool, loss: torch.Tensor | None, base_out: Any, **fields: Any) -> Any:

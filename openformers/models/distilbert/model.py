@@ -37,6 +37,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
+from openformers.modules.packing import TokenPacking, labels_ignore_padding, training_packing
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -79,10 +80,14 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout_prob = config.attention_dropout
         self.config = config
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
-        b, s, _ = x.shape
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                packing: TokenPacking | None = None):
+        """``packing``: ``x`` and the output are packed token rows; attention runs padded."""
         # [b, s, dim] -> [b, heads, s, head_dim]
         q, k, v = project_qkv(self, x, self.q_lin, self.k_lin, self.v_lin)
+        if packing is not None:
+            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
+        b, s = k.shape[:2]
         q = q.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
@@ -91,7 +96,8 @@ class MultiHeadSelfAttention(nn.Module):
             q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob,
             output_attentions=output_attentions, training=self.training,
         )
-        return self.out_lin(out.reshape(b, s, -1)), weights
+        out = out.reshape(b, s, -1)
+        return self.out_lin(out if packing is None else packing.pack(out)), weights
 
 
 class FFN(nn.Module):
@@ -102,8 +108,9 @@ class FFN(nn.Module):
         self.activation = get_activation(config.activation)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.lin2(self.activation(self.lin1(x))))
+    def forward(self, x: torch.Tensor, packing: TokenPacking | None = None) -> torch.Tensor:
+        y = self.lin2(self.activation(self.lin1(x)))
+        return self.dropout(y) if packing is None else packing.dropout(y, self.dropout.p, self.training)
 
 
 class TransformerBlock(nn.Module):
@@ -116,10 +123,13 @@ class TransformerBlock(nn.Module):
         self.ffn = FFN(config)
         self.output_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
-        attn, weights = self.attention(x, mask, output_attentions)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                first_only: bool = False, packing: TokenPacking | None = None):
+        """``packing``: ``x`` and the output are the real tokens' rows (see modules/packing.py);
+        ``first_only`` is BERT's and never set for this block."""
+        attn, weights = self.attention(x, mask, output_attentions, packing)
         x = self.sa_layer_norm(attn + x)
-        return self.output_layer_norm(self.ffn(x) + x), weights
+        return self.output_layer_norm(self.ffn(x, packing) + x), weights
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):
@@ -159,23 +169,30 @@ class DistilBertModel(DistilBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        _pad_free: bool = False,
         **kwargs: Any,
     ) -> Any:
+        """``_pad_free``: the caller reads nothing at padding positions, so training may pack
+        (``modules/packing.py``; see ``BertModel``)."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
-        x, hidden_states, attentions = self.transformer(x, mask, output_hidden_states, output_attentions)
+        packing = training_packing(self.training, _pad_free, attention_mask, output_hidden_states, output_attentions)
+        x, hidden_states, attentions = self.transformer(x, mask, output_hidden_states, output_attentions, packing=packing)
         if not return_dict:
             return tuple(v for v in (x, hidden_states, attentions) if v is not None)
         return BaseModelOutput(last_hidden_state=x, hidden_states=hidden_states, attentions=attentions)
 
 
-def _base_kwargs(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict) -> dict[str, Any]:
+def _base_kwargs(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
+                 pad_free: bool = False) -> dict[str, Any]:
     return dict(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=return_dict)
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=return_dict,
+                _pad_free=pad_free)
 
 
 class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
@@ -193,7 +210,8 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
+            pad_free=True))  # the head reads the first position alone
         x = torch.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(x))
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
@@ -212,7 +230,8 @@ class DistilBertForTokenClassification(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
+            labels_ignore_padding(labels, attention_mask)))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -260,7 +279,8 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
+            labels_ignore_padding(labels, attention_mask)))
         x = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))
         logits = self.vocab_projector(x)
         loss = masked_lm_loss(logits, labels) if labels is not None else None

@@ -21,10 +21,10 @@ from openformers.models.bert.model import (
     _encode,
     _inputs,
     _finish,
-    labels_ignore_padding,
 )
 from openformers.models.roberta.config import RobertaConfig, XLMRobertaConfig
 from openformers.modules.heads import classifier_dropout, masked_lm_loss, sequence_classification_loss
+from openformers.modules.packing import labels_ignore_padding
 
 
 def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int, past_length: int = 0) -> torch.Tensor:
