@@ -9,6 +9,9 @@ import torch
 from .base import Pipeline
 
 
+PADDINGS = (False, True, "do_not_pad", "longest", "max_length")
+
+
 def best_spans(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, top_k: int,
                max_answer_len: int) -> list[tuple[int, int, float]]:
     """The ``top_k`` spans (start token, end token, p_start * p_end) with start <= end < start + max_answer_len,
@@ -48,10 +51,15 @@ class QuestionAnsweringPipeline(Pipeline):
     def _sanitize_parameters(self, top_k: int | None = None, doc_stride: int | None = None,
                              max_answer_len: int | None = None, max_seq_len: int | None = None,
                              max_question_len: int | None = None, handle_impossible_answer: bool | None = None,
-                             align_to_words: bool | None = None, topk: int | None = None,
+                             align_to_words: bool | None = None, topk: int | None = None, padding: Any = None,
                              **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         self._unknown_kwargs(kwargs)
         pre: dict[str, Any] = {}
+        if padding is not None:
+            # windows of a batch are padded to the longest anyway; "max_length" pads each to max_seq_len
+            if padding not in PADDINGS:
+                raise ValueError(f"padding={padding!r} is not one of {sorted(map(str, PADDINGS))}")
+            pre["padding"] = padding
         if doc_stride is not None:
             pre["doc_stride"] = doc_stride
         if max_seq_len is not None:
@@ -101,7 +109,7 @@ class QuestionAnsweringPipeline(Pipeline):
         return max_seq_len, doc_stride
 
     def preprocess(self, item: Any, doc_stride: int | None = None, max_seq_len: int | None = None,
-                   max_question_len: int = 64) -> list[dict[str, Any]]:
+                   max_question_len: int = 64, padding: Any = "do_not_pad") -> list[dict[str, Any]]:
         if not isinstance(item, dict) or "question" not in item or "context" not in item:
             raise ValueError("each question-answering input is a dict {'question': ..., 'context': ...}")
         question, context = item["question"], item["context"]
@@ -128,7 +136,7 @@ class QuestionAnsweringPipeline(Pipeline):
         first, second = (question, context) if question_first else (context, question)
         enc = self.tokenizer(first, second, truncation="only_second" if question_first else "only_first",
                              max_length=max_seq_len, stride=doc_stride, return_overflowing_tokens=True,
-                             return_offsets_mapping=True)
+                             return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
         context_seq = 1 if question_first else 0
         cls_id = self.tokenizer.cls_token_id
         feats = []

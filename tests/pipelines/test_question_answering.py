@@ -24,7 +24,7 @@ QUESTIONS = ["Who designed the tower?", "When was it built?", "Where is the Eiff
 
 
 def reference(model, tok, question, context, top_k=1, max_answer_len=15, max_seq_len=384, doc_stride=128,
-              handle_impossible_answer=False):
+              handle_impossible_answer=False, padding=None):  # padding changes no answer
     enc = tok(question, context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
               return_overflowing_tokens=True, return_offsets_mapping=True)
     candidates, null = {}, math.inf
@@ -74,7 +74,9 @@ def setup(tiny_dirs):
 @pytest.mark.parametrize("kwargs", [{}, {"top_k": 3}, {"max_answer_len": 3, "top_k": 2},
                                     {"handle_impossible_answer": True, "top_k": 2},
                                     {"max_seq_len": 32, "doc_stride": 8, "top_k": 3},
-                                    {"max_seq_len": 40, "doc_stride": 16, "handle_impossible_answer": True}])
+                                    {"max_seq_len": 40, "doc_stride": 16, "handle_impossible_answer": True},
+                                    {"max_seq_len": 40, "doc_stride": 16, "padding": "max_length", "top_k": 2},
+                                    {"padding": "longest"}])
 def test_against_reference(setup, kwargs):
     qa, model, tok = setup
     expected = [reference(model, tok, q, CONTEXT, **kwargs) for q in QUESTIONS]
@@ -109,5 +111,16 @@ def test_errors(setup):
         qa(question="word " * 40, context=CONTEXT, max_seq_len=30, max_question_len=64)
     with pytest.raises(ValueError, match="doc_stride"):
         qa(question="why?", context=CONTEXT, max_seq_len=32, doc_stride=40)
+    with pytest.raises(ValueError, match="padding='left'"):
+        qa(question="why?", context=CONTEXT, padding="left")
     with pytest.raises(ValueError, match="both question= and context="):
         qa(question="why?")
+
+
+def test_padding_max_length_pads_every_window(setup):
+    qa, _, _ = setup
+    item = {"question": QUESTIONS[0], "context": CONTEXT}
+    padded = qa.preprocess(item, max_seq_len=40, doc_stride=16, padding="max_length")
+    plain = qa.preprocess(item, max_seq_len=40, doc_stride=16)
+    assert len(padded) == len(plain) > 1
+    assert {len(f["input_ids"]) for f in padded} == {40} and min(len(f["input_ids"]) for f in plain) < 40
