@@ -184,9 +184,7 @@ class TunerModel(nn.Module):
         self._mark_trainable(adapter_name)
 
     def _replace(self, key: str, new: nn.Module) -> None:
-        owner_name, _, attr = key.rpartition(".")
-        owner = self.model.get_submodule(owner_name) if owner_name else self.model
-        setattr(owner, attr, new)
+        self.model.set_submodule(key, new)
 
     def _wrap_module_to_save(self, name: str, adapter_name: str) -> None:
         wrap_module_to_save(self.model, name, adapter_name)
@@ -282,8 +280,7 @@ def wrap_module_to_save(model: nn.Module, name: str, adapter_name: str) -> None:
         elif isinstance(module, AdapterLayer):
             raise ValueError(f"module {key!r} is both an adapter target and in modules_to_save; list it in one only")
         else:
-            owner_name, _, attr = key.rpartition(".")
-            setattr(model.get_submodule(owner_name) if owner_name else model, attr, ModulesToSaveWrapper(module, adapter_name))
+            model.set_submodule(key, ModulesToSaveWrapper(module, adapter_name))
 
 
 def _quantized_base(m: AdapterLayer) -> bool:

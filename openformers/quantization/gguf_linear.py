@@ -345,11 +345,10 @@ class GGUFQuantizationConfig:
         """
         if getattr(self, "_pre_quantized", False) and not self._planned:
             for name, module, _ in self._targets(model):
-                owner_name, _, attr = name.rpartition(".")
                 with torch.device("meta"):
                     layer = QuantizedLinear(module.in_features, module.out_features, bias=module.bias is not None,
                                             group_size=self.group_size)
-                setattr(model.get_submodule(owner_name) if owner_name else model, attr, layer)
+                model.set_submodule(name, layer)
             return
         for module, (in_f, out_f, bias) in self._planned.items():
             owner_name, _, attr = module.rpartition(".")
@@ -371,9 +370,7 @@ class GGUFQuantizationConfig:
         for name, module, is_head in self._targets(model):
             if self._planned and not is_head:
                 continue
-            owner_name, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(owner_name) if owner_name else model, attr,
-                    QuantizedLinear.from_linear(module, self.group_size, self.compute_dtype))
+            model.set_submodule(name, QuantizedLinear.from_linear(module, self.group_size, self.compute_dtype))
             if is_head and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
                 model.config.tie_word_embeddings = False  # the head is now its own 4-bit copy
         self._planned = {}  # the plan belonged to this load only
