@@ -45,14 +45,17 @@ def causal_lm_loss(
 ) -> torch.Tensor:
     """Next-token cross-entropy. Labels are shifted inside: position t predicts labels[t + 1].
 
+    The labels move, not the logits: the last position gets ``ignore_index``, so the [b, s, vocab]
+    logits are read in place (slicing them off by one would copy them, and its backward would
+    zero-fill and copy a gradient of that size again).
+
     With ``num_items_in_batch`` the summed loss is divided by it, so a trainer can normalise
     over a whole accumulated batch instead of each micro-batch.
     """
     logits = logits.float()
     labels = labels.to(logits.device)
     if shift:
-        logits = logits[..., :-1, :]
-        labels = labels[..., 1:]
+        labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_labels = labels.reshape(-1)
     if num_items_in_batch is None:
