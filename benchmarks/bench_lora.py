@@ -15,8 +15,12 @@ sampled too. Speed is tokens/s over the steps after ``--warmup``; figures are me
 base loaded from the same file, with and without gradient checkpointing, each configuration in
 its own subprocess; peak RSS is the process's VmHWM (loading included).
 
+``--trainer`` trains the same rows with each library's Trainer instead (AdamW "adamw_torch",
+lr 1e-3, constant schedule, no clipping, no saving or logging between; steps timed from the
+``on_step_end`` callback), as a user's fine-tune runs.
+
 Run: ``python benchmarks/bench_lora.py [--steps 8] [--warmup 2] [--batch-size 8] [--seq-len 64]
-[--rounds 2] [--threads 0] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
+[--rounds 2] [--threads 0] [--trainer] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
 [--steps 3] [--batch-size 4] [--compute-dtype float32|bfloat16]``
 """
 from __future__ import annotations
@@ -33,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, sys, time, threading, os
-lib, weights, steps, warmup, batch, seq, threads = sys.argv[1:8]
+import json, sys, tempfile, time, threading, os
+lib, weights, steps, warmup, batch, seq, threads, loop = sys.argv[1:9]
 steps, warmup, batch, seq, threads = int(steps), int(warmup), int(batch), int(seq), int(threads)
 import torch
 if threads:
@@ -55,13 +59,15 @@ def hwm():
 
 kw = dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 if lib == "openformers":
-    from openformers import AutoModelForCausalLM
+    from openformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
     from openformers.peft import LoraConfig, get_peft_model
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
 else:
     import warnings; warnings.filterwarnings("ignore")
-    from transformers import AutoModelForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
     from peft import LoraConfig, get_peft_model
+    transformers.logging.set_verbosity_error()
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
 model = get_peft_model(model, LoraConfig(**kw))
 model.train()
@@ -81,13 +87,32 @@ def sample():
         time.sleep(0.01)
 t = threading.Thread(target=sample, daemon=True); t.start()
 times, losses = [], []
-for b in batches:
-    t0 = time.perf_counter()
-    loss = model(**b).loss
-    loss.backward()
-    opt.step(); opt.zero_grad(set_to_none=True)
-    times.append(time.perf_counter() - t0)
-    losses.append(float(loss))
+if loop == "trainer":
+    # each library's Trainer: AdamW lr 1e-3, constant schedule, no clipping, rows in the same order
+    rows = [{k: v[i].tolist() for k, v in b.items()} for b in batches for i in range(batch)]
+    stamps = [time.perf_counter()]
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
+                                 weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, optim="adamw_torch",
+                                 logging_steps=steps, save_strategy="no", report_to="none", disable_tqdm=True,
+                                 dataloader_pin_memory=False, use_cpu=True, seed=0)
+        result = Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
+                         callbacks=[Timer()]).train()
+    times = [b - a for a, b in zip(stamps, stamps[1:])]
+    losses = [float(result.training_loss)]
+else:
+    for b in batches:
+        t0 = time.perf_counter()
+        loss = model(**b).loss
+        loss.backward()
+        opt.step(); opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
 stop = True; t.join()
 timed = times[warmup:]
 print(json.dumps({"lib": lib, "tokens_per_s": batch * seq * len(timed) / sum(timed), "step_s": sum(timed) / len(timed),
@@ -196,6 +221,7 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument("--qlora", action="store_true", help="QLoRA vs LoRA peak memory (openformers only)")
+    parser.add_argument("--trainer", action="store_true", help="train with each library's Trainer instead of a plain loop")
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     ns = parser.parse_args(argv)
     if ns.qlora:
@@ -207,7 +233,7 @@ def main(argv: list[str] | None = None) -> Any:
             for lib in ("openformers", "transformers+peft"):
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, lib, str(weights), str(ns.steps), str(ns.warmup), str(ns.batch_size),
-                     str(ns.seq_len), str(ns.threads)],
+                     str(ns.seq_len), str(ns.threads), "trainer" if ns.trainer else "loop"],
                     capture_output=True, text=True, cwd=ROOT, check=False,
                 )
                 if out.returncode != 0:
@@ -215,7 +241,7 @@ def main(argv: list[str] | None = None) -> Any:
                 runs[lib].append(json.loads(out.stdout.strip().splitlines()[-1]))
     summary = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "lib"} for lib, rs in runs.items()}
     ours, theirs = summary["openformers"], summary["transformers+peft"]
-    print(f"LoRA r=8 q/k/v/o, SmolLM2-135M fp32, batch {ns.batch_size} x {ns.seq_len} tokens, "
+    print(f"LoRA r=8 q/k/v/o, SmolLM2-135M fp32, {'Trainer' if ns.trainer else 'plain loop'}, batch {ns.batch_size} x {ns.seq_len} tokens, "
           f"{ns.steps - ns.warmup} timed steps, median of {ns.rounds}")
     print(f"{'':20s}{'tokens/s':>10s}{'step s':>9s}{'train RSS growth MB':>21s}{'peak RSS MB':>13s}")
     for lib, r in summary.items():
