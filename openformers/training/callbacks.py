@@ -59,6 +59,14 @@ class CallbackHandler:
     def remove_callback(self, callback: TrainerCallback | type) -> None:
         self.pop_callback(callback)
 
+    def handles(self, event: str) -> bool:
+        """Whether a callback implements ``event`` (beyond a base class's no-op)."""
+        for cb in self.callbacks:
+            method = getattr(type(cb), event, None)
+            if method is not None and getattr(method, "__qualname__", "") != f"TrainerCallback.{event}":
+                return True
+        return False
+
     def call(self, event: str, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> TrainerControl:
         for cb in self.callbacks:
             result = getattr(cb, event)(args, state, control, **self.objects, **kwargs)

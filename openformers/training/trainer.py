@@ -433,9 +433,10 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         grad_norm = None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
             grad_norm = self._clip_grad_norm(self.args.max_grad_norm)
+        # after clipping, as transformers calls it: the gradients a callback sees are the clipped ones
+        self.control = self.callback_handler.call("on_pre_optimizer_step", self.args, self.state, self.control)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -460,6 +461,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         each gradient by ``optimizer.grad_scale`` as it reads it and stores the result back in
         ``.grad``, so the step and the gradients after it are the clipped ones (to rounding: a
         division by ``1 / coef`` where clipping multiplies by ``coef``) without a pass of its own.
+        Not when a callback implements ``on_pre_optimizer_step``, which sees the gradients clipped.
         """
         params = [p for p in unwrap_model(self.model).parameters() if p.grad is not None]
         if self.fsdp_plan is not None or not params:  # sharded: the norm is a DTensor reduced over processes
@@ -478,7 +480,8 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         """Whether the optimizer step can apply the clipping (see ``_clip_grad_norm``)."""
         opt = self.optimizer
         return (self.scaler is None and bool(torch.isfinite(norm)) and isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))
-                and bool(opt.defaults.get("fused")) and getattr(opt, "grad_scale", None) is None)
+                and bool(opt.defaults.get("fused")) and getattr(opt, "grad_scale", None) is None
+                and not self.callback_handler.handles("on_pre_optimizer_step"))  # it reads the clipped gradients
 
     def _wrap_model(self) -> nn.Module:
         model = self.model

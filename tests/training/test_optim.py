@@ -101,3 +101,24 @@ def test_training_does_not_import_the_compiler(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "compiler imported: False" in out
+
+
+def test_pre_optimizer_step_callbacks_see_clipped_gradients(tmp_path):
+    """As in transformers, on_pre_optimizer_step runs after clipping; a callback that implements it
+    reads clipped gradients (the clipping then stays out of the fused kernel)."""
+    from openformers import TrainerCallback
+
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            seen.append(float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])))
+
+    args = TrainingArguments(str(tmp_path), max_steps=2, per_device_train_batch_size=4, max_grad_norm=1e-3,
+                             report_to="none", disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=ragged_lm_data(8), data_collator=pad_collator,
+                      callbacks=[Probe()])
+    assert trainer.callback_handler.handles("on_pre_optimizer_step")
+    assert not trainer.callback_handler.handles("on_optimizer_step")  # only the no-op defaults there
+    trainer.train()
+    assert len(seen) == 2 and all(abs(n - 1e-3) < 1e-7 for n in seen), seen
