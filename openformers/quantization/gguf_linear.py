@@ -408,14 +408,7 @@ def _find_owner(model: nn.Module, owner_name: str) -> nn.Module | None:
 
 def weight_bytes(model: nn.Module) -> int:
     """Bytes held by parameters and buffers (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() in seen or t.is_meta:
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total
+    return _tensor_bytes(model, set())
 
 
 def step_bytes(model: nn.Module) -> int:
@@ -434,11 +427,16 @@ def step_bytes(model: nn.Module) -> int:
             total += head.step_bytes()
         else:
             skip -= head_tensors
-    seen: set[int] = set()
+    return total + _tensor_bytes(model, skip)
+
+
+def _tensor_bytes(model: nn.Module, skip: set[int]) -> int:
+    """Bytes of the parameters and buffers not in ``skip`` (data pointers), each storage once."""
+    seen: set[int] = set(skip)
+    total = 0
     for t in list(model.parameters()) + list(model.buffers()):
-        ptr = t.data_ptr()
-        if ptr in seen or ptr in skip or t.is_meta:
+        if t.data_ptr() in seen or t.is_meta:
             continue
-        seen.add(ptr)
+        seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
     return total
