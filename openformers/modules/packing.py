@@ -17,18 +17,19 @@ from __future__ import annotations
 import torch
 
 
-def labels_ignore_padding(labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> bool:
-    """Whether a per-token loss skips every padding position (label -100 there), so nothing is read there."""
-    if labels is None or attention_mask is None or labels.shape != attention_mask.shape:
+def token_loss_only(training: bool, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> bool:
+    """Whether a per-token head reads nothing at padding: in training, with a loss whose labels are
+    -100 at every padding position (in evaluation its logits there are returned, so they are computed)."""
+    if not training or labels is None or attention_mask is None or labels.shape != attention_mask.shape:
         return False
     return bool((labels[attention_mask == 0] == -100).all())
 
 
-def training_packing(training: bool, pad_free: bool, attention_mask: torch.Tensor | None,
-                     output_hidden_states: bool, output_attentions: bool) -> TokenPacking | None:
-    """The packing an encoder's forward uses: only in training, only when its caller reads nothing at
-    padding positions (``pad_free``) and no per-position output (hidden states, attentions) is asked for."""
-    if not training or not pad_free or output_hidden_states or output_attentions:
+def packing_for(pad_free: bool, attention_mask: torch.Tensor | None, output_hidden_states: bool,
+                output_attentions: bool) -> TokenPacking | None:
+    """The packing an encoder's forward uses: only when its caller reads nothing at padding
+    positions (``pad_free``) and no per-position output (hidden states, attentions) is asked for."""
+    if not pad_free or output_hidden_states or output_attentions:
         return None
     return TokenPacking.worth_it(attention_mask)
 

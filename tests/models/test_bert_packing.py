@@ -95,18 +95,20 @@ def test_packed_training_equals_padded(head: str, checkpointing: bool, monkeypat
 @pytest.mark.parametrize("head", ["Model", "ForQuestionAnswering", "ForTokenClassification", "ForSequenceClassification"])
 def test_runs_padded_where_padding_positions_are_read(head: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bare encoder (its caller may read any position), question answering (its softmax runs over
-    every position), token labels at padding positions, hidden states or attentions asked for, and
-    evaluation: the padded computation, as transformers does it."""
+    every position), token labels at padding positions, token heads in evaluation (their logits are
+    returned everywhere), hidden states or attentions asked for: the padded computation, as
+    transformers does it."""
     torch.manual_seed(0)
     model = getattr(ob, "Bert" + head)(ob.BertConfig(num_labels=2, **TINY)).train()
     inputs = batch(head)
     counter = Counter(monkeypatch)
     if head == "ForTokenClassification":
+        model.eval()(**inputs)  # labels ignore the padding, but the logits there are returned
+        model.train()
         inputs["labels"][inputs["attention_mask"] == 0] = 1
     if head == "ForSequenceClassification":
         model(**inputs, output_hidden_states=True)
-        model(**inputs, output_attentions=True)
-        model.eval()
+        inputs["output_attentions"] = True
     model(**inputs)
     assert counter.packed == 0
 
@@ -176,6 +178,28 @@ def test_training_loss_and_gradients_match_transformers(family: str, tmp_path: P
     assert_close(loss, ref_loss, atol=1e-6, what="loss")
     for name, grad in ref_grads.items():
         assert_close(grads[name], grad, atol=1e-5, what=name)
+
+
+@pytest.mark.parametrize("family", sorted(REFERENCES))
+def test_sequence_classification_evaluates_packed_like_transformers(family: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sequence classification returns nothing per token, so evaluation packs too (under no_grad,
+    through the fused inference projections): the logits are transformers' padded ones."""
+    import importlib
+
+    prefix, config, pad_id = REFERENCES[family]
+    ref = build_reference(f"{prefix}ForSequenceClassification", f"{prefix}Config", tmp_path, attn_implementation="sdpa",
+                          num_labels=3, **config)
+    module = importlib.import_module(f"openformers.models.{family}")
+    ours = getattr(module, f"{prefix}ForSequenceClassification").from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    inputs = batch("Model")
+    inputs["input_ids"][inputs["attention_mask"] == 0] = pad_id
+    counter = Counter(monkeypatch)
+    with torch.no_grad():
+        logits = ours(**inputs).logits
+        expected = ref(**inputs).logits
+    assert counter.packed == 1
+    assert_close(logits, expected, atol=1e-5, what=f"{family} logits")
 
 
 def family_model(family: str, head: str):

@@ -32,7 +32,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, labels_ignore_padding, training_packing
+from openformers.modules.packing import TokenPacking, packing_for, token_loss_only
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -350,16 +350,16 @@ class BertModel(BertPreTrainedModel):
         """``_pooled_only`` (for heads that read ``pooler_output`` alone): the last layer computes the
         first position only, so ``last_hidden_state`` is [b, 1, hidden]; ignored when hidden states
         or attentions are asked for. ``_pad_free``: the caller reads nothing at padding positions
-        (its loss ignores them), so training may run the layers on the real tokens alone
-        (``modules/packing.py``; ``last_hidden_state`` is then zero at padding positions)."""
+        (pooled heads; per-token losses that ignore them), so the layers may run on the real tokens
+        alone, in training and evaluation (``modules/packing.py``; ``last_hidden_state`` is then
+        zero at the padding positions left out). ``_pooled_only`` implies it."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
         first_only = _pooled_only and self.pooler is not None and not (output_hidden_states or output_attentions)
-        packing = training_packing(self.training, first_only or _pad_free, attention_mask, output_hidden_states,
-                                   output_attentions)
+        packing = packing_for(first_only or _pad_free, attention_mask, output_hidden_states, output_attentions)
         if first_only:
             x, hidden_states, attentions = self.encoder(x, mask, first_only=True, packing=packing)
         else:
@@ -430,7 +430,7 @@ class BertForTokenClassification(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.base_model, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=labels_ignore_padding(labels, attention_mask)))
+            return_dict, _pad_free=token_loss_only(self.training, labels, attention_mask)))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -512,7 +512,7 @@ class BertForMaskedLM(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.bert, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=labels_ignore_padding(labels, attention_mask)))
+            return_dict, _pad_free=token_loss_only(self.training, labels, attention_mask)))
         logits = self.cls(out.last_hidden_state)
         loss = None
         if labels is not None:

@@ -37,7 +37,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, labels_ignore_padding, training_packing
+from openformers.modules.packing import TokenPacking, packing_for, token_loss_only
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -173,15 +173,15 @@ class DistilBertModel(DistilBertPreTrainedModel):
         _pad_free: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """``_pad_free``: the caller reads nothing at padding positions, so training may pack
-        (``modules/packing.py``; see ``BertModel``)."""
+        """``_pad_free``: the caller reads nothing at padding positions, so the layers may run on
+        the real tokens alone (``modules/packing.py``; see ``BertModel``)."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
-        packing = training_packing(self.training, _pad_free, attention_mask, output_hidden_states, output_attentions)
+        packing = packing_for(_pad_free, attention_mask, output_hidden_states, output_attentions)
         x, hidden_states, attentions = self.transformer(x, mask, output_hidden_states, output_attentions, packing=packing)
         if not return_dict:
             return tuple(v for v in (x, hidden_states, attentions) if v is not None)
@@ -231,7 +231,7 @@ class DistilBertForTokenClassification(DistilBertPreTrainedModel):
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
             input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-            labels_ignore_padding(labels, attention_mask)))
+            token_loss_only(self.training, labels, attention_mask)))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -280,7 +280,7 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel):
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
             input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-            labels_ignore_padding(labels, attention_mask)))
+            token_loss_only(self.training, labels, attention_mask)))
         x = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))
         logits = self.vocab_projector(x)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
