@@ -8,8 +8,8 @@ scatters them back to [batch, seq, ...] (zeros at padding) only where positions 
 Dropout on packed rows draws the mask of the whole padded tensor and keeps the rows it needs, so the
 random stream, and every real token's result, is the one the padded computation gives.
 
-The row count is rounded up (to 8 to 16 sizes per doubling, at most an eighth more rows) with
-padding positions, computed as the padded run computes them: matmul kernels that build code per
+The row count is rounded up (to at most 16 sizes per doubling; at most 15 rows, or an eighth,
+more) with padding positions, computed as the padded run computes them: matmul kernels that build code per
 shape (oneDNN's bf16 GEMMs) would otherwise build, and cache, one for nearly every batch.
 """
 from __future__ import annotations
