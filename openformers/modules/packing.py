@@ -6,7 +6,9 @@ them). ``TokenPacking`` gathers the real tokens into [n_rows, ...] rows for that
 scatters them back to [batch, seq, ...] (zeros at padding) only where positions meet: in attention.
 
 Dropout on packed rows draws the mask of the whole padded tensor and keeps the rows it needs, so the
-random stream, and every real token's result, is the one the padded computation gives.
+random stream, and every real token's result, is the one the padded computation gives. A layer that
+runs packed does so inside ``rows_of(packing)``, where modules it holds but does not know about (a
+LoRA adapter's dropout) find the packing through ``dropout_rows``.
 
 The row count is rounded up (to at most 16 sizes per doubling; at most 15 rows, or an eighth,
 more) with padding positions, computed as the padded run computes them: matmul kernels that build code per
@@ -14,7 +16,14 @@ shape (oneDNN's bf16 GEMMs) would otherwise build, and cache, one for nearly eve
 """
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
+from typing import Iterator
+
 import torch
+from torch import nn
+
+_CURRENT: ContextVar[TokenPacking | None] = ContextVar("openformers_token_packing", default=None)
 
 
 def token_loss_only(training: bool, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> bool:
@@ -85,3 +94,22 @@ class TokenPacking:
         noise = torch.empty((self.batch * self.seq, *x.shape[1:]), dtype=x.dtype, device=x.device)
         noise.bernoulli_(1 - p).div_(1 - p)
         return x * noise.index_select(0, self.index)
+
+
+@contextlib.contextmanager
+def rows_of(packing: TokenPacking | None) -> Iterator[None]:
+    """Within: the packed rows a layer works on are ``packing``'s (see ``dropout_rows``). Layers enter
+    it in their own forward, so a gradient-checkpointing recomputation sees it too."""
+    token = _CURRENT.set(packing)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def dropout_rows(dropout: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``dropout(x)``; for packed rows (inside ``rows_of``), with the mask of the padded tensor."""
+    packing = _CURRENT.get()
+    if packing is None or not isinstance(dropout, nn.Dropout) or x.dim() != 2 or x.shape[0] != packing.n_rows:
+        return dropout(x)
+    return packing.dropout(x, dropout.p, dropout.training)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openformers.modules.conv1d import Conv1D
+from openformers.modules.packing import dropout_rows
 
 
 def is_linear_like(module: nn.Module) -> bool:
@@ -252,8 +253,8 @@ class LoraLinear(AdapterLayer):
             if name in self.merged_adapters or name not in self.lora_A:
                 continue
             lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-            dropout = self.lora_dropout[name]
-            h = dropout(x.to(lora_a.weight.dtype))
+            # packed token rows (modules/packing.py) draw the padded tensor's mask, as peft's padded run does
+            h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype))
             if not self.use_dora[name]:
                 # result + scaling * (A h) B^T in one addmm: no separate scale and add passes
                 a_out = lora_a(h)

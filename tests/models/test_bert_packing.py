@@ -259,3 +259,32 @@ def test_row_counts_come_in_few_sizes() -> None:
         rows = rounded_rows(n, 10**9)
         assert n <= rows <= n + max(15, n // 8), n
         assert rounded_rows(n, n) == n
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_lora_dropout_on_packed_rows_draws_the_padded_mask(checkpointing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LoRA adapter's dropout inside a packed layer draws the padded tensor's mask: the packed run
+    is the padded run (loss, gradients, random stream), with and without gradient checkpointing."""
+    from openformers.peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = ob.BertConfig(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, num_labels=2, **TINY)
+    model = get_peft_model(ob.BertForSequenceClassification(config),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["query", "value", "dense"],
+                                      task_type="SEQ_CLS"))
+    if checkpointing:
+        model.base_model.model.gradient_checkpointing_enable()
+    model.train()
+    inputs = batch("ForSequenceClassification")
+    results = []
+    for enabled in (True, False):
+        with monkeypatch.context() as m:
+            counter = Counter(m, enabled)
+            results.append(run(model, inputs))
+            assert counter.packed == int(enabled)
+    (packed_out, packed_grads, packed_rng), (padded_out, padded_grads, padded_rng) = results
+    assert torch.equal(packed_rng, padded_rng)
+    assert_close(packed_out.loss, padded_out.loss, atol=1e-6, what="loss")
+    assert any("lora_A" in n for n in padded_grads)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)

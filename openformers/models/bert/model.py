@@ -32,7 +32,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, packing_for, token_loss_only
+from openformers.modules.packing import TokenPacking, packing_for, rows_of, token_loss_only
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -248,8 +248,9 @@ class BertLayer(nn.Module):
                 first_only: bool = False, packing: TokenPacking | None = None):
         """``first_only``: the output at the first position only, [b, 1, hidden] (it attends to all);
         ``packing``: ``x`` and the output are the real tokens' rows [n, hidden] (see modules/packing.py)."""
-        y, weights = self.attention(x, mask, output_attentions, first_only, packing)
-        return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None, packing=packing), weights
+        with rows_of(packing):  # an adapter's dropout on these rows finds the packing
+            y, weights = self.attention(x, mask, output_attentions, first_only, packing)
+            return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None, packing=packing), weights
 
 
 class BertEncoder(nn.Module):

@@ -37,7 +37,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, packing_for, token_loss_only
+from openformers.modules.packing import TokenPacking, packing_for, rows_of, token_loss_only
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -127,9 +127,10 @@ class TransformerBlock(nn.Module):
                 first_only: bool = False, packing: TokenPacking | None = None):
         """``packing``: ``x`` and the output are the real tokens' rows (see modules/packing.py);
         ``first_only`` is BERT's and never set for this block."""
-        attn, weights = self.attention(x, mask, output_attentions, packing)
-        x = self.sa_layer_norm(attn + x)
-        return self.output_layer_norm(self.ffn(x, packing) + x), weights
+        with rows_of(packing):  # an adapter's dropout on these rows finds the packing
+            attn, weights = self.attention(x, mask, output_attentions, packing)
+            x = self.sa_layer_norm(attn + x)
+            return self.output_layer_norm(self.ffn(x, packing) + x), weights
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):
