@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 
 from openformers import Trainer, TrainerCallback, TrainingArguments
 from openformers.training import allocator
@@ -15,26 +16,38 @@ from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
 
-def page_faults_of_big_buffers(n: int = 6) -> int:
-    """Minor page faults taken by allocating and freeing a 64 MiB buffer ``n`` times."""
+PROBE = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from openformers.training import allocator
+
+def faults(n=6):  # minor page faults taken by allocating and freeing a 64 MiB buffer n times
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
         torch.ones(16 * 2**20).sum()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+outside = faults()
+with allocator.reuse_freed_memory() as active:
+    with allocator.reuse_freed_memory() as nested:
+        pass
+    faults(1)  # the first one is faulted in once
+    inside = faults()
+after = faults()
+print(active, nested, outside, inside, after)
+"""
+
 
 @glibc
-def test_freed_buffers_are_reused_instead_of_faulted_in_again(monkeypatch) -> None:
-    for key in [k for k in os.environ if k.startswith("MALLOC_")] + ["GLIBC_TUNABLES", "LD_PRELOAD", "OPENFORMERS_REUSE_FREED_MEMORY"]:
-        monkeypatch.delenv(key, raising=False)
-    outside = page_faults_of_big_buffers()
-    with allocator.reuse_freed_memory() as active:
-        assert active
-        with allocator.reuse_freed_memory() as nested:
-            assert nested
-        page_faults_of_big_buffers(1)  # the first one is faulted in once
-        inside = page_faults_of_big_buffers()
-    after = page_faults_of_big_buffers()
+def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
+    """In a fresh process (a process's earlier allocations decide where big buffers come from)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
+           and k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "OPENFORMERS_REUSE_FREED_MEMORY")}
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", PROBE.format(root=root)], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    active, nested, (outside, inside, after) = out[0], out[1], map(int, out[2:])
+    assert active == "True" and nested == "True"
     assert inside * 4 < outside, (inside, outside)  # each buffer faulted in again outside, reused inside
     assert inside * 4 < after, (inside, after)  # the defaults are back after the outermost exit
 

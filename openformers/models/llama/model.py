@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -24,6 +25,7 @@ from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
+from openformers.modules.packing import TokenPacking, packing_for, rows_of
 from openformers.modules.rotary import RotaryEmbedding, apply_rotary, apply_rotary_heads
 
 # keyword arguments that tokenizers or trainers pass and these models do not use
@@ -75,21 +77,25 @@ class LlamaAttention(nn.Module):
         mask: torch.Tensor | None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, q_len, _ = hidden_states.shape
+        """``packing``: ``hidden_states`` and the output are packed token rows [n, hidden]
+        (modules/packing.py); q, k and v go back to [b, seq, ...] for rotary and attention."""
+        b, q_len = (packing.batch, packing.seq) if packing is not None else hidden_states.shape[:2]
+        unpack = packing.unpack if packing is not None else (lambda t: t)
         projections = (self.q_proj, self.k_proj, self.v_proj)
         if fusable(*projections):
             # inference: one matmul for q, k and v, one rotary pass over the q and k heads
             h, kv = self.num_heads, self.num_key_value_heads
-            qkv = fused_linear(self, "_fused_qkv", projections, hidden_states).view(b, q_len, h + 2 * kv, self.head_dim)
+            qkv = unpack(fused_linear(self, "_fused_qkv", projections, hidden_states)).view(b, q_len, h + 2 * kv, self.head_dim)
             qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)  # [b, seq, heads + kv_heads, head_dim]
             q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
             v = qkv[:, :, h + kv :].transpose(1, 2)
         else:
             # [b, seq, hidden] -> [b, heads, seq, head_dim]
-            q = self.q_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            k = self.k_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            v = self.v_proj(hidden_states).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            q = unpack(self.q_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            k = unpack(self.k_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            v = unpack(self.v_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
             q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [b, kv_heads, past + seq, head_dim]
@@ -98,7 +104,8 @@ class LlamaAttention(nn.Module):
             q, k, v, mask, self.scaling, self.config.attention_dropout if self.training else 0.0,
             is_causal=mask is None, output_attentions=output_attentions, training=self.training,
         )
-        return project(self.o_proj, out.reshape(b, q_len, -1)), weights  # out: [b, seq, heads, head_dim]
+        out = out.reshape(b, q_len, -1)  # out was [b, seq, heads, head_dim]
+        return project(self.o_proj, out if packing is None else packing.pack(out)), weights
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -119,10 +126,13 @@ class LlamaDecoderLayer(nn.Module):
         mask: torch.Tensor | None,
         cache: Cache | None = None,
         output_attentions: bool = False,
+        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions)
-        hidden_states = hidden_states + attn_out
-        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        with rows_of(packing):  # an adapter's dropout on packed rows finds the packing
+            attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions,
+                                               packing)
+            hidden_states = hidden_states + attn_out
+            hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states, weights
 
 
@@ -187,13 +197,17 @@ class LlamaModel(LlamaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache_position: torch.LongTensor | None = None,
+        *,
+        _packing: TokenPacking | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
         """Run the decoder. Without ``position_ids`` positions continue from the cache length
         (or follow ``cache_position``); with left padding pass positions from the mask, e.g.
         ``(attention_mask.cumsum(-1) - 1).clamp(min=0)``. ``attention_mask`` covers cached and
         new positions. Returns ``past_key_values`` (a DynamicCache unless one is passed) when
-        ``use_cache``."""
+        ``use_cache``. ``_packing`` (from a head that reads nothing at padding, see
+        ``LlamaForCausalLM``): the layers run on its rows (modules/packing.py) and
+        ``last_hidden_state`` is those rows, [n, hidden]."""
         _check_kwargs(self, kwargs)
         cfg = self.config
         output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
@@ -216,17 +230,19 @@ class LlamaModel(LlamaPreTrainedModel):
                 position_ids = (torch.arange(q_len, device=inputs_embeds.device) + past_len)[None]
         masks = self._masks(attention_mask, q_len, past_len, inputs_embeds)
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)  # [b or 1, seq, rot_dim]
+        packing = _packing
 
-        hidden = inputs_embeds
+        hidden = inputs_embeds if packing is None else packing.pack(inputs_embeds)
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
         for layer, mask in zip(self.layers, masks):
             if output_hidden_states:
                 all_hidden += (hidden,)
             if self.gradient_checkpointing and self.training:
-                hidden, weights = checkpoint(layer, hidden, cos, sin, mask, None, output_attentions, **self._checkpoint_kwargs)
+                hidden, weights = checkpoint(layer, hidden, cos, sin, mask, None, output_attentions, packing,
+                                             **self._checkpoint_kwargs)
             else:
-                hidden, weights = layer(hidden, cos, sin, mask, cache, output_attentions)
+                hidden, weights = layer(hidden, cos, sin, mask, cache, output_attentions, packing)
             if output_attentions:
                 all_attn += (weights,)
         hidden = self.norm(hidden)
@@ -239,6 +255,15 @@ class LlamaModel(LlamaPreTrainedModel):
             attentions=all_attn if output_attentions else None,
         )
         return out if return_dict else out.to_tuple()
+
+
+def shifted_labels_ignore_padding(labels: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
+    """Whether next-token labels score no padding position: position t is scored by labels[t + 1],
+    which must be -100 wherever t is padding."""
+    if attention_mask is None or attention_mask.dim() != 2 or labels.shape != attention_mask.shape:
+        return False
+    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    return bool((shifted[attention_mask.to(labels.device) == 0] == -100).all())
 
 
 def _base_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -290,12 +315,31 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """``logits_to_keep``: an int k keeps the logits of the last k positions (0: all); a 1D
-        tensor keeps those positions. ``labels`` are shifted inside (-100 is ignored)."""
+        tensor keeps those positions. ``labels`` are shifted inside (-100 is ignored).
+
+        Training with labels that are -100 wherever a padding position would be scored: the
+        decoder and the head run on the real tokens only (modules/packing.py; the same loss and
+        gradients as the padded run); the returned logits are zero at the padding positions left out."""
+        packing = None
+        if self.training and labels is not None and past_key_values is None and isinstance(logits_to_keep, int) \
+                and logits_to_keep == 0:
+            cfg = self.config
+            packing = packing_for(
+                shifted_labels_ignore_padding(labels, attention_mask), attention_mask,
+                cfg.output_hidden_states if output_hidden_states is None else output_hidden_states,
+                cfg.output_attentions if output_attentions is None else output_attentions)
         outputs = self.model(
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
+            output_attentions, output_hidden_states, cache_position=cache_position, _packing=packing,
+            **_base_kwargs(self, kwargs),
         )
         hidden = outputs.last_hidden_state
+        if packing is not None:  # hidden: the packed rows
+            logits = project(self.lm_head, hidden)
+            rows_labels = packing.pack(F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:])
+            loss = causal_lm_loss(logits, rows_labels, num_items_in_batch=num_items_in_batch, shift=False)
+            out = CausalLMOutputWithPast(loss=loss, logits=packing.unpack(logits), past_key_values=outputs.past_key_values)
+            return _finish(self, out, return_dict)
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:
                 raise ValueError(f"logits_to_keep must be >= 0 (0 keeps every position), got {logits_to_keep}")
