@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from openformers.modules.heads import causal_lm_loss
 
 _CURRENT: ContextVar[TokenPacking | None] = ContextVar("openformers_token_packing", default=None)
 
@@ -41,6 +44,29 @@ def packing_for(pad_free: bool, attention_mask: torch.Tensor | None, output_hidd
     if not pad_free or output_hidden_states or output_attentions:
         return None
     return TokenPacking.worth_it(attention_mask)
+
+
+def shifted_labels_ignore_padding(labels: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
+    """Whether next-token labels score no padding position: position t is scored by labels[t + 1],
+    which must be -100 wherever t is padding."""
+    if attention_mask is None or attention_mask.dim() != 2 or labels.shape != attention_mask.shape:
+        return False
+    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    return bool((shifted[attention_mask.to(labels.device) == 0] == -100).all())
+
+
+def causal_lm_packing(model: nn.Module, labels: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                      past_key_values: Any, logits_to_keep: Any, output_hidden_states: bool | None,
+                      output_attentions: bool | None) -> TokenPacking | None:
+    """The packing of a causal LM's forward: training, labels that score no padding position, no
+    cache, every position's logits, no per-position outputs asked for (``None`` flags: the config's)."""
+    if not model.training or labels is None or past_key_values is not None or not isinstance(logits_to_keep, int) \
+            or logits_to_keep != 0:
+        return None
+    cfg = model.config
+    return packing_for(shifted_labels_ignore_padding(labels, attention_mask), attention_mask,
+                       cfg.output_hidden_states if output_hidden_states is None else output_hidden_states,
+                       cfg.output_attentions if output_attentions is None else output_attentions)
 
 
 def rounded_rows(n: int, limit: int) -> int:
@@ -84,6 +110,14 @@ class TokenPacking:
         """[n_rows, ...] -> [batch, seq, ...], zeros at the padding positions left out."""
         full = x.new_zeros((self.batch * self.seq, *x.shape[1:]))
         return full.index_copy(0, self.index, x).view(self.batch, self.seq, *x.shape[1:])
+
+    def causal_lm_head(self, logits: torch.Tensor, labels: torch.Tensor,
+                       num_items_in_batch: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits [batch, seq, vocab]) from the packed rows' logits: next-token labels packed
+        alike, the logits of the positions left out zero."""
+        rows_labels = self.pack(F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:])
+        loss = causal_lm_loss(logits, rows_labels, num_items_in_batch=num_items_in_batch, shift=False)
+        return loss, self.unpack(logits)
 
     def dropout(self, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         """Dropout of packed ``x`` [n_rows, ...] with the mask dropout of the padded tensor draws."""

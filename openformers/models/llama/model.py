@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -25,7 +24,7 @@ from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
-from openformers.modules.packing import TokenPacking, packing_for, rows_of
+from openformers.modules.packing import TokenPacking, causal_lm_packing, rows_of
 from openformers.modules.rotary import RotaryEmbedding, apply_rotary, apply_rotary_heads
 
 # keyword arguments that tokenizers or trainers pass and these models do not use
@@ -257,15 +256,6 @@ class LlamaModel(LlamaPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-def shifted_labels_ignore_padding(labels: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
-    """Whether next-token labels score no padding position: position t is scored by labels[t + 1],
-    which must be -100 wherever t is padding."""
-    if attention_mask is None or attention_mask.dim() != 2 or labels.shape != attention_mask.shape:
-        return False
-    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
-    return bool((shifted[attention_mask.to(labels.device) == 0] == -100).all())
-
-
 def _base_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Forward arguments for the base model, with return_dict forced on."""
     _check_kwargs(model, kwargs)
@@ -320,14 +310,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         Training with labels that are -100 wherever a padding position would be scored: the
         decoder and the head run on the real tokens only (modules/packing.py; the same loss and
         gradients as the padded run); the returned logits are zero at the padding positions left out."""
-        packing = None
-        if self.training and labels is not None and past_key_values is None and isinstance(logits_to_keep, int) \
-                and logits_to_keep == 0:
-            cfg = self.config
-            packing = packing_for(
-                shifted_labels_ignore_padding(labels, attention_mask), attention_mask,
-                cfg.output_hidden_states if output_hidden_states is None else output_hidden_states,
-                cfg.output_attentions if output_attentions is None else output_attentions)
+        packing = causal_lm_packing(self, labels, attention_mask, past_key_values, logits_to_keep, output_hidden_states,
+                                    output_attentions)
         outputs = self.model(
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
             output_attentions, output_hidden_states, cache_position=cache_position, _packing=packing,
@@ -335,10 +319,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         )
         hidden = outputs.last_hidden_state
         if packing is not None:  # hidden: the packed rows
-            logits = project(self.lm_head, hidden)
-            rows_labels = packing.pack(F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:])
-            loss = causal_lm_loss(logits, rows_labels, num_items_in_batch=num_items_in_batch, shift=False)
-            out = CausalLMOutputWithPast(loss=loss, logits=packing.unpack(logits), past_key_values=outputs.past_key_values)
+            loss, logits = packing.causal_lm_head(project(self.lm_head, hidden), labels, num_items_in_batch)
+            out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
             return _finish(self, out, return_dict)
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:

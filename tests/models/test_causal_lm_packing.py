@@ -1,4 +1,4 @@
-"""Causal-LM training on packed tokens (Llama, Mistral, Qwen2): a padded batch whose labels score no
+"""Causal-LM training on packed tokens (Llama, Mistral, Qwen2, GPT-2): a padded batch whose labels score no
 padding position runs the decoder and the head on the real tokens only, with the padded run's loss,
 gradients and random stream."""
 from __future__ import annotations
@@ -82,6 +82,39 @@ def test_packed_causal_lm_training_equals_padded(family: str, checkpointing: boo
     check_same(results, inputs["attention_mask"])
     left_out = results[0][0].logits.abs().sum(-1) == 0
     assert int(left_out.sum()) == 72 - 48 and not (left_out & inputs["attention_mask"].bool()).any()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gpt2_packs_with_its_dropouts(checkpointing: bool, monkeypatch) -> None:
+    """GPT-2's residual and MLP dropouts on packed rows draw the padded tensor's masks."""
+    torch.manual_seed(0)
+    config = openformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.2,
+                                    embd_pdrop=0.2, attn_pdrop=0.2, pad_token_id=0)
+    model = openformers.GPT2LMHeadModel(config).train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    inputs = padded_batch()
+    results = packed_and_padded(model, inputs, monkeypatch)
+    check_same(results, inputs["attention_mask"])
+
+
+def test_gpt2_training_matches_transformers(tmp_path: Path) -> None:
+    cfg = dict(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.2, embd_pdrop=0.2,
+               attn_pdrop=0.0, pad_token_id=0)
+    ref = build_reference("GPT2LMHeadModel", "GPT2Config", tmp_path, attn_implementation="sdpa", **cfg)
+    ours = openformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="sdpa")
+    ref.train(), ours.train()
+    inputs = padded_batch()
+    results = []
+    for model in (ours, ref):
+        torch.manual_seed(3)
+        out = model(**inputs)
+        out.loss.backward()
+        results.append((out, {n: p.grad for n, p in model.named_parameters()}))
+    (out, grads), (ref_out, ref_grads) = results
+    assert_close(out.loss, ref_out.loss, atol=1e-6, what="loss")
+    for name, grad in ref_grads.items():
+        assert_close(grads[name], grad, atol=1e-5, what=name)
 
 
 def test_lora_with_dropout_packs_like_the_padded_run(monkeypatch) -> None:
