@@ -216,11 +216,11 @@ def shard_model(model: nn.Module, plan: FsdpPlan, device: torch.device) -> nn.Mo
     return model
 
 
-def _options(all_ranks: bool = False, **kw: Any) -> Any:
+def _options(all_ranks: bool = False) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     # cpu_offload gathers onto the main process only; all_ranks gives every process a copy
-    return StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks, **kw)
+    return StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
 
 
 def full_model_state(model: nn.Module, all_ranks: bool = False) -> dict[str, torch.Tensor]:

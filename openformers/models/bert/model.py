@@ -32,7 +32,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, packing_for, rows_of, token_loss_only
+from openformers.modules.packing import TokenPacking, dropout_rows, packing_for, rows_of, token_loss_only
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -199,15 +199,12 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None,
-                packing: TokenPacking | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None) -> torch.Tensor:
         """``first_of``: ``x`` is the first position of a sequence that long (dropout draws for all of it);
-        ``packing``: ``x`` holds packed token rows."""
+        packed token rows (inside ``rows_of``) draw the padded tensor's mask."""
         y = self.dense(x)
-        if packing is not None:
-            y = packing.dropout(y, self.dropout.p, self.training)
-        elif first_of is None:
-            y = self.dropout(y)
+        if first_of is None:
+            y = dropout_rows(self.dropout, y)
         else:
             y = first_row_dropout(y, self.dropout.p, self.training, (y.shape[0], first_of, y.shape[-1]))
         return self.LayerNorm(y + residual)
@@ -224,7 +221,7 @@ class BertAttention(nn.Module):
         out, weights = self.self(x, mask, output_attentions, first_only, packing)
         if first_only:
             return self.output(out, x[:, :1], first_of=x.shape[1]), weights
-        return self.output(out, x, packing=packing), weights
+        return self.output(out, x), weights
 
 
 class BertIntermediate(nn.Module):
@@ -250,7 +247,7 @@ class BertLayer(nn.Module):
         ``packing``: ``x`` and the output are the real tokens' rows [n, hidden] (see modules/packing.py)."""
         with rows_of(packing):  # an adapter's dropout on these rows finds the packing
             y, weights = self.attention(x, mask, output_attentions, first_only, packing)
-            return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None, packing=packing), weights
+            return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None), weights
 
 
 class BertEncoder(nn.Module):

@@ -37,7 +37,7 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, packing_for, rows_of, token_loss_only
+from openformers.modules.packing import TokenPacking, dropout_rows, packing_for, rows_of, token_loss_only
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -108,9 +108,9 @@ class FFN(nn.Module):
         self.activation = get_activation(config.activation)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, packing: TokenPacking | None = None) -> torch.Tensor:
-        y = self.lin2(self.activation(self.lin1(x)))
-        return self.dropout(y) if packing is None else packing.dropout(y, self.dropout.p, self.training)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # packed token rows (inside rows_of) draw the padded tensor's mask
+        return dropout_rows(self.dropout, self.lin2(self.activation(self.lin1(x))))
 
 
 class TransformerBlock(nn.Module):
@@ -130,7 +130,7 @@ class TransformerBlock(nn.Module):
         with rows_of(packing):  # an adapter's dropout on these rows finds the packing
             attn, weights = self.attention(x, mask, output_attentions, packing)
             x = self.sa_layer_norm(attn + x)
-            return self.output_layer_norm(self.ffn(x, packing) + x), weights
+            return self.output_layer_norm(self.ffn(x) + x), weights
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):

@@ -315,8 +315,6 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         packing = causal_lm_packing(self, labels, attention_mask, past_key_values, logits_to_keep, output_hidden_states,
                                     output_attentions)
-        if packing is not None and (input_ids if input_ids is not None else inputs_embeds).dim() != (2 if input_ids is not None else 3):
-            packing = None  # extra leading dimensions: run padded
         base = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
