@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from openformers.modules.casts import apply_keeping_buffer_dtypes
+
 DEFAULT_ROPE_THETA = 10_000.0
 # rope types that need the pre-training context length
 _NEEDS_ORIGINAL_MAX = ("llama3", "yarn", "longrope")
@@ -205,12 +207,7 @@ class RotaryEmbedding(nn.Module):
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RotaryEmbedding:
         # follow device moves but keep the frequencies in float32 through model.half() etc.
-        saved = {name: buf for name, buf in self._buffers.items() if buf is not None}
-        super()._apply(fn, recurse)
-        for name, buf in saved.items():
-            moved = self._buffers[name]
-            if moved is not None and moved.dtype != torch.float32 and buf.dtype == torch.float32:
-                self._buffers[name] = buf.to(device=moved.device)
+        apply_keeping_buffer_dtypes(self, super()._apply, fn, recurse)
         return self
 
     def _update_dynamic(self, position_ids: torch.Tensor) -> None:

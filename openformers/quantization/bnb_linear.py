@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from openformers.modules.casts import apply_keeping_buffer_dtypes
 from openformers.quantization import bnb_format
 from openformers.quantization.functional import (
     BLOCKSIZE_4BIT,
@@ -140,12 +141,7 @@ class _QuantizedLinearBase(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> "_QuantizedLinearBase":
         # model.to(dtype) / .half() move packed data and scales between devices but never cast
         # them: a cast would corrupt the codes (or the scales' exact bits)
-        kept = {k: b for k, b in self._buffers.items() if b is not None}
-        super()._apply(fn, recurse)
-        for key, old in kept.items():
-            new = self._buffers[key]
-            if new is not None and new.dtype != old.dtype:
-                self._buffers[key] = old.to(new.device)
+        apply_keeping_buffer_dtypes(self, super()._apply, fn, recurse)
         if self._follows_model_dtype:
             probe = fn(torch.empty(0))
             if probe.is_floating_point():

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from openformers.modules.casts import apply_keeping_buffer_dtypes
+
 # llama.cpp block kinds of the projections that become QuantizedLinear
 _LINEAR_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 _N_MULTIPLE = 16  # the CPU packing needs out_features divisible by 16
@@ -171,11 +173,7 @@ class QuantizedLinear(nn.Module):
         would otherwise put the kernel on its float32 path (many times slower) for no gain, as
         the output is cast to the input's dtype anyway. Device moves still apply. Set the compute
         dtype with ``GGUFQuantizationConfig(compute_dtype=...)``."""
-        scales = self._buffers.get("scales_and_zeros")
-        super()._apply(fn, recurse)
-        moved = self._buffers.get("scales_and_zeros")
-        if scales is not None and moved is not None and moved.dtype != scales.dtype:
-            self._buffers["scales_and_zeros"] = scales.to(device=moved.device)
+        apply_keeping_buffer_dtypes(self, super()._apply, fn, recurse)  # qweight is uint8: casts never touch it
         return self
 
     # -- checkpoints: the saved qweight is the portable to_nibbles layout ------------------
