@@ -110,6 +110,7 @@ def load_tensors(
         log("Some weights in %s were not used by %s: %s", source, type(model).__name__, unexpected)
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
 
+
 def set_tensor(model: PreTrainedModel, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
     owner_name, _, attr = name.rpartition(".")
     owner = model.get_submodule(owner_name)
@@ -124,6 +125,7 @@ def set_tensor(model: PreTrainedModel, name: str, tensor: torch.Tensor, dtype: t
         owner._parameters[attr] = nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
     else:
         owner._buffers[attr] = tensor
+
 
 def initialise_missing(model: PreTrainedModel, names: list[str], loaded: set[str], dtype: torch.dtype) -> None:
     if not names:

@@ -39,7 +39,8 @@ _SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.Weak
 _HALF = (torch.bfloat16, torch.float16)
 
 
-def _version(t: torch.Tensor) -> int:
+def tensor_version(t: torch.Tensor) -> int:
+    """``t._version`` (bumped by in-place updates); -1 for inference tensors, which have none."""
     try:
         return t._version
     except RuntimeError:  # inference tensors carry no version counter; they cannot be updated in place either
@@ -179,7 +180,7 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
             return _matmul_t(x, buf, bias)
         return linear(x, buf, bias)
     tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
-    key = tuple((t.data_ptr(), _version(t), t.dtype, t.device) for t in tensors)
+    key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
     cached = owner.__dict__.get(slot)
     if cached is None or cached[0] != key:
         owner.__dict__[slot] = cached = (key, *_build_int4(layers))

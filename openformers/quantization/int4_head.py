@@ -21,6 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.modules.fused import tensor_version
+from openformers.quantization.gguf_linear import QuantizedLinear, quantize_int4
+
+
 class CheckedInt4Head(nn.Linear):
     """``nn.Linear`` whose inference scores come from a 4-bit copy, the best ``top_k`` rescored."""
 
@@ -47,10 +51,8 @@ class CheckedInt4Head(nn.Linear):
         return head
 
     def _quantized(self) -> tuple:  # the 4-bit copy of the current weight
-        from openformers.quantization.gguf_linear import QuantizedLinear, quantize_int4
-
         w = self.weight
-        key = (w.data_ptr(), w._version if not w.is_inference() else -1, w.dtype, tuple(w.shape))
+        key = (w.data_ptr(), tensor_version(w), w.dtype, tuple(w.shape))
         cached = self.__dict__["_int4"]
         if cached is None or cached[0] != key:
             with torch.no_grad():
