@@ -9,6 +9,7 @@ import torch
 
 import openformers.models.bert as ob
 from openformers.modules.packing import TokenPacking
+from tests.models.packing_checks import Counter, assert_same_training, packed_and_padded
 from tests.models.parity import assert_close, build_reference, random_batch
 
 VOCAB = 99
@@ -35,32 +36,10 @@ def batch(head: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def objective(out, mask: torch.Tensor) -> torch.Tensor:
+def objective(out, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     if out.get("loss") is not None:
         return out.loss
-    return out.last_hidden_state[mask.bool()].square().sum()
-
-
-class Counter:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, enabled: bool = True) -> None:
-        self.packed = 0
-        original = TokenPacking.worth_it.__func__
-
-        def worth_it(cls, attention_mask):
-            found = original(cls, attention_mask) if enabled else None
-            self.packed += found is not None
-            return found
-
-        monkeypatch.setattr(TokenPacking, "worth_it", classmethod(worth_it))
-
-
-def run(model, inputs: dict[str, torch.Tensor], **flags):
-    model.zero_grad()
-    torch.manual_seed(1)
-    out = model(**inputs, **flags)
-    objective(out, inputs["attention_mask"]).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return out, grads, torch.get_rng_state()
+    return out.last_hidden_state[inputs["attention_mask"].bool()].square().sum()
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -73,14 +52,8 @@ def test_packed_training_equals_padded(head: str, checkpointing: bool, monkeypat
         model.gradient_checkpointing_enable()
     inputs = batch(head)
     mask = inputs["attention_mask"]
-    with monkeypatch.context() as m:
-        counter = Counter(m)
-        packed_out, packed_grads, packed_rng = run(model, inputs)
-        assert counter.packed == 1
-    with monkeypatch.context() as m:
-        counter = Counter(m, enabled=False)
-        padded_out, padded_grads, padded_rng = run(model, inputs)
-        assert counter.packed == 0
+    results = packed_and_padded(model, inputs, monkeypatch, objective)
+    (packed_out, packed_grads, packed_rng), (padded_out, padded_grads, padded_rng) = results
     assert torch.equal(packed_rng, padded_rng)  # the same dropout draws, in the same order
     for key, value in padded_out.items():
         if value is None or key in ("hidden_states", "attentions"):
@@ -225,17 +198,7 @@ def test_other_families_pack_too(family: str, head: str, monkeypatch: pytest.Mon
     model.train()
     inputs = batch(head)
     inputs["input_ids"][inputs["attention_mask"] == 0] = pad_id
-    results = []
-    for enabled in (True, False):
-        with monkeypatch.context() as m:
-            counter = Counter(m, enabled)
-            results.append(run(model, inputs))
-            assert counter.packed == int(enabled)
-    (packed_out, packed_grads, packed_rng), (padded_out, padded_grads, padded_rng) = results
-    assert torch.equal(packed_rng, padded_rng)
-    assert_close(packed_out.loss, padded_out.loss, atol=1e-6, what="loss")
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_training(packed_and_padded(model, inputs, monkeypatch))
 
 
 def test_distilbert_question_answering_runs_padded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,15 +239,6 @@ def test_lora_dropout_on_packed_rows_draws_the_padded_mask(checkpointing: bool, 
         model.base_model.model.gradient_checkpointing_enable()
     model.train()
     inputs = batch("ForSequenceClassification")
-    results = []
-    for enabled in (True, False):
-        with monkeypatch.context() as m:
-            counter = Counter(m, enabled)
-            results.append(run(model, inputs))
-            assert counter.packed == int(enabled)
-    (packed_out, packed_grads, packed_rng), (padded_out, padded_grads, padded_rng) = results
-    assert torch.equal(packed_rng, padded_rng)
-    assert_close(packed_out.loss, padded_out.loss, atol=1e-6, what="loss")
-    assert any("lora_A" in n for n in padded_grads)
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    results = packed_and_padded(model, inputs, monkeypatch)
+    assert any("lora_A" in n for n in results[1][1])
+    assert_same_training(results)

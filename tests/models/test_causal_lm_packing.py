@@ -11,6 +11,7 @@ import torch
 import openformers
 from openformers.modules.packing import TokenPacking
 from tests.models.llama_family import tiny_config
+from tests.models.packing_checks import Counter, assert_same_training, packed_and_padded
 from tests.models.parity import assert_close, build_reference
 
 FAMILIES = ("Llama", "Mistral", "Qwen2")
@@ -28,47 +29,6 @@ def padded_batch(pad_id: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class Counter:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, enabled: bool = True) -> None:
-        self.packed = 0
-        original = TokenPacking.worth_it.__func__
-
-        def worth_it(cls, attention_mask):
-            found = original(cls, attention_mask) if enabled else None
-            self.packed += found is not None
-            return found
-
-        monkeypatch.setattr(TokenPacking, "worth_it", classmethod(worth_it))
-
-
-def run(model, inputs):
-    model.zero_grad()
-    torch.manual_seed(1)
-    out = model(**inputs)
-    out.loss.backward()
-    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, torch.get_rng_state()
-
-
-def packed_and_padded(model, inputs, monkeypatch):
-    results = []
-    for enabled in (True, False):
-        with monkeypatch.context() as m:
-            counter = Counter(m, enabled)
-            results.append(run(model, inputs))
-            assert counter.packed == int(enabled)
-    return results
-
-
-def check_same(results, mask: torch.Tensor) -> None:
-    (packed, packed_grads, packed_rng), (padded, padded_grads, padded_rng) = results
-    assert torch.equal(packed_rng, padded_rng)
-    assert_close(packed.loss, padded.loss, atol=1e-6, what="loss")
-    assert_close(packed.logits, padded.logits, atol=1e-5, mask=mask, what="logits at real tokens")
-    assert packed_grads.keys() == padded_grads.keys() and padded_grads
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
-
-
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_packed_causal_lm_training_equals_padded(family: str, checkpointing: bool, monkeypatch) -> None:
@@ -79,7 +39,7 @@ def test_packed_causal_lm_training_equals_padded(family: str, checkpointing: boo
         model.gradient_checkpointing_enable()
     inputs = padded_batch()
     results = packed_and_padded(model, inputs, monkeypatch)
-    check_same(results, inputs["attention_mask"])
+    assert_same_training(results, inputs["attention_mask"])
     left_out = results[0][0].logits.abs().sum(-1) == 0
     assert int(left_out.sum()) == 72 - 48 and not (left_out & inputs["attention_mask"].bool()).any()
 
@@ -95,7 +55,7 @@ def test_gpt2_packs_with_its_dropouts(checkpointing: bool, monkeypatch) -> None:
         model.gradient_checkpointing_enable()
     inputs = padded_batch()
     results = packed_and_padded(model, inputs, monkeypatch)
-    check_same(results, inputs["attention_mask"])
+    assert_same_training(results, inputs["attention_mask"])
 
 
 def test_gpt2_training_matches_transformers(tmp_path: Path) -> None:
@@ -125,7 +85,7 @@ def test_lora_with_dropout_packs_like_the_padded_run(monkeypatch) -> None:
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, task_type="CAUSAL_LM",
                                              target_modules=["q_proj", "v_proj", "down_proj"])).train()
     inputs = padded_batch()
-    check_same(packed_and_padded(model, inputs, monkeypatch), inputs["attention_mask"])
+    assert_same_training(packed_and_padded(model, inputs, monkeypatch), inputs["attention_mask"])
 
 
 def test_runs_padded_when_padding_would_be_read(monkeypatch) -> None:

@@ -40,3 +40,16 @@ def pad_collator(features: list[dict]) -> dict[str, torch.Tensor]:
 
 def params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_tiny_with_eval(tmp_path, **kw):
+    """A 4-step tiny GPT-2 run logging every step and evaluating every 2 (``kw``: more TrainingArguments);
+    the trainer, trained, for reporting tests to read back."""
+    from openformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, logging_steps=1,
+                             save_strategy="no", eval_strategy="steps", eval_steps=2, disable_tqdm=True, **kw)
+    data = ragged_lm_data(12)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=data, eval_dataset=data[:4], data_collator=pad_collator)
+    trainer.train()
+    return trainer

@@ -1,29 +1,18 @@
 """Reporting: real TensorBoard event files, a real wandb offline run, local push_to_hub, optuna."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from openformers import Trainer, TrainingArguments
-from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2
-
-
-def _train(tmp_path: Path, **kw) -> Trainer:
-    args = TrainingArguments(str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, logging_steps=1,
-                             save_strategy="no", eval_strategy="steps", eval_steps=2, disable_tqdm=True, **kw)
-    data = ragged_lm_data(12)
-    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=data, eval_dataset=data[:4], data_collator=pad_collator)
-    trainer.train()
-    return trainer
+from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2, train_tiny_with_eval
 
 
 def test_tensorboard_event_files_are_readable(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer = _train(tmp_path, report_to="tensorboard", logging_dir=str(tmp_path / "tb"))
+    trainer = train_tiny_with_eval(tmp_path, report_to="tensorboard", logging_dir=str(tmp_path / "tb"))
     files = list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert files, "no event file written"
     acc = EventAccumulator(str(tmp_path / "tb"))
@@ -43,7 +32,7 @@ def test_wandb_offline_run_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "openformers-test")
     monkeypatch.setenv("WANDB_LOG_MODEL", "end")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    _train(tmp_path, report_to="wandb", run_name="tiny-run")
+    train_tiny_with_eval(tmp_path, report_to="wandb", run_name="tiny-run")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run_files = list(runs[0].glob("*.wandb"))
@@ -73,7 +62,7 @@ def test_unknown_or_missing_reporter_is_clear(tmp_path):
 def test_push_to_hub_writes_local_cache_layout(tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     monkeypatch.setenv("OPENFORMERS_HUB", str(hub))
-    trainer = _train(tmp_path, report_to="none", push_to_hub=True, hub_model_id="my-org/tiny-gpt2")
+    trainer = train_tiny_with_eval(tmp_path, report_to="none", push_to_hub=True, hub_model_id="my-org/tiny-gpt2")
     trainer.push_to_hub()
     repo = hub / "models--my-org--tiny-gpt2"
     revision = (repo / "refs" / "main").read_text()

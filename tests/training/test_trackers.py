@@ -13,19 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from openformers import Trainer, TrainingArguments
-from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2
+from tests.training.helpers import train_tiny_with_eval
 
 HERE = Path(__file__).parent
-
-
-def _train(tmp_path: Path, **kw) -> Trainer:
-    args = TrainingArguments(str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, logging_steps=1,
-                             save_strategy="no", eval_strategy="steps", eval_steps=2, disable_tqdm=True, **kw)
-    data = ragged_lm_data(12)
-    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=data, eval_dataset=data[:4], data_collator=pad_collator)
-    trainer.train()
-    return trainer
 
 
 def test_mlflow_file_store_holds_metrics_and_params(tmp_path, monkeypatch):
@@ -39,7 +29,7 @@ def test_mlflow_file_store_holds_metrics_and_params(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "openformers-test")
     monkeypatch.setenv("MLFLOW_TAGS", json.dumps({"team": "tiny"}))
     mlflow.set_tracking_uri(store.as_uri())
-    trainer = _train(tmp_path, report_to="mlflow", run_name="tiny-run", learning_rate=3e-4)
+    trainer = train_tiny_with_eval(tmp_path, report_to="mlflow", run_name="tiny-run", learning_rate=3e-4)
     assert mlflow.active_run() is None  # the run started for training was ended
     client = MlflowClient(tracking_uri=store.as_uri())
     experiment = client.get_experiment_by_name("openformers-test")
@@ -64,7 +54,7 @@ def test_mlflow_leaves_a_run_the_user_started_open(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(store.as_uri())
     mlflow.set_experiment("user-experiment")  # also forgets the experiment of an earlier test's store
     with mlflow.start_run() as run:
-        _train(tmp_path, report_to="mlflow")
+        train_tiny_with_eval(tmp_path, report_to="mlflow")
         assert mlflow.active_run().info.run_id == run.info.run_id
     metrics = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri()).get_run(run.info.run_id).data.metrics
     assert "loss" in metrics and "eval_loss" in metrics
@@ -120,8 +110,8 @@ def test_comet_disabled_starts_no_experiment(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "comet_ml", types.SimpleNamespace(start=start))
     monkeypatch.setattr("openformers.training.integrations._require", lambda *a: None)
     monkeypatch.setenv("COMET_MODE", "disabled")
-    trainer = _train(tmp_path, report_to="comet_ml")
+    trainer = train_tiny_with_eval(tmp_path, report_to="comet_ml")
     assert trainer.state.global_step == 4
     monkeypatch.setenv("COMET_MODE", "sideways")
     with pytest.raises(ValueError, match="COMET_MODE='sideways'"):
-        _train(tmp_path, report_to="comet_ml")
+        train_tiny_with_eval(tmp_path, report_to="comet_ml")
