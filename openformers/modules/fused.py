@@ -194,11 +194,32 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     return y if bias is None else y + bias.to(x.dtype)
 
 
+SPLIT_MAX_ROWS = 32  # up to this many rows a product is split across threads (see _matmul_t)
+
+
 def _matmul_t(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ weight_t (+ bias)`` for ``weight_t`` ``[in, out]``, as one GEMM over the rows of ``x``."""
+    """``x @ weight_t (+ bias)`` for ``weight_t`` ``[in, out]``.
+
+    For a few rows (decode steps) with several threads the output columns are cut into one
+    block per thread and run as one batched matmul: the CPU GEMM runs a product of a few rows on
+    one thread, or splits it so that the threads wait on each other, and reads about 10 GB/s of
+    weight either way; one block per thread reads up to twice that (the weight is the bytes that
+    bound a decode step). Every output is still one dot product over the whole input, so the
+    values are those of the unsplit product up to the kernel's summation order.
+    """
     rows = x.reshape(-1, x.shape[-1])
-    y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
-    return y.view(*x.shape[:-1], weight_t.shape[1])
+    in_features, out_features = weight_t.shape
+    blocks = torch.get_num_threads()
+    if (1 < blocks and rows.shape[0] <= SPLIT_MAX_ROWS and out_features % blocks == 0 and weight_t.is_contiguous()
+            and rows.device.type == "cpu"):
+        # [in, out] -> [blocks, in, out / blocks] (strided views of the one buffer, nothing copied)
+        parts = weight_t.view(in_features, blocks, out_features // blocks).transpose(0, 1)
+        y = torch.bmm(rows.expand(blocks, *rows.shape), parts).transpose(0, 1).reshape(rows.shape[0], out_features)
+        if bias is not None:
+            y = y + bias
+    else:
+        y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    return y.view(*x.shape[:-1], out_features)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The embedded SmolLM2-135M in bfloat16: the same logits and greedy tokens as transformers.
+"""The embedded SmolLM2-135M: the same greedy tokens as transformers in float32 (64 new tokens
+of several prompts) and the same logits and tokens in bfloat16.
 
 bf16 rounds after every op, so only the same operations in the same order give the same
 numbers; this guards the casting order of the norms, rotary tables, attention, residual adds and
@@ -22,8 +23,7 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def models():
+def _pair(dtype: torch.dtype):
     transformers = pytest.importorskip("transformers")
     from openformers.models.auto import AutoModelForCausalLM
 
@@ -31,7 +31,7 @@ def models():
         path = embedded_model_path("smollm2")
     except OSError as exc:
         pytest.skip(str(exc))
-    ours = AutoModelForCausalLM.from_pretrained("smollm2", dtype=torch.bfloat16).eval()
+    ours = AutoModelForCausalLM.from_pretrained("smollm2", dtype=dtype).eval()
     config = transformers.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     config.quantization_config = None
     config._attn_implementation = "sdpa"  # what from_pretrained picks
@@ -39,11 +39,21 @@ def models():
         ref = transformers.LlamaForCausalLM(config)
     ref.load_state_dict(ours.state_dict(), strict=False, assign=True)
     ref.tie_weights()
-    ref = ref.to(torch.bfloat16).eval()
+    ref = ref.to(dtype).eval()
     # its float32 frequencies, computed on the CPU (from_pretrained keeps them float32 as well)
     ref.model.rotary_emb = type(ref.model.rotary_emb)(config)
     assert not [n for n, t in [*ref.named_parameters(), *ref.named_buffers()] if t.is_meta]
     return ours, ref
+
+
+@pytest.fixture(scope="module")
+def models():
+    return _pair(torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def models_fp32():
+    return _pair(torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +73,40 @@ def test_prefill_logits_are_identical(models):
     torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
-def test_greedy_tokens_and_scores_are_identical(models, tokenizer):
-    # a left-padded batch: masked decode steps of grouped-query attention, several rows per matmul
-    ours, ref = models
+def _left_padded(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
     width, pad = max(map(len, rows)), 2  # SmolLM2's pad token
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_greedy_64_tokens_are_identical(models_fp32, tokenizer, threads):
+    # one and two threads: decode steps of a few rows take a different matmul path with several threads
+    ours, ref = models_fp32
+    ids, mask = _left_padded(tokenizer)
+    kw = {"max_new_tokens": 64, "min_new_tokens": 64, "do_sample": False, "pad_token_id": 2}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            mine = ours.generate(ids, attention_mask=mask, **kw)
+            theirs = ref.generate(ids, attention_mask=mask, **kw)
+            alone = ours.generate(ids[2:, int((mask[2] == 0).sum()):], **kw)  # a prompt without padding
+            alone_ref = ref.generate(ids[2:, int((mask[2] == 0).sum()):], **kw)
+    finally:
+        torch.set_num_threads(before)
+    assert mine.shape == (3, ids.shape[1] + 64)
+    assert torch.equal(mine, theirs)
+    assert torch.equal(alone, alone_ref)
+
+
+def test_greedy_tokens_and_scores_are_identical(models, tokenizer):
+    # a left-padded batch: masked decode steps of grouped-query attention, several rows per matmul
+    ours, ref = models
+    ids, mask = _left_padded(tokenizer)
+    width, pad = ids.shape[1], 2
     kw = {"attention_mask": mask, "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": pad,
           "return_dict_in_generate": True, "output_scores": True}
     with torch.no_grad():
