@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.modules.packed_weights import packed_linear, wants_packed
+
 # owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
 # itself is reached through the first layer's weight, so a cast or replaced weight frees it
 _SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.WeakKeyDictionary()
@@ -157,10 +159,13 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     reduction by the weight's shape and the thread count, so the stacked weight can round
     differently from the separate ones (SmolLM2's q/k/v: from 18 rows with 16 threads, 64 with
     4), and the logits drift from the unfused reference. A single row is a matrix-vector product
-    whose outputs are independent dot products, identical either way, so decode steps still fuse.
+    whose outputs are independent dot products, identical either way, so decode steps fuse, except
+    where the layers have packed copies (``modules/packed_weights.py``): one copy per layer then
+    serves every row count. Float32 decode steps of a batch run on a packed copy of the group.
     """
-    if type(layers[0]) is nn.Linear and x.dtype in _HALF and x.numel() != x.shape[-1]:
-        return torch.cat([F.linear(x, m.weight, m.bias) for m in layers], dim=-1)
+    if type(layers[0]) is nn.Linear and x.dtype in _HALF and (x.numel() != x.shape[-1] or wants_packed(x, layers[0].weight)):
+        # one packed copy per layer serves every row count (no second, stacked copy for single rows)
+        return torch.cat([_packed_or(m, x, m.weight, m.bias, (m.weight,), F.linear) for m in layers], dim=-1)
     if type(layers[0]) is nn.Linear:
         key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
         slots = _SHARED.setdefault(owner, {})
@@ -176,6 +181,11 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
         bias = None
         if first.bias is not None:
             bias = first.bias.as_strided((sum(m.bias.shape[0] for m in layers),), (1,), first.bias.storage_offset())
+        if wants_packed(x, buf):
+            weight = buf.t() if entry[3] else buf  # [out, in]
+            y = packed_linear(owner, slot, x, weight, bias, tuple(m.weight for m in layers))
+            if y is not None:
+                return y
         if entry[3]:
             return _matmul_t(x, buf, bias)
         return linear(x, buf, bias)
@@ -257,5 +267,16 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
             relayout(module)
             weight = module.weight
-        return linear(x, weight, module.bias)
+        return _packed_or(module, x, weight, module.bias, (weight,), linear)
     return module(x)
+
+
+def _packed_or(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               sources: tuple[torch.Tensor, ...], fallback) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` on the packed copy of ``module``'s weight where
+    ``modules/packed_weights.py`` makes one, else ``fallback(x, weight, bias)``."""
+    if wants_packed(x, weight):
+        y = packed_linear(module, "weight", x, weight, bias, sources)
+        if y is not None:
+            return y
+    return fallback(x, weight, bias)

@@ -1,0 +1,127 @@
+"""Inference copies of linear weights in the CPU kernel library's own (blocked) layout.
+
+A decode step multiplies a few rows by every weight of the model. PyTorch's CPU matmul for
+bfloat16 (and for float32 with 2 to 32 rows) hands oneDNN a plain row-major weight, which
+oneDNN re-arranges into its blocked layout on every call: the weight is read about twice and
+decode runs at ~8 GB/s of weight. A copy made once with ``torch.ops.mkldnn._reorder_linear_weight``
+skips that: SmolLM2-135M bfloat16 batch-1 decoding is ~1.5x faster, float32 batch 8 ~1.6x.
+
+The copy is extra memory (the packed bytes of each weight used that way), so it is made only:
+
+* at inference (the callers in ``modules/fused.py`` run only without autograd and outside
+  ``keep_layouts``), on the CPU, for bfloat16 products of up to ``PACK_MAX_ROWS`` rows and
+  float32 decode steps of 2 to ``PACK_MAX_ROWS`` sequences (one position each); a float32
+  batch of one is as fast split across threads without a copy, and longer inputs run the
+  ordinary GEMM;
+* while all packed copies of the process stay within a budget: a quarter of the machine's
+  memory, or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``; ``OPENFORMERS_PACKED_WEIGHTS=0`` in the
+  environment (read at import) turns packing off.
+
+A copy belongs to the module that owns the weight (an attribute that copying and pickling the
+module leave out) and is rebuilt when a source weight is replaced, re-pointed or updated in place
+(identity, pointer and version counter; weights made under ``torch.inference_mode`` have no
+version counter, so an in-place change to one of those made inside inference mode is not seen).
+The copy dies with its module, and the budget gets its bytes back.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+
+PACK_MAX_ROWS = 32
+_BATCH_HINT = 8  # rows oneDNN lays the weight out for
+_state = {
+    "enabled": os.environ.get("OPENFORMERS_PACKED_WEIGHTS", "1") != "0" and torch.backends.mkldnn.is_available(),
+    "bytes": 0,
+    "budget": None,
+}
+_ATTR = "_openformers_packed"
+
+
+class _Copies(dict):
+    """slot -> (weak references to the source tensors, their (pointer, version), packed weight).
+    Copying or pickling the owning module gives it an empty one."""
+
+    def __deepcopy__(self, memo: dict) -> "_Copies":
+        return _Copies()
+
+    def __reduce__(self):
+        return (_Copies, ())
+
+
+def _budget() -> int:
+    if _state["budget"] is None:
+        limit = os.environ.get("OPENFORMERS_PACKED_WEIGHTS_MAX_MB")
+        if limit is not None:
+            _state["budget"] = int(float(limit) * 2**20)
+        else:
+            try:
+                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            except (ValueError, OSError, AttributeError):
+                total = 0
+            _state["budget"] = total // 4
+    return _state["budget"]
+
+
+def _release(nbytes: int) -> None:
+    _state["bytes"] -= nbytes
+
+
+def wants_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``x @ weight.T`` should run on a packed copy of ``weight`` (see module docstring)."""
+    if not _state["enabled"] or x.dtype != weight.dtype or x.device.type != "cpu":
+        return False
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if x.dtype == torch.bfloat16:
+        return 1 <= rows <= PACK_MAX_ROWS
+    if x.dtype == torch.float32:  # decode steps of a batch: one position per row
+        return 2 <= rows <= PACK_MAX_ROWS and x.dim() >= 3 and x.shape[-2] == 1
+    return False
+
+
+def _stamp(t: torch.Tensor) -> tuple[int, int]:
+    try:
+        return t.data_ptr(), t._version
+    except RuntimeError:  # inference tensors carry no version counter
+        return t.data_ptr(), -1
+
+
+def _current(entry: tuple, sources: tuple[torch.Tensor, ...]) -> bool:
+    refs, stamps, _ = entry
+    return len(refs) == len(sources) and all(
+        ref() is t and stamp == _stamp(t) for ref, stamp, t in zip(refs, stamps, sources))
+
+
+def packed_linear(owner: object, slot: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  sources: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+    """``x @ weight.T (+ bias)`` on the packed copy of ``weight`` ([out, in]) kept on ``owner``
+    under ``slot`` and made from ``sources`` (the parameters the weight is made of). None when
+    there is no copy and the budget or the kernel library does not allow one: the caller then
+    runs its ordinary path."""
+    copies = owner.__dict__.get(_ATTR)
+    if copies is None:
+        copies = owner.__dict__[_ATTR] = _Copies()
+    entry = copies.get(slot)
+    if entry is None or not _current(entry, sources):
+        copies.pop(slot, None)  # an outdated copy goes before its replacement is made
+        nbytes = weight.numel() * weight.element_size()
+        if _state["bytes"] + nbytes > _budget():
+            return None
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+        except (RuntimeError, AttributeError):  # a build without oneDNN's linear ops
+            _state["enabled"] = False
+            return None
+        _state["bytes"] += nbytes
+        weakref.finalize(packed, _release, nbytes)
+        copies[slot] = entry = (tuple(weakref.ref(t) for t in sources), tuple(_stamp(t) for t in sources), packed)
+    rows = x.reshape(-1, x.shape[-1])
+    y = torch.ops.mkldnn._linear_pointwise(rows, entry[2], None if bias is None else bias.detach(), "none", [], "")
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def packed_bytes() -> int:
+    """Bytes held by packed copies in this process."""
+    return _state["bytes"]
