@@ -159,13 +159,13 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     reduction by the weight's shape and the thread count, so the stacked weight can round
     differently from the separate ones (SmolLM2's q/k/v: from 18 rows with 16 threads, 64 with
     4), and the logits drift from the unfused reference. A single row is a matrix-vector product
-    whose outputs are independent dot products, identical either way, so decode steps fuse, except
-    where the layers have packed copies (``modules/packed_weights.py``): one copy per layer then
-    serves every row count. Float32 decode steps of a batch run on a packed copy of the group.
+    whose outputs are independent dot products, identical either way, so decode steps fuse. The
+    packed copies of ``modules/packed_weights.py`` (up to 32 rows) give the stacked and the separate
+    weights the same bits, so those products fuse at every row count they serve.
     """
-    if type(layers[0]) is nn.Linear and x.dtype in _HALF and (x.numel() != x.shape[-1] or wants_packed(x, layers[0].weight)):
-        # one packed copy per layer serves every row count (no second, stacked copy for single rows)
-        return torch.cat([_packed_or(m, x, m.weight, m.bias, (m.weight,), F.linear) for m in layers], dim=-1)
+    if (type(layers[0]) is nn.Linear and x.dtype in _HALF and x.numel() != x.shape[-1]
+            and not wants_packed(x, layers[0].weight)):
+        return torch.cat([F.linear(x, m.weight, m.bias) for m in layers], dim=-1)
     if type(layers[0]) is nn.Linear:
         key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
         slots = _SHARED.setdefault(owner, {})
