@@ -22,26 +22,23 @@ transformers in the same row's dtype.
 
 Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--quantized] [--json out.json]``
 
-Last measured (2 shared cores, load average 5-12 from other jobs, so one thread: two threads
-under that load spend most of their time in OpenMP barriers), command
-``python benchmarks/bench_generate.py --threads 1 --iters 2 --quantized``::
+Last measured (2-core AMD EPYC, load 1.5-2.0), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
 
-        dtype batch  openformers  transformers  ratio cpu ratio same tokens  q4: tok/s ratio cpu-ratio
-      float32     1         13.6           8.0  1.71x     1.05x        True  13.2 1.66x 1.96x
-      float32     8         50.9          51.2  0.99x     0.97x        True  119.2 2.33x 2.28x
-     bfloat16     1         14.9          12.2  1.22x     1.21x       False  22.6 1.85x 2.00x
-     bfloat16     8         89.1          89.2  1.00x     0.98x       False  112.1 1.26x 1.24x
+        dtype batch  openformers  transformers  ratio cpu ratio same tokens
+      float32     1         21.1          14.2  1.49x     1.43x        True
+      float32     8        122.3          67.7  1.81x     1.81x        True
+     bfloat16     1         24.4          16.1  1.52x     1.52x        True
+     bfloat16     8        168.2         111.2  1.51x     1.51x       False
 
-Trust the CPU ratio (wall-clock figures move with the other load). Decoding is bound by the
-bytes read per token: float32 reads ~540 MB (weights, 113 MB of them the tied 49152 x 576 LM
-head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the 57 MB bf16 head.
-Both libraries read the same bytes in float (parity with transformers is exact to 1e-5), so in
-float the gap is only per-token overhead: q/k/v and gate/up run as one matmul each (fused
-weights built at the first inference call as the layers' own storage, rebuilt when a weight is
-replaced or cast), float32 weights are stored [in, out] (faster CPU GEMM for a few rows), the
-dynamic cache appends in place, rotary runs once over the q and k heads, a batch-1 bf16 projection runs as a matrix-vector product (the bf16
-GEMM path is slow for one row), decode steps compute logits for the last position only and
-build no mask. The keep-quantized path is where the bytes drop, and where the speed is.
+Decoding is bound by the bytes of weight read per step: float32 ~540 MB (113 MB of it the tied
+49152 x 576 LM head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the bf16
+head. Both libraries read the same bytes in float; ours reads them faster: a float32 product of a
+few rows is split into one block of output columns per thread (one batched matmul), and bf16
+products (float32 ones of a batch) run on packed copies of the weights in oneDNN's layout
+(``modules/packed_weights.py``; extra memory, reported in RESULTS.md). Besides: q/k/v and gate/up
+run as one matmul each, the dynamic cache appends in place, rotary runs once over the q and k
+heads, decode steps compute logits for the last position only and build no mask. Full history
+and what limits float32: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
