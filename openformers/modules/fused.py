@@ -1,7 +1,7 @@
 """Inference-time projections: fused groups of ``nn.Linear`` layers and weight layouts.
 
 Decoding one token is a chain of small matrix-vector products, bound by the bytes of weight
-read. Two things make those reads cheaper on the CPU:
+read. Three things make those reads cheaper on the CPU:
 
 * Fusion: layers that read the same input (q/k/v, gate/up) run as one matmul over one
   concatenated weight. The concatenated buffer *becomes* the layers' storage: each layer's
@@ -12,9 +12,11 @@ read. Two things make those reads cheaper on the CPU:
 * Layout: float32 weights are laid out transposed in memory (``[in, out]`` contiguous, seen as
   the usual ``[out, in]`` tensor through a transposed view). The CPU GEMM reads that layout
   markedly faster for a few rows (about 2x for 8 rows, 10 to 20% for one row); bfloat16 keeps
-  the row-major layout, where the matrix-vector kernel is fastest. The layout is a property of
-  the storage only: shapes, ``state_dict`` keys and values, and training are unchanged
-  (``save_pretrained`` writes contiguous copies).
+  the row-major layout. The layout is a property of the storage only: shapes, ``state_dict``
+  keys and values, and training are unchanged (``save_pretrained`` writes contiguous copies).
+* Threads and packing: a float32 product of up to 32 rows runs one block of output columns per
+  thread (``_matmul_t``); bf16 products of up to 32 rows and float32 decode steps of a batch run
+  on packed copies of the weights (``modules/packed_weights.py``, extra memory within a budget).
 
 Both happen only when no gradient is recorded and the layers are plain ``nn.Linear`` without
 hooks; adapters (LoRA and others) and training take the ordinary per-layer path. 4-bit
@@ -267,16 +269,9 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
             relayout(module)
             weight = module.weight
-        return _packed_or(module, x, weight, module.bias, (weight,), linear)
+        if wants_packed(x, weight):
+            y = packed_linear(module, "weight", x, weight, module.bias, (weight,))
+            if y is not None:
+                return y
+        return linear(x, weight, module.bias)
     return module(x)
-
-
-def _packed_or(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               sources: tuple[torch.Tensor, ...], fallback) -> torch.Tensor:
-    """``x @ weight.T (+ bias)`` on the packed copy of ``module``'s weight where
-    ``modules/packed_weights.py`` makes one, else ``fallback(x, weight, bias)``."""
-    if wants_packed(x, weight):
-        y = packed_linear(module, "weight", x, weight, bias, sources)
-        if y is not None:
-            return y
-    return fallback(x, weight, bias)
