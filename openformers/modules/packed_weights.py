@@ -14,7 +14,7 @@ The copy is extra memory (the packed bytes of each weight used that way), so it 
   batch of one is as fast split across threads without a copy, and longer inputs run the
   ordinary GEMM;
 * while all packed copies of the process stay within a budget: a quarter of the machine's
-  memory, or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``; ``OPENFORMERS_PACKED_WEIGHTS=0`` in the
+  memory (of the container's limit, when lower), or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``; ``OPENFORMERS_PACKED_WEIGHTS=0`` in the
   environment (read at import) turns packing off.
 
 A copy belongs to the module that owns the weight (an attribute that copying and pickling the
@@ -57,12 +57,25 @@ def _budget() -> int:
         if limit is not None:
             _state["budget"] = int(float(limit) * 2**20)
         else:
-            try:
-                total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            except (ValueError, OSError, AttributeError):
-                total = 0
-            _state["budget"] = total // 4
+            _state["budget"] = _memory_limit() // 4
     return _state["budget"]
+
+
+def _memory_limit() -> int:
+    """The machine's memory, or the container's limit (cgroup v2 or v1) when lower; 0 when unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total == 0 or 0 < int(text) < total):
+            total = int(text)
+    return total
 
 
 def _release(nbytes: int) -> None:

@@ -114,3 +114,31 @@ def test_copies_pickles_and_training_do_not_see_the_copies(monkeypatch):
     after = _decode_steps(model, monkeypatch, packed=True)
     for a, b in zip(after, _decode_steps(model, monkeypatch, packed=False)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_default_budget_is_a_quarter_of_the_memory_limit(monkeypatch, tmp_path):
+    import io
+    import os
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    real_open = open
+
+    def container(limit: str):
+        def fake_open(path, *args, **kw):
+            if str(path) == "/sys/fs/cgroup/memory.max":
+                return io.StringIO(limit + "\n")
+            if str(path).startswith("/sys/fs/cgroup/"):
+                raise OSError(path)
+            return real_open(path, *args, **kw)
+        return fake_open
+
+    monkeypatch.delenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", raising=False)
+    monkeypatch.setattr(packed_weights, "open", container(str(1 << 30)), raising=False)  # a 1 GiB container
+    monkeypatch.setitem(packed_weights._state, "budget", None)
+    assert packed_weights._budget() == (1 << 30) // 4
+    monkeypatch.setattr(packed_weights, "open", container("max"), raising=False)  # no limit: the machine's memory
+    monkeypatch.setitem(packed_weights._state, "budget", None)
+    assert packed_weights._budget() == physical // 4
+    monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "3")
+    monkeypatch.setitem(packed_weights._state, "budget", None)
+    assert packed_weights._budget() == 3 * 2**20
