@@ -80,16 +80,28 @@ def fusable(*layers: nn.Module) -> bool:
     """True when no grad is recorded and ``layers`` are all plain ``nn.Linear`` (or all 4-bit
     ``QuantizedLinear`` with one group size and compute dtype), with matching bias presence and
     no forward hooks (a hooked layer must run as itself)."""
-    if torch.is_grad_enabled() or _KEEP_LAYOUTS.get() or any(_hooked(m) for m in layers):
+    if torch.is_grad_enabled() or _KEEP_LAYOUTS.get():
         return False
     first = layers[0]
-    has_bias = getattr(first, "bias", None) is not None
     if type(first) is nn.Linear:
-        w = first.weight
-        return all(
-            type(m) is nn.Linear and (m.bias is not None) == has_bias and m.weight.dtype == w.dtype
-            and m.weight.device == w.device and m.weight.shape[1] == w.shape[1] for m in layers
-        )
+        # runs for every group at every decode step: the parameters are read from ``_parameters``
+        # directly (``module.weight`` goes through ``nn.Module.__getattr__``, ~1 us a read)
+        w = first._parameters.get("weight")
+        if w is None:
+            return False
+        has_bias = first._parameters.get("bias") is not None
+        for m in layers:
+            if type(m) is not nn.Linear or m._forward_hooks or m._forward_pre_hooks:
+                return False
+            params = m._parameters
+            mw = params.get("weight")
+            if (mw is None or (params.get("bias") is not None) != has_bias or mw.dtype != w.dtype
+                    or mw.device != w.device or mw.shape[1] != w.shape[1]):
+                return False
+        return True
+    if any(_hooked(m) for m in layers):
+        return False
+    has_bias = getattr(first, "bias", None) is not None
     if _is_int4(first) and first.qweight.device.type == "cpu":
         return all(
             _is_int4(m) and m.group_size == first.group_size and m.scales_and_zeros.dtype == first.scales_and_zeros.dtype

@@ -102,9 +102,35 @@ def _stamp(t: torch.Tensor) -> tuple[int, int]:
 
 
 def _current(entry: tuple, sources: tuple[torch.Tensor, ...]) -> bool:
-    refs, stamps, _ = entry
-    return len(refs) == len(sources) and all(
-        ref() is t and stamp == _stamp(t) for ref, stamp, t in zip(refs, stamps, sources))
+    refs, stamps = entry[0], entry[1]
+    if len(refs) != len(sources):
+        return False
+    for ref, stamp, t in zip(refs, stamps, sources):
+        if ref() is not t or stamp != _stamp(t):
+            return False
+    return True
+
+
+def _build(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> tuple | None:
+    copies = owner.__dict__.get(_ATTR)
+    if copies is None:
+        copies = owner.__dict__[_ATTR] = _Copies()
+    copies.pop(slot, None)  # an outdated copy goes before its replacement is made
+    nbytes = weight.numel() * weight.element_size()
+    if _state["bytes"] + nbytes > _budget():
+        return None
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+    except (RuntimeError, AttributeError):  # a build without oneDNN's linear ops
+        _state["enabled"] = False
+        return None
+    _state["bytes"] += nbytes
+    weakref.finalize(packed, _release, nbytes)
+    copies[slot] = entry = (tuple(weakref.ref(t) for t in sources), tuple(_stamp(t) for t in sources), packed)
+    return entry
+
+
+_LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
 
 
 def packed_linear(owner: object, slot: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -112,27 +138,15 @@ def packed_linear(owner: object, slot: str, x: torch.Tensor, weight: torch.Tenso
     """``x @ weight.T (+ bias)`` on the packed copy of ``weight`` ([out, in]) kept on ``owner``
     under ``slot`` and made from ``sources`` (the parameters the weight is made of). None when
     there is no copy and the budget or the kernel library does not allow one: the caller then
-    runs its ordinary path."""
+    runs its ordinary path. Called at inference only (no autograd), once per layer per decode
+    step: the bookkeeping is kept to a few dictionary lookups."""
     copies = owner.__dict__.get(_ATTR)
-    if copies is None:
-        copies = owner.__dict__[_ATTR] = _Copies()
-    entry = copies.get(slot)
+    entry = None if copies is None else copies.get(slot)
     if entry is None or not _current(entry, sources):
-        copies.pop(slot, None)  # an outdated copy goes before its replacement is made
-        nbytes = weight.numel() * weight.element_size()
-        if _state["bytes"] + nbytes > _budget():
+        entry = _build(owner, slot, weight, sources)
+        if entry is None:
             return None
-        try:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
-        except (RuntimeError, AttributeError):  # a build without oneDNN's linear ops
-            _state["enabled"] = False
-            return None
-        _state["bytes"] += nbytes
-        weakref.finalize(packed, _release, nbytes)
-        copies[slot] = entry = (tuple(weakref.ref(t) for t in sources), tuple(_stamp(t) for t in sources), packed)
-    rows = x.reshape(-1, x.shape[-1])
-    y = torch.ops.mkldnn._linear_pointwise(rows, entry[2], None if bias is None else bias.detach(), "none", [], "")
-    return y.view(*x.shape[:-1], y.shape[-1])
+    return _LINEAR(x, entry[2], bias, "none", [], "")  # any leading dims, as F.linear
 
 
 def packed_bytes() -> int:
