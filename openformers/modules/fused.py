@@ -177,27 +177,30 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     packed copies of ``modules/packed_weights.py`` (up to 32 rows) give the stacked and the separate
     weights the same bits, so those products fuse at every row count they serve.
     """
-    if (type(layers[0]) is nn.Linear and x.dtype in _HALF and x.numel() != x.shape[-1]
-            and not wants_packed(x, layers[0].weight)):
-        return torch.cat([F.linear(x, m.weight, m.bias) for m in layers], dim=-1)
-    if type(layers[0]) is nn.Linear:
-        key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
+    first = layers[0]
+    if type(first) is nn.Linear:
+        # parameters read from ``_parameters``: this runs for every group at every decode step
+        weights = tuple(m._parameters["weight"] for m in layers)
+        biases = tuple(m._parameters.get("bias") for m in layers)
+        if x.dtype in _HALF and x.numel() != x.shape[-1] and not wants_packed(x, weights[0]):
+            return torch.cat([F.linear(x, w, b) for w, b in zip(weights, biases)], dim=-1)
+        key = _key([t for t in weights + biases if t is not None])
         slots = _SHARED.setdefault(owner, {})
         entry = slots.get(slot)
         if entry is None or entry[0] != key:
             buf, bias = _share(layers)
-            key = _key([t for m in layers for t in (m.weight, m.bias) if t is not None])
-            slots[slot] = entry = (key, buf.shape, buf.stride(), buf.shape[0] == layers[0].weight.shape[1] and
-                                   transposed_layout(layers[0].weight))
+            weights = tuple(m._parameters["weight"] for m in layers)
+            biases = tuple(m._parameters.get("bias") for m in layers)
+            key = _key([t for t in weights + biases if t is not None])
+            slots[slot] = entry = (key, buf.shape, buf.stride(), buf.shape[0] == weights[0].shape[1] and
+                                   transposed_layout(weights[0]))
         # the buffer, seen again through the first layer's slice (nothing else keeps it alive)
-        first = layers[0]
-        buf = first.weight.as_strided(entry[1], entry[2], first.weight.storage_offset())
+        buf = weights[0].as_strided(entry[1], entry[2], weights[0].storage_offset())
         bias = None
-        if first.bias is not None:
-            bias = first.bias.as_strided((sum(m.bias.shape[0] for m in layers),), (1,), first.bias.storage_offset())
+        if biases[0] is not None:
+            bias = biases[0].as_strided((sum(b.shape[0] for b in biases),), (1,), biases[0].storage_offset())
         if wants_packed(x, buf):
-            weight = buf.t() if entry[3] else buf  # [out, in]
-            y = packed_linear(owner, slot, x, weight, bias, tuple(m.weight for m in layers))
+            y = packed_linear(owner, slot, x, buf.t() if entry[3] else buf, bias, weights)  # weight [out, in]
             if y is not None:
                 return y
         if entry[3]:
@@ -277,13 +280,16 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`, with its
     weight in the layout of :func:`relayout`."""
     if type(module) is nn.Linear and not torch.is_grad_enabled() and not _KEEP_LAYOUTS.get() and not _hooked(module):
-        weight = module.weight
+        params = module._parameters  # (not ``module.weight``: this runs for every layer at every decode step)
+        weight, bias = params.get("weight"), params.get("bias")
+        if weight is None:
+            return module(x)
         if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
             relayout(module)
-            weight = module.weight
+            weight = params["weight"]
         if wants_packed(x, weight):
-            y = packed_linear(module, "weight", x, weight, module.bias, (weight,))
+            y = packed_linear(module, "weight", x, weight, bias, (weight,))
             if y is not None:
                 return y
-        return linear(x, weight, module.bias)
+        return linear(x, weight, bias)
     return module(x)
