@@ -46,9 +46,6 @@ def eager_attention(
     return out.transpose(1, 2).contiguous(), (weights if output_attentions else None)
 
 
-_HALF = (torch.bfloat16, torch.float16)
-
-
 def sdpa_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, dropout: float = 0.0,
     *, is_causal: bool = False, output_attentions: bool = False, training: bool = False,
@@ -65,12 +62,11 @@ def sdpa_attention(
             dropout_p=dropout if training else 0.0, scale=scale,
         )
         return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
-    if gqa and mask is None and q.shape[2] == 1 and q.shape[0] > 1 and q.dtype in _HALF and not training:
-        # an unmasked half-precision decode step of several sequences, in the same layout: sdpa's
-        # enable_gqa path costs ~4x as much there in bf16 (SmolLM2, batch 8: 384 against ~100 us
-        # a layer). One sequence keeps enable_gqa, the path transformers takes, whose rounding it
-        # then shares (the two layouts differ by an ulp now and then); in float32 the difference
-        # in cost is small and enable_gqa stays
+    if gqa and mask is None and q.shape[2] == 1 and q.shape[0] > 1 and not training:
+        # an unmasked decode step of several sequences, in the masked step's layout: sdpa's enable_gqa
+        # path costs ~4x as much there in bf16 (SmolLM2, batch 8: 384 against ~110 us a layer) and
+        # ~1.5x in float32 (152 against ~100 us). One sequence keeps enable_gqa, the path transformers
+        # takes, whose rounding it then shares (the layouts differ by an ulp now and then)
         b, h, _, d = q.shape
         out = F.scaled_dot_product_attention(q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, scale=scale)
         return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
