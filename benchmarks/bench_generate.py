@@ -22,13 +22,15 @@ transformers in the same row's dtype.
 
 Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--quantized] [--json out.json]``
 
-Last measured (2-core AMD EPYC, load 1.5-2.0), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
+Last measured (2-core AMD EPYC, load 1.9-2.7), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
 
         dtype batch  openformers  transformers  ratio cpu ratio same tokens
-      float32     1         21.1          14.2  1.49x     1.43x        True
-      float32     8        122.3          67.7  1.81x     1.81x        True
-     bfloat16     1         24.4          16.1  1.52x     1.52x        True
-     bfloat16     8        168.2         111.2  1.51x     1.51x       False
+      float32     1         24.9          16.2  1.54x     1.48x        True
+      float32     8        143.9          77.6  1.85x     1.85x        True
+     bfloat16     1         30.6          21.0  1.46x     1.46x        True
+     bfloat16     8        176.4         101.6  1.74x     1.73x       False
+
+(a run minutes earlier: 1.61x, 1.94x, 1.56x, 1.88x; ratios move by ~5% between runs here)
 
 Decoding is bound by the bytes of weight read per step: float32 ~540 MB (113 MB of it the tied
 49152 x 576 LM head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the bf16
