@@ -123,3 +123,21 @@ def test_model_made_under_inference_mode_fuses_too():
         torch.testing.assert_close(model(IDS).logits, reference(IDS).logits, rtol=0, atol=1e-5)
     assert torch.equal(model.generate(IDS, max_new_tokens=3, do_sample=False),
                        reference.generate(IDS, max_new_tokens=3, do_sample=False))
+
+
+def test_few_row_products_split_across_threads_match_the_plain_product():
+    from openformers.modules.fused import _matmul_t
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for rows, out in ((1, 96), (5, 96), (32, 96), (33, 96), (4, 97)):  # 97 columns do not split
+                x = torch.randn(rows, 40, generator=g)
+                weight_t = torch.randn(40, out, generator=g)
+                bias = torch.randn(out, generator=g)
+                torch.testing.assert_close(_matmul_t(x, weight_t, None), x @ weight_t, rtol=0, atol=1e-5)
+                torch.testing.assert_close(_matmul_t(x[None], weight_t, bias), (x @ weight_t + bias)[None], rtol=0, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
