@@ -14,8 +14,9 @@ The copy is extra memory (the packed bytes of each weight used that way), so it 
   batch of one is as fast split across threads without a copy, and longer inputs run the
   ordinary GEMM;
 * while all packed copies of the process stay within a budget: a quarter of the machine's
-  memory (of the container's limit, when lower), or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``; ``OPENFORMERS_PACKED_WEIGHTS=0`` in the
-  environment (read at import) turns packing off.
+  memory (of the container's limit, when lower), or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``.
+  ``OPENFORMERS_PACKED_WEIGHTS=0`` (or ``false``, ``no``, ``off``) in the environment, read at
+  import, turns packing off.
 
 A copy belongs to the module that owns the weight (an attribute that copying and pickling the
 module leave out) and is rebuilt when a source weight is replaced, re-pointed or updated in place
@@ -33,7 +34,8 @@ import torch
 PACK_MAX_ROWS = 32
 _BATCH_HINT = 8  # rows oneDNN lays the weight out for
 _state = {
-    "enabled": os.environ.get("OPENFORMERS_PACKED_WEIGHTS", "1") != "0" and torch.backends.mkldnn.is_available(),
+    "enabled": os.environ.get("OPENFORMERS_PACKED_WEIGHTS", "1").strip().lower() not in ("0", "false", "no", "off")
+    and torch.backends.mkldnn.is_available(),
     "bytes": 0,
     "budget": None,
 }
@@ -55,7 +57,12 @@ def _budget() -> int:
     if _state["budget"] is None:
         limit = os.environ.get("OPENFORMERS_PACKED_WEIGHTS_MAX_MB")
         if limit is not None:
-            _state["budget"] = int(float(limit) * 2**20)
+            try:
+                megabytes = float(limit)
+            except ValueError:
+                raise ValueError(f"OPENFORMERS_PACKED_WEIGHTS_MAX_MB={limit!r} is not a number of megabytes; "
+                                 "set it to one (0 makes no packed copies) or unset it") from None
+            _state["budget"] = int(max(megabytes, 0.0) * 2**20)
         else:
             _state["budget"] = _memory_limit() // 4
     return _state["budget"]

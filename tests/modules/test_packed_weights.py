@@ -142,3 +142,10 @@ def test_default_budget_is_a_quarter_of_the_memory_limit(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "3")
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == 3 * 2**20
+
+
+def test_a_budget_that_is_not_a_number_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "lots")
+    monkeypatch.setitem(packed_weights._state, "budget", None)
+    with pytest.raises(ValueError, match="OPENFORMERS_PACKED_WEIGHTS_MAX_MB='lots' is not a number"):
+        packed_weights._budget()
