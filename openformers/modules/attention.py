@@ -53,22 +53,20 @@ def sdpa_attention(
     if output_attentions:  # the fused kernel does not expose the weights
         return eager_attention(q, k, v, mask, scale, dropout, is_causal=is_causal, output_attentions=True, training=training)
     gqa = q.shape[1] != k.shape[1]
-    if gqa and mask is not None and q.shape[2] == 1 and mask.dim() == 4 and mask.shape[1] == 1:
-        # a masked decode step: each kv head's query heads become its query rows, [b, kv_h, n_rep, d]
-        # (no repeated k/v), the layout transformers uses; a bf16 kernel rounds differently per layout
+    if gqa and q.shape[2] == 1 and (
+        (mask is not None and mask.dim() == 4 and mask.shape[1] == 1) or (mask is None and q.shape[0] > 1 and not training)
+    ):
+        # a decode step: each kv head's query heads become its query rows, [b, kv_h, n_rep, d] (no
+        # repeated k/v), the layout transformers uses for a masked step; a bf16 kernel rounds
+        # differently per layout. Unmasked steps of several sequences take it too: sdpa's enable_gqa
+        # path costs ~4x as much there in bf16 (SmolLM2, batch 8: 384 against ~110 us a layer) and
+        # ~1.5x in float32 (152 against ~100 us). One unmasked sequence keeps enable_gqa, the path
+        # transformers takes, whose rounding it then shares (the layouts differ by an ulp now and then)
         b, h, _, d = q.shape
         out = F.scaled_dot_product_attention(
-            q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, attn_mask=mask.to(q.dtype),
+            q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, attn_mask=None if mask is None else mask.to(q.dtype),
             dropout_p=dropout if training else 0.0, scale=scale,
         )
-        return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
-    if gqa and mask is None and q.shape[2] == 1 and q.shape[0] > 1 and not training:
-        # an unmasked decode step of several sequences, in the masked step's layout: sdpa's enable_gqa
-        # path costs ~4x as much there in bf16 (SmolLM2, batch 8: 384 against ~110 us a layer) and
-        # ~1.5x in float32 (152 against ~100 us). One sequence keeps enable_gqa, the path transformers
-        # takes, whose rounding it then shares (the layouts differ by an ulp now and then)
-        b, h, _, d = q.shape
-        out = F.scaled_dot_product_attention(q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, scale=scale)
         return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
     if mask is not None:
         mask = mask.to(q.dtype)

@@ -34,21 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.packed_weights import packed_linear, wants_packed
+from openformers.modules.packed_weights import packed_linear, tensor_version, wants_packed
 
 # owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
 # itself is reached through the first layer's weight, so a cast or replaced weight frees it
 _SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
 _HALF = (torch.bfloat16, torch.float16)
-
-
-def tensor_version(t: torch.Tensor) -> int:
-    """``t._version`` (bumped by in-place updates); -1 for inference tensors, which have none."""
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors carry no version counter; they cannot be updated in place either
-        return -1
 
 
 def _is_int4(m: nn.Module) -> bool:
@@ -188,9 +180,7 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
         slots = _SHARED.setdefault(owner, {})
         entry = slots.get(slot)
         if entry is None or entry[0] != key:
-            buf, bias = _share(layers)
-            weights = tuple(m._parameters["weight"] for m in layers)
-            biases = tuple(m._parameters.get("bias") for m in layers)
+            buf, bias = _share(layers)  # re-points the same Parameter objects: only their pointers change
             key = _key([t for t in weights + biases if t is not None])
             slots[slot] = entry = (key, buf.shape, buf.stride(), buf.shape[0] == weights[0].shape[1] and
                                    transposed_layout(weights[0]))

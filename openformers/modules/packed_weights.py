@@ -101,11 +101,16 @@ def wants_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return False
 
 
-def _stamp(t: torch.Tensor) -> tuple[int, int]:
+def tensor_version(t: torch.Tensor) -> int:
+    """``t._version`` (bumped by in-place updates); -1 for inference tensors, which have none."""
     try:
-        return t.data_ptr(), t._version
-    except RuntimeError:  # inference tensors carry no version counter
-        return t.data_ptr(), -1
+        return t._version
+    except RuntimeError:  # inference tensors carry no version counter; they cannot be updated in place either
+        return -1
+
+
+def _stamp(t: torch.Tensor) -> tuple[int, int]:
+    return t.data_ptr(), tensor_version(t)
 
 
 def _current(entry: tuple, sources: tuple[torch.Tensor, ...]) -> bool:
