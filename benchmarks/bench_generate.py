@@ -22,6 +22,10 @@ transformers in the same row's dtype.
 
 Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--quantized] [--json out.json]``
 
+``--packed-memory`` measures openformers alone: the peak RSS and tokens/s of the embedded SmolLM2
+with and without the packed weight copies (``OPENFORMERS_PACKED_WEIGHTS=1`` / ``0``), bf16 and
+float32 at batch 1 and 8, each case in its own process.
+
 Last measured (2-core AMD EPYC, load 1.9-2.7), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
 
         dtype batch  openformers  transformers  ratio cpu ratio same tokens
@@ -132,6 +136,49 @@ def bench(ours, theirs, batch: int, dtype: torch.dtype, new_tokens: int, iters: 
     return result
 
 
+PACKED_MEMORY_CHILD = r"""
+import json, sys, time, torch
+dtype, batch, new_tokens, threads = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+from openformers import AutoModelForCausalLM
+from openformers.modules.packed_weights import packed_bytes
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+model = AutoModelForCausalLM.from_pretrained("smollm2", dtype=dtype).eval()
+ids = torch.randint(100, 49000, (batch, 32), generator=torch.Generator().manual_seed(0))
+kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=None, do_sample=False,
+          eos_token_id=None, pad_token_id=0)
+model.generate(ids, **kw)
+t0 = time.perf_counter()
+model.generate(ids, **kw)
+seconds = time.perf_counter() - t0
+print(json.dumps({"peak_mb": status("VmHWM"), "packed_mib": packed_bytes() / 2**20, "tok_s": batch * new_tokens / seconds}))
+"""
+
+
+def packed_memory(threads: int, new_tokens: int) -> list[dict]:
+    """Peak RSS and speed with and without the packed weight copies (modules/packed_weights.py),
+    each case in its own process (the switch is read at import)."""
+    import os
+    import subprocess
+    import sys
+
+    rows = []
+    for dtype, batch in (("bfloat16", 1), ("bfloat16", 8), ("float32", 1), ("float32", 8)):
+        for packed in ("1", "0"):
+            out = subprocess.run([sys.executable, "-c", PACKED_MEMORY_CHILD, dtype, str(batch), str(new_tokens), str(threads)],
+                                 capture_output=True, text=True, check=True,
+                                 env={**os.environ, "OPENFORMERS_PACKED_WEIGHTS": packed})
+            rows.append({"dtype": dtype, "batch": batch, "packed": packed == "1", **json.loads(out.stdout.strip().splitlines()[-1])})
+            r = rows[-1]
+            print(f"{dtype:>9} {batch:5d}  packed {'on ' if r['packed'] else 'off'}  peak RSS {r['peak_mb']:6.0f} MB  "
+                  f"copies {r['packed_mib']:5.0f} MiB  {r['tok_s']:7.1f} tok/s", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=3)
@@ -143,8 +190,15 @@ def main() -> None:
     parser.add_argument("--static", action="store_true", help="also time openformers with cache_implementation='static'")
     parser.add_argument("--quantized", action="store_true",
                         help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")
+    parser.add_argument("--packed-memory", action="store_true",
+                        help="openformers only: peak RSS and tok/s with and without the packed weight copies")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
+    if args.packed_memory:
+        rows = packed_memory(args.threads or torch.get_num_threads(), args.new_tokens)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, theirs, what = load_models(args.random)
