@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.modules.dense import run_linear
 from openformers.modules.packed_weights import packed_linear, tensor_version, wants_packed
 
 # owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
@@ -268,7 +269,8 @@ def relayout(module: nn.Linear) -> None:
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`, with its
-    weight in the layout of :func:`relayout`."""
+    weight in the layout of :func:`relayout`; otherwise through
+    :func:`~openformers.modules.dense.run_linear` (oneDNN while autograd records)."""
     if type(module) is nn.Linear and not torch.is_grad_enabled() and not _KEEP_LAYOUTS.get() and not _hooked(module):
         params = module._parameters  # (not ``module.weight``: this runs for every layer at every decode step)
         weight, bias = params.get("weight"), params.get("bias")
@@ -282,4 +284,4 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             if y is not None:
                 return y
         return linear(x, weight, bias)
-    return module(x)
+    return run_linear(module, x)

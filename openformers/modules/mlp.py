@@ -54,4 +54,4 @@ class GatedMLP(nn.Module):
                 [self.gate_proj.out_features, self.up_proj.out_features], dim=-1
             )
             return project(self.down_proj, self.act_fn(gate) * up)
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return project(self.down_proj, self.act_fn(project(self.gate_proj, x)) * project(self.up_proj, x))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openformers.modules.conv1d import Conv1D
+from openformers.modules.dense import run_linear
 from openformers.modules.packing import dropout_rows
 
 
@@ -63,7 +64,9 @@ def run_base(base: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     """Call the wrapped layer; quantized layers get a backward through their dequantized weight."""
     if x.requires_grad and torch.is_grad_enabled() and not args and not kwargs and is_quantized(base):
         return _FrozenQuantizedLinear.apply(x, base)
-    return base(x, *args, **kwargs)
+    if args or kwargs:
+        return base(x, *args, **kwargs)
+    return run_linear(base, x)
 
 
 class DoraMagnitude(nn.Module):

@@ -62,13 +62,17 @@ def test_training_and_checkpoints_after_inference(tmp_path):
     loaded = LlamaForCausalLM.from_pretrained(tmp_path)
     for (name, a), b in zip(loaded.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
-    # one training step on the re-laid-out weights gives the same weights as on plain ones
+    # a training step on the re-laid-out weights computes the gradients of the plain ones (up to the
+    # rounding of the kernels each layout takes: fused slices run F.linear, modules/dense.py the others)
+    grads = []
     for m in (model, reference):
         m.train()
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
         m(IDS, labels=IDS).loss.backward()
-        opt.step()
+        grads.append([p.grad.clone() for p in m.parameters()])
+        torch.optim.SGD(m.parameters(), lr=1e-2).step()
         m.eval()
+    for (name, _), a, b in zip(model.named_parameters(), *grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     with torch.inference_mode():

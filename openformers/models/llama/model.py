@@ -92,9 +92,9 @@ class LlamaAttention(nn.Module):
             v = qkv[:, :, h + kv :].transpose(1, 2)
         else:
             # [b, seq, hidden] -> [b, heads, seq, head_dim]
-            q = unpack(self.q_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            k = unpack(self.k_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            v = unpack(self.v_proj(hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            q = unpack(project(self.q_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            k = unpack(project(self.k_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
+            v = unpack(project(self.v_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
             q, k = apply_rotary(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [b, kv_heads, past + seq, head_dim]
