@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.modules.dropout import apply_mask, keep_mask
+from openformers.modules.dropout import dropout as row_dropout
 from openformers.modules.heads import causal_lm_loss
 
 _CURRENT: ContextVar[TokenPacking | None] = ContextVar("openformers_token_packing", default=None)
@@ -119,13 +121,17 @@ class TokenPacking:
         loss = causal_lm_loss(logits, rows_labels, num_items_in_batch=num_items_in_batch, shift=False)
         return loss, self.unpack(logits)
 
-    def dropout(self, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-        """Dropout of packed ``x`` [n_rows, ...] with the mask dropout of the padded tensor draws."""
+    def dropout(self, x: torch.Tensor, p: float, training: bool, fast_mask: bool = False) -> torch.Tensor:
+        """Dropout of packed ``x`` [n_rows, ...] with the mask dropout of the padded tensor draws
+        (``F.dropout``'s, or with ``fast_mask`` that of ``modules/dropout.py``)."""
         if not training or p == 0:
             return x
         if p == 1:
             return x * 0
-        noise = torch.empty((self.batch * self.seq, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        shape = (self.batch * self.seq, *x.shape[1:])
+        if fast_mask:
+            return apply_mask(x, keep_mask(shape, p, x.device).index_select(0, self.index), p)
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device)
         noise.bernoulli_(1 - p).div_(1 - p)
         return x * noise.index_select(0, self.index)
 
@@ -141,9 +147,14 @@ def rows_of(packing: TokenPacking | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def dropout_rows(dropout: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``dropout(x)``; for packed rows (inside ``rows_of``), with the mask of the padded tensor."""
-    packing = _CURRENT.get()
-    if packing is None or not isinstance(dropout, nn.Dropout) or x.dim() != 2 or x.shape[0] != packing.n_rows:
+def dropout_rows(dropout: nn.Module, x: torch.Tensor, fast_mask: bool = False) -> torch.Tensor:
+    """``dropout(x)``; for packed rows (inside ``rows_of``), with the mask of the padded tensor.
+
+    ``fast_mask``: an ``nn.Dropout`` draws its mask with ``modules/dropout.py`` (several times
+    faster on the CPU, another random stream than ``F.dropout``'s), packed or padded alike."""
+    if not isinstance(dropout, nn.Dropout) or dropout._forward_hooks or dropout._forward_pre_hooks:
         return dropout(x)
-    return packing.dropout(x, dropout.p, dropout.training)
+    packing = _CURRENT.get()
+    if packing is None or x.dim() != 2 or x.shape[0] != packing.n_rows:
+        return row_dropout(x, dropout.p, dropout.training) if fast_mask else dropout(x)
+    return packing.dropout(x, dropout.p, dropout.training, fast_mask)

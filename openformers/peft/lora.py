@@ -256,11 +256,12 @@ class LoraLinear(AdapterLayer):
             if name in self.merged_adapters or name not in self.lora_A:
                 continue
             lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-            # packed token rows (modules/packing.py) draw the padded tensor's mask, as peft's padded run does
-            h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype))
+            # the mask comes from modules/dropout.py (a faster draw than peft's bernoulli_); packed token
+            # rows (modules/packing.py) draw the padded tensor's mask
+            h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype), fast_mask=True)
             if not self.use_dora[name]:
                 # result + scaling * (A h) B^T in one addmm: no separate scale and add passes
-                a_out = lora_a(h)
+                a_out = run_linear(lora_a, h)
                 flat = torch.addmm(result.reshape(-1, result.shape[-1]).to(a_out.dtype), a_out.reshape(-1, a_out.shape[-1]),
                                    lora_b.weight.t(), alpha=self.scaling[name])
                 result = flat.view(*result.shape[:-1], flat.shape[-1])
