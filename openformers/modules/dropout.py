@@ -15,6 +15,8 @@ which the training tests compare with transformers mask for mask. Other devices 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _PIECES = 4  # 16-bit pieces in one 64-bit draw
@@ -22,9 +24,7 @@ _PIECES = 4  # 16-bit pieces in one 64-bit draw
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, device: torch.device) -> torch.Tensor:
     """A bool mask of ``shape``, each element True with probability ``1 - p`` (``0 <= p < 1``)."""
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     if torch.device(device).type != "cpu":
         return torch.empty(shape, device=device).bernoulli_(1 - p).bool()
     threshold = round((1 - p) * 65536) - 32768  # a signed 16-bit piece v keeps when v < threshold
@@ -40,7 +40,7 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout(x, p, training)`` with the masks of :func:`keep_mask`."""
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        raise ValueError(f"dropout p={p}: the probability has to be between 0 and 1")
     if not training or p == 0.0:
         return x
     if p == 1.0:

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.dropout import apply_mask, keep_mask
-from openformers.modules.dropout import dropout as row_dropout
+from openformers.modules.dropout import apply_mask, keep_mask, dropout as row_dropout
 from openformers.modules.heads import causal_lm_loss
 
 _CURRENT: ContextVar[TokenPacking | None] = ContextVar("openformers_token_packing", default=None)
