@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from openformers.core.config import PretrainedConfig
+from openformers.modules.cross_entropy import cross_entropy
 
 
 def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PretrainedConfig) -> torch.Tensor:
@@ -47,20 +48,21 @@ def causal_lm_loss(
 
     The labels move, not the logits: the last position gets ``ignore_index``, so the [b, s, vocab]
     logits are read in place (slicing them off by one would copy them, and its backward would
-    zero-fill and copy a gradient of that size again).
+    zero-fill and copy a gradient of that size again). The loss is computed in float32 in row
+    blocks (:func:`~openformers.modules.cross_entropy.cross_entropy`): no log-softmax of all the
+    logits is kept, and half-precision logits get no float32 copy.
 
     With ``num_items_in_batch`` the summed loss is divided by it, so a trainer can normalise
     over a whole accumulated batch instead of each micro-batch.
     """
-    logits = logits.float()
     labels = labels.to(logits.device)
     if shift:
         labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_labels = labels.reshape(-1)
     if num_items_in_batch is None:
-        return F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index)
-    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
+        return cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index)
+    total = cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
     if isinstance(num_items_in_batch, torch.Tensor):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
