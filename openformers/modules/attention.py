@@ -54,14 +54,17 @@ def sdpa_attention(
         return eager_attention(q, k, v, mask, scale, dropout, is_causal=is_causal, output_attentions=True, training=training)
     gqa = q.shape[1] != k.shape[1]
     if gqa and q.shape[2] == 1 and (
-        (mask is not None and mask.dim() == 4 and mask.shape[1] == 1) or (mask is None and q.shape[0] > 1 and not training)
+        (mask is not None and mask.dim() == 4 and mask.shape[1] == 1)
+        or (mask is None and not training and (q.shape[0] > 1 or q.dtype in (torch.bfloat16, torch.float16)))
     ):
         # a decode step: each kv head's query heads become its query rows, [b, kv_h, n_rep, d] (no
         # repeated k/v), the layout transformers uses for a masked step; a bf16 kernel rounds
         # differently per layout. Unmasked steps of several sequences take it too: sdpa's enable_gqa
         # path costs ~4x as much there in bf16 (SmolLM2, batch 8: 384 against ~110 us a layer) and
-        # ~1.5x in float32 (152 against ~100 us). One unmasked sequence keeps enable_gqa, the path
-        # transformers takes, whose rounding it then shares (the layouts differ by an ulp now and then)
+        # ~1.5x in float32 (152 against ~100 us). So do unmasked half-precision steps of one sequence
+        # (SmolLM2 bf16, ~100 cached positions: 97 against 33 us a layer). One unmasked float32 sequence
+        # keeps enable_gqa (faster there: 20 against 32 us), the path transformers takes, whose rounding
+        # it then shares (the layouts differ by an ulp now and then)
         b, h, _, d = q.shape
         out = F.scaled_dot_product_attention(
             q.reshape(b, k.shape[1], h // k.shape[1], d), k, v, attn_mask=None if mask is None else mask.to(q.dtype),
