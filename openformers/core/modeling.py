@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from openformers.core.allocator import reuse_freed_memory_process_wide
+from openformers.core.allocator import keep_freed_memory
 from openformers.core.checkpoint import (
     checkpoint_dtype,
     find_weight_files,
@@ -66,7 +66,7 @@ class PreTrainedModel(nn.Module):
         if not isinstance(config, PretrainedConfig):
             raise TypeError(f"{type(self).__name__} needs a PretrainedConfig, got {type(config).__name__}")
         self.config = config
-        reuse_freed_memory_process_wide()  # once per process: buffers reuse freed memory (core/allocator.py)
+        keep_freed_memory()  # once per process: activations reuse freed memory (core/allocator.py)
 
     # -- initialisation ----------------------------------------------------------------
     def post_init(self) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from openformers.core.seed import set_seed
 from openformers.training import checkpointing as ckpt
 from openformers.training import fsdp
-from openformers.core.allocator import reuse_freed_memory
+from openformers.training.allocator import reuse_freed_memory
 from openformers.training.arguments import TrainingArguments
 from openformers.training.callbacks import (
     CallbackHandler,
@@ -293,7 +293,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         """Train; ``resume_from_checkpoint=True`` resumes from the newest complete checkpoint."""
         if kwargs:
             raise TypeError(f"train() got unknown arguments {sorted(kwargs)}")
-        # on CPU, freed buffers are reused rather than re-faulted every step (core/allocator.py)
+        # on CPU, freed buffers are reused rather than re-faulted every step (training/allocator.py)
         with reuse_freed_memory(enabled=self.device.type == "cpu"):
             return self._train(resume_from_checkpoint, trial)
 

@@ -1,4 +1,4 @@
-"""The trainer keeps freed host memory for reuse while it trains (core/allocator.py)."""
+"""The trainer keeps freed host memory for reuse while it trains (training/allocator.py)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from openformers import Trainer, TrainerCallback, TrainingArguments
-from openformers.core import allocator
+from openformers.training import allocator
 from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2
 
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
@@ -19,7 +19,7 @@ glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0
 PROBE = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})
-from openformers.core import allocator
+from openformers.training import allocator
 
 def faults(n=6):  # minor page faults taken by allocating and freeing a 64 MiB buffer n times
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -48,9 +48,8 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
                          check=True).stdout.split()
     active, nested, (outside, inside, after) = out[0], out[1], map(int, out[2:])
     assert active == "True" and nested == "True"
-    # six buffers each; now and then one or two are faulted in again even inside (seen on this machine)
-    assert inside * 2 < outside, (inside, outside)  # each buffer faulted in again outside, reused inside
-    assert inside * 2 < after, (inside, after)  # the defaults are back after the outermost exit
+    assert inside * 4 < outside, (inside, outside)  # each buffer faulted in again outside, reused inside
+    assert inside * 4 < after, (inside, after)  # the defaults are back after the outermost exit
 
 
 def test_the_users_allocator_choice_is_left_alone() -> None:
