@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from openformers.core.allocator import keep_freed_memory
 from openformers.core.checkpoint import (
     checkpoint_dtype,
     find_weight_files,
@@ -66,7 +65,6 @@ class PreTrainedModel(nn.Module):
         if not isinstance(config, PretrainedConfig):
             raise TypeError(f"{type(self).__name__} needs a PretrainedConfig, got {type(config).__name__}")
         self.config = config
-        keep_freed_memory()  # once per process: activations reuse freed memory (core/allocator.py)
 
     # -- initialisation ----------------------------------------------------------------
     def post_init(self) -> None:

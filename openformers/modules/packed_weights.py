@@ -31,8 +31,6 @@ import weakref
 
 import torch
 
-from openformers.core.allocator import memory_limit
-
 PACK_MAX_ROWS = 32
 _BATCH_HINT = 8  # rows oneDNN lays the weight out for
 _state = {
@@ -66,8 +64,25 @@ def _budget() -> int:
                                  "set it to one (0 makes no packed copies) or unset it") from None
             _state["budget"] = int(max(megabytes, 0.0) * 2**20)
         else:
-            _state["budget"] = memory_limit() // 4
+            _state["budget"] = _memory_limit() // 4
     return _state["budget"]
+
+
+def _memory_limit() -> int:
+    """The machine's memory, or the container's limit (cgroup v2 or v1) when lower; 0 when unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total == 0 or 0 < int(text) < total):
+            total = int(text)
+    return total
 
 
 def _release(nbytes: int) -> None:

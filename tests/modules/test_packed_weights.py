@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
-from openformers.core import allocator
 from openformers.modules import packed_weights
 from openformers.modules.packed_weights import packed_bytes
 
@@ -134,10 +133,10 @@ def test_default_budget_is_a_quarter_of_the_memory_limit(monkeypatch, tmp_path):
         return fake_open
 
     monkeypatch.delenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", raising=False)
-    monkeypatch.setattr(allocator, "open", container(str(1 << 30)), raising=False)  # a 1 GiB container
+    monkeypatch.setattr(packed_weights, "open", container(str(1 << 30)), raising=False)  # a 1 GiB container
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == (1 << 30) // 4
-    monkeypatch.setattr(allocator, "open", container("max"), raising=False)  # no limit: the machine's memory
+    monkeypatch.setattr(packed_weights, "open", container("max"), raising=False)  # no limit: the machine's memory
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == physical // 4
     monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "3")
