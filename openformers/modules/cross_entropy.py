@@ -79,7 +79,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
         bad = labels[valid & ((labels < 0) | (labels >= classes))][0].item()
         raise ValueError(f"label {bad} is outside the {classes} classes of the logits (valid labels are 0..{classes - 1}, "
                          f"or {ignore_index} to ignore a position)")
-    targets = torch.where(valid, labels, 0)
+    targets = torch.where(valid, labels, 0).long()  # gather wants int64 indices; int32 labels are accepted too
     losses = _RowCrossEntropy.apply(logits, targets, valid)
     if reduction == "none":
         return losses

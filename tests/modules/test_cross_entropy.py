@@ -69,6 +69,11 @@ def test_keeps_no_copy_of_the_logits_for_backward():
         assert any(t.data_ptr() != x.data_ptr() for t in big)  # torch keeps its log-softmax
 
 
+def test_int32_labels_are_accepted():
+    logits, labels = _case()
+    torch.testing.assert_close(ce.cross_entropy(logits, labels.int()), ce.cross_entropy(logits, labels))
+
+
 def test_all_ignored_mean_is_nan_like_torch():
     logits, _ = _case()
     labels = torch.full((10,), -100)
