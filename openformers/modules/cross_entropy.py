@@ -36,7 +36,6 @@ class _RowCrossEntropy(torch.autograd.Function):
         picked = logits.gather(1, targets.unsqueeze(1)).squeeze(1).float()
         losses = (lse - picked).masked_fill_(~valid, 0.0)
         ctx.save_for_backward(logits, targets, valid, lse)
-        ctx.step = step
         return losses
 
     @staticmethod
@@ -48,8 +47,9 @@ class _RowCrossEntropy(torch.autograd.Function):
             return ((torch.softmax(logits.float(), dim=-1) - one_hot) * scale).to(logits.dtype), None, None
         grad = torch.empty_like(logits)
         in_place = logits.dtype == torch.float32
-        for start in range(0, logits.shape[0], ctx.step):
-            end = start + ctx.step
+        step = _block_rows(logits)
+        for start in range(0, logits.shape[0], step):
+            end = start + step
             block = logits[start:end].float()
             out = grad[start:end] if in_place else None
             g = torch.sub(block, lse[start:end].unsqueeze(1), out=out)
@@ -75,8 +75,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     labels = labels.to(logits.device)
     valid = labels != ignore_index
     classes = logits.shape[1]
-    if bool(((labels < 0) | (labels >= classes)).logical_and_(valid).any()):
-        bad = labels[valid & ((labels < 0) | (labels >= classes))][0].item()
+    outside = ((labels < 0) | (labels >= classes)).logical_and_(valid)
+    if bool(outside.any()):
+        bad = labels[outside][0].item()
         raise ValueError(f"label {bad} is outside the {classes} classes of the logits (valid labels are 0..{classes - 1}, "
                          f"or {ignore_index} to ignore a position)")
     targets = torch.where(valid, labels, 0).long()  # gather wants int64 indices; int32 labels are accepted too
