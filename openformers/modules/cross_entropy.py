@@ -3,14 +3,15 @@
 ``F.cross_entropy`` on ``[rows, vocab]`` logits writes the whole log-softmax in the forward and
 keeps it for the backward, then zero-fills a gradient of that size, scatters into it and reads
 both again to form the logits' gradient: four passes over ``rows x vocab`` floats that do not
-fit in the cache (SmolLM2's 512 x 49152 logits are 100 MB). Here the forward reads the logits
-once for each row's log-sum-exp and keeps only that (one float a row; the logits themselves
-are alive anyway), and the backward writes the gradient ``(softmax - one_hot) * scale`` block by
-block, so each block is read and written while it is in the cache. Half-precision logits are
-computed in float32 block by block, so no float32 copy of all the logits is made.
+fit in the cache (SmolLM2's 512 x 49152 logits are 100 MB). Here the forward runs torch's
+log-softmax kernel block by block into one block-sized buffer that stays in the cache, keeps each
+row's loss and nothing else (the logits themselves are alive anyway), and the backward writes the
+gradient ``softmax * scale - one_hot * scale`` block by block with torch's softmax kernel, so
+each block is read and written while it is in the cache. Half-precision logits are computed in
+float32 block by block, so no float32 copy of all the logits is made.
 
-The values are those of ``F.cross_entropy`` up to float32 rounding (the same formula, evaluated
-as ``exp(x - logsumexp(x))``).
+The losses are those of ``F.cross_entropy`` (the same log-softmax kernel, a row at a time); the
+gradient is the same formula up to float32 rounding.
 """
 from __future__ import annotations
 
@@ -30,17 +31,19 @@ class _RowCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         rows = logits.shape[0]
         step = _block_rows(logits)
-        lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
+        picked = torch.empty(rows, dtype=torch.float32, device=logits.device)
+        buffer = torch.empty(min(step, rows), logits.shape[1], dtype=torch.float32, device=logits.device)
         for start in range(0, rows, step):
-            torch.logsumexp(logits[start:start + step].float(), dim=-1, out=lse[start:start + step])
-        picked = logits.gather(1, targets.unsqueeze(1)).squeeze(1).float()
-        losses = (lse - picked).masked_fill_(~valid, 0.0)
-        ctx.save_for_backward(logits, targets, valid, lse)
+            block = logits[start:start + step].float()
+            log_probs = torch.log_softmax(block, 1, out=buffer[:block.shape[0]])
+            torch.gather(log_probs, 1, targets[start:start + step].unsqueeze(1), out=picked[start:start + step].unsqueeze(1))
+        losses = picked.neg_().masked_fill_(~valid, 0.0)
+        ctx.save_for_backward(logits, targets, valid)
         return losses
 
     @staticmethod
     def backward(ctx, grad_rows: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        logits, targets, valid, lse = ctx.saved_tensors
+        logits, targets, valid = ctx.saved_tensors
         scale = (grad_rows.float() * valid).unsqueeze(1)
         if torch.is_grad_enabled():  # create_graph: the same gradient from differentiable operators
             one_hot = torch.nn.functional.one_hot(targets, logits.shape[1]).float()
@@ -51,9 +54,11 @@ class _RowCrossEntropy(torch.autograd.Function):
         for start in range(0, logits.shape[0], step):
             end = start + step
             block = logits[start:end].float()
-            out = grad[start:end] if in_place else None
-            g = torch.sub(block, lse[start:end].unsqueeze(1), out=out)
-            g.exp_().mul_(scale[start:end])
+            if in_place:
+                g = torch.softmax(block, 1, out=grad[start:end])
+            else:
+                g = torch.softmax(block, 1)
+            g.mul_(scale[start:end])
             # the one-hot part, in float32 before any cast (as a float32 loss's gradient has it)
             g.scatter_add_(1, targets[start:end].unsqueeze(1), -scale[start:end])
             if not in_place:
