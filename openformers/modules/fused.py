@@ -28,14 +28,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from openformers.modules.dense import run_linear
-from openformers.modules.packed_weights import packed_linear, tensor_version, wants_packed
+from openformers.modules.packed_weights import packed_weight, run_packed, tensor_version, wants_packed
 
 # owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
 # itself is reached through the first layer's weight, so a cast or replaced weight frees it
@@ -67,6 +67,11 @@ def keep_layouts() -> Iterator[None]:
         yield
     finally:
         _KEEP_LAYOUTS.reset(token)
+
+
+def layouts_kept() -> bool:
+    """True inside :func:`keep_layouts`."""
+    return _KEEP_LAYOUTS.get()
 
 
 def fusable(*layers: nn.Module) -> bool:
@@ -155,6 +160,9 @@ def _share(layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | 
     return buf, bias
 
 
+Kernel = Callable[[torch.Tensor], torch.Tensor]
+
+
 def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor:
     """``cat([m(x) for m in layers], -1)`` as one matmul over one weight buffer.
 
@@ -170,13 +178,21 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     packed copies of ``modules/packed_weights.py`` (up to 32 rows) give the stacked and the separate
     weights the same bits, so those products fuse at every row count they serve.
     """
+    return fused_kernel(owner, slot, layers, x)(x)
+
+
+def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: torch.Tensor) -> Kernel:
+    """The product :func:`fused_linear` runs for inputs shaped and typed like ``x``, as a callable
+    over the weights as they are now (the buffer or packed copy resolved once): valid while the
+    layers' parameters stay the same tensors, unchanged in place (``models/llama/decode.py``
+    keeps these across decode steps)."""
     first = layers[0]
     if type(first) is nn.Linear:
         # parameters read from ``_parameters``: this runs for every group at every decode step
         weights = tuple(m._parameters["weight"] for m in layers)
         biases = tuple(m._parameters.get("bias") for m in layers)
         if x.dtype in _HALF and x.numel() != x.shape[-1] and not wants_packed(x, weights[0]):
-            return torch.cat([F.linear(x, w, b) for w, b in zip(weights, biases)], dim=-1)
+            return lambda x: torch.cat([F.linear(x, w, b) for w, b in zip(weights, biases)], dim=-1)
         key = _key([t for t in weights + biases if t is not None])
         slots = _SHARED.setdefault(owner, {})
         entry = slots.get(slot)
@@ -191,25 +207,28 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
         if biases[0] is not None:
             bias = biases[0].as_strided((sum(b.shape[0] for b in biases),), (1,), biases[0].storage_offset())
         if wants_packed(x, buf):
-            y = packed_linear(owner, slot, x, buf.t() if entry[3] else buf, bias, weights)  # weight [out, in]
-            if y is not None:
-                return y
+            packed = packed_weight(owner, slot, buf.t() if entry[3] else buf, weights)  # weight [out, in]
+            if packed is not None:
+                return lambda x: run_packed(x, packed, bias)
         if entry[3]:
-            return _matmul_t(x, buf, bias)
-        return linear(x, buf, bias)
+            return lambda x: _matmul_t(x, buf, bias)
+        return lambda x: linear(x, buf, bias)
     tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
     key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
     cached = owner.__dict__.get(slot)
     if cached is None or cached[0] != key:
         owner.__dict__[slot] = cached = (key, *_build_int4(layers))
     if len(cached) == 2:
-        return torch.cat([m(x) for m in layers], dim=-1)
+        return lambda x: torch.cat([m(x) for m in layers], dim=-1)
     _, qweight, scales, bias, group = cached
-    shape = x.shape
-    # [*, in] -> [rows, in] -> [rows, out], activations in the kernel's compute dtype
-    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(scales.dtype), qweight, group, scales)
-    y = y.to(x.dtype).reshape(*shape[:-1], qweight.shape[0])
-    return y if bias is None else y + bias.to(x.dtype)
+
+    def int4(x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        # [*, in] -> [rows, in] -> [rows, out], activations in the kernel's compute dtype
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(scales.dtype), qweight, group, scales)
+        y = y.to(x.dtype).reshape(*shape[:-1], qweight.shape[0])
+        return y if bias is None else y + bias.to(x.dtype)
+    return int4
 
 
 SPLIT_MAX_ROWS = 32  # up to this many rows a product is split across threads (see _matmul_t)
@@ -272,16 +291,22 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     weight in the layout of :func:`relayout`; otherwise through
     :func:`~openformers.modules.dense.run_linear` (oneDNN while autograd records)."""
     if type(module) is nn.Linear and not torch.is_grad_enabled() and not _KEEP_LAYOUTS.get() and not _hooked(module):
-        params = module._parameters  # (not ``module.weight``: this runs for every layer at every decode step)
-        weight, bias = params.get("weight"), params.get("bias")
-        if weight is None:
-            return module(x)
-        if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
-            relayout(module)
-            weight = params["weight"]
-        if wants_packed(x, weight):
-            y = packed_linear(module, "weight", x, weight, bias, (weight,))
-            if y is not None:
-                return y
-        return linear(x, weight, bias)
+        return project_kernel(module, x)(x)
     return run_linear(module, x)
+
+
+def project_kernel(module: nn.Linear, x: torch.Tensor) -> Kernel:
+    """The product :func:`project` runs at inference for a plain ``nn.Linear`` and inputs like
+    ``x``, resolved once (see :func:`fused_kernel`)."""
+    params = module._parameters  # (not ``module.weight``: this runs for every layer at every decode step)
+    weight, bias = params.get("weight"), params.get("bias")
+    if weight is None:
+        return module
+    if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
+        relayout(module)
+        weight = params["weight"]
+    if wants_packed(x, weight):
+        packed = packed_weight(module, "weight", weight, (weight,))
+        if packed is not None:
+            return lambda x: run_packed(x, packed, bias)
+    return lambda x: linear(x, weight, bias)

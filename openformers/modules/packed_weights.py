@@ -145,20 +145,23 @@ def _build(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.
 _LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
 
 
-def packed_linear(owner: object, slot: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  sources: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-    """``x @ weight.T (+ bias)`` on the packed copy of ``weight`` ([out, in]) kept on ``owner``
-    under ``slot`` and made from ``sources`` (the parameters the weight is made of). None when
-    there is no copy and the budget or the kernel library does not allow one: the caller then
-    runs its ordinary path. Called at inference only (no autograd), once per layer per decode
-    step: the bookkeeping is kept to a few dictionary lookups."""
+def packed_weight(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+    """The packed copy of ``weight`` ([out, in]) kept on ``owner`` under ``slot`` and made from
+    ``sources`` (the parameters the weight is made of), made or remade when outdated. None when
+    there is no copy and the budget or the kernel library does not allow one. Called at inference
+    only, once per layer per decode step: the bookkeeping is kept to a few dictionary lookups."""
     copies = owner.__dict__.get(_ATTR)
     entry = None if copies is None else copies.get(slot)
     if entry is None or not _current(entry, sources):
         entry = _build(owner, slot, weight, sources)
         if entry is None:
             return None
-    return _LINEAR(x, entry[2], bias, "none", [], "")  # any leading dims, as F.linear
+    return entry[2]
+
+
+def run_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` on a copy from :func:`packed_weight` (any leading dims, as F.linear)."""
+    return _LINEAR(x, packed, bias, "none", [], "")
 
 
 def packed_bytes() -> int:

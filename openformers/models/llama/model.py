@@ -17,6 +17,7 @@ from openformers.core.outputs import (
     CausalLMOutputWithPast,
 )
 from openformers.models.llama.config import LlamaConfig
+from openformers.models.llama.decode import decode_plan
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
 from openformers.modules.fused import fusable, fused_linear, project
@@ -234,7 +235,11 @@ class LlamaModel(LlamaPreTrainedModel):
         hidden = inputs_embeds if packing is None else packing.pack(inputs_embeds)
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
-        for layer, mask in zip(self.layers, masks):
+        # a decode step at inference: the same layers through a plan resolved once (models/llama/decode.py)
+        plan = None if output_attentions or output_hidden_states else decode_plan(self, hidden, cache)
+        if plan is not None:
+            hidden = plan(hidden, cos, sin, masks, cache)
+        for layer, mask in zip(self.layers if plan is None else (), masks):
             if output_hidden_states:
                 all_hidden += (hidden,)
             if self.gradient_checkpointing and self.training:

@@ -1,0 +1,190 @@
+"""Decode steps of the Llama family without the per-module overhead.
+
+A decode step of SmolLM2-135M on 2 CPU cores is ~120 matrix products and a few hundred small
+operators. Between them the module path spends ~6 ms of a 28 ms bf16 step in Python: module calls,
+and for every product the checks that choose its kernel and find its fused or packed weight
+(``modules/fused.py``). At inference, for steps of one new position per sequence, ``LlamaModel``
+runs its layers through a :class:`DecodePlan` instead: those choices are made once per dtype and
+batch size and kept as callables, and each step first checks that they still hold (the same
+modules, without hooks, patched ``forward`` methods or training mode, and the same parameter and
+buffer tensors, not updated in place). Anything else (a new adapter, a hook, a weight loaded
+into) makes the step build a new plan or, when one cannot be made, take the module path.
+
+The arithmetic is the module path's, operator for operator, on the same kernels and weights, so
+the hidden states are bitwise equal (``tests/models/test_llama_decode_plan.py``).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module_globals
+
+from openformers.modules.attention import get_attention_backend
+from openformers.modules.cache import Cache
+from openformers.modules.fused import Kernel, fusable, fused_kernel, layouts_kept, project_kernel
+from openformers.modules.mlp import GatedMLP
+from openformers.modules.norms import RMSNorm
+from openformers.modules.packed_weights import tensor_version
+from openformers.modules.rotary import apply_rotary_heads
+
+_ATTR = "_openformers_decode_plan"
+
+
+def _global_hooks() -> bool:
+    return bool(_module_globals._global_forward_hooks or _module_globals._global_forward_pre_hooks
+                or getattr(_module_globals, "_global_forward_hooks_always_called", None))
+
+
+def _layer_modules(layer: nn.Module) -> tuple[nn.Module, ...] | None:
+    """(layer, attention, q, k, v, o, mlp, gate, up, down, input norm, post-attention norm), read through
+    ``_modules``; None when the layer is not laid out as a Llama layer."""
+    get = layer._modules.get
+    attn, mlp = get("self_attn"), get("mlp")
+    if attn is None or mlp is None:
+        return None
+    a, m = attn._modules.get, mlp._modules.get
+    mods = (layer, attn, a("q_proj"), a("k_proj"), a("v_proj"), a("o_proj"), mlp, m("gate_proj"), m("up_proj"),
+            m("down_proj"), get("input_layernorm"), get("post_attention_layernorm"))
+    return None if any(x is None for x in mods) else mods
+
+
+def _stamps(tensors: tuple[torch.Tensor, ...]) -> tuple:
+    return tuple((t.data_ptr(), tensor_version(t)) for t in tensors)
+
+
+class DecodePlan:
+    """The layers of one ``LlamaModel`` with their products resolved (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, ...]]) -> None:
+        self.model = weakref.ref(model)
+        self.layers = layers
+        self.modules = tuple(m for mods in layers for m in mods)
+        self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
+        self.tensors: tuple[torch.Tensor, ...] = ()
+        self.stamps: tuple = ()
+
+    def _sources(self) -> tuple[torch.Tensor, ...]:
+        # every tensor a kept kernel may hold: the projections' parameters and buffers
+        out = []
+        for mods in self.layers:
+            for m in mods[2:6] + mods[7:10]:
+                out.extend(t for t in m._parameters.values() if t is not None)
+                out.extend(t for t in m._buffers.values() if t is not None)
+        return tuple(out)
+
+    def valid(self, model: nn.Module) -> bool:
+        """The same modules in the same places, none hooked, patched or training, the same tensors."""
+        if self.model() is not model or _global_hooks():
+            return False
+        live = model.layers._modules
+        if len(live) != len(self.layers):
+            return False
+        for layer, mods in zip(live.values(), self.layers):
+            if layer is not mods[0] or _layer_modules(layer) != mods:
+                return False
+        for m in self.modules:
+            if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
+                return False
+        return _stamps(self.tensors) == self.stamps
+
+    def _resolve(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
+        key = (hidden.dtype, hidden.shape[0])
+        kernels = self.kernels.get(key)
+        if kernels is None:
+            kernels = []
+            for layer, attn, q, k, v, o, mlp, gate, up, down, _, _ in self.layers:
+                inner = torch.empty(*hidden.shape[:-1], attn.num_heads * attn.head_dim, dtype=hidden.dtype)
+                act = torch.empty(*hidden.shape[:-1], gate.out_features, dtype=hidden.dtype)
+                kernels.append((
+                    fused_kernel(attn, "_fused_qkv", (q, k, v), hidden),
+                    project_kernel(o, inner) if type(o) is nn.Linear else o,
+                    fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
+                    project_kernel(down, act) if type(down) is nn.Linear else down,
+                ))
+            self.kernels[key] = kernels
+            # resolving fuses and re-lays out weights (new pointers): stamp what the kernels hold now
+            self.tensors = self._sources()
+            self.stamps = _stamps(self.tensors)
+        return kernels
+
+    def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
+                 cache: Cache) -> torch.Tensor:
+        """The layers' output for ``hidden`` [b, 1, hidden_size]; the same operators as
+        ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
+        gate/up of ``GatedMLP.forward``."""
+        kernels = self._resolve(hidden)
+        b = hidden.shape[0]
+        for (layer, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn), mask in zip(
+                self.layers, kernels, masks):
+            h, kv, d = attn.num_heads, attn.num_key_value_heads, attn.head_dim
+            qkv = qkv_fn(RMSNorm.forward(norm1, hidden)).view(b, 1, h + 2 * kv, d)
+            qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)
+            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+            v = qkv[:, :, h + kv:].transpose(1, 2)
+            k, v = cache.update(attn.layer_idx, k, v)
+            backend = get_attention_backend(attn.config.attn_implementation)
+            out, _ = backend(q, k, v, mask, attn.scaling, 0.0, is_causal=mask is None, output_attentions=False,
+                             training=False)
+            hidden = hidden + o_fn(out.reshape(b, 1, -1))
+            g, u = gu_fn(RMSNorm.forward(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
+            hidden = hidden + down_fn(mlp.act_fn(g) * u)
+        return hidden
+
+
+def _build(model: nn.Module) -> DecodePlan | None:
+    from openformers.models.llama.model import LlamaAttention, LlamaDecoderLayer
+
+    expected = (LlamaDecoderLayer.forward, LlamaAttention.forward, GatedMLP.forward, RMSNorm.forward)
+    layers = []
+    for layer in model.layers._modules.values():
+        mods = _layer_modules(layer)
+        if mods is None:
+            return None
+        found = (type(mods[0]).forward, type(mods[1]).forward, type(mods[6]).forward, type(mods[10]).forward,
+                 type(mods[11]).forward)
+        if found != expected + (RMSNorm.forward,):
+            return None
+        # the module path fuses q/k/v and gate/up (plain or 4-bit layers, no hooks); o and down run as
+        # themselves unless plain
+        if not fusable(*mods[2:5]) or not fusable(*mods[7:9]):
+            return None
+        layers.append(mods)
+    plan = DecodePlan(model, layers)
+    for m in plan.modules:
+        if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
+            return None
+    return plan
+
+
+def decode_plan(model: nn.Module, hidden: torch.Tensor, cache: Any) -> DecodePlan | None:
+    """The plan for a decode step of ``model`` (a ``LlamaModel``), or None when this step must take the
+    module path: autograd recording, training, not the CPU, no cache, more than one new position a
+    sequence, weights kept in their layouts (``keep_layouts``), or layers that are not plain Llama layers."""
+    if (torch.is_grad_enabled() or model.training or hidden.shape[1] != 1 or hidden.device.type != "cpu"
+            or not isinstance(cache, Cache) or layouts_kept() or _global_hooks()):
+        return None
+    holder = model.__dict__.get(_ATTR)
+    plan = holder.plan if holder is not None else None
+    if plan is not None and plan.valid(model):
+        return plan
+    if holder is None:
+        holder = model.__dict__[_ATTR] = _Holder()
+    holder.plan = None  # drop what an outdated plan holds before building again
+    holder.plan = plan = _build(model)
+    return plan
+
+
+class _Holder:
+    """Keeps a model's plan; copying or pickling the model gives the copy an empty one."""
+
+    def __init__(self) -> None:
+        self.plan: DecodePlan | None = None
+
+    def __deepcopy__(self, memo: dict) -> "_Holder":
+        return _Holder()
+
+    def __reduce__(self):
+        return (_Holder, ())

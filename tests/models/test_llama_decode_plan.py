@@ -1,0 +1,176 @@
+"""Decode steps through ``models/llama/decode.py``'s plan give the module path's bits, and the plan
+gives way whenever it no longer describes the model."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import openformers
+import openformers.models.llama.model as llama_model
+from openformers.models.llama import decode
+from openformers.modules.fused import keep_layouts
+from tests.models.llama_family import tiny_config
+
+
+def _model(prefix: str = "Llama", dtype: torch.dtype = torch.float32, **overrides):
+    torch.manual_seed(0)
+    config = getattr(openformers, f"{prefix}Config")(**tiny_config(**overrides))
+    return getattr(openformers, f"{prefix}ForCausalLM")(config).to(dtype).eval()
+
+
+def _generate(model, ids, mask=None, *, plan: bool, monkeypatch, **kw):
+    monkeypatch.setattr(llama_model, "decode_plan", decode.decode_plan if plan else (lambda *a: None))
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                         return_dict_in_generate=True, output_logits=True, **kw)
+    return out.sequences, torch.stack(out.logits)
+
+
+def _used(monkeypatch) -> list:
+    built = []
+    real = decode.decode_plan
+
+    def spy(*args):
+        plan = real(*args)
+        built.append(plan)
+        return plan
+    monkeypatch.setattr(llama_model, "decode_plan", spy)
+    return built
+
+
+CASES = [
+    ("Llama", torch.float32, 1, {}),
+    ("Llama", torch.bfloat16, 1, {}),
+    ("Llama", torch.float32, 3, {}),
+    ("Llama", torch.bfloat16, 3, {}),
+    ("Mistral", torch.float32, 2, {"sliding_window": 4}),  # the window is passed while decoding
+    ("Qwen2", torch.bfloat16, 2, {}),  # q/k/v biases
+    ("Qwen2", torch.float32, 1, {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+]
+
+
+@pytest.mark.parametrize("prefix,dtype,batch,overrides", CASES)
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_plan_gives_the_module_path_bits(prefix, dtype, batch, overrides, cache, monkeypatch):
+    model = _model(prefix, dtype, **overrides)
+    ids = torch.randint(1, 128, (batch, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    if batch > 1:
+        mask[1, :3] = 0  # a left-padded row: decode steps carry a mask
+        ids[1, :3] = 0
+    kw = {"cache_implementation": cache}
+    seq_module, logits_module = _generate(model, ids, mask, plan=False, monkeypatch=monkeypatch, **kw)
+    built = _used(monkeypatch)
+    seq_plan, logits_plan = model.generate(ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                           return_dict_in_generate=True, output_logits=True, **kw)[:2]
+    assert torch.equal(seq_plan, seq_module)
+    assert torch.equal(torch.stack(logits_plan), logits_module)
+    # the prefill takes the module path, every decode step the plan
+    assert built[0] is None and len(built) == 12 and all(p is not None for p in built[1:])
+    assert len({id(p) for p in built[1:]}) == 1  # made once, kept across steps
+
+
+def _step(model, ids):
+    """Logits of one decode step after a prefill of ``ids``, and whether it ran through a plan."""
+    with torch.no_grad():
+        out = model(ids[:, :-1], use_cache=True)
+        holder = model.model.__dict__.get(decode._ATTR)
+        before = holder.plan if holder is not None else None
+        logits = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits
+    holder = model.model.__dict__.get(decode._ATTR)
+    return logits, holder.plan if holder is not None else None, before
+
+
+def _reference(model, ids, monkeypatch):
+    monkeypatch.setattr(llama_model, "decode_plan", lambda *a: None)
+    try:
+        return _step(model, ids)[0]
+    finally:
+        monkeypatch.setattr(llama_model, "decode_plan", decode.decode_plan)
+
+
+IDS = torch.randint(1, 128, (1, 6), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_updated_in_place_makes_a_new_plan(dtype, monkeypatch):
+    model = _model(dtype=dtype)
+    _, first, _ = _step(model, IDS)
+    assert first is not None
+    with torch.no_grad():
+        model.model.layers[1].self_attn.k_proj.weight.mul_(1.5)
+        model.model.layers[0].mlp.down_proj.weight.add_(0.01)
+    logits, second, before = _step(model, IDS)
+    assert before is first and second is not first
+    assert torch.equal(logits, _reference(model, IDS, monkeypatch))
+
+
+def test_replaced_weight_and_dtype_change_are_seen(monkeypatch):
+    model = _model()
+    _step(model, IDS)
+    layer = model.model.layers[0].mlp
+    layer.gate_proj.weight = torch.nn.Parameter(torch.randn_like(layer.gate_proj.weight))
+    logits, plan, _ = _step(model, IDS)
+    assert torch.equal(logits, _reference(model, IDS, monkeypatch))
+    model.to(torch.bfloat16)
+    logits, plan, _ = _step(model, IDS)
+    assert logits.dtype == torch.bfloat16 and plan is not None
+    assert torch.equal(logits, _reference(model, IDS, monkeypatch))
+
+
+def test_hooks_and_patched_forwards_take_the_module_path(monkeypatch):
+    model = _model()
+    _step(model, IDS)
+    seen = []
+    handle = model.model.layers[1].mlp.up_proj.register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    logits, plan, _ = _step(model, IDS)
+    assert plan is None and seen  # the hook ran on the decode step too
+    handle.remove()
+    global_handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: seen.append(1))
+    try:
+        count = len(seen)
+        assert _step(model, IDS)[1] is None and len(seen) > count
+    finally:
+        global_handle.remove()
+    attn = model.model.layers[0].self_attn
+    calls = []
+    original = attn.forward
+    attn.forward = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    assert _step(model, IDS)[1] is None and calls
+    del attn.forward
+    assert _step(model, IDS)[1] is not None
+
+
+def test_adapters_training_and_kept_layouts_take_the_module_path(monkeypatch):
+    from openformers.peft import LoraConfig, get_peft_model
+
+    model = _model()
+    _step(model, IDS)
+    with torch.no_grad(), keep_layouts():
+        cache = model(IDS[:, :-1], use_cache=True).past_key_values
+        assert decode.decode_plan(model.model, torch.zeros(1, 1, 64), cache) is None
+    model.model.layers[1].train()
+    assert _step(model, IDS)[1] is None
+    model.eval()
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    logits, plan, _ = _step(peft.base_model.model, IDS)
+    assert plan is None
+    assert torch.equal(logits, _reference(peft.base_model.model, IDS, monkeypatch))
+    merged = peft.merge_and_unload()
+    logits, plan, _ = _step(merged, IDS)
+    assert plan is not None
+    assert torch.equal(logits, _reference(merged, IDS, monkeypatch))
+
+
+def test_copies_start_without_the_plan():
+    model = _model()
+    _, plan, _ = _step(model, IDS)
+    twin = copy.deepcopy(model)
+    assert twin.model.__dict__[decode._ATTR].plan is None
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.model.__dict__[decode._ATTR].plan is None
+    logits, twin_plan, _ = _step(twin, IDS)
+    assert twin_plan is not None and twin_plan is not plan
+    assert torch.equal(logits, _step(model, IDS)[0])
