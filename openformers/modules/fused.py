@@ -14,8 +14,8 @@ read. Three things make those reads cheaper on the CPU:
   markedly faster for a few rows (about 2x for 8 rows, 10 to 20% for one row); bfloat16 keeps
   the row-major layout. The layout is a property of the storage only: shapes, ``state_dict``
   keys and values, and training are unchanged (``save_pretrained`` writes contiguous copies).
-* Threads and packing: a float32 product of up to 32 rows runs one block of output columns per
-  thread (``_matmul_t``); bf16 products of up to 32 rows and float32 decode steps of a batch run
+* Threads and packing: a float32 product of one row runs one band of input features per thread,
+  and one of 2 to 32 rows one block of output columns per thread (``_matmul_t``); bf16 products of up to 32 rows and float32 decode steps of a batch run
   on packed copies of the weights (``modules/packed_weights.py``, extra memory within a budget).
 
 Both happen only when no gradient is recorded and the layers are plain ``nn.Linear`` without
@@ -237,25 +237,32 @@ SPLIT_MAX_ROWS = 32  # up to this many rows a product is split across threads (s
 def _matmul_t(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight_t (+ bias)`` for ``weight_t`` ``[in, out]``.
 
-    For a few rows (decode steps) with several threads the output columns are cut into one
-    block per thread and run as one batched matmul: the CPU GEMM runs a product of a few rows on
-    one thread, or splits it so that the threads wait on each other, and reads about 10 GB/s of
-    weight either way; one block per thread reads up to twice that (the weight is the bytes that
-    bound a decode step). Every output is still one dot product over the whole input, so the
-    values are those of the unsplit product up to the kernel's summation order.
+    For a few rows (decode steps) with several threads the work is cut into one block per thread
+    and run as one batched matmul: the CPU GEMM runs a product of a few rows on one thread, or
+    splits it so that the threads wait on each other, and reads about 10 GB/s of weight either
+    way; one block per thread reads up to three times that (the weight is the bytes that bound a
+    decode step). One row (a batch-1 step) cuts the input features into bands: each thread reads
+    a contiguous ``[in / threads, out]`` band of the weight and the partial products are summed
+    (SmolLM2's 121 products: 26 against 32 ms a step for column blocks, whose rows are short
+    strided runs; 2 threads on an AMD EPYC). Several rows cut the output columns, so each output
+    stays one dot product over the whole input. Either way the values are those of the unsplit
+    product up to summation order.
     """
     rows = x.reshape(-1, x.shape[-1])
     in_features, out_features = weight_t.shape
     blocks = torch.get_num_threads()
-    if (1 < blocks and rows.shape[0] <= SPLIT_MAX_ROWS and out_features % blocks == 0 and weight_t.is_contiguous()
-            and rows.device.type == "cpu"):
-        # [in, out] -> [blocks, in, out / blocks] (strided views of the one buffer, nothing copied)
-        parts = weight_t.view(in_features, blocks, out_features // blocks).transpose(0, 1)
-        y = torch.bmm(rows.expand(blocks, *rows.shape), parts).transpose(0, 1).reshape(rows.shape[0], out_features)
-        if bias is not None:
-            y = y + bias
-    else:
-        y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    if 1 < blocks and weight_t.is_contiguous() and rows.device.type == "cpu":
+        if rows.shape[0] == 1 and in_features % blocks == 0:
+            # [in, out] -> [blocks, in / blocks, out]: contiguous bands, nothing copied
+            bands = weight_t.view(blocks, in_features // blocks, out_features)
+            y = torch.bmm(rows.reshape(blocks, 1, in_features // blocks), bands).sum(0)
+            return (y if bias is None else y + bias).view(*x.shape[:-1], out_features)
+        if rows.shape[0] <= SPLIT_MAX_ROWS and out_features % blocks == 0:
+            # [in, out] -> [blocks, in, out / blocks] (strided views of the one buffer, nothing copied)
+            parts = weight_t.view(in_features, blocks, out_features // blocks).transpose(0, 1)
+            y = torch.bmm(rows.expand(blocks, *rows.shape), parts).transpose(0, 1).reshape(rows.shape[0], out_features)
+            return (y if bias is None else y + bias).view(*x.shape[:-1], out_features)
+    y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
     return y.view(*x.shape[:-1], out_features)
 
 

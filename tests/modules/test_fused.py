@@ -135,11 +135,12 @@ def test_few_row_products_split_across_threads_match_the_plain_product():
     g = torch.Generator().manual_seed(0)
     before = torch.get_num_threads()
     try:
-        for threads in (1, 2, 3):
+        for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
-            for rows, out in ((1, 96), (5, 96), (32, 96), (33, 96), (4, 97)):  # 97 columns do not split
-                x = torch.randn(rows, 40, generator=g)
-                weight_t = torch.randn(40, out, generator=g)
+            # 1 row splits the 42 input features (not by 4 threads); 97 columns do not split
+            for rows, out, features in ((1, 96, 42), (5, 96, 40), (32, 96, 40), (33, 96, 40), (4, 97, 40), (1, 97, 40)):
+                x = torch.randn(rows, features, generator=g)
+                weight_t = torch.randn(features, out, generator=g)
                 bias = torch.randn(out, generator=g)
                 torch.testing.assert_close(_matmul_t(x, weight_t, None), x @ weight_t, rtol=0, atol=1e-5)
                 torch.testing.assert_close(_matmul_t(x[None], weight_t, bias), (x @ weight_t + bias)[None], rtol=0, atol=1e-5)
