@@ -154,6 +154,9 @@ def test_adapters_training_and_kept_layouts_take_the_module_path(monkeypatch):
     model.model.layers[1].train()
     assert _step(model, IDS)[1] is None
     model.eval()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # torch.compile traces the module path
+    assert _step(model, IDS)[1] is None
+    monkeypatch.undo()
     peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
     logits, plan, _ = _step(peft.base_model.model, IDS)
     assert plan is None

@@ -162,9 +162,10 @@ def _build(model: nn.Module) -> DecodePlan | None:
 def decode_plan(model: nn.Module, hidden: torch.Tensor, cache: Any) -> DecodePlan | None:
     """The plan for a decode step of ``model`` (a ``LlamaModel``), or None when this step must take the
     module path: autograd recording, training, not the CPU, no cache, more than one new position a
-    sequence, weights kept in their layouts (``keep_layouts``), or layers that are not plain Llama layers."""
+    sequence, weights kept in their layouts (``keep_layouts``), ``torch.compile`` tracing (it traces the
+    module path), or layers that are not plain Llama layers."""
     if (torch.is_grad_enabled() or model.training or hidden.shape[1] != 1 or hidden.device.type != "cpu"
-            or not isinstance(cache, Cache) or layouts_kept() or _global_hooks()):
+            or not isinstance(cache, Cache) or layouts_kept() or _global_hooks() or torch.compiler.is_compiling()):
         return None
     holder = model.__dict__.get(_ATTR)
     plan = holder.plan if holder is not None else None
