@@ -15,8 +15,9 @@ read. Three things make those reads cheaper on the CPU:
   the row-major layout. The layout is a property of the storage only: shapes, ``state_dict``
   keys and values, and training are unchanged (``save_pretrained`` writes contiguous copies).
 * Threads and packing: a float32 product of one row runs one band of input features per thread,
-  and one of 2 to 32 rows one block of output columns per thread (``_matmul_t``); bf16 products of up to 32 rows and float32 decode steps of a batch run
-  on packed copies of the weights (``modules/packed_weights.py``, extra memory within a budget).
+  and one of 2 to 32 rows one block of output columns per thread (``_matmul_t``); bf16 products
+  of up to 32 rows and float32 decode steps of a batch run on packed copies of the weights
+  (``modules/packed_weights.py``, extra memory within a budget).
 
 Both happen only when no gradient is recorded and the layers are plain ``nn.Linear`` without
 hooks; adapters (LoRA and others) and training take the ordinary per-layer path. 4-bit
