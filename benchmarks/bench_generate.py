@@ -26,15 +26,15 @@ Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] 
 with and without the packed weight copies (``OPENFORMERS_PACKED_WEIGHTS=1`` / ``0``), bf16 and
 float32 at batch 1 and 8, each case in its own process.
 
-Last measured (2-core AMD EPYC, load 1.9-2.7), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
+Last measured (2-core AMD EPYC, load 1.8-2.0), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
 
         dtype batch  openformers  transformers  ratio cpu ratio same tokens
-      float32     1         24.9          16.2  1.54x     1.48x        True
-      float32     8        143.9          77.6  1.85x     1.85x        True
-     bfloat16     1         30.6          21.0  1.46x     1.46x        True
-     bfloat16     8        176.4         101.6  1.74x     1.73x       False
+      float32     1         25.3          13.4  1.89x     1.82x        True
+      float32     8        137.3          65.4  2.10x     2.10x        True
+     bfloat16     1         35.3          20.4  1.73x     1.73x       False
+     bfloat16     8        200.6          94.3  2.13x     2.12x       False
 
-(a run minutes earlier: 1.61x, 1.94x, 1.56x, 1.88x; ratios move by ~5% between runs here)
+(a run minutes later: 1.83x, 2.44x, 1.50x, 1.77x; transformers' own rate moves by up to 35% between runs here)
 
 Decoding is bound by the bytes of weight read per step: float32 ~540 MB (113 MB of it the tied
 49152 x 576 LM head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the bf16
