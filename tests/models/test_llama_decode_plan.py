@@ -177,3 +177,15 @@ def test_copies_start_without_the_plan():
     logits, twin_plan, _ = _step(twin, IDS)
     assert twin_plan is not None and twin_plan is not plan
     assert torch.equal(logits, _step(model, IDS)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_token_prompt_runs_through_the_plan_from_the_first_step(dtype, monkeypatch):
+    model = _model(dtype=dtype)
+    ids = torch.tensor([[5]])
+    seq_module, logits_module = _generate(model, ids, plan=False, monkeypatch=monkeypatch)
+    built = _used(monkeypatch)
+    out = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, return_dict_in_generate=True,
+                         output_logits=True)
+    assert torch.equal(out.sequences, seq_module) and torch.equal(torch.stack(out.logits), logits_module)
+    assert len(built) == 12 and all(p is not None for p in built)  # the one-token prefill too
