@@ -51,6 +51,11 @@ def _layer_modules(layer: nn.Module) -> tuple[nn.Module, ...] | None:
     return None if any(x is None for x in mods) else mods
 
 
+def _runs_as_itself(m: nn.Module) -> bool:
+    """No forward hooks, no patched ``forward``, not training: calling ``type(m).forward`` is ``m(...)``."""
+    return not (m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__)
+
+
 def _stamps(tensors: tuple[torch.Tensor, ...]) -> tuple:
     return tuple((t.data_ptr(), tensor_version(t)) for t in tensors)
 
@@ -76,19 +81,16 @@ class DecodePlan:
         return tuple(out)
 
     def valid(self, model: nn.Module) -> bool:
-        """The same modules in the same places, none hooked, patched or training, the same tensors."""
-        if self.model() is not model or _global_hooks():
+        """The same modules in the same places, each running as itself, the same tensors (global hooks
+        are :func:`decode_plan`'s check)."""
+        if self.model() is not model:
             return False
         live = model.layers._modules
         if len(live) != len(self.layers):
             return False
-        for layer, mods in zip(live.values(), self.layers):
-            if layer is not mods[0] or _layer_modules(layer) != mods:
-                return False
-        for m in self.modules:
-            if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
-                return False
-        return _stamps(self.tensors) == self.stamps
+        if any(_layer_modules(layer) != mods for layer, mods in zip(live.values(), self.layers)):
+            return False
+        return all(_runs_as_itself(m) for m in self.modules) and _stamps(self.tensors) == self.stamps
 
     def _resolve(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
         key = (hidden.dtype, hidden.shape[0])
@@ -137,7 +139,8 @@ class DecodePlan:
 def _build(model: nn.Module) -> DecodePlan | None:
     from openformers.models.llama.model import LlamaAttention, LlamaDecoderLayer
 
-    expected = (LlamaDecoderLayer.forward, LlamaAttention.forward, GatedMLP.forward, RMSNorm.forward)
+    # (layer, attention, mlp, input norm, post-attention norm): the classes whose forward the plan repeats
+    expected = (LlamaDecoderLayer.forward, LlamaAttention.forward, GatedMLP.forward, RMSNorm.forward, RMSNorm.forward)
     layers = []
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
@@ -145,7 +148,7 @@ def _build(model: nn.Module) -> DecodePlan | None:
             return None
         found = (type(mods[0]).forward, type(mods[1]).forward, type(mods[6]).forward, type(mods[10]).forward,
                  type(mods[11]).forward)
-        if found != expected + (RMSNorm.forward,):
+        if found != expected:
             return None
         # the module path fuses q/k/v and gate/up (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain
@@ -153,10 +156,7 @@ def _build(model: nn.Module) -> DecodePlan | None:
             return None
         layers.append(mods)
     plan = DecodePlan(model, layers)
-    for m in plan.modules:
-        if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
-            return None
-    return plan
+    return plan if all(_runs_as_itself(m) for m in plan.modules) else None
 
 
 def decode_plan(model: nn.Module, hidden: torch.Tensor, cache: Any) -> DecodePlan | None:
