@@ -1,7 +1,7 @@
-"""Inference-time projections: fused groups of ``nn.Linear`` layers and weight layouts.
+"""Inference-time projections: fused groups of ``nn.Linear`` layers and their CPU kernels.
 
 Decoding one token is a chain of small matrix-vector products, bound by the bytes of weight
-read. Three things make those reads cheaper on the CPU:
+read. Two things make those reads cheaper on the CPU:
 
 * Fusion: layers that read the same input (q/k/v, gate/up) run as one matmul over one
   concatenated weight. The concatenated buffer *becomes* the layers' storage: each layer's
@@ -9,15 +9,11 @@ read. Three things make those reads cheaper on the CPU:
   and in-place updates of a weight (optimizer steps, ``load_state_dict``, LoRA merges) are seen
   by the fused matmul at once. A weight that is replaced, moved or cast stops being a slice of
   the buffer; the next inference call notices (pointer and layout check) and builds a new one.
-* Layout: float32 weights are laid out transposed in memory (``[in, out]`` contiguous, seen as
-  the usual ``[out, in]`` tensor through a transposed view). The CPU GEMM reads that layout
-  markedly faster for a few rows (about 2x for 8 rows, 10 to 20% for one row); bfloat16 keeps
-  the row-major layout. The layout is a property of the storage only: shapes, ``state_dict``
-  keys and values, and training are unchanged (``save_pretrained`` writes contiguous copies).
-* Threads and packing: a float32 product of one row runs one band of input features per thread,
-  and one of 2 to 32 rows one block of output columns per thread (``_matmul_t``); bf16 products
-  of up to 32 rows and float32 decode steps of a batch run on packed copies of the weights
-  (``modules/packed_weights.py``, extra memory within a budget).
+* Threads and packing: a float32 product of up to 256 rows runs one contiguous block of output
+  rows per thread (``_row_blocks``); bf16 products of up to 32 rows and float32 decode steps of
+  a batch run on packed copies of the weights (``modules/packed_weights.py``, extra memory within
+  a budget). Weights keep their ``[out, in]`` row-major layout: shapes, ``state_dict`` keys and
+  values, and training are unchanged.
 
 Both happen only when no gradient is recorded and the layers are plain ``nn.Linear`` without
 hooks; adapters (LoRA and others) and training take the ordinary per-layer path. 4-bit
@@ -38,7 +34,7 @@ from torch import nn
 from openformers.modules.dense import run_linear
 from openformers.modules.packed_weights import packed_weight, run_packed, tensor_version, wants_packed
 
-# owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides, transposed)}; the buffer
+# owner module -> {slot: (key of the layers' tensors, buffer shape, buffer strides)}; the buffer
 # itself is reached through the first layer's weight, so a cast or replaced weight frees it
 _SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
@@ -109,15 +105,6 @@ def fusable(*layers: nn.Module) -> bool:
     return False
 
 
-def transposed_layout(weight: torch.Tensor) -> bool:
-    """True when the ``[out, in]`` weight is stored ``[in, out]`` (a transposed view of it)."""
-    return weight.dim() == 2 and weight.stride(0) == 1 and weight.shape[1] > 1
-
-
-def _wants_transposed(weight: torch.Tensor) -> bool:
-    return weight.dtype == torch.float32 and weight.device.type == "cpu"
-
-
 def _repoint(tensor: torch.Tensor, view: torch.Tensor) -> None:
     tensor.data = view  # the Parameter object stays (optimizers, adapters and ties keep their reference)
 
@@ -141,20 +128,18 @@ def _key(tensors: list[torch.Tensor]) -> tuple:
 
 
 def _share(layers: tuple[nn.Module, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenate the layers' weights (and biases) into one buffer in the preferred layout and
-    re-point every layer's parameters to their slices of it. Returns (weight buffer, bias buffer):
-    ``[in, sum(out)]`` when transposed, else ``[sum(out), in]``."""
+    """Concatenate the layers' weights (and biases) into one buffer and re-point every layer's
+    parameters to their slices of it. Returns (weight buffer ``[sum(out), in]``, bias buffer)."""
     weights = [m.weight for m in layers]
-    transposed = _wants_transposed(weights[0])
     # plain tensors even inside inference_mode: they become parameters' storage and must stay trainable
     # (weights made under inference_mode are inference tensors already and stay so)
     with torch.inference_mode(weights[0].is_inference()), torch.no_grad():
-        buf = torch.cat([w.t() for w in weights], dim=1) if transposed else torch.cat(weights)
+        buf = torch.cat(weights)
         bias = torch.cat([m.bias for m in layers]) if layers[0].bias is not None else None
         start = 0
         for m in layers:
             stop = start + m.weight.shape[0]
-            _repoint(m.weight, buf[:, start:stop].t() if transposed else buf[start:stop])
+            _repoint(m.weight, buf[start:stop])
             if bias is not None:
                 _repoint(m.bias, bias[start:stop])
             start = stop
@@ -200,19 +185,16 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
         if entry is None or entry[0] != key:
             buf, bias = _share(layers)  # re-points the same Parameter objects: only their pointers change
             key = _key([t for t in weights + biases if t is not None])
-            slots[slot] = entry = (key, buf.shape, buf.stride(), buf.shape[0] == weights[0].shape[1] and
-                                   transposed_layout(weights[0]))
+            slots[slot] = entry = (key, buf.shape, buf.stride())
         # the buffer, seen again through the first layer's slice (nothing else keeps it alive)
         buf = weights[0].as_strided(entry[1], entry[2], weights[0].storage_offset())
         bias = None
         if biases[0] is not None:
             bias = biases[0].as_strided((sum(b.shape[0] for b in biases),), (1,), biases[0].storage_offset())
         if wants_packed(x, buf):
-            packed = packed_weight(owner, slot, buf.t() if entry[3] else buf, weights)  # weight [out, in]
+            packed = packed_weight(owner, slot, buf, weights)
             if packed is not None:
                 return lambda x: run_packed(x, packed, bias)
-        if entry[3]:
-            return lambda x: _matmul_t(x, buf, bias)
         return lambda x: linear(x, buf, bias)
     tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
     key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
@@ -232,71 +214,55 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     return int4
 
 
-SPLIT_MAX_ROWS = 32  # up to this many rows a product is split across threads (see _matmul_t)
+SPLIT_MAX_ROWS = 256  # up to this many rows a float32 product runs one block of output rows per thread
 
 
-def _matmul_t(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ weight_t (+ bias)`` for ``weight_t`` ``[in, out]``.
+def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, blocks: int) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a contiguous ``[out, in]`` float32 ``weight`` as one
+    batched matmul of ``blocks`` contiguous ``[out / blocks, in]`` blocks of it, one per thread.
 
-    For a few rows (decode steps) with several threads the work is cut into one block per thread
-    and run as one batched matmul: the CPU GEMM runs a product of a few rows on one thread, or
-    splits it so that the threads wait on each other, and reads about 10 GB/s of weight either
-    way; one block per thread reads up to three times that (the weight is the bytes that bound a
-    decode step). One row (a batch-1 step) cuts the input features into bands: each thread reads
-    a contiguous ``[in / threads, out]`` band of the weight and the partial products are summed
-    (SmolLM2's 121 products: 26 against 32 ms a step for column blocks, whose rows are short
-    strided runs; 2 threads on an AMD EPYC). Several rows cut the output columns, so each output
-    stays one dot product over the whole input. Either way the values are those of the unsplit
-    product up to summation order.
+    The CPU GEMM runs a product of a few rows on one thread, or splits it so that the threads wait
+    on each other, and reads ~10-20 GB/s of weight; one contiguous block per thread streams it at
+    up to the machine's memory bandwidth (SmolLM2's layer products, 425 MB: ~10-16 against ~16-22
+    ms for one row on 2 AMD EPYC threads, and faster up to 256 rows, equal beyond).
+
+    Several rows multiply as ``x @ block.T``, ``F.linear``'s operands: each output is summed as
+    ``F.linear`` sums it for most shapes (bitwise equal for SmolLM2's from 2 to 256 rows; the
+    GGUF logits test against transformers holds to 1e-4 with it). One row multiplies as
+    ``block @ x.T``, a matrix-vector product (the other operand order runs ~1.4x slower for one
+    row), whose sums round differently from ``F.linear``'s one-row GEMM, within float32 rounding.
     """
     rows = x.reshape(-1, x.shape[-1])
-    in_features, out_features = weight_t.shape
-    blocks = torch.get_num_threads()
-    if 1 < blocks and weight_t.is_contiguous() and rows.device.type == "cpu":
-        if rows.shape[0] == 1 and in_features % blocks == 0:
-            # [in, out] -> [blocks, in / blocks, out]: contiguous bands, nothing copied
-            bands = weight_t.view(blocks, in_features // blocks, out_features)
-            y = torch.bmm(rows.reshape(blocks, 1, in_features // blocks), bands).sum(0)
-            return (y if bias is None else y + bias).view(*x.shape[:-1], out_features)
-        if rows.shape[0] <= SPLIT_MAX_ROWS and out_features % blocks == 0:
-            # [in, out] -> [blocks, in, out / blocks] (strided views of the one buffer, nothing copied)
-            parts = weight_t.view(in_features, blocks, out_features // blocks).transpose(0, 1)
-            y = torch.bmm(rows.expand(blocks, *rows.shape), parts).transpose(0, 1).reshape(rows.shape[0], out_features)
-            return (y if bias is None else y + bias).view(*x.shape[:-1], out_features)
-    y = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    out_features, in_features = weight.shape
+    parts = weight.view(blocks, out_features // blocks, in_features)
+    if rows.shape[0] == 1:
+        y = torch.bmm(parts, rows.t().expand(blocks, in_features, 1)).view(1, out_features)
+    else:  # [blocks, rows, out / blocks] -> [rows, out]
+        y = torch.bmm(rows.expand(blocks, *rows.shape), parts.transpose(1, 2)).transpose(0, 1).reshape(rows.shape[0], -1)
+    if bias is not None:
+        y = y + bias
     return y.view(*x.shape[:-1], out_features)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` for inference on the CPU: a weight stored transposed runs as ``x @ weight.T``
-    over its contiguous ``[in, out]`` storage; a single half-precision row (a batch-1 decode
-    step) runs as ``torch.mv`` (the bf16 GEMM path is slow for one row, the matrix-vector kernel
-    is not)."""
-    if x.device.type == "cpu":
-        if transposed_layout(weight):
-            return _matmul_t(x, weight.t(), bias)
-        if x.dtype in _HALF and x.numel() == x.shape[-1]:
+    """``F.linear`` for inference on the CPU: a float32 product of up to ``SPLIT_MAX_ROWS`` rows
+    runs one block of output rows per thread (:func:`_row_blocks`); a single half-precision row
+    (a batch-1 decode step) runs as ``torch.mv`` (the bf16 GEMM path is slow for one row, the
+    matrix-vector kernel is not)."""
+    if x.device.type == "cpu" and x.shape[-1]:
+        rows = x.numel() // x.shape[-1]
+        if x.dtype == torch.float32 and weight.dtype == torch.float32 and 0 < rows <= SPLIT_MAX_ROWS:
+            blocks = torch.get_num_threads()
+            if blocks > 1 and weight.shape[0] % blocks == 0 and weight.is_contiguous():
+                return _row_blocks(x, weight, bias, blocks)
+        elif x.dtype in _HALF and rows == 1:
             y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
             return y if bias is None else y + bias
     return F.linear(x, weight, bias)
 
 
-def relayout(module: nn.Linear) -> None:
-    """Store ``module.weight`` in the layout the CPU kernels read fastest for its dtype (see the
-    module docstring): values, shape and the Parameter object stay the same."""
-    weight = module.weight
-    if weight.dim() != 2 or weight.device.type != "cpu" or weight.shape[0] < 2 or weight.shape[1] < 2:
-        return
-    want = _wants_transposed(weight)
-    if transposed_layout(weight) == want and (want or weight.is_contiguous()):
-        return
-    with torch.inference_mode(weight.is_inference()), torch.no_grad():
-        _repoint(weight, weight.t().contiguous().t() if want else weight.contiguous())
-
-
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`, with its
-    weight in the layout of :func:`relayout`; otherwise through
+    """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear`; otherwise through
     :func:`~openformers.modules.dense.run_linear` (oneDNN while autograd records)."""
     if type(module) is nn.Linear and not torch.is_grad_enabled() and not _KEEP_LAYOUTS.get() and not _hooked(module):
         return project_kernel(module, x)(x)
@@ -310,9 +276,6 @@ def project_kernel(module: nn.Linear, x: torch.Tensor) -> Kernel:
     weight, bias = params.get("weight"), params.get("bias")
     if weight is None:
         return module
-    if transposed_layout(weight) != _wants_transposed(weight) and weight.device.type == "cpu":
-        relayout(module)
-        weight = params["weight"]
     if wants_packed(x, weight):
         packed = packed_weight(module, "weight", weight, (weight,))
         if packed is not None:

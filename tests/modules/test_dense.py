@@ -30,7 +30,7 @@ class Count:
 def _inputs(transposed: bool, bias: bool):
     torch.manual_seed(0)
     w = torch.randn(96, 80)
-    if transposed:  # the [in, out] storage fused.relayout gives float32 weights at inference
+    if transposed:  # a weight stored [in, out] (a transposed view of a contiguous buffer)
         w = w.t().contiguous().t()
     return (torch.randn(3, 70, 80, requires_grad=True), w.requires_grad_(True),
             torch.randn(96, requires_grad=True) if bias else None)

@@ -1,14 +1,16 @@
-"""Inference projections (modules/fused.py): fused groups share the layers' storage, float32
-weights are stored transposed, and nothing of it shows in values, training or checkpoints."""
+"""Inference projections (modules/fused.py): fused groups share the layers' storage, weights keep
+their row-major layout, float32 products of a few rows split across threads, and nothing of it
+shows in values, training or checkpoints."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.modules.cache import DynamicCache
 from openformers.modules import packed_weights
-from openformers.modules.fused import transposed_layout
+from openformers.modules import fused
 
 
 def _tiny(**kw) -> LlamaForCausalLM:
@@ -38,9 +40,9 @@ def test_fused_weights_share_storage_and_match_the_plain_path():
     assert len(ptrs) == 1 and attn.q_proj.bias.untyped_storage().data_ptr() == attn.v_proj.bias.untyped_storage().data_ptr()
     assert mlp.gate_proj.weight.untyped_storage().data_ptr() == mlp.up_proj.weight.untyped_storage().data_ptr()
     assert _storages(model) <= before  # no second copy of any weight
-    # float32: stored [in, out]; the tied head and embeddings stay one parameter
-    assert transposed_layout(attn.q_proj.weight) and transposed_layout(attn.o_proj.weight)
-    assert transposed_layout(model.lm_head.weight) and model.lm_head.weight is model.model.embed_tokens.weight
+    # row-major slices of the fused buffer; the tied head and embeddings stay one parameter
+    assert attn.q_proj.weight.is_contiguous() and attn.o_proj.weight.is_contiguous()
+    assert model.lm_head.weight.is_contiguous() and model.lm_head.weight is model.model.embed_tokens.weight
     assert attn.q_proj.weight.requires_grad and not attn.q_proj.weight.is_inference()  # still trainable
     # in-place updates reach the fused matmul (the buffer is the weights' storage)
     with torch.no_grad():
@@ -62,7 +64,7 @@ def test_training_and_checkpoints_after_inference(tmp_path):
     loaded = LlamaForCausalLM.from_pretrained(tmp_path)
     for (name, a), b in zip(loaded.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
-    # a training step on the re-laid-out weights computes the gradients of the plain ones (up to the
+    # a training step on the fused weights computes the gradients of the plain ones (up to the
     # rounding of the kernels each layout takes: fused slices run F.linear, modules/dense.py the others)
     grads = []
     for m in (model, reference):
@@ -89,7 +91,7 @@ def test_cast_after_fusion_rebuilds_in_the_new_dtype(monkeypatch):
     expected = model(IDS).logits.detach()
     with torch.inference_mode():
         out = model(IDS).logits
-    assert out.dtype == torch.bfloat16 and not transposed_layout(attn.o_proj.weight)
+    assert out.dtype == torch.bfloat16 and attn.o_proj.weight.is_contiguous()
     # half precision fuses single rows only (several rows run layer by layer, rounding as the plain path)
     assert attn.q_proj.weight.untyped_storage().data_ptr() != attn.v_proj.weight.untyped_storage().data_ptr()
     with torch.inference_mode():
@@ -99,7 +101,8 @@ def test_cast_after_fusion_rebuilds_in_the_new_dtype(monkeypatch):
     model.to(torch.float32)
     with torch.inference_mode():
         model(IDS)
-    assert transposed_layout(attn.q_proj.weight) and attn.q_proj.weight.dtype == torch.float32
+    assert attn.q_proj.weight.dtype == torch.float32 and attn.q_proj.weight.is_contiguous()
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
 
 
 def test_dynamic_cache_grows_in_place_like_concatenation():
@@ -129,20 +132,30 @@ def test_model_made_under_inference_mode_fuses_too():
                        reference.generate(IDS, max_new_tokens=3, do_sample=False))
 
 
-def test_few_row_products_split_across_threads_match_the_plain_product():
-    from openformers.modules.fused import _matmul_t
-
+def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatch):
+    split = []
+    row_blocks = fused._row_blocks
+    monkeypatch.setattr(fused, "_row_blocks", lambda *args: split.append(args[3]) or row_blocks(*args))
     g = torch.Generator().manual_seed(0)
     before = torch.get_num_threads()
     try:
         for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
-            # 1 row splits the 42 input features (not by 4 threads); 97 columns do not split
-            for rows, out, features in ((1, 96, 42), (5, 96, 40), (32, 96, 40), (33, 96, 40), (4, 97, 40), (1, 97, 40)):
-                x = torch.randn(rows, features, generator=g)
-                weight_t = torch.randn(features, out, generator=g)
+            # 96 output rows split by 2, 3 and 4 threads, 97 by none; 257 rows run F.linear
+            for rows, out in ((1, 96), (5, 96), (256, 96), (257, 96), (1, 97), (4, 97)):
+                x = torch.randn(rows, 40, generator=g)
+                weight = torch.randn(out, 40, generator=g)
                 bias = torch.randn(out, generator=g)
-                torch.testing.assert_close(_matmul_t(x, weight_t, None), x @ weight_t, rtol=0, atol=1e-5)
-                torch.testing.assert_close(_matmul_t(x[None], weight_t, bias), (x @ weight_t + bias)[None], rtol=0, atol=1e-5)
+                split.clear()
+                torch.testing.assert_close(fused.linear(x, weight), F.linear(x, weight), rtol=0, atol=1e-5)
+                torch.testing.assert_close(fused.linear(x[None], weight, bias), F.linear(x, weight, bias)[None],
+                                           rtol=0, atol=1e-5)
+                expected = [threads] * 2 if threads > 1 and out % threads == 0 and rows <= fused.SPLIT_MAX_ROWS else []
+                assert split == expected, (threads, rows, out)
+                # a weight that is not row-major runs F.linear
+                split.clear()
+                strided = weight.t().contiguous().t()
+                torch.testing.assert_close(fused.linear(x, strided), F.linear(x, weight), rtol=0, atol=1e-5)
+                assert split == []
     finally:
         torch.set_num_threads(before)
