@@ -55,9 +55,9 @@ _KEEP_LAYOUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("openformer
 
 @contextlib.contextmanager
 def keep_layouts() -> Iterator[None]:
-    """Inference inside this block neither fuses nor re-lays out weights: every layer runs as
-    itself on the storage it has. A trainer evaluates under it, so that evaluating during training
-    leaves the weights' memory layout (and with it the rounding of later training steps) as it
+    """Inference inside this block neither fuses weights nor makes packed copies: every layer runs
+    as itself on the storage it has. A trainer evaluates under it, so that evaluating during
+    training leaves the weights' storage (where each weight lies, which kernels it takes) as it
     was, and a resumed run stays bitwise equal to an uninterrupted one."""
     token = _KEEP_LAYOUTS.set(True)
     try:
