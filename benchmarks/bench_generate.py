@@ -26,21 +26,22 @@ Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] 
 with and without the packed weight copies (``OPENFORMERS_PACKED_WEIGHTS=1`` / ``0``), bf16 and
 float32 at batch 1 and 8, each case in its own process.
 
-Last measured (2-core AMD EPYC, load 1.8-2.0), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
+Last measured (2-core AMD EPYC, load 1.9-2.1), ``python benchmarks/bench_generate.py --threads 2 --iters 3``::
 
         dtype batch  openformers  transformers  ratio cpu ratio same tokens
-      float32     1         25.3          13.4  1.89x     1.82x        True
-      float32     8        137.3          65.4  2.10x     2.10x        True
-     bfloat16     1         35.3          20.4  1.73x     1.73x       False
-     bfloat16     8        200.6          94.3  2.13x     2.12x       False
+      float32     1         35.6          15.2  2.34x     2.26x        True
+      float32     8        173.3          61.8  2.80x     2.80x        True
+     bfloat16     1         33.7          20.7  1.63x     1.63x       False
+     bfloat16     8        179.9          79.7  2.26x     2.25x       False
 
-(a run minutes later: 1.83x, 2.44x, 1.50x, 1.77x; transformers' own rate moves by up to 35% between runs here)
+(other runs the same hour: float32 1.92x to 2.46x at batch 1, 2.04x to 2.18x at batch 8; transformers' own
+rate moves by up to 35% between runs here)
 
 Decoding is bound by the bytes of weight read per step: float32 ~540 MB (113 MB of it the tied
 49152 x 576 LM head), bfloat16 ~270 MB, the 4-bit path ~60 MB of int4 projections plus the bf16
-head. Both libraries read the same bytes in float; ours reads them faster: a float32 product of a
-few rows is split into one block of output columns per thread (one batched matmul), and bf16
-products (float32 ones of a batch) run on packed copies of the weights in oneDNN's layout
+head. Both libraries read the same bytes in float; ours reads them faster: a float32 product of up
+to 64 rows is split into one contiguous block of output rows per thread (one batched matmul),
+and bf16 products (float32 ones of a batch) run on packed copies of the weights in oneDNN's layout
 (``modules/packed_weights.py``; extra memory, reported in RESULTS.md). Besides: q/k/v and gate/up
 run as one matmul each, the dynamic cache appends in place, rotary runs once over the q and k
 heads, decode steps compute logits for the last position only and build no mask. Full history

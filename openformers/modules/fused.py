@@ -9,7 +9,7 @@ read. Two things make those reads cheaper on the CPU:
   and in-place updates of a weight (optimizer steps, ``load_state_dict``, LoRA merges) are seen
   by the fused matmul at once. A weight that is replaced, moved or cast stops being a slice of
   the buffer; the next inference call notices (pointer and layout check) and builds a new one.
-* Threads and packing: a float32 product of up to 256 rows runs one contiguous block of output
+* Threads and packing: a float32 product of up to 64 rows runs one contiguous block of output
   rows per thread (``_row_blocks``); bf16 products of up to 32 rows and float32 decode steps of
   a batch run on packed copies of the weights (``modules/packed_weights.py``, extra memory within
   a budget). Weights keep their ``[out, in]`` row-major layout: shapes, ``state_dict`` keys and
@@ -214,7 +214,7 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     return int4
 
 
-SPLIT_MAX_ROWS = 256  # up to this many rows a float32 product runs one block of output rows per thread
+SPLIT_MAX_ROWS = 64  # up to this many rows a float32 product runs one block of output rows per thread
 
 
 def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, blocks: int) -> torch.Tensor:
@@ -223,8 +223,9 @@ def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
     The CPU GEMM runs a product of a few rows on one thread, or splits it so that the threads wait
     on each other, and reads ~10-20 GB/s of weight; one contiguous block per thread streams it at
-    up to the machine's memory bandwidth (SmolLM2's layer products, 425 MB: ~10-16 against ~16-22
-    ms for one row on 2 AMD EPYC threads, and faster up to 256 rows, equal beyond).
+    up to the machine's memory bandwidth (``benchmarks/bench_products.py``, SmolLM2's layer
+    products, 425 MB, 2 AMD EPYC threads: one row ~1.8x faster than ``F.linear``, 8 to 64 rows
+    1.07x to 1.16x; from 128 rows the products are compute-bound and no faster, so ``F.linear``).
 
     Several rows multiply as ``x @ block.T``, ``F.linear``'s operands: each output is summed as
     ``F.linear`` sums it for most shapes (bitwise equal for SmolLM2's from 2 to 256 rows; the
