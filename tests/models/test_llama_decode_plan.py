@@ -189,3 +189,21 @@ def test_one_token_prompt_runs_through_the_plan_from_the_first_step(dtype, monke
                          output_logits=True)
     assert torch.equal(out.sequences, seq_module) and torch.equal(torch.stack(out.logits), logits_module)
     assert len(built) == 12 and all(p is not None for p in built)  # the one-token prefill too
+
+
+def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
+    """float32 layouts follow the thread count (modules/fused.py): the plan resolves its kernels again,
+    drops those holding the old storage, and keeps the module path's bits."""
+    model = _model()
+    ids = torch.randint(1, 128, (1, 7), generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1, 2):
+            torch.set_num_threads(threads)
+            seq_module, logits_module = _generate(model, ids, plan=False, monkeypatch=monkeypatch)
+            seq_plan, logits_plan = _generate(model, ids, plan=True, monkeypatch=monkeypatch)
+            assert torch.equal(seq_plan, seq_module) and torch.equal(logits_plan, logits_module)
+            plan = model.model.__dict__[decode._ATTR].plan
+            assert list(plan.kernels) == [(torch.float32, 1, threads)]
+    finally:
+        torch.set_num_threads(before)

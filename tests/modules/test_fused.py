@@ -3,6 +3,7 @@ their row-major layout, float32 products of a few rows split across threads, and
 shows in values, training or checkpoints."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +12,7 @@ from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.modules.cache import DynamicCache
 from openformers.modules import packed_weights
 from openformers.modules import fused
+from openformers.modules.fused import transposed_layout
 
 
 def _tiny(**kw) -> LlamaForCausalLM:
@@ -27,6 +29,16 @@ def _storages(model: nn.Module) -> int:
 
 
 IDS = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """The layouts depend on the thread count (float32 weights are stored [in, out] at one thread):
+    every test starts at two threads and leaves the count as it was."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_fused_weights_share_storage_and_match_the_plain_path():
@@ -159,3 +171,25 @@ def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatc
                 assert split == []
     finally:
         torch.set_num_threads(before)
+
+
+def test_one_thread_stores_float32_weights_transposed_and_two_threads_row_major():
+    model, reference = _tiny(attention_bias=True), _tiny(attention_bias=True)
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        expected = reference(IDS).logits
+        torch.set_num_threads(1)
+        got = model(IDS[:, :1]).logits, model(IDS).logits
+        # one thread: the fused buffer and the tied head are stored [in, out], as the CPU GEMM reads a
+        # row fastest on one thread; the values stay those of the plain layers
+        assert transposed_layout(attn.q_proj.weight) and transposed_layout(attn.o_proj.weight)
+        assert transposed_layout(model.lm_head.weight) and model.lm_head.weight is model.model.embed_tokens.weight
+        assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+        torch.testing.assert_close(got[1], expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got[0], expected[:, :1], rtol=0, atol=1e-5)
+        torch.set_num_threads(2)
+        again = model(IDS).logits
+    assert attn.q_proj.weight.is_contiguous() and model.lm_head.weight.is_contiguous()
+    torch.testing.assert_close(again, expected, rtol=0, atol=1e-5)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)

@@ -93,7 +93,7 @@ class DecodePlan:
         return all(_runs_as_itself(m) for m in self.modules) and _stamps(self.tensors) == self.stamps
 
     def _resolve(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
-        key = (hidden.dtype, hidden.shape[0])
+        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())  # the thread count picks float32 layouts
         kernels = self.kernels.get(key)
         if kernels is None:
             kernels = []
@@ -106,10 +106,14 @@ class DecodePlan:
                     fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
                     project_kernel(down, act) if type(down) is nn.Linear else down,
                 ))
+            # resolving fuses and re-lays out weights (new pointers): stamp what the kernels hold now, and
+            # drop kernels of other keys that hold the weights' old storage
+            tensors = self._sources()
+            stamps = _stamps(tensors)
+            if stamps != self.stamps:
+                self.kernels.clear()
             self.kernels[key] = kernels
-            # resolving fuses and re-lays out weights (new pointers): stamp what the kernels hold now
-            self.tensors = self._sources()
-            self.stamps = _stamps(self.tensors)
+            self.tensors, self.stamps = tensors, stamps
         return kernels
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
