@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -243,7 +244,8 @@ SPLIT_MAX_ROWS = 64  # up to this many rows a float32 product runs one block of 
 
 def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, blocks: int) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a contiguous ``[out, in]`` float32 ``weight`` as one
-    batched matmul of ``blocks`` contiguous ``[out / blocks, in]`` blocks of it, one per thread.
+    batched matmul of ``blocks`` contiguous ``[out / blocks, in]`` blocks of it, at most one per thread
+    (:func:`_blocks`: as many as threads when they divide ``out``, else the most that do).
 
     The CPU GEMM runs a product of a few rows on one thread, or splits it so that the threads wait
     on each other, and reads ~10-20 GB/s of weight; one contiguous block per thread streams it at
@@ -269,6 +271,12 @@ def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return y.view(*x.shape[:-1], out_features)
 
 
+@functools.lru_cache(maxsize=256)
+def _blocks(out_features: int, threads: int) -> int:
+    """The most equal row blocks, at most one per thread, that ``out_features`` divides into."""
+    return next(b for b in range(min(threads, out_features), 0, -1) if out_features % b == 0)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` for inference on the CPU: a float32 product of up to ``SPLIT_MAX_ROWS`` rows
     runs one block of output rows per thread (:func:`_row_blocks`); a single half-precision row
@@ -277,8 +285,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if x.device.type == "cpu" and x.shape[-1]:
         rows = x.numel() // x.shape[-1]
         if x.dtype == torch.float32 and weight.dtype == torch.float32 and 0 < rows <= SPLIT_MAX_ROWS:
-            blocks = torch.get_num_threads()
-            if blocks > 1 and weight.shape[0] % blocks == 0 and weight.is_contiguous():
+            blocks = _blocks(weight.shape[0], torch.get_num_threads())
+            if blocks > 1 and weight.is_contiguous():
                 return _row_blocks(x, weight, bias, blocks)
         elif x.dtype in _HALF and rows == 1:
             y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])

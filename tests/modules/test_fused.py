@@ -153,8 +153,9 @@ def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatc
     try:
         for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
-            # 96 output rows split by 2, 3 and 4 threads, 97 by none; 65 rows run F.linear
-            for rows, out in ((1, 96), (5, 96), (64, 96), (65, 96), (1, 97), (4, 97)):
+            # 96 output rows split into as many blocks as threads, 100 into 2 at 3 threads, 97 into none;
+            # 65 rows run F.linear
+            for rows, out in ((1, 96), (5, 96), (64, 96), (65, 96), (1, 97), (4, 97), (1, 100), (3, 100)):
                 x = torch.randn(rows, 40, generator=g)
                 weight = torch.randn(out, 40, generator=g)
                 bias = torch.randn(out, generator=g)
@@ -162,7 +163,9 @@ def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatc
                 torch.testing.assert_close(fused.linear(x, weight), F.linear(x, weight), rtol=0, atol=1e-5)
                 torch.testing.assert_close(fused.linear(x[None], weight, bias), F.linear(x, weight, bias)[None],
                                            rtol=0, atol=1e-5)
-                expected = [threads] * 2 if threads > 1 and out % threads == 0 and rows <= fused.SPLIT_MAX_ROWS else []
+                blocks = {(96, 1): 1, (96, 2): 2, (96, 3): 3, (96, 4): 4, (100, 1): 1, (100, 2): 2, (100, 3): 2,
+                          (100, 4): 4}.get((out, threads), 1)
+                expected = [blocks] * 2 if blocks > 1 and rows <= fused.SPLIT_MAX_ROWS else []
                 assert split == expected, (threads, rows, out)
                 # a weight that is not row-major runs F.linear
                 split.clear()
