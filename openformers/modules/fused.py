@@ -274,7 +274,7 @@ def _row_blocks(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 @functools.lru_cache(maxsize=256)
 def _blocks(out_features: int, threads: int) -> int:
     """The most equal row blocks, at most one per thread, that ``out_features`` divides into."""
-    return next(b for b in range(min(threads, out_features), 0, -1) if out_features % b == 0)
+    return next(b for b in range(max(1, min(threads, out_features)), 0, -1) if out_features % b == 0)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

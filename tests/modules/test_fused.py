@@ -172,6 +172,7 @@ def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatc
                 strided = weight.t().contiguous().t()
                 torch.testing.assert_close(fused.linear(x, strided), F.linear(x, weight), rtol=0, atol=1e-5)
                 assert split == []
+            assert fused.linear(torch.randn(3, 40), torch.randn(0, 40)).shape == (3, 0)  # no outputs: F.linear
     finally:
         torch.set_num_threads(before)
 
