@@ -60,9 +60,11 @@ def transposed_layout(weight: torch.Tensor) -> bool:
 
 def _wants_transposed(weight: torch.Tensor) -> bool:
     """float32 CPU weights are stored ``[in, out]`` while PyTorch runs one thread: ``F.linear`` then
-    reads them as ``x @ [in, out]``, which the CPU GEMM streams ~1.4x faster for one row than the
-    row-major ``[out, in]`` (SmolLM2's layer products, one thread: ~27 against ~36 ms). With more
-    threads the row blocks of :func:`_row_blocks` on the row-major layout are faster still."""
+    reads them as ``x @ [in, out]``, which the CPU GEMM streams faster for one or two rows (a
+    decode step) than the row-major ``[out, in]``: 1.27x and 1.40x, but 0.87x to 0.93x from 4 to
+    64 rows (``benchmarks/bench_products.py --threads 1``; batch decode steps run on packed copies
+    instead). With more threads the row blocks of :func:`_row_blocks` on the row-major layout are
+    faster still."""
     return weight.dtype == torch.float32 and weight.device.type == "cpu" and torch.get_num_threads() == 1
 
 
