@@ -36,21 +36,49 @@ class DynamicCache(Cache):
         self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = []
 
     @staticmethod
-    def _append(buf: torch.Tensor | None, filled: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(buffer, filled + new as a view of it); a new buffer when ``filled`` is not the start of ``buf``
-        or there is no room."""
-        n, add = filled.shape[-2], new.shape[-2]
+    def _room(buf: torch.Tensor | None, filled: torch.Tensor, add: int, dtype: torch.dtype) -> torch.Tensor:
+        """``buf`` when ``filled`` is its start and ``add`` more positions fit, else a new buffer (twice the
+        length needed, at least 64 positions) holding a copy of ``filled``."""
+        n = filled.shape[-2]
         fits = (
             buf is not None and filled.data_ptr() == buf.data_ptr() and filled.stride() == buf.stride()
-            and filled.shape[:-2] == buf.shape[:-2] and filled.shape[-1] == buf.shape[-1] and buf.dtype == new.dtype
+            and filled.shape[:-2] == buf.shape[:-2] and filled.shape[-1] == buf.shape[-1] and buf.dtype == dtype
             and n + add <= buf.shape[-2]
         )
         if not fits:
             shape = (*filled.shape[:-2], max(2 * (n + add), 64), filled.shape[-1])
-            buf = torch.empty(shape, dtype=new.dtype, device=new.device)
+            buf = torch.empty(shape, dtype=dtype, device=filled.device)
             buf[..., :n, :].copy_(filled)
+        return buf
+
+    @classmethod
+    def _append(cls, buf: torch.Tensor | None, filled: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(buffer, filled + new as a view of it)."""
+        n, add = filled.shape[-2], new.shape[-2]
+        buf = cls._room(buf, filled, add, new.dtype)
         buf[..., n : n + add, :].copy_(new)
         return buf, buf[..., : n + add, :]
+
+    def reserve(self, layer_idx: int, add: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Room for ``add`` new positions of a cached layer, to be written in place: ``(key buffer, value
+        buffer, filled length)``; the buffers are ``[b, kv_heads, capacity, d]`` and positions from the
+        filled length on are free. :meth:`advance` then counts the written positions in."""
+        while len(self._buffers) < len(self.keys):
+            self._buffers.append(None)
+        bufs = self._buffers[layer_idx]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        kbuf = self._room(bufs[0] if bufs else None, keys, add, keys.dtype)
+        vbuf = self._room(bufs[1] if bufs else None, values, add, values.dtype)
+        self._buffers[layer_idx] = (kbuf, vbuf)
+        n = keys.shape[-2]
+        self.keys[layer_idx], self.values[layer_idx] = kbuf[..., :n, :], vbuf[..., :n, :]
+        return kbuf, vbuf, n
+
+    def advance(self, layer_idx: int, add: int) -> None:
+        """Count ``add`` positions written after :meth:`reserve` into the layer's filled part."""
+        kbuf, vbuf = self._buffers[layer_idx]
+        n = self.keys[layer_idx].shape[-2] + add
+        self.keys[layer_idx], self.values[layer_idx] = kbuf[..., :n, :], vbuf[..., :n, :]
 
     def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer_idx == len(self.keys):

@@ -134,6 +134,13 @@ def _repoint(tensor: torch.Tensor, view: torch.Tensor) -> None:
     tensor.data = view  # the Parameter object stays (optimizers, adapters and ties keep their reference)
 
 
+def _build_native(natives: list, layers: tuple[nn.Module, ...]) -> tuple:
+    # the native kernel's rows are whole rows: its bytes, scales and offsets concatenate along out
+    bias = torch.cat([m.bias.detach() for m in layers]) if layers[0].bias is not None else None
+    fused = type(natives[0])(*(torch.cat([getattr(n, a) for n in natives]) for a in ("q", "scale", "offset")))
+    return ((fused, bias),)
+
+
 def _build_int4(layers: tuple[nn.Module, ...]) -> tuple:
     bias = torch.cat([m.bias.detach() for m in layers]) if layers[0].bias is not None else None
     # packed int4 rows ([out, in / 2]) and their [groups, out, 2] scales concatenate along out when
@@ -223,13 +230,25 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
             if packed is not None:
                 return lambda x: run_packed(x, packed, bias)
         return lambda x: linear(x, buf, bias)
+    natives = [m._native() for m in layers]  # first: it may move qweight into the native kernel's layout
     tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
     key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
     cached = owner.__dict__.get(slot)
     if cached is None or cached[0] != key:
-        owner.__dict__[slot] = cached = (key, *_build_int4(layers))
+        built = _build_native(natives, layers) if all(n is not None for n in natives) else _build_int4(layers)
+        owner.__dict__[slot] = cached = (key, *built)
     if len(cached) == 2:
-        return lambda x: torch.cat([m(x) for m in layers], dim=-1)
+        if cached[1] is None:
+            return lambda x: torch.cat([m(x) for m in layers], dim=-1)
+        native, bias = cached[1]
+
+        def native_int4(x: torch.Tensor) -> torch.Tensor:
+            shape = x.shape
+            y = native(x.reshape(-1, shape[-1]), x.dtype if x.dtype in (torch.float32, torch.bfloat16) else torch.float32)
+            y = y.to(x.dtype).reshape(*shape[:-1], native.out_features)
+            return y if bias is None else y + bias.to(x.dtype)
+        native_int4.native, native_int4.bias = native, bias  # for callers that run the kernel themselves
+        return native_int4
     _, qweight, scales, bias, group = cached
 
     def int4(x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from openformers.modules.casts import apply_keeping_buffer_dtypes
+from openformers.modules.packed_weights import tensor_version
+from openformers.quantization import int4_native
 
 # llama.cpp block kinds of the projections that become QuantizedLinear
 _LINEAR_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
@@ -140,6 +142,8 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("qweight", torch.empty(out_features, in_features // 2, dtype=torch.uint8, device=device))
         self.register_buffer("scales_and_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
+        self._native_layout = False  # qweight holds PyTorch's packing (False) or the native kernel's (True)
+        self.__dict__["_native_cache"] = _NativeCache()
 
     @classmethod
     def from_quantized(
@@ -152,6 +156,7 @@ class QuantizedLinear(nn.Module):
         with torch.device("meta"):
             layer = cls(in_f, out_f, bias=bias is not None, group_size=group)
         layer.qweight = _pack(q)
+        layer._native_layout = False
         layer.scales_and_zeros = _scales_and_zeros(scale.float(), minimum.float()).to(compute_dtype)
         if bias is not None:
             layer.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
@@ -180,18 +185,21 @@ class QuantizedLinear(nn.Module):
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if not keep_vars and not self.qweight.is_meta:
-            destination[prefix + "qweight"] = to_nibbles(_unpack(self.qweight, self.out_features, self.in_features))
+            destination[prefix + "qweight"] = to_nibbles(self._values())
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         key = prefix + "qweight"
         if key in state_dict and state_dict[key].shape == self.qweight.shape:
             state_dict[key] = _pack(from_nibbles(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if key in state_dict:
+            self._native_layout = False  # the loaded bytes are PyTorch's packing
 
     def _set_loaded_tensor(self, attr: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
         """Store one checkpoint tensor (called by ``PreTrainedModel`` while loading)."""
         if attr == "qweight":
             self.qweight = _pack(from_nibbles(tensor))
+            self._native_layout = False
         elif attr == "bias":
             self.bias = nn.Parameter(tensor.to(dtype), requires_grad=False)
         else:  # scales_and_zeros: kept exactly; quantize_model casts them to the compute dtype
@@ -199,6 +207,13 @@ class QuantizedLinear(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         """The float32 ``[out, in]`` weight this layer computes with."""
+        if self._native_layout:
+            kernel = self._native()
+            if kernel is not None:  # value = (128 + q) * scale + offset, as the kernel computes it
+                g = self.group_size
+                q = self._values().float().view(self.out_features, -1, g)
+                scale = int4_native.untile_scale(kernel.scale)
+                return ((128 + q) * scale[..., None] + kernel.offset[..., None]).view(self.out_features, -1)
         eye = torch.eye(self.in_features)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.qweight, self.group_size, self.scales_and_zeros.float()).t().contiguous()
 
@@ -217,7 +232,46 @@ class QuantizedLinear(nn.Module):
             y = y + self.bias.to(x.dtype)
         return y
 
+    def _values(self) -> torch.Tensor:
+        """The ``[out, in]`` 4-bit values (0..15) behind ``qweight``, whichever layout it holds."""
+        if self._native_layout:
+            return int4_native.unpack(self.qweight)
+        return _unpack(self.qweight, self.out_features, self.in_features)
+
+    def _native(self) -> int4_native.NativeInt4 | None:
+        """The native kernel over this layer, or None where PyTorch's kernel runs (see ``int4_native``).
+
+        The first call moves ``qweight`` into the native layout (no second copy of the weights); a
+        compute dtype other than bfloat16 moves it back."""
+        qw, sz = self.qweight, self.scales_and_zeros
+        wanted = (sz.dtype == torch.bfloat16 and self.group_size == 32 and self.in_features % 64 == 0
+                  and qw.device.type == "cpu" and not qw.is_meta and int4_native.fast())
+        if wanted != self._native_layout:
+            with torch.inference_mode(False):  # a normal tensor (generate runs in inference mode): it has a version
+                q = self._values()
+                self.qweight = int4_native.pack(q, *self._scale_zero())[0] if wanted else _pack(q)
+            self._native_layout = wanted
+            qw = self.qweight
+        if not wanted:
+            return None
+        cache = self.__dict__.get("_native_cache")
+        if cache is None:
+            cache = self.__dict__["_native_cache"] = _NativeCache()
+        key = (qw.data_ptr(), tensor_version(qw), sz.data_ptr(), tensor_version(sz))
+        if cache.key != key:
+            with torch.inference_mode(False):
+                cache.kernel = int4_native.NativeInt4(qw, *int4_native.scales(*self._scale_zero()))
+            cache.key = key
+        return cache.kernel
+
+    def _scale_zero(self) -> tuple[torch.Tensor, torch.Tensor]:
+        sz = self.scales_and_zeros.float()  # [groups, out, 2]
+        return sz[..., 0].t(), sz[..., 1].t()
+
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        kernel = self._native()
+        if kernel is not None:
+            return kernel(rows, rows.dtype if rows.dtype in (torch.float32, torch.bfloat16) else torch.float32)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows.to(self.compute_dtype), self.qweight, self.group_size, self.scales_and_zeros
         )
@@ -225,6 +279,20 @@ class QuantizedLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"group_size={self.group_size}, compute_dtype={self.compute_dtype}")
+
+
+class _NativeCache:
+    """A layer's native kernel and the tensor versions it was built from; copies start empty."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.kernel: int4_native.NativeInt4 | None = None
+
+    def __deepcopy__(self, memo: dict) -> "_NativeCache":
+        return _NativeCache()
+
+    def __reduce__(self):
+        return (_NativeCache, ())
 
 
 class _Int4MatMul(torch.autograd.Function):

@@ -19,10 +19,10 @@ def _layer(compute_dtype: torch.dtype) -> QuantizedLinear:
 def test_float_cast_keeps_packed_weight_and_scales():
     model = nn.Sequential(_layer(torch.bfloat16))
     layer = model[0]
-    qweight, scales = layer.qweight.clone(), layer.scales_and_zeros.clone()
     x = torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        before = layer(x)
+        before = layer(x)  # the first call may move qweight into the native kernel's layout
+    qweight, scales = layer.qweight.clone(), layer.scales_and_zeros.clone()
     model.to(torch.float32)
     assert layer.scales_and_zeros.dtype == torch.bfloat16 and layer.compute_dtype == torch.bfloat16
     assert torch.equal(layer.scales_and_zeros, scales) and torch.equal(layer.qweight, qweight)

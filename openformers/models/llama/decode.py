@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 
 from openformers.modules.attention import get_attention_backend
-from openformers.modules.cache import Cache
+from openformers.models.llama.native_step import native_step
+from openformers.modules.cache import Cache, DynamicCache
 from openformers.modules.fused import Kernel, fusable, fused_kernel, layouts_kept, project_kernel
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
@@ -68,6 +69,7 @@ class DecodePlan:
         self.layers = layers
         self.modules = tuple(m for mods in layers for m in mods)
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
+        self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
         self.tensors: tuple[torch.Tensor, ...] = ()
         self.stamps: tuple = ()
 
@@ -112,6 +114,7 @@ class DecodePlan:
             stamps = _stamps(tensors)
             if stamps != self.stamps:
                 self.kernels.clear()
+                self.native.clear()
             self.kernels[key] = kernels
             self.tensors, self.stamps = tensors, stamps
         return kernels
@@ -122,6 +125,13 @@ class DecodePlan:
         ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
         gate/up of ``GatedMLP.forward``."""
         kernels = self._resolve(hidden)
+        if hidden.shape[0] == 1 and type(cache) is DynamicCache and all(m is None for m in masks):
+            key = (hidden.dtype, 1, torch.get_num_threads())
+            if key not in self.native:
+                self.native[key] = native_step(self.layers, kernels, hidden, cos, masks, cache)
+            step = self.native[key]
+            if step is not None:
+                return step(hidden, cos, sin, cache)
         b = hidden.shape[0]
         for (layer, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn), mask in zip(
                 self.layers, kernels, masks):

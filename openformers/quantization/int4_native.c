@@ -1,0 +1,317 @@
+/* 4-bit weight-only matrix-vector products and the small operators of a decode step.
+ *
+ * Built on first use by int4_native.py (gcc or cc, -O3 -march=native -fopenmp) and called through
+ * ctypes. Threads come from the OpenMP runtime PyTorch already loaded (the same libgomp.so.1), so the
+ * products and PyTorch's own operators share one pool of threads.
+ *
+ * Weight layout (one linear, `out` rows (a multiple of 4) of `in` values (a multiple of 64), groups of 32).
+ * Rows go in tiles of 4, and each tile is one forward stream:
+ *   q      [out / 4][in / 64][4][32] bytes: per tile and pair of groups (g0, g1), 32 bytes for each of the
+ *          tile's 4 rows. Byte j of a group (j = 0..15) holds value j of the group in its low nibble and
+ *          value j + 16 in its high nibble, and sits at position 4 * (j / 2) + 2 * g + (j % 2) of the row's
+ *          32 bytes (g = 0 or 1): read as 16-bit lanes, the two groups alternate every other 32-bit lane.
+ *   scale  [out / 4][in / 64][4][2] float: each group's step, in the same order.
+ *   offset [out][in / 32] float: zero - 136 * scale, where a value is (q - 8) * scale + zero; so a
+ *          value is (128 + q) * scale + offset, and 128 + q is the bfloat16 0x4300 | q.
+ * Activations are rounded to bfloat16 (as PyTorch's int4 kernel does with its default compute dtype);
+ * products accumulate in float32.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define OF_BF16_DOT 1
+#else
+#define OF_BF16_DOT 0
+#endif
+
+typedef struct {
+    const uint8_t *q;
+    const float *scale;
+    const float *offset;
+    int64_t out, in;
+} of_int4_weight;
+
+int of_has_bf16_dot(void) { return OF_BF16_DOT; }
+
+static inline uint16_t to_bf16(float f) {  /* round to nearest even, as PyTorch's casts do */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)((u >> 16) | ((u & 0xffff) ? 0x40 : 0));
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* x (float32 when x_bf16 == 0, else bfloat16 bits) -> the pair-interleaved bfloat16 activations
+ * `arranged` [in] (per pair of groups: 32 low-nibble partners, then 32 high-nibble partners) and the
+ * float sums of the rounded activations per group, `sums` [in / 32]. */
+void of_arrange(const void *x, int x_bf16, int64_t in, uint16_t *arranged, float *sums) {
+    int64_t pairs = in / 64;
+    for (int64_t p = 0; p < pairs; p++) {
+        uint16_t *lo = arranged + p * 64, *hi = lo + 32;
+        for (int g = 0; g < 2; g++) {
+            float s = 0.f;
+            for (int j = 0; j < 32; j++) {
+                int64_t i = p * 64 + g * 32 + j;
+                uint16_t b = x_bf16 ? ((const uint16_t *)x)[i] : to_bf16(((const float *)x)[i]);
+                s += from_bf16(b);
+                int jj = j & 15;
+                int pos = 4 * (jj / 2) + 2 * g + (jj % 2);
+                if (j < 16) lo[pos] = b; else hi[pos] = b;
+            }
+            sums[p * 2 + g] = s;
+        }
+    }
+}
+
+/* rows [r0, r1) of y = W x, written as float32 into y32 or as bfloat16 into y16 (one is NULL). */
+static void rows_product(const of_int4_weight *w, const uint16_t *xa, const float *sums, int64_t r0, int64_t r1,
+                         float *y32, uint16_t *y16) {
+    const int64_t in = w->in, groups = in / 32, pairs = in / 64, rowbytes = in / 2;
+#if OF_BF16_DOT
+    const __m512i nib = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+        const uint8_t *qt = w->q + r * rowbytes;  /* the tile's bytes, then its scales: one stream each */
+        const float *st = w->scale + r * groups;
+        for (int64_t p = 0; p < pairs; p++, qt += 128, st += 8) {
+            __m512bh xl = (__m512bh)_mm512_loadu_si512(xa + p * 64);
+            __m512bh xh = (__m512bh)_mm512_loadu_si512(xa + p * 64 + 32);
+            _mm_prefetch((const char *)(qt + 1024), _MM_HINT_T0);
+            _mm_prefetch((const char *)(qt + 1088), _MM_HINT_T0);
+#define OF_ROW(k, acc)                                                                                         \
+    {                                                                                                          \
+        __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(qt + (k) * 32)));                \
+        __m512i lo = _mm512_ternarylogic_epi32(v, nib, bias, 0xea); /* (v & nib) | bias */                     \
+        __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), bias);                                           \
+        __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)lo, xl);                                    \
+        t = _mm512_dpbf16_ps(t, (__m512bh)hi, xh);                                                             \
+        __m512 sc = _mm512_castpd_ps(_mm512_set1_pd(*(const double *)(st + (k) * 2)));                         \
+        acc = _mm512_fmadd_ps(sc, t, acc);                                                                     \
+    }
+            OF_ROW(0, acc0) OF_ROW(1, acc1) OF_ROW(2, acc2) OF_ROW(3, acc3)
+#undef OF_ROW
+        }
+        float res[4] = {_mm512_reduce_add_ps(acc0), _mm512_reduce_add_ps(acc1), _mm512_reduce_add_ps(acc2),
+                        _mm512_reduce_add_ps(acc3)};
+        for (int k = 0; k < 4; k++) {
+            const float *off = w->offset + (r + k) * groups;
+            __m512 a = _mm512_setzero_ps();
+            int64_t g = 0;
+            for (; g + 16 <= groups; g += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(off + g), _mm512_loadu_ps(sums + g), a);
+            if (g < groups) {
+                __mmask16 m = (__mmask16)((1u << (groups - g)) - 1);
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, off + g), _mm512_maskz_loadu_ps(m, sums + g), a);
+            }
+            float v = res[k] + _mm512_reduce_add_ps(a);
+            if (y32) y32[r + k] = v; else y16[r + k] = to_bf16(v);
+        }
+    }
+    r0 = r;
+#endif
+    for (int64_t r = r0; r < r1; r++) {  /* portable path */
+        const uint8_t *qt = w->q + (r / 4) * 4 * rowbytes + (r % 4) * 32;
+        const float *st = w->scale + (r / 4) * 4 * groups + (r % 4) * 2;
+        float acc = 0.f;
+        for (int64_t p = 0; p < pairs; p++) {
+            const uint16_t *lo = xa + p * 64, *hi = lo + 32;
+            for (int g = 0; g < 2; g++) {
+                float t = 0.f;
+                for (int jj = 0; jj < 16; jj++) {
+                    int pos = 4 * (jj / 2) + 2 * g + (jj % 2);
+                    uint8_t b = qt[p * 128 + pos];
+                    t += (float)(128 + (b & 15)) * from_bf16(lo[pos]) + (float)(128 + (b >> 4)) * from_bf16(hi[pos]);
+                }
+                acc += st[p * 8 + g] * t + w->offset[r * groups + 2 * p + g] * sums[2 * p + g];
+            }
+        }
+        if (y32) y32[r] = acc; else y16[r] = to_bf16(acc);
+    }
+}
+
+/* y = W x for prepared activations, rows split over `threads` threads in blocks of 16. */
+static void product(const of_int4_weight *w, const uint16_t *xa, const float *sums, float *y32, uint16_t *y16,
+                    int threads) {
+    int64_t blocks = (w->out + 15) / 16;
+    if (threads <= 1 || blocks < 2) {
+        rows_product(w, xa, sums, 0, w->out, y32, y16);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t b0 = blocks * t / n, b1 = blocks * (t + 1) / n;
+        int64_t r1 = b1 * 16 < w->out ? b1 * 16 : w->out;
+        if (b0 * 16 < r1) rows_product(w, xa, sums, b0 * 16, r1, y32, y16);
+    }
+}
+
+/* y[rows][out] = x[rows][in] W^T, x and y float32 (x_bf16 / y_bf16 == 0) or bfloat16. Returns 0, or -1
+ * when the scratch memory could not be had. */
+int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t rows, void *y, int y_bf16,
+                   int threads) {
+    uint16_t *xa = (uint16_t *)malloc(w->in * 2 + w->in / 32 * 4 + 64);
+    if (!xa) return -1;
+    float *sums = (float *)(xa + w->in);
+    for (int64_t i = 0; i < rows; i++) {
+        const char *xi = (const char *)x + i * w->in * (x_bf16 ? 2 : 4);
+        char *yi = (char *)y + i * w->out * (y_bf16 ? 2 : 4);
+        of_arrange(xi, x_bf16, w->in, xa, sums);
+        product(w, xa, sums, y_bf16 ? NULL : (float *)yi, y_bf16 ? (uint16_t *)yi : NULL, threads);
+    }
+    free(xa);
+    return 0;
+}
+
+/* ---- one decode step of a Llama-family model with 4-bit projections ------------------------------------
+ * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
+ * q/k/v product, rotary embedding, the new key and value written into the cache, attention over the
+ * cache, the output product and residual, RMSNorm, the fused gate/up product, SiLU(gate) * up, the down
+ * product and residual. With bf16 set, activations are bfloat16 and every operator rounds its result to
+ * bfloat16 where PyTorch's bfloat16 operators do; the arithmetic inside each one is float32.
+ */
+typedef struct {
+    const void *norm1, *norm2;   /* [hidden] RMSNorm weights (activation dtype) */
+    of_int4_weight qkv, o, gate_up, down;
+    void *k_cache, *v_cache;     /* [kv_heads][capacity][head_dim] (activation dtype) */
+    int64_t capacity;
+} of_llama_layer;
+
+typedef struct {
+    int64_t layers, hidden, heads, kv_heads, head_dim, inter;
+    float eps, scaling;
+    int bf16;
+    of_llama_layer *layer;
+} of_llama;
+
+static inline float rnd(float v, int bf16) { return bf16 ? from_bf16(to_bf16(v)) : v; }
+static inline float get(const void *p, int64_t i, int bf16) {
+    return bf16 ? from_bf16(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+static inline void put(void *p, int64_t i, float v, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = to_bf16(v); else ((float *)p)[i] = v;
+}
+
+/* RMSNorm as norms.py computes it: statistics in float32, the normalised value cast to the activation
+ * dtype, then times the weight. */
+static void rms_norm(const float *x, const void *weight, int64_t n, float eps, int bf16, float *out) {
+    float ss = 0.f;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
+}
+
+static void arrange_f32(const float *x, int64_t in, uint16_t *xa, float *sums) { of_arrange(x, 0, in, xa, sums); }
+
+/* this thread's share of y = W x (whole tiles of 4 rows) */
+static void share(const of_int4_weight *w, const uint16_t *xa, const float *sums, float *y, int t, int n) {
+    int64_t tiles = w->out / 4, t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
+    if (t0 < t1) rows_product(w, xa, sums, t0 * 4, t1 * 4, y, NULL);
+}
+
+/* hidden [hidden] (activation dtype) is updated in place; cos and sin [head_dim] hold the position's
+ * values; the caches hold n_past positions before the call and n_past + 1 after. Returns 0, or -1 when
+ * the scratch memory could not be had. */
+int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float *sin, int64_t n_past, int threads) {
+    const int64_t H = m->hidden, h = m->heads, kv = m->kv_heads, d = m->head_dim, I = m->inter;
+    const int64_t qkv_n = (h + 2 * kv) * d, T = n_past + 1, widest = I > H ? (I > h * d ? I : h * d) : (H > h * d ? H : h * d);
+    const int bf = m->bf16;
+    float *x = malloc(sizeof(float) * (H * 3 + qkv_n + h * d + 2 * I + I + widest / 32 + T + 64));
+    uint16_t *xa = malloc(sizeof(uint16_t) * (widest + 64));
+    if (!x || !xa) { free(x); free(xa); return -1; }
+    float *xn = x + H, *tmp = xn + H, *qkv = tmp + H, *att = qkv + qkv_n, *gu = att + h * d, *act = gu + 2 * I;
+    float *sums = act + I, *score = sums + widest / 32 + 16;
+    for (int64_t i = 0; i < H; i++) x[i] = get(hidden, i, bf);
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        for (int64_t l = 0; l < m->layers; l++) {
+            const of_llama_layer *L = &m->layer[l];
+            if (t == 0) {
+                rms_norm(x, L->norm1, H, m->eps, bf, xn);
+                arrange_f32(xn, H, xa, sums);
+            }
+#pragma omp barrier
+            share(&L->qkv, xa, sums, qkv, t, n);
+#pragma omp barrier
+            if (t == 0) {
+                for (int64_t i = 0; i < qkv_n; i++) qkv[i] = rnd(qkv[i], bf);
+                const int64_t half = d / 2;
+                for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
+                    float *v = qkv + head * d, r[512];
+                    for (int64_t i = 0; i < d; i++) {
+                        float rot = i < half ? -v[i + half] : v[i - half];
+                        r[i] = rnd(rnd(v[i] * cos[i], bf) + rnd(rot * sin[i], bf), bf);
+                    }
+                    memcpy(v, r, sizeof(float) * d);
+                }
+                for (int64_t g = 0; g < kv; g++) {  /* the new key and value at position n_past */
+                    for (int64_t i = 0; i < d; i++) {
+                        put(L->k_cache, (g * L->capacity + n_past) * d + i, qkv[(h + g) * d + i], bf);
+                        put(L->v_cache, (g * L->capacity + n_past) * d + i, qkv[(h + kv + g) * d + i], bf);
+                    }
+                }
+                for (int64_t head = 0; head < h; head++) {
+                    const float *q = qkv + head * d;
+                    int64_t g = head / (h / kv);
+                    float top = -INFINITY;
+                    for (int64_t p = 0; p < T; p++) {
+                        float s = 0.f;
+                        for (int64_t i = 0; i < d; i++) s += q[i] * get(L->k_cache, (g * L->capacity + p) * d + i, bf);
+                        score[p] = s * m->scaling;
+                        if (score[p] > top) top = score[p];
+                    }
+                    float total = 0.f;
+                    for (int64_t p = 0; p < T; p++) { score[p] = expf(score[p] - top); total += score[p]; }
+                    float *o = att + head * d;
+                    for (int64_t i = 0; i < d; i++) o[i] = 0.f;
+                    for (int64_t p = 0; p < T; p++) {
+                        float w = score[p] / total;
+                        for (int64_t i = 0; i < d; i++) o[i] += w * get(L->v_cache, (g * L->capacity + p) * d + i, bf);
+                    }
+                    for (int64_t i = 0; i < d; i++) o[i] = rnd(o[i], bf);
+                }
+                arrange_f32(att, h * d, xa, sums);
+            }
+#pragma omp barrier
+            share(&L->o, xa, sums, tmp, t, n);
+#pragma omp barrier
+            if (t == 0) {
+                for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
+                rms_norm(x, L->norm2, H, m->eps, bf, xn);
+                arrange_f32(xn, H, xa, sums);
+            }
+#pragma omp barrier
+            share(&L->gate_up, xa, sums, gu, t, n);
+#pragma omp barrier
+            if (t == 0) {
+                for (int64_t i = 0; i < I; i++) {
+                    float g = rnd(gu[i], bf), u = rnd(gu[I + i], bf);
+                    act[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
+                }
+                arrange_f32(act, I, xa, sums);
+            }
+#pragma omp barrier
+            share(&L->down, xa, sums, tmp, t, n);
+#pragma omp barrier
+            if (t == 0)
+                for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
+        }
+    }
+    for (int64_t i = 0; i < H; i++) put(hidden, i, x[i], bf);
+    free(x);
+    free(xa);
+    return 0;
+}

@@ -1,0 +1,178 @@
+"""The native 4-bit matrix-vector kernel (``int4_native.c``): build, load, and the weight layout.
+
+PyTorch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``) takes ~55 us for one row of a SmolLM2
+projection: compute-bound, not bandwidth-bound, and three quarters of a llama.cpp decode step over the
+whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfloat16 dot products
+(``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
+
+The source is compiled on first use with the system C compiler (``$CC``, else ``cc`` or ``gcc``) into
+``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the source,
+the flags and the compiler's version, and loaded with ``ctypes``. Where there is no compiler, the build
+fails, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers use PyTorch's
+kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
+callers ask :func:`fast` before preferring it.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_SOURCE = Path(__file__).with_name("int4_native.c")
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+class Int4Weight(ctypes.Structure):
+    """``of_int4_weight``: the pointers of a :class:`NativeInt4` and its shape."""
+
+    _fields_ = [("q", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("offset", ctypes.c_void_p),
+                ("out", ctypes.c_int64), ("in_", ctypes.c_int64)]
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("OPENFORMERS_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "openformers") / "native"
+
+
+def build(extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile ``int4_native.c`` (once per source, flags and compiler) and return the library's path.
+
+    Raises ``RuntimeError`` with the compiler's message when there is no compiler or the build fails.
+    """
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc): the native int4 kernel is not built")
+    flags = _FLAGS + tuple(extra_flags)
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(_SOURCE.read_bytes() + repr((flags, version)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"int4_native-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        done = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"building {_SOURCE.name} with {cc} failed:\n{done.stderr.strip()[-2000:]}")
+        os.replace(out, target)  # atomic: a concurrent build or reader never sees half a file
+    return target
+
+
+def load(path: Path) -> ctypes.CDLL:
+    import torch  # noqa: F401  (PyTorch's libgomp.so.1 is loaded first, so the library shares its threads)
+
+    lib = ctypes.CDLL(str(path))
+    lib.of_has_bf16_dot.restype = ctypes.c_int
+    lib.of_int4_matmul.restype = ctypes.c_int
+    lib.of_int4_matmul.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_int, ctypes.c_int]
+    lib.of_llama_step.restype = ctypes.c_int
+    lib.of_llama_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                  ctypes.c_int]
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The built library, or None where it cannot be had (see the module docstring)."""
+    if os.environ.get("OPENFORMERS_NATIVE", "1") == "0":
+        return None
+    with _lock:
+        if "lib" not in _state:
+            try:
+                _state["lib"] = load(build())
+            except (RuntimeError, OSError) as err:
+                _state["lib"], _state["error"] = None, str(err)
+        return _state["lib"]  # type: ignore[return-value]
+
+
+def fast() -> bool:
+    """The library is there and built with the AVX-512 BF16 dot products."""
+    lib = library()
+    return lib is not None and bool(lib.of_has_bf16_dot())
+
+
+def pack(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q [out, in]`` in 0..15 with ``value = (q - 8) * scale + zero`` per group of 32 (``scale`` and
+    ``zero`` ``[out, groups]``) -> the kernel's ``(bytes [out, in / 2], scale [out, groups], offset [out,
+    groups])``, bytes and scales in tiles of 4 rows (layout in ``int4_native.c``)."""
+    out_f, in_f = q.shape
+    tiles, pairs = out_f // 4, in_f // 64
+    a = q.numpy().astype(np.uint8).reshape(tiles, 4, pairs, 2, 2, 8, 2)  # tile, row, pair, group, half, j // 2, j % 2
+    b = a[:, :, :, :, 0] | (a[:, :, :, :, 1] << 4)  # tile, row, pair, group, j // 2, j % 2
+    b = np.ascontiguousarray(b.transpose(0, 2, 1, 4, 3, 5)).reshape(out_f, in_f // 2)  # tile, pair, row, j // 2, group, j % 2
+    return (torch.from_numpy(b), *scales(scale, zero))
+
+
+def scales(scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[out, groups]`` scale and zero -> the kernel's tiled float32 scales and its offsets."""
+    out_f, groups = scale.shape
+    scale = scale.float()
+    tiled = scale.reshape(out_f // 4, 4, groups // 2, 2).transpose(1, 2).contiguous().view(out_f, groups)
+    return tiled, (zero.float() - 136 * scale).contiguous()
+
+
+def unpack(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack` for the values: kernel bytes ``[out, in / 2]`` -> ``[out, in]`` in 0..15."""
+    out_f, half = packed.shape
+    b = packed.numpy().reshape(out_f // 4, half // 32, 4, 8, 2, 2)  # tile, pair, row, j // 2, group, j % 2
+    b = b.transpose(0, 2, 1, 4, 3, 5)  # tile, row, pair, group, j // 2, j % 2
+    a = np.stack([b & 0x0F, b >> 4], axis=4)  # tile, row, pair, group, half, j // 2, j % 2
+    return torch.from_numpy(np.ascontiguousarray(a).reshape(out_f, half * 2))
+
+
+def untile_scale(tiled: torch.Tensor) -> torch.Tensor:
+    """The ``[out, groups]`` scales of :func:`pack`'s tiled ones."""
+    out_f, groups = tiled.shape
+    return tiled.view(out_f // 4, groups // 2, 4, 2).transpose(1, 2).reshape(out_f, groups)
+
+
+class NativeInt4:
+    """One linear layer's 4-bit weights in the kernel's layout, callable on ``[rows, in]`` activations.
+
+    ``q`` is the ``[out, in / 2]`` byte tensor of :func:`pack` (a ``QuantizedLinear`` keeps it as its
+    ``qweight``); ``scale`` and ``offset`` are float32 ``[out, groups]``.
+    """
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> None:
+        self.q, self.scale, self.offset = q, scale, offset
+        self.out_features, self.in_features = q.shape[0], q.shape[1] * 2
+        self.struct = Int4Weight(q.data_ptr(), scale.data_ptr(), offset.data_ptr(), self.out_features, self.in_features)
+        self.ref = ctypes.byref(self.struct)
+        self.lib = library()
+        if self.lib is None:
+            raise RuntimeError(f"the native int4 kernel is not available: {_state.get('error', 'OPENFORMERS_NATIVE=0')}")
+
+    @classmethod
+    def from_values(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> "NativeInt4":
+        return cls(*pack(q, scale, zero))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.q, self.scale, self.offset))
+
+    def __call__(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """``x [rows, in]`` (float32 or bfloat16) -> ``[rows, out]`` in ``out_dtype`` (float32 or bfloat16)."""
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            x = x.float()
+        x = x.contiguous()
+        y = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
+        if self.lib.of_int4_matmul(self.ref, x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], y.data_ptr(),
+                                   int(out_dtype == torch.bfloat16), torch.get_num_threads()) != 0:
+            raise MemoryError("the native int4 kernel could not allocate its activation scratch")
+        return y

@@ -1,0 +1,228 @@
+"""The native int4 kernel (``int4_native.c``): its products against float64, its portable build, the
+layout ``QuantizedLinear`` keeps, and the one-call decode step of 4-bit Llama models."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openformers import LlamaConfig, LlamaForCausalLM
+from openformers.modules.cache import DynamicCache
+from openformers.quantization import GGUFQuantizationConfig, QuantizedLinear
+from openformers.quantization import int4_native as native
+
+from openformers.models.llama.decode import native_step as _REAL_STEP  # noqa: E402
+
+if native._compiler() is None:  # noqa: SLF001
+    pytest.skip("no C compiler: the native kernel is not built here (PyTorch's kernel runs)", allow_module_level=True)
+
+
+def _weights(out_f: int, in_f: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (out_f, in_f), generator=g, dtype=torch.uint8)
+    scale = (torch.rand(out_f, in_f // 32, generator=g) * 0.05 + 0.01).bfloat16().float()
+    zero = (torch.randn(out_f, in_f // 32, generator=g) * 0.1).bfloat16().float()
+    return q, scale, zero
+
+
+def _reference(q, scale, zero, x):
+    w = (q.double() - 8).view(q.shape[0], -1, 32) * scale.double()[..., None] + zero.double()[..., None]
+    return x.bfloat16().double() @ w.view(q.shape[0], -1).t()  # the kernel multiplies bfloat16 activations
+
+
+def test_the_library_builds_with_the_fast_products_here():
+    native.build()  # raises with the compiler's message on failure
+    assert native.library() is not None
+    assert native.fast(), "this machine has AVX-512 BF16: the fast products must be built"
+
+
+@pytest.mark.parametrize("out_f,in_f", [(16, 64), (20, 128), (96, 576), (576, 1536)])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_products_match_float64(out_f, in_f, rows, x_dtype):
+    q, scale, zero = _weights(out_f, in_f)
+    kernel = native.NativeInt4.from_values(q, scale, zero)
+    x = torch.randn(rows, in_f, generator=torch.Generator().manual_seed(1)).to(x_dtype)
+    expect = _reference(q, scale, zero, x)
+    got = kernel(x, torch.float32)
+    torch.testing.assert_close(got.double(), expect, rtol=1e-5, atol=1e-5 * expect.abs().max().item())
+    got16 = kernel(x, torch.bfloat16)
+    assert got16.dtype == torch.bfloat16
+    torch.testing.assert_close(got16, got.bfloat16(), rtol=0, atol=0)  # one rounding of the float32 sums
+
+
+def test_portable_build_gives_the_same_products():
+    lib = native.load(native.build(("-mno-avx512bf16",)))
+    assert lib.of_has_bf16_dot() == 0
+    q, scale, zero = _weights(40, 192, seed=3)
+    fast = native.NativeInt4.from_values(q, scale, zero)
+    portable = native.NativeInt4.from_values(q, scale, zero)
+    portable.lib = lib
+    x = torch.randn(2, 192, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(portable(x, torch.float32), fast(x, torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_and_unpack_are_inverse():
+    q, scale, zero = _weights(24, 128, seed=5)
+    packed, tiled, offset = native.pack(q, scale, zero)
+    assert packed.shape == (24, 64) and packed.dtype == torch.uint8
+    assert torch.equal(native.unpack(packed), q)
+    assert torch.equal(native.untile_scale(tiled), scale)
+    torch.testing.assert_close(offset, zero - 136 * scale, rtol=0, atol=0)
+
+
+def _linear(out_f=64, in_f=128, compute_dtype=torch.bfloat16) -> QuantizedLinear:
+    lin = torch.nn.Linear(in_f, out_f, bias=True)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(out_f, in_f, generator=torch.Generator().manual_seed(6)))
+    return QuantizedLinear.from_linear(lin, 32, compute_dtype)
+
+
+def test_layer_moves_to_the_native_layout_and_saves_the_same():
+    layer = _linear()
+    values, state = layer._values(), {k: v.clone() for k, v in layer.state_dict().items()}
+    dense = layer.dequantize()
+    x = torch.randn(2, 128, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        y = layer(x)
+    assert layer._native_layout and torch.equal(layer._values(), values)
+    for k, v in layer.state_dict().items():  # the checkpoint layout does not depend on the kernel
+        assert torch.equal(v, state[k]), k
+    torch.testing.assert_close(layer.dequantize(), dense, rtol=0, atol=1e-6)
+    expect = x.bfloat16().double() @ dense.double().t() + layer.bias.double()
+    torch.testing.assert_close(y.double(), expect, rtol=1e-4, atol=1e-4)
+    fresh = _linear()
+    fresh.load_state_dict(layer.state_dict())
+    assert not fresh._native_layout
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
+
+
+def test_float32_compute_dtype_keeps_pytorch_kernel():
+    layer = _linear(compute_dtype=torch.float32)
+    with torch.no_grad():
+        layer(torch.randn(1, 128))
+    assert not layer._native_layout and layer._native() is None
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("OPENFORMERS_NATIVE", "0")
+    assert native.library() is None and not native.fast()
+    layer = _linear()
+    with torch.no_grad():
+        layer(torch.randn(1, 128))
+    assert not layer._native_layout
+
+
+def test_cache_reserve_and_advance():
+    cache = DynamicCache()
+    k = torch.randn(1, 2, 5, 8)
+    cache.update(0, k, k + 1)
+    kbuf, vbuf, n = cache.reserve(0, 1)
+    assert n == 5 and kbuf.shape[-2] >= 6 and torch.equal(kbuf[..., :5, :], k) and torch.equal(vbuf[..., :5, :], k + 1)
+    kbuf[..., 5, :] = 7.0
+    cache.advance(0, 1)
+    assert cache.get_seq_length() == 6 and torch.equal(cache.keys[0][..., 5, :], torch.full((1, 2, 8), 7.0))
+    again, _, n = cache.reserve(0, 1)
+    assert n == 6 and again.data_ptr() == kbuf.data_ptr()  # room left: written in place
+
+
+def _tiny_int4(dtype: torch.dtype, layers: int = 3) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+        for layer in model.model.layers:  # norm weights near one, as trained models have
+            layer.input_layernorm.weight.uniform_(0.8, 1.2)
+            layer.post_attention_layernorm.weight.uniform_(0.8, 1.2)
+    GGUFQuantizationConfig().quantize_model(model)
+    return model.to(dtype).eval()
+
+
+def _step(model, ids, native_on, monkeypatch):
+    """Logits of one decode step on the last token of ``ids`` after a prefill of the others."""
+    from openformers.models.llama import decode
+
+    monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
+    holder = model.model.__dict__.get("_openformers_decode_plan")
+    if holder is not None and holder.plan is not None:
+        holder.plan.native.clear()
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)  # the prefill never takes a decode path
+        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    return logits, any(step is not None for step in plan.native.values())
+
+
+LENGTHS = (5, 63, 64, 65, 72)  # prompt lengths: the steps cross the cache's first capacity (64)
+
+
+def test_native_decode_step_matches_the_pytorch_layers(monkeypatch):
+    # float32: each step from the same cache; the operators agree to summation order
+    model = _tiny_int4(torch.float32)
+    ids = torch.randint(3, 256, (1, 72), generator=torch.Generator().manual_seed(8))
+    for length in LENGTHS:
+        got, used = _step(model, ids[:, :length], True, monkeypatch)
+        assert used, "the native step did not run"
+        expect, used = _step(model, ids[:, :length], False, monkeypatch)
+        assert not used
+        scale = expect.abs().max().item()
+        assert scale > 1
+        torch.testing.assert_close(got, expect, rtol=0, atol=1e-4 * scale, msg=lambda m: f"prompt of {length}: {m}")
+
+
+def test_native_bfloat16_step_is_as_accurate_as_the_pytorch_layers(monkeypatch):
+    # bfloat16: both round every operator's result; measured against the float32 model, the native step's
+    # error is that of PyTorch's bfloat16 operators (within a quarter)
+    ids = torch.randint(3, 256, (1, 72), generator=torch.Generator().manual_seed(8))
+    model32, model16 = _tiny_int4(torch.float32), _tiny_int4(torch.bfloat16)
+    for length in LENGTHS:
+        truth, _ = _step(model32, ids[:, :length], False, monkeypatch)
+        got, used = _step(model16, ids[:, :length], True, monkeypatch)
+        assert used
+        expect, _ = _step(model16, ids[:, :length], False, monkeypatch)
+        ours, theirs = (got - truth).abs(), (expect - truth).abs()
+        scale = truth.abs().max().item()
+        assert ours.mean() <= 1.25 * theirs.mean() + 1e-3 * scale, (length, ours.mean(), theirs.mean())
+        assert ours.max() <= 1.25 * theirs.max() + 1e-2 * scale, (length, ours.max(), theirs.max())
+
+
+def test_native_greedy_decoding_follows_the_pytorch_layers(monkeypatch):
+    # many steps: each path rounds activations to bfloat16 for the products, so a difference in the last
+    # bit of a sum can move later values by a bfloat16 step; the greedy tokens stay the same
+    model = _tiny_int4(torch.float32)
+    ids = torch.randint(3, 256, (1, 20), generator=torch.Generator().manual_seed(10))
+    from openformers.models.llama import decode
+
+    runs = []
+    for native_on in (True, False):
+        monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
+        holder = model.model.__dict__.get("_openformers_decode_plan")
+        if holder is not None and holder.plan is not None:
+            holder.plan.native.clear()
+        with torch.inference_mode():
+            runs.append(model.generate(ids, max_new_tokens=24, do_sample=False))
+        plan = model.model.__dict__["_openformers_decode_plan"].plan
+        assert any(step is not None for step in plan.native.values()) == native_on
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_native_decode_step_not_taken_for_batches_and_masks(monkeypatch):
+    model = _tiny_int4(torch.float32, layers=1)
+    ids = torch.randint(3, 256, (2, 6), generator=torch.Generator().manual_seed(9))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
+    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    assert all(step is None for step in plan.native.values())
+    # the same greedy tokens as each prompt alone (which does run the native step)
+    for row in range(2):
+        alone = ids[row : row + 1, 2:] if row == 0 else ids[row : row + 1]
+        with torch.inference_mode():
+            single = model.generate(alone, max_new_tokens=3, do_sample=False)
+        assert torch.equal(single[0, -3:], out[row, -3:])
+    assert any(step is not None for step in plan.native.values())
