@@ -135,10 +135,17 @@ def _repoint(tensor: torch.Tensor, view: torch.Tensor) -> None:
 
 
 def _build_native(natives: list, layers: tuple[nn.Module, ...]) -> tuple:
-    # the native kernel's rows are whole rows: its bytes, scales and offsets concatenate along out
+    # the native kernel's rows are whole tiles: bytes and (scale, zero) pairs concatenate along out, and each
+    # layer then holds views of the fused tensors (one copy of the weights)
     bias = torch.cat([m.bias.detach() for m in layers]) if layers[0].bias is not None else None
-    fused = type(natives[0])(*(torch.cat([getattr(n, a) for n in natives]) for a in ("q", "scale", "offset")))
-    return ((fused, bias),)
+    with torch.inference_mode(False):
+        q = torch.cat([n.q for n in natives])
+        sz = torch.cat([n.sz for n in natives])
+    row = pair = 0
+    for m, n in zip(layers, natives):
+        m._share_native(q[row : row + n.out_features], sz[pair : pair + n.sz.numel()])
+        row, pair = row + n.out_features, pair + n.sz.numel()
+    return ((type(natives[0])(q, sz), bias),)
 
 
 def _build_int4(layers: tuple[nn.Module, ...]) -> tuple:
@@ -231,12 +238,16 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
                 return lambda x: run_packed(x, packed, bias)
         return lambda x: linear(x, buf, bias)
     natives = [m._native() for m in layers]  # first: it may move qweight into the native kernel's layout
-    tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
-    key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
+
+    def stamp() -> tuple:
+        tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
+        return tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
+    key = stamp()
     cached = owner.__dict__.get(slot)
     if cached is None or cached[0] != key:
-        built = _build_native(natives, layers) if all(n is not None for n in natives) else _build_int4(layers)
-        owner.__dict__[slot] = cached = (key, *built)
+        native = all(n is not None for n in natives)
+        built = _build_native(natives, layers) if native else _build_int4(layers)
+        owner.__dict__[slot] = cached = (stamp() if native else key, *built)  # the layers now hold views
     if len(cached) == 2:
         if cached[1] is None:
             return lambda x: torch.cat([m(x) for m in layers], dim=-1)

@@ -156,7 +156,6 @@ class QuantizedLinear(nn.Module):
         with torch.device("meta"):
             layer = cls(in_f, out_f, bias=bias is not None, group_size=group)
         layer.qweight = _pack(q)
-        layer._native_layout = False
         layer.scales_and_zeros = _scales_and_zeros(scale.float(), minimum.float()).to(compute_dtype)
         if bias is not None:
             layer.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
@@ -186,20 +185,21 @@ class QuantizedLinear(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if not keep_vars and not self.qweight.is_meta:
             destination[prefix + "qweight"] = to_nibbles(self._values())
+            if self._native_layout:
+                destination[prefix + "scales_and_zeros"] = self._pairs().transpose(0, 1).contiguous()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        self._set_layout(False)  # the checkpoint holds PyTorch's order of the scales
         key = prefix + "qweight"
         if key in state_dict and state_dict[key].shape == self.qweight.shape:
             state_dict[key] = _pack(from_nibbles(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if key in state_dict:
-            self._native_layout = False  # the loaded bytes are PyTorch's packing
 
     def _set_loaded_tensor(self, attr: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
         """Store one checkpoint tensor (called by ``PreTrainedModel`` while loading)."""
+        self._set_layout(False)
         if attr == "qweight":
             self.qweight = _pack(from_nibbles(tensor))
-            self._native_layout = False
         elif attr == "bias":
             self.bias = nn.Parameter(tensor.to(dtype), requires_grad=False)
         else:  # scales_and_zeros: kept exactly; quantize_model casts them to the compute dtype
@@ -207,13 +207,11 @@ class QuantizedLinear(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         """The float32 ``[out, in]`` weight this layer computes with."""
-        if self._native_layout:
-            kernel = self._native()
-            if kernel is not None:  # value = (128 + q) * scale + offset, as the kernel computes it
-                g = self.group_size
-                q = self._values().float().view(self.out_features, -1, g)
-                scale = int4_native.untile_scale(kernel.scale)
-                return ((128 + q) * scale[..., None] + kernel.offset[..., None]).view(self.out_features, -1)
+        if self._native_layout:  # (128 + q) * scale + (zero - 136 * scale), as the native kernel computes it
+            pairs = self._pairs().float()
+            scale, zero = pairs[..., :1], pairs[..., 1:]
+            q = self._values().float().view(self.out_features, -1, self.group_size)
+            return ((128 + q) * scale + (zero - 136 * scale)).view(self.out_features, -1)
         eye = torch.eye(self.in_features)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.qweight, self.group_size, self.scales_and_zeros.float()).t().contiguous()
 
@@ -238,20 +236,41 @@ class QuantizedLinear(nn.Module):
             return int4_native.unpack(self.qweight)
         return _unpack(self.qweight, self.out_features, self.in_features)
 
+    def _pairs(self) -> torch.Tensor:
+        """``[out, groups, 2]``: each group's (scale, zero), whichever layout ``scales_and_zeros`` holds."""
+        if self._native_layout:
+            return int4_native.untile_pairs(self.scales_and_zeros.reshape(-1), self.out_features)
+        return self.scales_and_zeros.transpose(0, 1)
+
+    def _set_layout(self, native: bool) -> None:
+        """Hold ``qweight`` and ``scales_and_zeros`` in the native kernel's layout (True) or PyTorch's."""
+        if native == self._native_layout or self.qweight.is_meta:
+            return
+        with torch.inference_mode(False):  # normal tensors (generate runs in inference mode): they have versions
+            q, pairs = self._values(), self._pairs()
+            if native:
+                qweight, sz = int4_native.pack(q, pairs)
+                self.qweight, self.scales_and_zeros = qweight, sz.view(-1, self.out_features, 2)
+            else:
+                self.qweight, self.scales_and_zeros = _pack(q), pairs.transpose(0, 1).contiguous()
+        self._native_layout = native
+
+    def _share_native(self, qweight: torch.Tensor, pairs: torch.Tensor) -> None:
+        """Hold views of a fused native layer's tensors (the same values, in the native layout)."""
+        self.qweight, self.scales_and_zeros = qweight, pairs.view(-1, self.out_features, 2)
+        self._native_layout = True
+
     def _native(self) -> int4_native.NativeInt4 | None:
         """The native kernel over this layer, or None where PyTorch's kernel runs (see ``int4_native``).
 
-        The first call moves ``qweight`` into the native layout (no second copy of the weights); a
-        compute dtype other than bfloat16 moves it back."""
+        The first call moves ``qweight`` and ``scales_and_zeros`` into the native layout (no second copy
+        of the weights); a compute dtype other than bfloat16 moves them back."""
         qw, sz = self.qweight, self.scales_and_zeros
         wanted = (sz.dtype == torch.bfloat16 and self.group_size == 32 and self.in_features % 64 == 0
                   and qw.device.type == "cpu" and not qw.is_meta and int4_native.fast())
         if wanted != self._native_layout:
-            with torch.inference_mode(False):  # a normal tensor (generate runs in inference mode): it has a version
-                q = self._values()
-                self.qweight = int4_native.pack(q, *self._scale_zero())[0] if wanted else _pack(q)
-            self._native_layout = wanted
-            qw = self.qweight
+            self._set_layout(wanted)
+            qw, sz = self.qweight, self.scales_and_zeros
         if not wanted:
             return None
         cache = self.__dict__.get("_native_cache")
@@ -259,14 +278,9 @@ class QuantizedLinear(nn.Module):
             cache = self.__dict__["_native_cache"] = _NativeCache()
         key = (qw.data_ptr(), tensor_version(qw), sz.data_ptr(), tensor_version(sz))
         if cache.key != key:
-            with torch.inference_mode(False):
-                cache.kernel = int4_native.NativeInt4(qw, *int4_native.scales(*self._scale_zero()))
+            cache.kernel = int4_native.NativeInt4(qw, sz.view(-1))
             cache.key = key
         return cache.kernel
-
-    def _scale_zero(self) -> tuple[torch.Tensor, torch.Tensor]:
-        sz = self.scales_and_zeros.float()  # [groups, out, 2]
-        return sz[..., 0].t(), sz[..., 1].t()
 
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
         kernel = self._native()

@@ -5,14 +5,14 @@
  * products and PyTorch's own operators share one pool of threads.
  *
  * Weight layout (one linear, `out` rows (a multiple of 4) of `in` values (a multiple of 64), groups of 32).
- * Rows go in tiles of 4, and each tile is one forward stream:
- *   q      [out / 4][in / 64][4][32] bytes: per tile and pair of groups (g0, g1), 32 bytes for each of the
- *          tile's 4 rows. Byte j of a group (j = 0..15) holds value j of the group in its low nibble and
- *          value j + 16 in its high nibble, and sits at position 4 * (j / 2) + 2 * g + (j % 2) of the row's
- *          32 bytes (g = 0 or 1): read as 16-bit lanes, the two groups alternate every other 32-bit lane.
- *   scale  [out / 4][in / 64][4][2] float: each group's step, in the same order.
- *   offset [out][in / 32] float: zero - 136 * scale, where a value is (q - 8) * scale + zero; so a
- *          value is (128 + q) * scale + offset, and 128 + q is the bfloat16 0x4300 | q.
+ * Rows go in tiles of 4, and each tile is read as two forward streams:
+ *   q   [out / 4][in / 64][4][32] bytes: per tile and pair of groups (g0, g1), 32 bytes for each of the
+ *       tile's 4 rows. Byte j of a group (j = 0..15) holds value j of the group in its low nibble and value
+ *       j + 16 in its high nibble, and sits at position 4 * (j / 2) + 2 * g + (j % 2) of the row's 32 bytes
+ *       (g = 0 or 1): read as 16-bit lanes, the two groups alternate every other 32-bit lane.
+ *   sz  [out / 4][in / 64][4][2][2] bfloat16: per tile, pair and row, (scale, zero) of g0, then of g1, where
+ *       a value is (q - 8) * scale + zero, that is (128 + q) * scale + (zero - 136 * scale); 128 + q is
+ *       the bfloat16 0x4300 | q.
  * Activations are rounded to bfloat16 (as PyTorch's int4 kernel does with its default compute dtype);
  * products accumulate in float32.
  */
@@ -30,8 +30,7 @@
 
 typedef struct {
     const uint8_t *q;
-    const float *scale;
-    const float *offset;
+    const uint16_t *sz;
     int64_t out, in;
 } of_int4_weight;
 
@@ -74,22 +73,30 @@ void of_arrange(const void *x, int x_bf16, int64_t in, uint16_t *arranged, float
     }
 }
 
-/* rows [r0, r1) of y = W x, written as float32 into y32 or as bfloat16 into y16 (one is NULL). */
+/* rows [r0, r1) of y = W x (r0 and r1 multiples of 4), written as float32 into y32 or as bfloat16 into y16
+ * (one is NULL). Per group, sum (q - 8) * s * x + z * x = s * sum (128 + q) x + (z - 136 s) * sum x. */
 static void rows_product(const of_int4_weight *w, const uint16_t *xa, const float *sums, int64_t r0, int64_t r1,
                          float *y32, uint16_t *y16) {
-    const int64_t in = w->in, groups = in / 32, pairs = in / 64, rowbytes = in / 2;
+    const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
 #if OF_BF16_DOT
     const __m512i nib = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256 k136 = _mm256_set1_ps(136.f);
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
-        const uint8_t *qt = w->q + r * rowbytes;  /* the tile's bytes, then its scales: one stream each */
-        const float *st = w->scale + r * groups;
-        for (int64_t p = 0; p < pairs; p++, qt += 128, st += 8) {
+        __m256 offs = _mm256_setzero_ps();  /* lanes 2k, 2k + 1: row k's offset terms of groups g0, g1 */
+        const uint8_t *qt = w->q + r * rowbytes;   /* the tile's bytes and its (scale, zero) pairs: two streams */
+        const uint16_t *zt = w->sz + r * in / 16;
+        for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
             __m512bh xl = (__m512bh)_mm512_loadu_si512(xa + p * 64);
             __m512bh xh = (__m512bh)_mm512_loadu_si512(xa + p * 64 + 32);
             _mm_prefetch((const char *)(qt + 1024), _MM_HINT_T0);
             _mm_prefetch((const char *)(qt + 1088), _MM_HINT_T0);
+            __m256i sz = _mm256_loadu_si256((const __m256i *)zt);  /* 32-bit lane 2k + g: zero << 16 | scale */
+            __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(sz, 16)), ze = _mm256_castsi256_ps(_mm256_and_si256(sz, high));
+            __m256 xs = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(sums + 2 * p)));
+            offs = _mm256_fmadd_ps(_mm256_fnmadd_ps(k136, sc, ze), xs, offs);
 #define OF_ROW(k, acc)                                                                                         \
     {                                                                                                          \
         __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(qt + (k) * 32)));                \
@@ -97,24 +104,18 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
         __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), bias);                                           \
         __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)lo, xl);                                    \
         t = _mm512_dpbf16_ps(t, (__m512bh)hi, xh);                                                             \
-        __m512 sc = _mm512_castpd_ps(_mm512_set1_pd(*(const double *)(st + (k) * 2)));                         \
-        acc = _mm512_fmadd_ps(sc, t, acc);                                                                     \
+        __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi64(*(const int64_t *)(zt + (k) * 4)), 16)); \
+        acc = _mm512_fmadd_ps(s, t, acc);                                                                      \
     }
             OF_ROW(0, acc0) OF_ROW(1, acc1) OF_ROW(2, acc2) OF_ROW(3, acc3)
 #undef OF_ROW
         }
+        float off[8];
+        _mm256_storeu_ps(off, offs);
         float res[4] = {_mm512_reduce_add_ps(acc0), _mm512_reduce_add_ps(acc1), _mm512_reduce_add_ps(acc2),
                         _mm512_reduce_add_ps(acc3)};
         for (int k = 0; k < 4; k++) {
-            const float *off = w->offset + (r + k) * groups;
-            __m512 a = _mm512_setzero_ps();
-            int64_t g = 0;
-            for (; g + 16 <= groups; g += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(off + g), _mm512_loadu_ps(sums + g), a);
-            if (g < groups) {
-                __mmask16 m = (__mmask16)((1u << (groups - g)) - 1);
-                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, off + g), _mm512_maskz_loadu_ps(m, sums + g), a);
-            }
-            float v = res[k] + _mm512_reduce_add_ps(a);
+            float v = res[k] + off[2 * k] + off[2 * k + 1];
             if (y32) y32[r + k] = v; else y16[r + k] = to_bf16(v);
         }
     }
@@ -122,7 +123,7 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
 #endif
     for (int64_t r = r0; r < r1; r++) {  /* portable path */
         const uint8_t *qt = w->q + (r / 4) * 4 * rowbytes + (r % 4) * 32;
-        const float *st = w->scale + (r / 4) * 4 * groups + (r % 4) * 2;
+        const uint16_t *zt = w->sz + (r / 4) * 4 * in / 16 + (r % 4) * 4;
         float acc = 0.f;
         for (int64_t p = 0; p < pairs; p++) {
             const uint16_t *lo = xa + p * 64, *hi = lo + 32;
@@ -133,7 +134,8 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
                     uint8_t b = qt[p * 128 + pos];
                     t += (float)(128 + (b & 15)) * from_bf16(lo[pos]) + (float)(128 + (b >> 4)) * from_bf16(hi[pos]);
                 }
-                acc += st[p * 8 + g] * t + w->offset[r * groups + 2 * p + g] * sums[2 * p + g];
+                float sc = from_bf16(zt[p * 16 + 2 * g]), ze = from_bf16(zt[p * 16 + 2 * g + 1]);
+                acc += sc * t + (ze - 136.f * sc) * sums[2 * p + g];
             }
         }
         if (y32) y32[r] = acc; else y16[r] = to_bf16(acc);
@@ -220,6 +222,42 @@ static void share(const of_int4_weight *w, const uint16_t *xa, const float *sums
     if (t0 < t1) rows_product(w, xa, sums, t0 * 4, t1 * 4, y, NULL);
 }
 
+/* one head's attention output over the cache's first T positions of kv head g: softmax(q k^T * scaling) v */
+static void attend(const float *q, const of_llama_layer *L, int64_t g, int64_t T, int64_t d, float scaling, int bf,
+                   float *score, float *out) {
+    float top = -INFINITY;
+    for (int64_t p = 0; p < T; p++) {
+        float s = 0.f;
+        if (bf) {
+            const uint16_t *k = (const uint16_t *)L->k_cache + (g * L->capacity + p) * d;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < d; i++) s += q[i] * from_bf16(k[i]);
+        } else {
+            const float *k = (const float *)L->k_cache + (g * L->capacity + p) * d;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < d; i++) s += q[i] * k[i];
+        }
+        score[p] = s * scaling;
+        if (score[p] > top) top = score[p];
+    }
+    float total = 0.f;
+    for (int64_t p = 0; p < T; p++) { score[p] = expf(score[p] - top); total += score[p]; }
+    for (int64_t i = 0; i < d; i++) out[i] = 0.f;
+    for (int64_t p = 0; p < T; p++) {
+        float w = score[p] / total;
+        if (bf) {
+            const uint16_t *v = (const uint16_t *)L->v_cache + (g * L->capacity + p) * d;
+#pragma omp simd
+            for (int64_t i = 0; i < d; i++) out[i] += w * from_bf16(v[i]);
+        } else {
+            const float *v = (const float *)L->v_cache + (g * L->capacity + p) * d;
+#pragma omp simd
+            for (int64_t i = 0; i < d; i++) out[i] += w * v[i];
+        }
+    }
+    for (int64_t i = 0; i < d; i++) out[i] = rnd(out[i], bf);
+}
+
 /* hidden [hidden] (activation dtype) is updated in place; cos and sin [head_dim] hold the position's
  * values; the caches hold n_past positions before the call and n_past + 1 after. Returns 0, or -1 when
  * the scratch memory could not be had. */
@@ -227,13 +265,13 @@ int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float
     const int64_t H = m->hidden, h = m->heads, kv = m->kv_heads, d = m->head_dim, I = m->inter;
     const int64_t qkv_n = (h + 2 * kv) * d, T = n_past + 1, widest = I > H ? (I > h * d ? I : h * d) : (H > h * d ? H : h * d);
     const int bf = m->bf16;
-    float *x = malloc(sizeof(float) * (H * 3 + qkv_n + h * d + 2 * I + I + widest / 32 + T + 64));
+    if (threads < 1) threads = 1;
+    float *x = malloc(sizeof(float) * (H * 3 + qkv_n + h * d + 2 * I + I + widest / 32 + 16 + (T + 16) * threads));
     uint16_t *xa = malloc(sizeof(uint16_t) * (widest + 64));
     if (!x || !xa) { free(x); free(xa); return -1; }
     float *xn = x + H, *tmp = xn + H, *qkv = tmp + H, *att = qkv + qkv_n, *gu = att + h * d, *act = gu + 2 * I;
     float *sums = act + I, *score = sums + widest / 32 + 16;
     for (int64_t i = 0; i < H; i++) x[i] = get(hidden, i, bf);
-    if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
@@ -263,28 +301,12 @@ int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float
                         put(L->v_cache, (g * L->capacity + n_past) * d + i, qkv[(h + kv + g) * d + i], bf);
                     }
                 }
-                for (int64_t head = 0; head < h; head++) {
-                    const float *q = qkv + head * d;
-                    int64_t g = head / (h / kv);
-                    float top = -INFINITY;
-                    for (int64_t p = 0; p < T; p++) {
-                        float s = 0.f;
-                        for (int64_t i = 0; i < d; i++) s += q[i] * get(L->k_cache, (g * L->capacity + p) * d + i, bf);
-                        score[p] = s * m->scaling;
-                        if (score[p] > top) top = score[p];
-                    }
-                    float total = 0.f;
-                    for (int64_t p = 0; p < T; p++) { score[p] = expf(score[p] - top); total += score[p]; }
-                    float *o = att + head * d;
-                    for (int64_t i = 0; i < d; i++) o[i] = 0.f;
-                    for (int64_t p = 0; p < T; p++) {
-                        float w = score[p] / total;
-                        for (int64_t i = 0; i < d; i++) o[i] += w * get(L->v_cache, (g * L->capacity + p) * d + i, bf);
-                    }
-                    for (int64_t i = 0; i < d; i++) o[i] = rnd(o[i], bf);
-                }
-                arrange_f32(att, h * d, xa, sums);
             }
+#pragma omp barrier
+            for (int64_t head = t; head < h; head += n)  /* attention, heads split over the threads */
+                attend(qkv + head * d, L, head / (h / kv), T, d, m->scaling, bf, score + t * (T + 16), att + head * d);
+#pragma omp barrier
+            if (t == 0) arrange_f32(att, h * d, xa, sums);
 #pragma omp barrier
             share(&L->o, xa, sums, tmp, t, n);
 #pragma omp barrier
@@ -296,12 +318,13 @@ int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float
 #pragma omp barrier
             share(&L->gate_up, xa, sums, gu, t, n);
 #pragma omp barrier
-            if (t == 0) {
-                for (int64_t i = 0; i < I; i++) {
+            {  /* SiLU(gate) * up and its arrangement, pairs of groups split over the threads */
+                int64_t pairs = I / 64, p0 = pairs * t / n, p1 = pairs * (t + 1) / n;
+                for (int64_t i = p0 * 64; i < p1 * 64; i++) {
                     float g = rnd(gu[i], bf), u = rnd(gu[I + i], bf);
                     act[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
                 }
-                arrange_f32(act, I, xa, sums);
+                if (p1 > p0) of_arrange(act + p0 * 64, 0, (p1 - p0) * 64, xa + p0 * 64, sums + p0 * 2);
             }
 #pragma omp barrier
             share(&L->down, xa, sums, tmp, t, n);

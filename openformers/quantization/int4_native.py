@@ -35,8 +35,7 @@ _state: dict[str, object] = {}
 class Int4Weight(ctypes.Structure):
     """``of_int4_weight``: the pointers of a :class:`NativeInt4` and its shape."""
 
-    _fields_ = [("q", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("offset", ctypes.c_void_p),
-                ("out", ctypes.c_int64), ("in_", ctypes.c_int64)]
+    _fields_ = [("q", ctypes.c_void_p), ("sz", ctypes.c_void_p), ("out", ctypes.c_int64), ("in_", ctypes.c_int64)]
 
 
 def _compiler() -> str | None:
@@ -108,24 +107,28 @@ def fast() -> bool:
     return lib is not None and bool(lib.of_has_bf16_dot())
 
 
-def pack(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``q [out, in]`` in 0..15 with ``value = (q - 8) * scale + zero`` per group of 32 (``scale`` and
-    ``zero`` ``[out, groups]``) -> the kernel's ``(bytes [out, in / 2], scale [out, groups], offset [out,
-    groups])``, bytes and scales in tiles of 4 rows (layout in ``int4_native.c``)."""
+def pack(q: torch.Tensor, sz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q [out, in]`` in 0..15 and its bfloat16 ``(scale, zero)`` pairs ``sz [out, groups, 2]`` (a value is
+    ``(q - 8) * scale + zero`` per group of 32) -> the kernel's ``(bytes [out, in / 2], pairs [out * groups * 2])``
+    in tiles of 4 rows (layout in ``int4_native.c``)."""
     out_f, in_f = q.shape
     tiles, pairs = out_f // 4, in_f // 64
     a = q.numpy().astype(np.uint8).reshape(tiles, 4, pairs, 2, 2, 8, 2)  # tile, row, pair, group, half, j // 2, j % 2
     b = a[:, :, :, :, 0] | (a[:, :, :, :, 1] << 4)  # tile, row, pair, group, j // 2, j % 2
     b = np.ascontiguousarray(b.transpose(0, 2, 1, 4, 3, 5)).reshape(out_f, in_f // 2)  # tile, pair, row, j // 2, group, j % 2
-    return (torch.from_numpy(b), *scales(scale, zero))
+    return torch.from_numpy(b), tile_pairs(sz)
 
 
-def scales(scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[out, groups]`` scale and zero -> the kernel's tiled float32 scales and its offsets."""
-    out_f, groups = scale.shape
-    scale = scale.float()
-    tiled = scale.reshape(out_f // 4, 4, groups // 2, 2).transpose(1, 2).contiguous().view(out_f, groups)
-    return tiled, (zero.float() - 136 * scale).contiguous()
+def tile_pairs(sz: torch.Tensor) -> torch.Tensor:
+    """``[out, groups, 2]`` (scale, zero) -> the kernel's order ``[out / 4, groups / 2, 4, 2, 2]``, flat, bfloat16."""
+    out_f, groups, _ = sz.shape
+    return sz.to(torch.bfloat16).reshape(out_f // 4, 4, groups // 2, 2, 2).transpose(1, 2).reshape(-1)
+
+
+def untile_pairs(tiled: torch.Tensor, out_f: int) -> torch.Tensor:
+    """Inverse of :func:`tile_pairs`: ``[out, groups, 2]``."""
+    groups = tiled.numel() // (out_f * 2)
+    return tiled.reshape(out_f // 4, groups // 2, 4, 2, 2).transpose(1, 2).reshape(out_f, groups, 2)
 
 
 def unpack(packed: torch.Tensor) -> torch.Tensor:
@@ -137,23 +140,19 @@ def unpack(packed: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a).reshape(out_f, half * 2))
 
 
-def untile_scale(tiled: torch.Tensor) -> torch.Tensor:
-    """The ``[out, groups]`` scales of :func:`pack`'s tiled ones."""
-    out_f, groups = tiled.shape
-    return tiled.view(out_f // 4, groups // 2, 4, 2).transpose(1, 2).reshape(out_f, groups)
-
-
 class NativeInt4:
     """One linear layer's 4-bit weights in the kernel's layout, callable on ``[rows, in]`` activations.
 
-    ``q`` is the ``[out, in / 2]`` byte tensor of :func:`pack` (a ``QuantizedLinear`` keeps it as its
-    ``qweight``); ``scale`` and ``offset`` are float32 ``[out, groups]``.
+    ``q`` is the ``[out, in / 2]`` byte tensor and ``sz`` the bfloat16 pairs of :func:`pack` (a
+    ``QuantizedLinear`` keeps them as its ``qweight`` and ``scales_and_zeros``).
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> None:
-        self.q, self.scale, self.offset = q, scale, offset
+    def __init__(self, q: torch.Tensor, sz: torch.Tensor) -> None:
+        if sz.dtype != torch.bfloat16 or not (q.is_contiguous() and sz.is_contiguous()):
+            raise ValueError("NativeInt4 takes contiguous uint8 bytes and bfloat16 (scale, zero) pairs")
+        self.q, self.sz = q, sz
         self.out_features, self.in_features = q.shape[0], q.shape[1] * 2
-        self.struct = Int4Weight(q.data_ptr(), scale.data_ptr(), offset.data_ptr(), self.out_features, self.in_features)
+        self.struct = Int4Weight(q.data_ptr(), sz.data_ptr(), self.out_features, self.in_features)
         self.ref = ctypes.byref(self.struct)
         self.lib = library()
         if self.lib is None:
@@ -161,10 +160,11 @@ class NativeInt4:
 
     @classmethod
     def from_values(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> "NativeInt4":
-        return cls(*pack(q, scale, zero))
+        """From ``q [out, in]`` and ``[out, groups]`` scale and zero (rounded to bfloat16)."""
+        return cls(*pack(q, torch.stack([scale, zero], dim=-1)))
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.q, self.scale, self.offset))
+        return sum(t.numel() * t.element_size() for t in (self.q, self.sz))
 
     def __call__(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         """``x [rows, in]`` (float32 or bfloat16) -> ``[rows, out]`` in ``out_dtype`` (float32 or bfloat16)."""

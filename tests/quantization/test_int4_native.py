@@ -63,11 +63,11 @@ def test_portable_build_gives_the_same_products():
 
 def test_pack_and_unpack_are_inverse():
     q, scale, zero = _weights(24, 128, seed=5)
-    packed, tiled, offset = native.pack(q, scale, zero)
-    assert packed.shape == (24, 64) and packed.dtype == torch.uint8
+    pairs = torch.stack([scale, zero], dim=-1).bfloat16()
+    packed, tiled = native.pack(q, pairs)
+    assert packed.shape == (24, 64) and packed.dtype == torch.uint8 and tiled.dtype == torch.bfloat16
     assert torch.equal(native.unpack(packed), q)
-    assert torch.equal(native.untile_scale(tiled), scale)
-    torch.testing.assert_close(offset, zero - 136 * scale, rtol=0, atol=0)
+    assert torch.equal(native.untile_pairs(tiled, 24), pairs)
 
 
 def _linear(out_f=64, in_f=128, compute_dtype=torch.bfloat16) -> QuantizedLinear:
@@ -179,15 +179,18 @@ def test_native_bfloat16_step_is_as_accurate_as_the_pytorch_layers(monkeypatch):
     # error is that of PyTorch's bfloat16 operators (within a quarter)
     ids = torch.randint(3, 256, (1, 72), generator=torch.Generator().manual_seed(8))
     model32, model16 = _tiny_int4(torch.float32), _tiny_int4(torch.bfloat16)
+    ours, theirs = [], []
     for length in LENGTHS:
         truth, _ = _step(model32, ids[:, :length], False, monkeypatch)
         got, used = _step(model16, ids[:, :length], True, monkeypatch)
         assert used
         expect, _ = _step(model16, ids[:, :length], False, monkeypatch)
-        ours, theirs = (got - truth).abs(), (expect - truth).abs()
-        scale = truth.abs().max().item()
-        assert ours.mean() <= 1.25 * theirs.mean() + 1e-3 * scale, (length, ours.mean(), theirs.mean())
-        assert ours.max() <= 1.25 * theirs.max() + 1e-2 * scale, (length, ours.max(), theirs.max())
+        ours.append((got - truth).abs() / truth.abs().max())
+        theirs.append((expect - truth).abs() / truth.abs().max())
+    ours, theirs = torch.stack(ours), torch.stack(theirs)
+    assert 0 < theirs.mean() < 0.05  # bfloat16 errors, not more
+    assert ours.mean() <= 1.25 * theirs.mean(), (ours.mean(1), theirs.mean(1))
+    assert ours.amax() <= 1.5 * theirs.amax(), (ours.amax(1), theirs.amax(1))
 
 
 def test_native_greedy_decoding_follows_the_pytorch_layers(monkeypatch):
