@@ -265,7 +265,8 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     def int4(x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         # [*, in] -> [rows, in] -> [rows, out], activations in the kernel's compute dtype
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(scales.dtype), qweight, group, scales)
+        rows = x.reshape(-1, shape[-1]).to(scales.dtype).contiguous()  # the kernel takes contiguous rows only
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qweight, group, scales)
         y = y.to(x.dtype).reshape(*shape[:-1], qweight.shape[0])
         return y if bias is None else y + bias.to(x.dtype)
     return int4

@@ -286,8 +286,8 @@ class QuantizedLinear(nn.Module):
         kernel = self._native()
         if kernel is not None:
             return kernel(rows, rows.dtype if rows.dtype in (torch.float32, torch.bfloat16) else torch.float32)
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows.to(self.compute_dtype), self.qweight, self.group_size, self.scales_and_zeros
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(  # the kernel takes contiguous rows only
+            rows.to(self.compute_dtype).contiguous(), self.qweight, self.group_size, self.scales_and_zeros
         )
 
     def extra_repr(self) -> str:

@@ -142,20 +142,100 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
     }
 }
 
-/* y = W x for prepared activations, rows split over `threads` threads in blocks of 16. */
-static void product(const of_int4_weight *w, const uint16_t *xa, const float *sums, float *y32, uint16_t *y16,
-                    int threads) {
-    int64_t blocks = (w->out + 15) / 16;
-    if (threads <= 1 || blocks < 2) {
-        rows_product(w, xa, sums, 0, w->out, y32, y16);
-        return;
+/* tiles [r0, r1) of Y = X W^T for up to 4 prepared rows of X at once (nx of them; the others are read but
+ * not written): each weight tile is unpacked once for all of them. y32 / y16: output row pointers. */
+static void rows_product_x4(const of_int4_weight *w, const uint16_t *const *xa, const float *const *sums, int nx,
+                            int64_t r0, int64_t r1, float *const *y32, uint16_t *const *y16) {
+#if OF_BF16_DOT
+    const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
+    const __m512i nib = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256 k136 = _mm256_set1_ps(136.f);
+    for (int64_t r = r0; r < r1; r += 4) {
+        float o[4][8];
+        for (int kh = 0; kh < 4; kh += 2) {  /* two weight rows at a time: the accumulators stay in registers */
+            __m512 acc[2][4];
+            __m256 offs[4];
+            for (int j = 0; j < 4; j++) {
+                offs[j] = _mm256_setzero_ps();
+                acc[0][j] = acc[1][j] = _mm512_setzero_ps();
+            }
+            const uint8_t *qt = w->q + r * rowbytes;
+            const uint16_t *zt = w->sz + r * in / 16;
+            for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
+                __m512bh xl[4], xh[4];
+                for (int j = 0; j < 4; j++) {
+                    xl[j] = (__m512bh)_mm512_loadu_si512(xa[j] + p * 64);
+                    xh[j] = (__m512bh)_mm512_loadu_si512(xa[j] + p * 64 + 32);
+                }
+                if (kh == 0) {  /* the offset terms of all 4 rows */
+                    __m256i sz = _mm256_loadu_si256((const __m256i *)zt);
+                    __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(sz, 16));
+                    __m256 off = _mm256_fnmadd_ps(k136, sc, _mm256_castsi256_ps(_mm256_and_si256(sz, high)));
+                    for (int j = 0; j < 4; j++)
+                        offs[j] = _mm256_fmadd_ps(off, _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(sums[j] + 2 * p))), offs[j]);
+                }
+                for (int k = 0; k < 2; k++) {
+                    __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(qt + (kh + k) * 32)));
+                    __m512i lo = _mm512_ternarylogic_epi32(v, nib, bias, 0xea);
+                    __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), bias);
+                    __m512 s = _mm512_castsi512_ps(
+                        _mm512_slli_epi32(_mm512_set1_epi64(*(const int64_t *)(zt + (kh + k) * 4)), 16));
+                    for (int j = 0; j < 4; j++) {
+                        __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)lo, xl[j]);
+                        t = _mm512_dpbf16_ps(t, (__m512bh)hi, xh[j]);
+                        acc[k][j] = _mm512_fmadd_ps(s, t, acc[k][j]);
+                    }
+                }
+            }
+            if (kh == 0)
+                for (int j = 0; j < 4; j++) _mm256_storeu_ps(o[j], offs[j]);
+            for (int j = 0; j < nx; j++)
+                for (int k = 0; k < 2; k++) {
+                    int row = kh + k;
+                    float v = _mm512_reduce_add_ps(acc[k][j]) + o[j][2 * row] + o[j][2 * row + 1];
+                    if (y32) y32[j][r + row] = v; else y16[j][r + row] = to_bf16(v);
+                }
+        }
     }
-#pragma omp parallel num_threads(threads)
+#else
+    for (int j = 0; j < nx; j++)
+        rows_product(w, xa[j], sums[j], r0, r1, y32 ? y32[j] : NULL, y16 ? y16[j] : NULL);
+#endif
+}
+
+/* Y = X W^T for `rows` prepared rows (xa: rows * in, sums: rows * in / 32), tiles split over the threads;
+ * each thread runs its tiles for every block of 4 rows while they are in its cache. */
+static void product(const of_int4_weight *w, const uint16_t *xa, const float *sums, int64_t rows, char *y, int y_bf16,
+                    int threads) {
+    const int64_t tiles = w->out / 4, in = w->in, groups = in / 32, ysize = y_bf16 ? 2 : 4;
+    if (tiles < 8) threads = 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t b0 = blocks * t / n, b1 = blocks * (t + 1) / n;
-        int64_t r1 = b1 * 16 < w->out ? b1 * 16 : w->out;
-        if (b0 * 16 < r1) rows_product(w, xa, sums, b0 * 16, r1, y32, y16);
+        int64_t t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
+        for (int64_t c0 = t0; c0 < t1; c0 += 16) {  /* 16 tiles (64 weight rows) at a time, all x rows */
+            int64_t c1 = c0 + 16 < t1 ? c0 + 16 : t1;
+            if (rows == 1) {
+                rows_product(w, xa, sums, c0 * 4, c1 * 4, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL);
+                continue;
+            }
+            for (int64_t i = 0; i < rows; i += 4) {
+                int nx = rows - i < 4 ? (int)(rows - i) : 4;
+                const uint16_t *xs[4];
+                const float *ss[4];
+                float *y32[4];
+                uint16_t *y16[4];
+                for (int j = 0; j < 4; j++) {
+                    int64_t row = i + (j < nx ? j : 0);
+                    xs[j] = xa + row * in;
+                    ss[j] = sums + row * groups;
+                    y32[j] = (float *)(y + row * w->out * ysize);
+                    y16[j] = (uint16_t *)(y + row * w->out * ysize);
+                }
+                rows_product_x4(w, xs, ss, nx, c0 * 4, c1 * 4, y_bf16 ? NULL : y32, y_bf16 ? y16 : NULL);
+            }
+        }
     }
 }
 
@@ -163,15 +243,13 @@ static void product(const of_int4_weight *w, const uint16_t *xa, const float *su
  * when the scratch memory could not be had. */
 int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t rows, void *y, int y_bf16,
                    int threads) {
-    uint16_t *xa = (uint16_t *)malloc(w->in * 2 + w->in / 32 * 4 + 64);
+    const int64_t in = w->in, groups = in / 32;
+    uint16_t *xa = (uint16_t *)malloc(rows * (in * 2 + groups * 4) + 64);
     if (!xa) return -1;
-    float *sums = (float *)(xa + w->in);
-    for (int64_t i = 0; i < rows; i++) {
-        const char *xi = (const char *)x + i * w->in * (x_bf16 ? 2 : 4);
-        char *yi = (char *)y + i * w->out * (y_bf16 ? 2 : 4);
-        of_arrange(xi, x_bf16, w->in, xa, sums);
-        product(w, xa, sums, y_bf16 ? NULL : (float *)yi, y_bf16 ? (uint16_t *)yi : NULL, threads);
-    }
+    float *sums = (float *)(xa + rows * in);
+    for (int64_t i = 0; i < rows; i++)
+        of_arrange((const char *)x + i * in * (x_bf16 ? 2 : 4), x_bf16, in, xa + i * in, sums + i * groups);
+    product(w, xa, sums, rows, (char *)y, y_bf16, threads);
     free(xa);
     return 0;
 }
