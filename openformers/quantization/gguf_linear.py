@@ -10,14 +10,19 @@ value is ``(q - 8) * scale + zero`` per group of 32): Q4_1 stores ``d * q + m``,
 min and max, which loses precision. Embeddings and norms stay float; the LM head stays float
 unless ``quantize_lm_head=True``.
 
-The matmul is ``torch.ops.aten._weight_int4pack_mm_for_cpu``; activations are cast to
-``compute_dtype`` (bfloat16 by default: the fast path on AVX-512 machines) and back. Decoding is
-bound by the bytes read per token, and the 4-bit weights are ~0.63 bytes per value against 4
-for float32.
+With the default bfloat16 ``compute_dtype`` on a machine with AVX-512 BF16 and a C compiler, the
+products run on the native kernel of ``int4_native.c`` (built on first use; ``int4_native.py``):
+at the first call a layer moves ``qweight`` and ``scales_and_zeros`` into that kernel's tiled order
+(the same bytes, no second copy), and a 4-bit Llama model decodes one sequence through
+``of_llama_step``, one native call for all layers (``models/llama/native_step.py``). Elsewhere
+(another compute dtype, no compiler, ``OPENFORMERS_NATIVE=0``) the matmul is
+``torch.ops.aten._weight_int4pack_mm_for_cpu``; activations are cast to ``compute_dtype`` and
+back. Decoding is bound by the bytes read per token, and the 4-bit weights are ~0.63 bytes per
+value against 4 for float32.
 
 ``save_pretrained`` writes ``quant_method: "gguf"`` in ``config.json`` and each layer's
-``qweight`` in a portable layout (:func:`to_nibbles`; the kernel's own packing depends on the
-machine) next to its ``scales_and_zeros``; ``from_pretrained`` on that directory rebuilds the
+``qweight`` in a portable layout (:func:`to_nibbles`; the kernels' own packings depend on the
+machine) next to its ``scales_and_zeros`` in PyTorch's order; ``from_pretrained`` on that directory rebuilds the
 same 4-bit layers bit for bit.
 """
 from __future__ import annotations
