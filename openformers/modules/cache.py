@@ -80,6 +80,37 @@ class DynamicCache(Cache):
         n = self.keys[layer_idx].shape[-2] + add
         self.keys[layer_idx], self.values[layer_idx] = kbuf[..., :n, :], vbuf[..., :n, :]
 
+    def reserve_all(self, add: int) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """:meth:`reserve` for every layer, which must all hold the same number of positions: ``(filled
+        length, [(key buffer, value buffer)] per layer)``. A layer whose filled part is still the view
+        :meth:`advance_all` made, with room left, costs a few identity checks."""
+        n = self.keys[0].shape[-2]
+        last = self.__dict__.get("_advanced")
+        out = []
+        for i, (keys, values) in enumerate(zip(self.keys, self.values)):
+            if last is not None and i < len(last) and last[i][0] is keys and last[i][1] is values:
+                bufs = self._buffers[i]
+                if n + add <= bufs[0].shape[-2]:
+                    out.append(bufs)
+                    continue
+            kbuf, vbuf, filled = self.reserve(i, add)
+            if filled != n:
+                raise ValueError(f"DynamicCache layer {i} holds {filled} positions and layer 0 {n}; a decode step "
+                                 "writes the same position in every layer")
+            out.append(self._buffers[i])
+        return n, out
+
+    def advance_all(self, add: int) -> None:
+        """:meth:`advance` for every layer after :meth:`reserve_all`."""
+        n = self.keys[0].shape[-2] + add
+        views = []
+        for i, (kbuf, vbuf) in enumerate(self._buffers):
+            dim = kbuf.dim() - 2
+            k, v = kbuf.narrow(dim, 0, n), vbuf.narrow(dim, 0, n)
+            self.keys[i], self.values[i] = k, v
+            views.append((k, v))
+        self.__dict__["_advanced"] = views
+
     def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer_idx == len(self.keys):
             self.keys.append(key)

@@ -245,3 +245,25 @@ def test_strided_rows_on_either_kernel(native_on, monkeypatch):
     assert layer._native_layout == native_on
     expect = x.double().reshape(8, 128) @ layer.dequantize().double().t() + layer.bias.double()
     torch.testing.assert_close(got.double().reshape(8, -1), expect, rtol=2e-2, atol=5e-2)
+
+
+def test_cache_reserve_all_and_advance_all():
+    cache = DynamicCache()
+    for i in range(2):
+        cache.update(i, torch.full((1, 2, 3, 4), float(i)), torch.full((1, 2, 3, 4), float(i) + 0.5))
+    n, bufs = cache.reserve_all(1)
+    assert n == 3 and len(bufs) == 2
+    for i, (k, v) in enumerate(bufs):
+        k[..., 3, :] = 10.0 + i
+        v[..., 3, :] = 20.0 + i
+    cache.advance_all(1)
+    assert cache.get_seq_length() == 4 and cache.keys[1][0, 0, 3, 0] == 11.0 and cache.values[0][0, 1, 3, 0] == 20.0
+    n, again = cache.reserve_all(1)
+    assert n == 4 and again[0] is bufs[0]  # unchanged: the same buffers, in place
+    cache.crop(2)  # replaced from outside: reserved anew, the kept positions copied
+    n, moved = cache.reserve_all(1)
+    assert n == 2 and torch.equal(moved[0][0][..., :2, :], torch.zeros(1, 2, 2, 4))
+    cache.keys[1] = cache.keys[1][..., :1, :]
+    cache.values[1] = cache.values[1][..., :1, :]
+    with pytest.raises(ValueError, match="layer 1 holds 1 positions and layer 0 2"):
+        cache.reserve_all(1)

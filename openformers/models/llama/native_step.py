@@ -60,28 +60,21 @@ class NativeStep:
                              float(layers[0][10].variance_epsilon), float(attn0.scaling), int(dtype == torch.bfloat16),
                              self.array)
         self.ref = ctypes.byref(self.model)
-        self.caches: list[tuple[int, int]] = [(0, 0)] * self.count
+        self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        n = None
-        for i in range(self.count):
-            kbuf, vbuf, filled = cache.reserve(i, 1)
-            if n is None:
-                n = filled
-            elif filled != n:
-                raise RuntimeError(f"DynamicCache layers hold {n} and {filled} positions; a decode step needs them equal")
-            key = (kbuf.data_ptr(), vbuf.data_ptr())
-            if self.caches[i] != key:
+        n, buffers = cache.reserve_all(1)
+        for i, bufs in enumerate(buffers):
+            if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
                 entry = self.array[i]
-                entry.k_cache, entry.v_cache, entry.capacity = key[0], key[1], kbuf.shape[-2]
-                self.caches[i] = key
+                entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
+                self.caches[i] = bufs
         out = hidden.clone(memory_format=torch.contiguous_format)
         cos32 = cos.reshape(-1).float().contiguous()
         sin32 = sin.reshape(-1).float().contiguous()
         if self.lib.of_llama_step(self.ref, out.data_ptr(), cos32.data_ptr(), sin32.data_ptr(), n, torch.get_num_threads()) != 0:
             raise MemoryError("the native decode step could not allocate its scratch memory")
-        for i in range(self.count):
-            cache.advance(i, 1)
+        cache.advance_all(1)
         return out
 
 
