@@ -32,6 +32,7 @@ typedef struct {
     const uint8_t *q;
     const uint16_t *sz;
     int64_t out, in;
+    const void *dense;  /* of_llama_step only: a plain [out][in] weight in the activation dtype (q, sz unused) */
 } of_int4_weight;
 
 int of_has_bf16_dot(void) { return OF_BF16_DOT; }
@@ -254,7 +255,7 @@ int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t r
     return 0;
 }
 
-/* ---- one decode step of a Llama-family model with 4-bit projections ------------------------------------
+/* ---- one decode step of a Llama-family model (4-bit or plain projections) ----------------------------------
  * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
  * q/k/v product, rotary embedding, the new key and value written into the cache, attention over the
  * cache, the output product and residual, RMSNorm, the fused gate/up product, SiLU(gate) * up, the down
@@ -292,12 +293,62 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
     for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
 }
 
-static void arrange_f32(const float *x, int64_t in, uint16_t *xa, float *sums) { of_arrange(x, 0, in, xa, sums); }
+/* y = W x of a dense [out][in] weight, rows [r0, r1): float32 (x float32) or bfloat16 (xb: x in bfloat16) */
+static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *xb, int bf, int64_t r0, int64_t r1,
+                       float *y) {
+    const int64_t in = w->in;
+    if (!bf) {
+        for (int64_t r = r0; r < r1; r++) {
+            const float *wr = (const float *)w->dense + r * in;
+            float s = 0.f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = 0; i < in; i++) s += wr[i] * x[i];
+            y[r] = s;
+        }
+        return;
+    }
+    int64_t r = r0;
+#if OF_BF16_DOT
+    for (; r + 4 <= r1; r += 4) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const uint16_t *w0 = (const uint16_t *)w->dense + r * in;
+        int64_t i = 0;
+        for (; i + 32 <= in; i += 32) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i);
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + i), xv);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w0 + in + i), xv);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w0 + 2 * in + i), xv);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w0 + 3 * in + i), xv);
+        }
+        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
+        for (; i < in; i++)
+            for (int k = 0; k < 4; k++) s[k] += from_bf16(w0[k * in + i]) * from_bf16(xb[i]);
+        for (int k = 0; k < 4; k++) y[r + k] = s[k];
+    }
+#endif
+    for (; r < r1; r++) {
+        const uint16_t *wr = (const uint16_t *)w->dense + r * in;
+        float s = 0.f;
+        for (int64_t i = 0; i < in; i++) s += from_bf16(wr[i]) * from_bf16(xb[i]);
+        y[r] = s;
+    }
+}
+
+/* before a product (one thread): the activations in the form its weight wants */
+static void prepare(const of_int4_weight *w, const float *x, int bf, uint16_t *xa, float *sums) {
+    if (!w->dense) of_arrange(x, 0, w->in, xa, sums);
+    else if (bf) for (int64_t i = 0; i < w->in; i++) xa[i] = to_bf16(x[i]);
+}
 
 /* this thread's share of y = W x (whole tiles of 4 rows) */
-static void share(const of_int4_weight *w, const uint16_t *xa, const float *sums, float *y, int t, int n) {
+static void share(const of_int4_weight *w, const float *x, int bf, const uint16_t *xa, const float *sums, float *y,
+                  int t, int n) {
     int64_t tiles = w->out / 4, t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
-    if (t0 < t1) rows_product(w, xa, sums, t0 * 4, t1 * 4, y, NULL);
+    if (t == n - 1 && w->dense) t1 = (w->out + 3) / 4;  /* a dense weight's last rows need not fill a tile */
+    int64_t r1 = t1 * 4 < w->out ? t1 * 4 : w->out;
+    if (t0 * 4 >= r1) return;
+    if (w->dense) dense_rows(w, x, xa, bf, t0 * 4, r1, y);
+    else rows_product(w, xa, sums, t0 * 4, r1, y, NULL);
 }
 
 /* one head's attention output over the cache's first T positions of kv head g: softmax(q k^T * scaling) v */
@@ -357,10 +408,10 @@ int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float
             const of_llama_layer *L = &m->layer[l];
             if (t == 0) {
                 rms_norm(x, L->norm1, H, m->eps, bf, xn);
-                arrange_f32(xn, H, xa, sums);
+                prepare(&L->qkv, xn, bf, xa, sums);
             }
 #pragma omp barrier
-            share(&L->qkv, xa, sums, qkv, t, n);
+            share(&L->qkv, xn, bf, xa, sums, qkv, t, n);
 #pragma omp barrier
             if (t == 0) {
                 for (int64_t i = 0; i < qkv_n; i++) qkv[i] = rnd(qkv[i], bf);
@@ -384,28 +435,30 @@ int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float
             for (int64_t head = t; head < h; head += n)  /* attention, heads split over the threads */
                 attend(qkv + head * d, L, head / (h / kv), T, d, m->scaling, bf, score + t * (T + 16), att + head * d);
 #pragma omp barrier
-            if (t == 0) arrange_f32(att, h * d, xa, sums);
+            if (t == 0) prepare(&L->o, att, bf, xa, sums);
 #pragma omp barrier
-            share(&L->o, xa, sums, tmp, t, n);
+            share(&L->o, att, bf, xa, sums, tmp, t, n);
 #pragma omp barrier
             if (t == 0) {
                 for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
                 rms_norm(x, L->norm2, H, m->eps, bf, xn);
-                arrange_f32(xn, H, xa, sums);
+                prepare(&L->gate_up, xn, bf, xa, sums);
             }
 #pragma omp barrier
-            share(&L->gate_up, xa, sums, gu, t, n);
+            share(&L->gate_up, xn, bf, xa, sums, gu, t, n);
 #pragma omp barrier
             {  /* SiLU(gate) * up and its arrangement, pairs of groups split over the threads */
                 int64_t pairs = I / 64, p0 = pairs * t / n, p1 = pairs * (t + 1) / n;
-                for (int64_t i = p0 * 64; i < p1 * 64; i++) {
+                int64_t i1 = t == n - 1 ? I : p1 * 64;  /* a dense down weight's inputs need not fill a pair */
+                for (int64_t i = p0 * 64; i < i1; i++) {
                     float g = rnd(gu[i], bf), u = rnd(gu[I + i], bf);
                     act[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
                 }
-                if (p1 > p0) of_arrange(act + p0 * 64, 0, (p1 - p0) * 64, xa + p0 * 64, sums + p0 * 2);
+                if (p1 > p0 && !L->down.dense) of_arrange(act + p0 * 64, 0, (p1 - p0) * 64, xa + p0 * 64, sums + p0 * 2);
+                else if (bf) for (int64_t i = p0 * 64; i < i1; i++) xa[i] = to_bf16(act[i]);
             }
 #pragma omp barrier
-            share(&L->down, xa, sums, tmp, t, n);
+            share(&L->down, act, bf, xa, sums, tmp, t, n);
 #pragma omp barrier
             if (t == 0)
                 for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);

@@ -35,7 +35,8 @@ _state: dict[str, object] = {}
 class Int4Weight(ctypes.Structure):
     """``of_int4_weight``: the pointers of a :class:`NativeInt4` and its shape."""
 
-    _fields_ = [("q", ctypes.c_void_p), ("sz", ctypes.c_void_p), ("out", ctypes.c_int64), ("in_", ctypes.c_int64)]
+    _fields_ = [("q", ctypes.c_void_p), ("sz", ctypes.c_void_p), ("out", ctypes.c_int64), ("in_", ctypes.c_int64),
+                ("dense", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:

@@ -1,5 +1,5 @@
-"""The native int4 kernel (``int4_native.c``): its products against float64, its portable build, the
-layout ``QuantizedLinear`` keeps, and the one-call decode step of 4-bit Llama models."""
+"""The native kernels (``int4_native.c``): the 4-bit products against float64, the portable build, the
+layout ``QuantizedLinear`` keeps, and the one-call decode step of Llama models (4-bit and plain weights)."""
 from __future__ import annotations
 
 import pytest
@@ -127,7 +127,7 @@ def test_cache_reserve_and_advance():
     assert n == 6 and again.data_ptr() == kbuf.data_ptr()  # room left: written in place
 
 
-def _tiny_int4(dtype: torch.dtype, layers: int = 3) -> LlamaForCausalLM:
+def _tiny_int4(dtype: torch.dtype, layers: int = 3, quantized: bool = True) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5)
@@ -138,7 +138,8 @@ def _tiny_int4(dtype: torch.dtype, layers: int = 3) -> LlamaForCausalLM:
         for layer in model.model.layers:  # norm weights near one, as trained models have
             layer.input_layernorm.weight.uniform_(0.8, 1.2)
             layer.post_attention_layernorm.weight.uniform_(0.8, 1.2)
-    GGUFQuantizationConfig().quantize_model(model)
+    if quantized:
+        GGUFQuantizationConfig().quantize_model(model)
     return model.to(dtype).eval()
 
 
@@ -161,9 +162,10 @@ def _step(model, ids, native_on, monkeypatch):
 LENGTHS = (5, 63, 64, 65, 72)  # prompt lengths: the steps cross the cache's first capacity (64)
 
 
-def test_native_decode_step_matches_the_pytorch_layers(monkeypatch):
+@pytest.mark.parametrize("quantized", [True, False])
+def test_native_decode_step_matches_the_pytorch_layers(quantized, monkeypatch):
     # float32: each step from the same cache; the operators agree to summation order
-    model = _tiny_int4(torch.float32)
+    model = _tiny_int4(torch.float32, quantized=quantized)
     ids = torch.randint(3, 256, (1, 72), generator=torch.Generator().manual_seed(8))
     for length in LENGTHS:
         got, used = _step(model, ids[:, :length], True, monkeypatch)
@@ -175,11 +177,12 @@ def test_native_decode_step_matches_the_pytorch_layers(monkeypatch):
         torch.testing.assert_close(got, expect, rtol=0, atol=1e-4 * scale, msg=lambda m: f"prompt of {length}: {m}")
 
 
-def test_native_bfloat16_step_is_as_accurate_as_the_pytorch_layers(monkeypatch):
+@pytest.mark.parametrize("quantized", [True, False])
+def test_native_bfloat16_step_is_as_accurate_as_the_pytorch_layers(quantized, monkeypatch):
     # bfloat16: both round every operator's result; measured against the float32 model, the native step's
     # error is that of PyTorch's bfloat16 operators (within a quarter)
     ids = torch.randint(3, 256, (1, 72), generator=torch.Generator().manual_seed(8))
-    model32, model16 = _tiny_int4(torch.float32), _tiny_int4(torch.bfloat16)
+    model32, model16 = _tiny_int4(torch.float32, quantized=quantized), _tiny_int4(torch.bfloat16, quantized=quantized)
     ours, theirs = [], []
     for length in LENGTHS:
         truth, _ = _step(model32, ids[:, :length], False, monkeypatch)
@@ -194,10 +197,11 @@ def test_native_bfloat16_step_is_as_accurate_as_the_pytorch_layers(monkeypatch):
     assert ours.amax() <= 1.5 * theirs.amax(), (ours.amax(1), theirs.amax(1))
 
 
-def test_native_greedy_decoding_follows_the_pytorch_layers(monkeypatch):
+@pytest.mark.parametrize("quantized", [True, False])
+def test_native_greedy_decoding_follows_the_pytorch_layers(quantized, monkeypatch):
     # many steps: each path rounds activations to bfloat16 for the products, so a difference in the last
     # bit of a sum can move later values by a bfloat16 step; the greedy tokens stay the same
-    model = _tiny_int4(torch.float32)
+    model = _tiny_int4(torch.float32, quantized=quantized)
     ids = torch.randint(3, 256, (1, 20), generator=torch.Generator().manual_seed(10))
     from openformers.models.llama import decode
 
@@ -267,3 +271,17 @@ def test_cache_reserve_all_and_advance_all():
     cache.values[1] = cache.values[1][..., :1, :]
     with pytest.raises(ValueError, match="layer 1 holds 1 positions and layer 0 2"):
         cache.reserve_all(1)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_native_step_with_sizes_off_the_kernel_blocks(dtype, atol, monkeypatch):
+    # plain weights: 100 intermediate features (not a whole number of 32- or 64-value blocks), head size 16
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=100, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).to(dtype).eval()
+    ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(12))
+    got, used = _step(model, ids, True, monkeypatch)
+    assert used
+    expect, _ = _step(model, ids, False, monkeypatch)
+    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())

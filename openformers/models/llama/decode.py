@@ -128,7 +128,8 @@ class DecodePlan:
         ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
         gate/up of ``GatedMLP.forward``."""
         kernels = self._resolve(hidden)
-        if hidden.shape[0] == 1 and type(cache) is DynamicCache and all(m is None for m in masks):
+        if (hidden.shape[0] == 1 and type(cache) is DynamicCache and len(cache) == len(self.layers)
+                and all(m is None for m in masks)):
             key = (hidden.dtype, 1, torch.get_num_threads())
             if key not in self.native:
                 self.native[key] = native_step(self.layers, kernels, hidden, cos, masks, cache)

@@ -1,12 +1,13 @@
-"""Decode steps of 4-bit Llama models in one native call (``of_llama_step`` in ``int4_native.c``).
+"""Decode steps of Llama models in one native call (``of_llama_step`` in ``quantization/int4_native.c``).
 
-With every projection of every layer on the native int4 kernel, a decode step of one sequence spends
-more time in Python and in several hundred small PyTorch operators than in the products. The decode
-plan (``decode.py``) then hands the whole stack of layers to ``of_llama_step``: one call per step runs
-the norms, products, rotary embedding, attention over the cache (written in place through
-``DynamicCache.reserve``) and residuals, with the activations rounded to bfloat16 wherever the PyTorch
-operators round them. :func:`native_step` says when it applies; anything else keeps the plan's PyTorch
-path.
+A decode step of one sequence on a few CPU cores spends as much time in Python and in several hundred
+small PyTorch operators as in reading the weights. Where every projection is either on the native 4-bit
+kernel (``QuantizedLinear``) or a plain row-major weight in the activations' dtype (float32 or bfloat16;
+fused q/k/v and gate/up buffers are), the decode plan (``decode.py``) hands the whole stack of layers to
+``of_llama_step``: one call per step runs the norms, products, rotary embedding, attention over the
+cache (written in place through ``DynamicCache.reserve_all``) and residuals, with the activations
+rounded to bfloat16 wherever PyTorch's bfloat16 operators round them. :func:`native_step` says when it
+applies; anything else keeps the plan's PyTorch path.
 """
 from __future__ import annotations
 
@@ -41,24 +42,24 @@ class _Model(ctypes.Structure):
 class NativeStep:
     """The layers of one model as ``of_llama_step``'s structures (weights held, cache pointers per step)."""
 
-    def __init__(self, lib: ctypes.CDLL, layers: list[tuple[nn.Module, ...]], kernels: list[tuple], dtype: torch.dtype) -> None:
-        attn0 = layers[0][1]
-        mlp0 = layers[0][6]
+    def __init__(self, lib: ctypes.CDLL, layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]],
+                 dtype: torch.dtype) -> None:
+        attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
         self.lib = lib
         self.count = len(layers)
         self.array = (_Layer * self.count)()
         self.keep: list[Any] = []  # the tensors the structures point into
-        for i, ((_, _, _, _, _, o, _, _, _, down, norm1, norm2), (qkv_fn, _, gu_fn, _)) in enumerate(zip(layers, kernels)):
+        for i, (mods, found) in enumerate(zip(layers, weights)):
+            norm1, norm2 = mods[10], mods[11]
             entry = self.array[i]
             entry.norm1, entry.norm2 = norm1.weight.data_ptr(), norm2.weight.data_ptr()
-            for name, native in (("qkv", qkv_fn.native), ("o", o._native()), ("gate_up", gu_fn.native), ("down", down._native())):
-                setattr(entry, name, native.struct)
-                self.keep.append(native)
+            for name, (struct, held) in zip(("qkv", "o", "gate_up", "down"), found):
+                setattr(entry, name, struct)
+                self.keep.append(held)
             self.keep += [norm1.weight, norm2.weight]
-        self.model = _Model(self.count, layers[0][10].weight.shape[0],
-                             attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim, mlp0.gate_proj.out_features,
-                             float(layers[0][10].variance_epsilon), float(attn0.scaling), int(dtype == torch.bfloat16),
-                             self.array)
+        self.model = _Model(self.count, norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim,
+                            mlp0.gate_proj.out_features, float(norm0.variance_epsilon), float(attn0.scaling),
+                            int(dtype == torch.bfloat16), self.array)
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
 
@@ -78,12 +79,41 @@ class NativeStep:
         return out
 
 
+def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tuple[Int4Weight, Any] | None:
+    """The ``of_int4_weight`` of a product of ``parts`` (fused when several): the native 4-bit kernel's
+    (``kernel.native`` of a fused kernel, or a lone ``QuantizedLinear``), or a plain weight in the
+    activation dtype whose rows are the parts' weights one after the other in memory (fused buffers are);
+    None otherwise. Biases are not supported. Returns the structure and what it points into."""
+    native = getattr(kernel, "native", None)
+    if native is not None:
+        return (native.struct, native) if kernel.bias is None else None
+    if len(parts) == 1 and hasattr(parts[0], "_native"):
+        native = parts[0]._native() if parts[0].bias is None else None
+        return None if native is None else (native.struct, native)
+    weights = []
+    for m in parts:
+        if type(m) is not nn.Linear or m.bias is not None:
+            return None
+        weights.append(m.weight)
+    first = weights[0]
+    if first.dtype != dtype or first.device.type != "cpu":
+        return None
+    step = first.shape[1] * first.element_size()
+    ptr = first.data_ptr()
+    for w in weights:  # contiguous rows, each part right after the one before
+        if w.dtype != dtype or not w.is_contiguous() or w.shape[1] != first.shape[1] or w.data_ptr() != ptr:
+            return None
+        ptr += w.shape[0] * step
+    out = sum(w.shape[0] for w in weights)
+    return Int4Weight(None, None, out, first.shape[1], first.data_ptr()), weights
+
+
 def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor, cos: torch.Tensor,
                 masks: list, cache: Any) -> NativeStep | None:
     """A :class:`NativeStep` for these resolved layers, or None when the step must run in PyTorch: more than
-    one sequence, masks (padding, sliding windows), a cache other than ``DynamicCache``, a projection not on
-    the native kernel or with a bias, an activation other than SiLU, partial rotary embeddings, norms or
-    weights in another dtype than the activations."""
+    one sequence, masks (padding, sliding windows), a cache other than ``DynamicCache``, a projection with a
+    bias or neither on the native 4-bit kernel nor a plain row-major weight in the activations' dtype, an
+    activation other than SiLU, partial rotary embeddings, norms in another dtype."""
     if (hidden.shape[0] != 1 or hidden.dtype not in (torch.float32, torch.bfloat16) or type(cache) is not DynamicCache
             or any(m is not None for m in masks)):
         return None
@@ -96,12 +126,8 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     eps = layers[0][10].variance_epsilon
     if cos.shape[-1] != attn0.head_dim or attn0.head_dim % 2 or attn0.head_dim > 512:
         return None
-    for (_, attn, _, _, _, o, mlp, _, _, down, norm1, norm2), (qkv_fn, _, gu_fn, _) in zip(layers, kernels):
-        if (getattr(qkv_fn, "native", None) is None or getattr(gu_fn, "native", None) is None or qkv_fn.bias is not None
-                or gu_fn.bias is not None):
-            return None
-        if not all(hasattr(m, "_native") and m.bias is None and m._native() is not None for m in (o, down)):
-            return None
+    weights = []
+    for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn) in zip(layers, kernels):
         if mlp.act_fn is not ACTIVATIONS["silu"] or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
             return None
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim, attn.scaling) != (
@@ -109,4 +135,9 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
             return None
         if norm1.weight.dtype != hidden.dtype or norm2.weight.dtype != hidden.dtype:
             return None
-    return NativeStep(lib, layers, kernels, hidden.dtype)
+        found = [_weight(parts, fn, hidden.dtype) for parts, fn in
+                 (((q, k, v), qkv_fn), ((o,), o_fn), ((gate, up), gu_fn), ((down,), down_fn))]
+        if any(f is None for f in found):
+            return None
+        weights.append(found)
+    return NativeStep(lib, layers, weights, hidden.dtype)
