@@ -293,76 +293,113 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
     for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
 }
 
-/* y = W x of a dense [out][in] weight, rows [r0, r1): float32 (x float32) or bfloat16 (xb: x in bfloat16) */
-static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *xb, int bf, int64_t r0, int64_t r1,
-                       float *y) {
+/* Y = X W^T of a dense [out][in] weight for `rows` activation rows, weight rows [r0, r1): float32 (x: rows of
+ * float32, stride in) or bfloat16 (xb: rows of bfloat16, stride xstride); y rows of stride ystride. Each
+ * block of weight rows is read once for all activation rows. */
+static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *xb, int64_t xstride, int64_t rows,
+                       int bf, int64_t r0, int64_t r1, float *y, int64_t ystride) {
     const int64_t in = w->in;
     if (!bf) {
         for (int64_t r = r0; r < r1; r++) {
             const float *wr = (const float *)w->dense + r * in;
-            float s = 0.f;
+            for (int64_t b = 0; b < rows; b++) {
+                const float *xr = x + b * in;
+                float s = 0.f;
 #pragma omp simd reduction(+ : s)
-            for (int64_t i = 0; i < in; i++) s += wr[i] * x[i];
-            y[r] = s;
+                for (int64_t i = 0; i < in; i++) s += wr[i] * xr[i];
+                y[b * ystride + r] = s;
+            }
         }
         return;
     }
     int64_t r = r0;
 #if OF_BF16_DOT
     for (; r + 4 <= r1; r += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         const uint16_t *w0 = (const uint16_t *)w->dense + r * in;
-        int64_t i = 0;
-        for (; i + 32 <= in; i += 32) {
-            __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i);
-            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + i), xv);
-            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w0 + in + i), xv);
-            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w0 + 2 * in + i), xv);
-            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w0 + 3 * in + i), xv);
+        for (int64_t b = 0; b < rows; b++) {
+            const uint16_t *xr = xb + b * xstride;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t i = 0;
+            for (; i + 32 <= in; i += 32) {
+                __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + i);
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + i), xv);
+                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w0 + in + i), xv);
+                a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w0 + 2 * in + i), xv);
+                a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w0 + 3 * in + i), xv);
+            }
+            float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                          _mm512_reduce_add_ps(a3)};
+            for (; i < in; i++)
+                for (int k = 0; k < 4; k++) s[k] += from_bf16(w0[k * in + i]) * from_bf16(xr[i]);
+            for (int k = 0; k < 4; k++) y[b * ystride + r + k] = s[k];
         }
-        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
-        for (; i < in; i++)
-            for (int k = 0; k < 4; k++) s[k] += from_bf16(w0[k * in + i]) * from_bf16(xb[i]);
-        for (int k = 0; k < 4; k++) y[r + k] = s[k];
     }
 #endif
     for (; r < r1; r++) {
         const uint16_t *wr = (const uint16_t *)w->dense + r * in;
-        float s = 0.f;
-        for (int64_t i = 0; i < in; i++) s += from_bf16(wr[i]) * from_bf16(xb[i]);
-        y[r] = s;
+        for (int64_t b = 0; b < rows; b++) {
+            const uint16_t *xr = xb + b * xstride;
+            float s = 0.f;
+            for (int64_t i = 0; i < in; i++) s += from_bf16(wr[i]) * from_bf16(xr[i]);
+            y[b * ystride + r] = s;
+        }
     }
 }
 
-/* before a product (one thread): the activations in the form its weight wants */
-static void prepare(const of_int4_weight *w, const float *x, int bf, uint16_t *xa, float *sums) {
-    if (!w->dense) of_arrange(x, 0, w->in, xa, sums);
-    else if (bf) for (int64_t i = 0; i < w->in; i++) xa[i] = to_bf16(x[i]);
+/* before a product (one thread): row b of the activations (x, stride `in`) in the form the weight wants,
+ * at xa + b * xstride and sums + b * sstride */
+static void prepare(const of_int4_weight *w, const float *x, int64_t rows, int bf, uint16_t *xa, int64_t xstride,
+                    float *sums, int64_t sstride) {
+    for (int64_t b = 0; b < rows; b++) {
+        const float *xr = x + b * w->in;
+        if (!w->dense) of_arrange(xr, 0, w->in, xa + b * xstride, sums + b * sstride);
+        else if (bf) for (int64_t i = 0; i < w->in; i++) xa[b * xstride + i] = to_bf16(xr[i]);
+    }
 }
 
-/* this thread's share of y = W x (whole tiles of 4 rows) */
-static void share(const of_int4_weight *w, const float *x, int bf, const uint16_t *xa, const float *sums, float *y,
-                  int t, int n) {
+/* this thread's share of Y = X W^T (whole tiles of 4 weight rows), y rows of stride w->out */
+static void share(const of_int4_weight *w, const float *x, int64_t rows, int bf, const uint16_t *xa, int64_t xstride,
+                  const float *sums, int64_t sstride, float *y, int t, int n) {
     int64_t tiles = w->out / 4, t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
     if (t == n - 1 && w->dense) t1 = (w->out + 3) / 4;  /* a dense weight's last rows need not fill a tile */
     int64_t r1 = t1 * 4 < w->out ? t1 * 4 : w->out;
     if (t0 * 4 >= r1) return;
-    if (w->dense) dense_rows(w, x, xa, bf, t0 * 4, r1, y);
-    else rows_product(w, xa, sums, t0 * 4, r1, y, NULL);
+    if (w->dense) {
+        dense_rows(w, x, xa, xstride, rows, bf, t0 * 4, r1, y, w->out);
+        return;
+    }
+    if (rows == 1) {
+        rows_product(w, xa, sums, t0 * 4, r1, y, NULL);
+        return;
+    }
+    for (int64_t c0 = t0 * 4; c0 < r1; c0 += 64)  /* 64 weight rows at a time, all activation rows */
+        for (int64_t i = 0; i < rows; i += 4) {
+            int nx = rows - i < 4 ? (int)(rows - i) : 4;
+            const uint16_t *xs[4];
+            const float *ss[4];
+            float *ys[4];
+            for (int j = 0; j < 4; j++) {
+                int64_t row = i + (j < nx ? j : 0);
+                xs[j] = xa + row * xstride;
+                ss[j] = sums + row * sstride;
+                ys[j] = y + row * w->out;
+            }
+            rows_product_x4(w, xs, ss, nx, c0, c0 + 64 < r1 ? c0 + 64 : r1, ys, NULL);
+        }
 }
 
 /* one head's attention output over the cache's first T positions of kv head g: softmax(q k^T * scaling) v */
-static void attend(const float *q, const of_llama_layer *L, int64_t g, int64_t T, int64_t d, float scaling, int bf,
-                   float *score, float *out) {
+static void attend(const float *q, const of_llama_layer *L, int64_t base, int64_t g, int64_t T, int64_t d,
+                   float scaling, int bf, float *score, float *out) {
     float top = -INFINITY;
     for (int64_t p = 0; p < T; p++) {
         float s = 0.f;
         if (bf) {
-            const uint16_t *k = (const uint16_t *)L->k_cache + (g * L->capacity + p) * d;
+            const uint16_t *k = (const uint16_t *)L->k_cache + base + (g * L->capacity + p) * d;
 #pragma omp simd reduction(+ : s)
             for (int64_t i = 0; i < d; i++) s += q[i] * from_bf16(k[i]);
         } else {
-            const float *k = (const float *)L->k_cache + (g * L->capacity + p) * d;
+            const float *k = (const float *)L->k_cache + base + (g * L->capacity + p) * d;
 #pragma omp simd reduction(+ : s)
             for (int64_t i = 0; i < d; i++) s += q[i] * k[i];
         }
@@ -375,11 +412,11 @@ static void attend(const float *q, const of_llama_layer *L, int64_t g, int64_t T
     for (int64_t p = 0; p < T; p++) {
         float w = score[p] / total;
         if (bf) {
-            const uint16_t *v = (const uint16_t *)L->v_cache + (g * L->capacity + p) * d;
+            const uint16_t *v = (const uint16_t *)L->v_cache + base + (g * L->capacity + p) * d;
 #pragma omp simd
             for (int64_t i = 0; i < d; i++) out[i] += w * from_bf16(v[i]);
         } else {
-            const float *v = (const float *)L->v_cache + (g * L->capacity + p) * d;
+            const float *v = (const float *)L->v_cache + base + (g * L->capacity + p) * d;
 #pragma omp simd
             for (int64_t i = 0; i < d; i++) out[i] += w * v[i];
         }
@@ -387,84 +424,100 @@ static void attend(const float *q, const of_llama_layer *L, int64_t g, int64_t T
     for (int64_t i = 0; i < d; i++) out[i] = rnd(out[i], bf);
 }
 
-/* hidden [hidden] (activation dtype) is updated in place; cos and sin [head_dim] hold the position's
- * values; the caches hold n_past positions before the call and n_past + 1 after. Returns 0, or -1 when
- * the scratch memory could not be had. */
-int of_llama_step(const of_llama *m, void *hidden, const float *cos, const float *sin, int64_t n_past, int threads) {
-    const int64_t H = m->hidden, h = m->heads, kv = m->kv_heads, d = m->head_dim, I = m->inter;
-    const int64_t qkv_n = (h + 2 * kv) * d, T = n_past + 1, widest = I > H ? (I > h * d ? I : h * d) : (H > h * d ? H : h * d);
+/* hidden [batch][hidden] (activation dtype) is updated in place, one new position per sequence (no
+ * padding: every sequence is at position n_past); cos and sin [head_dim] hold that position's values; the
+ * caches hold n_past positions before the call and n_past + 1 after. Returns 0, or -1 when the scratch
+ * memory could not be had. */
+int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *cos, const float *sin, int64_t n_past,
+                  int threads) {
+    const int64_t H = m->hidden, h = m->heads, kv = m->kv_heads, d = m->head_dim, I = m->inter, B = batch;
+    const int64_t qkv_n = (h + 2 * kv) * d, T = n_past + 1;
+    const int64_t widest = (I > H ? (I > h * d ? I : h * d) : (H > h * d ? H : h * d)) + 64, G = widest / 32;
     const int bf = m->bf16;
     if (threads < 1) threads = 1;
-    float *x = malloc(sizeof(float) * (H * 3 + qkv_n + h * d + 2 * I + I + widest / 32 + 16 + (T + 16) * threads));
-    uint16_t *xa = malloc(sizeof(uint16_t) * (widest + 64));
+    float *x = malloc(sizeof(float) * (B * (3 * H + qkv_n + h * d + 3 * I + G) + (T + 16) * threads + 64));
+    uint16_t *xa = malloc(sizeof(uint16_t) * B * widest);
     if (!x || !xa) { free(x); free(xa); return -1; }
-    float *xn = x + H, *tmp = xn + H, *qkv = tmp + H, *att = qkv + qkv_n, *gu = att + h * d, *act = gu + 2 * I;
-    float *sums = act + I, *score = sums + widest / 32 + 16;
-    for (int64_t i = 0; i < H; i++) x[i] = get(hidden, i, bf);
+    float *xn = x + B * H, *tmp = xn + B * H, *qkv = tmp + B * H, *att = qkv + B * qkv_n, *gu = att + B * h * d;
+    float *act = gu + B * 2 * I, *sums = act + B * I, *score = sums + B * G;
+    for (int64_t i = 0; i < B * H; i++) x[i] = get(hidden, i, bf);
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         for (int64_t l = 0; l < m->layers; l++) {
             const of_llama_layer *L = &m->layer[l];
+            const int64_t seq = kv * L->capacity * d;  /* one sequence's part of the cache */
             if (t == 0) {
-                rms_norm(x, L->norm1, H, m->eps, bf, xn);
-                prepare(&L->qkv, xn, bf, xa, sums);
+                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm1, H, m->eps, bf, xn + b * H);
+                prepare(&L->qkv, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
-            share(&L->qkv, xn, bf, xa, sums, qkv, t, n);
+            share(&L->qkv, xn, B, bf, xa, widest, sums, G, qkv, t, n);
 #pragma omp barrier
             if (t == 0) {
-                for (int64_t i = 0; i < qkv_n; i++) qkv[i] = rnd(qkv[i], bf);
                 const int64_t half = d / 2;
-                for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
-                    float *v = qkv + head * d, r[512];
-                    for (int64_t i = 0; i < d; i++) {
-                        float rot = i < half ? -v[i + half] : v[i - half];
-                        r[i] = rnd(rnd(v[i] * cos[i], bf) + rnd(rot * sin[i], bf), bf);
+                for (int64_t b = 0; b < B; b++) {
+                    float *row = qkv + b * qkv_n;
+                    for (int64_t i = 0; i < qkv_n; i++) row[i] = rnd(row[i], bf);
+                    for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
+                        float *v = row + head * d, r[512];
+                        for (int64_t i = 0; i < d; i++) {
+                            float rot = i < half ? -v[i + half] : v[i - half];
+                            r[i] = rnd(rnd(v[i] * cos[i], bf) + rnd(rot * sin[i], bf), bf);
+                        }
+                        memcpy(v, r, sizeof(float) * d);
                     }
-                    memcpy(v, r, sizeof(float) * d);
-                }
-                for (int64_t g = 0; g < kv; g++) {  /* the new key and value at position n_past */
-                    for (int64_t i = 0; i < d; i++) {
-                        put(L->k_cache, (g * L->capacity + n_past) * d + i, qkv[(h + g) * d + i], bf);
-                        put(L->v_cache, (g * L->capacity + n_past) * d + i, qkv[(h + kv + g) * d + i], bf);
-                    }
+                    for (int64_t g = 0; g < kv; g++)  /* the new key and value at position n_past */
+                        for (int64_t i = 0; i < d; i++) {
+                            put(L->k_cache, b * seq + (g * L->capacity + n_past) * d + i, row[(h + g) * d + i], bf);
+                            put(L->v_cache, b * seq + (g * L->capacity + n_past) * d + i, row[(h + kv + g) * d + i], bf);
+                        }
                 }
             }
 #pragma omp barrier
-            for (int64_t head = t; head < h; head += n)  /* attention, heads split over the threads */
-                attend(qkv + head * d, L, head / (h / kv), T, d, m->scaling, bf, score + t * (T + 16), att + head * d);
+            for (int64_t job = t; job < B * h; job += n) {  /* attention, (sequence, head) split over the threads */
+                int64_t b = job / h, head = job % h;
+                attend(qkv + b * qkv_n + head * d, L, b * seq, head / (h / kv), T, d, m->scaling, bf,
+                       score + t * (T + 16), att + b * h * d + head * d);
+            }
 #pragma omp barrier
-            if (t == 0) prepare(&L->o, att, bf, xa, sums);
+            if (t == 0) prepare(&L->o, att, B, bf, xa, widest, sums, G);
 #pragma omp barrier
-            share(&L->o, att, bf, xa, sums, tmp, t, n);
+            share(&L->o, att, B, bf, xa, widest, sums, G, tmp, t, n);
 #pragma omp barrier
             if (t == 0) {
-                for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
-                rms_norm(x, L->norm2, H, m->eps, bf, xn);
-                prepare(&L->gate_up, xn, bf, xa, sums);
+                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
+                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm2, H, m->eps, bf, xn + b * H);
+                prepare(&L->gate_up, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
-            share(&L->gate_up, xn, bf, xa, sums, gu, t, n);
+            share(&L->gate_up, xn, B, bf, xa, widest, sums, G, gu, t, n);
 #pragma omp barrier
-            {  /* SiLU(gate) * up and its arrangement, pairs of groups split over the threads */
+            {  /* SiLU(gate) * up and its preparation, pairs of groups split over the threads */
                 int64_t pairs = I / 64, p0 = pairs * t / n, p1 = pairs * (t + 1) / n;
                 int64_t i1 = t == n - 1 ? I : p1 * 64;  /* a dense down weight's inputs need not fill a pair */
-                for (int64_t i = p0 * 64; i < i1; i++) {
-                    float g = rnd(gu[i], bf), u = rnd(gu[I + i], bf);
-                    act[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
+                for (int64_t b = 0; b < B; b++) {
+                    const float *g2 = gu + b * 2 * I;
+                    float *a = act + b * I;
+                    for (int64_t i = p0 * 64; i < i1; i++) {
+                        float g = rnd(g2[i], bf), u = rnd(g2[I + i], bf);
+                        a[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
+                    }
+                    if (!L->down.dense) {
+                        if (p1 > p0) of_arrange(a + p0 * 64, 0, (p1 - p0) * 64, xa + b * widest + p0 * 64, sums + b * G + p0 * 2);
+                    } else if (bf) {
+                        for (int64_t i = p0 * 64; i < i1; i++) xa[b * widest + i] = to_bf16(a[i]);
+                    }
                 }
-                if (p1 > p0 && !L->down.dense) of_arrange(act + p0 * 64, 0, (p1 - p0) * 64, xa + p0 * 64, sums + p0 * 2);
-                else if (bf) for (int64_t i = p0 * 64; i < i1; i++) xa[i] = to_bf16(act[i]);
             }
 #pragma omp barrier
-            share(&L->down, act, bf, xa, sums, tmp, t, n);
+            share(&L->down, act, B, bf, xa, widest, sums, G, tmp, t, n);
 #pragma omp barrier
             if (t == 0)
-                for (int64_t i = 0; i < H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
+                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
         }
     }
-    for (int64_t i = 0; i < H; i++) put(hidden, i, x[i], bf);
+    for (int64_t i = 0; i < B * H; i++) put(hidden, i, x[i], bf);
     free(x);
     free(xa);
     return 0;

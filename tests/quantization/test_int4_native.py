@@ -285,3 +285,47 @@ def test_native_step_with_sizes_off_the_kernel_blocks(dtype, atol, monkeypatch):
     assert used
     expect, _ = _step(model, ids, False, monkeypatch)
     torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_native_step_for_a_batch_without_padding(quantized, monkeypatch):
+    # three sequences of one length: no mask, one native call for all rows; each row as PyTorch's layers give it
+    model = _tiny_int4(torch.float32, quantized=quantized)
+    ids = torch.randint(3, 256, (3, 66), generator=torch.Generator().manual_seed(13))
+    got, used = _step_rows(model, ids, True, monkeypatch)
+    assert used
+    for row in range(3):  # the same kernels and order of operations as one sequence alone: the same bits
+        alone, _ = _step_rows(model, ids[row : row + 1], True, monkeypatch)
+        assert torch.equal(got[row], alone[0]), row
+    expect, used = _step_rows(model, ids, False, monkeypatch)
+    assert not used
+    # against PyTorch's layers: float32 to summation order, where a last-bit difference may move an
+    # activation's bfloat16 rounding in the 4-bit products (a few thousandths here)
+    torch.testing.assert_close(got, expect, rtol=0, atol=1e-2 * expect.abs().max().item())
+    # per-row positions without a mask: the rows are not at one position, PyTorch's layers run
+    from openformers.models.llama import decode
+
+    monkeypatch.setattr(decode, "native_step", _REAL_STEP)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model.model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        positions = torch.tensor([[65], [64], [65]])
+        shifted = model.model(ids[:, -1:], past_key_values=cache, use_cache=True,
+                              position_ids=positions).last_hidden_state[:, -1].float()
+    assert not torch.allclose(shifted[1], expect[1], atol=1e-2)
+    torch.testing.assert_close(shifted[0], expect[0], rtol=0, atol=1e-2 * expect.abs().max().item())
+
+
+def _step_rows(model, ids, native_on, monkeypatch):
+    from openformers.models.llama import decode
+
+    monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
+    holder = model.model.__dict__.get("_openformers_decode_plan")
+    if holder is not None and holder.plan is not None:
+        holder.plan.native.clear()
+    cache = DynamicCache()
+    with torch.inference_mode():  # the decoder's last hidden states (the LM head's kernel depends on the rows)
+        model.model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        hidden = model.model(ids[:, -1:], past_key_values=cache, use_cache=True).last_hidden_state[:, -1].float()
+    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    return hidden, any(step is not None for step in plan.native.values())

@@ -128,14 +128,14 @@ class DecodePlan:
         ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
         gate/up of ``GatedMLP.forward``."""
         kernels = self._resolve(hidden)
-        if (hidden.shape[0] == 1 and type(cache) is DynamicCache and len(cache) == len(self.layers)
-                and all(m is None for m in masks)):
-            key = (hidden.dtype, 1, torch.get_num_threads())
+        if type(cache) is DynamicCache and len(cache) == len(self.layers) and all(m is None for m in masks):
+            key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
             if key not in self.native:
                 self.native[key] = native_step(self.layers, kernels, hidden, cos, masks, cache)
             step = self.native[key]
-            if step is not None:
-                return step(hidden, cos, sin, cache)
+            out = step(hidden, cos, sin, cache) if step is not None else None
+            if out is not None:
+                return out
         b = hidden.shape[0]
         for (layer, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn), mask in zip(
                 self.layers, kernels, masks):

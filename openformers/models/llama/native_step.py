@@ -63,7 +63,11 @@ class NativeStep:
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
 
-    def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
+        """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
+        not all at one position (``position_ids`` given per row without a mask)."""
+        if hidden.shape[0] > 1 and not (torch.equal(cos[0], cos[-1]) and torch.equal(cos.amax(0), cos.amin(0))):
+            return None
         n, buffers = cache.reserve_all(1)
         for i, bufs in enumerate(buffers):
             if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
@@ -71,9 +75,10 @@ class NativeStep:
                 entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
                 self.caches[i] = bufs
         out = hidden.clone(memory_format=torch.contiguous_format)
-        cos32 = cos.reshape(-1).float().contiguous()
-        sin32 = sin.reshape(-1).float().contiguous()
-        if self.lib.of_llama_step(self.ref, out.data_ptr(), cos32.data_ptr(), sin32.data_ptr(), n, torch.get_num_threads()) != 0:
+        cos32 = cos[0].reshape(-1).float().contiguous()  # no padding: every sequence is at the same position
+        sin32 = sin[0].reshape(-1).float().contiguous()
+        if self.lib.of_llama_step(self.ref, out.data_ptr(), out.shape[0], cos32.data_ptr(), sin32.data_ptr(), n,
+                                  torch.get_num_threads()) != 0:
             raise MemoryError("the native decode step could not allocate its scratch memory")
         cache.advance_all(1)
         return out
@@ -110,11 +115,11 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
 
 def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor, cos: torch.Tensor,
                 masks: list, cache: Any) -> NativeStep | None:
-    """A :class:`NativeStep` for these resolved layers, or None when the step must run in PyTorch: more than
-    one sequence, masks (padding, sliding windows), a cache other than ``DynamicCache``, a projection with a
+    """A :class:`NativeStep` for these resolved layers, or None when the step must run in PyTorch: masks
+    (padding, sliding windows), a cache other than ``DynamicCache``, a projection with a
     bias or neither on the native 4-bit kernel nor a plain row-major weight in the activations' dtype, an
     activation other than SiLU, partial rotary embeddings, norms in another dtype."""
-    if (hidden.shape[0] != 1 or hidden.dtype not in (torch.float32, torch.bfloat16) or type(cache) is not DynamicCache
+    if (hidden.dtype not in (torch.float32, torch.bfloat16) or type(cache) is not DynamicCache
             or any(m is not None for m in masks)):
         return None
     from openformers.quantization import int4_native
