@@ -21,8 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512BF16__)
 #define OF_BF16_DOT 1
 #else
 #define OF_BF16_DOT 0
@@ -299,6 +301,42 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
 static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *xb, int64_t xstride, int64_t rows,
                        int bf, int64_t r0, int64_t r1, float *y, int64_t ystride) {
     const int64_t in = w->in;
+#ifdef __AVX512F__
+    if (!bf && rows > 1) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
+        const __mmask16 tail = (__mmask16)((1u << (in % 16)) - 1);
+        for (; r0 + 4 <= r1; r0 += 4) {
+            const float *w0 = (const float *)w->dense + r0 * in;
+            for (int64_t b0 = 0; b0 < rows; b0 += 4) {
+                int nb = rows - b0 < 4 ? (int)(rows - b0) : 4;
+                const float *xr[4];
+                for (int j = 0; j < 4; j++) xr[j] = x + (b0 + (j < nb ? j : 0)) * in;
+                /* named accumulators (a<weight row><activation row>): the weight vectors stay in registers */
+                __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+                       a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+                const float *w1 = w0 + in, *w2 = w0 + 2 * in, *w3 = w0 + 3 * in;
+#define OF_COL(j, xv) a0##j = _mm512_fmadd_ps(v0, xv, a0##j); a1##j = _mm512_fmadd_ps(v1, xv, a1##j); \
+                      a2##j = _mm512_fmadd_ps(v2, xv, a2##j); a3##j = _mm512_fmadd_ps(v3, xv, a3##j);
+                for (int64_t i = 0; i < in; i += 16) {
+                    __mmask16 m = in - i >= 16 ? (__mmask16)0xffff : tail;
+                    __m512 v0 = _mm512_maskz_loadu_ps(m, w0 + i), v1 = _mm512_maskz_loadu_ps(m, w1 + i);
+                    __m512 v2 = _mm512_maskz_loadu_ps(m, w2 + i), v3 = _mm512_maskz_loadu_ps(m, w3 + i);
+                    __m512 x0 = _mm512_maskz_loadu_ps(m, xr[0] + i);
+                    OF_COL(0, x0)
+                    __m512 x1 = _mm512_maskz_loadu_ps(m, xr[1] + i);
+                    OF_COL(1, x1)
+                    __m512 x2 = _mm512_maskz_loadu_ps(m, xr[2] + i);
+                    OF_COL(2, x2)
+                    __m512 x3 = _mm512_maskz_loadu_ps(m, xr[3] + i);
+                    OF_COL(3, x3)
+                }
+#undef OF_COL
+                __m512 acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
+                for (int j = 0; j < nb; j++)
+                    for (int k = 0; k < 4; k++) y[(b0 + j) * ystride + r0 + k] = _mm512_reduce_add_ps(acc[k][j]);
+            }
+        }
+    }
+#endif
     if (!bf) {
         for (int64_t r = r0; r < r1; r++) {
             const float *wr = (const float *)w->dense + r * in;
