@@ -332,3 +332,19 @@ def _step_rows(model, ids, native_on, monkeypatch):
         hidden = model.model(ids[:, -1:], past_key_values=cache, use_cache=True).last_hidden_state[:, -1].float()
     plan = model.model.__dict__["_openformers_decode_plan"].plan
     return hidden, any(step is not None for step in plan.native.values())
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_native_step_at_other_thread_counts(threads, monkeypatch):
+    # one thread runs every phase itself; three split the tiles and heads unevenly
+    model = _tiny_int4(torch.float32)
+    ids = torch.randint(3, 256, (1, 30), generator=torch.Generator().manual_seed(14))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got, used = _step(model, ids, True, monkeypatch)
+        expect, _ = _step(model, ids, False, monkeypatch)
+    finally:
+        torch.set_num_threads(before)
+    assert used
+    torch.testing.assert_close(got, expect, rtol=0, atol=1e-2 * expect.abs().max().item())
