@@ -143,20 +143,29 @@ def _tiny_int4(dtype: torch.dtype, layers: int = 3, quantized: bool = True) -> L
     return model.to(dtype).eval()
 
 
-def _step(model, ids, native_on, monkeypatch):
-    """Logits of one decode step on the last token of ``ids`` after a prefill of the others."""
+def _pick(model, native_on, monkeypatch):
+    """Decode steps from now on: the native step (where it applies) or PyTorch's layers."""
     from openformers.models.llama import decode
 
     monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
     holder = model.model.__dict__.get("_openformers_decode_plan")
     if holder is not None and holder.plan is not None:
-        holder.plan.native.clear()
+        holder.plan.native.clear()  # a kept native step would otherwise run either way
+
+
+def _native_used(model) -> bool:
+    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    return any(step is not None for step in plan.native.values())
+
+
+def _step(model, ids, native_on, monkeypatch):
+    """Logits of one decode step on the last token of ``ids`` after a prefill of the others."""
+    _pick(model, native_on, monkeypatch)
     cache = DynamicCache()
     with torch.inference_mode():
         model(ids[:, :-1], past_key_values=cache, use_cache=True)  # the prefill never takes a decode path
         logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    plan = model.model.__dict__["_openformers_decode_plan"].plan
-    return logits, any(step is not None for step in plan.native.values())
+    return logits, _native_used(model)
 
 
 LENGTHS = (5, 63, 64, 65, 72)  # prompt lengths: the steps cross the cache's first capacity (64)
@@ -203,18 +212,12 @@ def test_native_greedy_decoding_follows_the_pytorch_layers(quantized, monkeypatc
     # bit of a sum can move later values by a bfloat16 step; the greedy tokens stay the same
     model = _tiny_int4(torch.float32, quantized=quantized)
     ids = torch.randint(3, 256, (1, 20), generator=torch.Generator().manual_seed(10))
-    from openformers.models.llama import decode
-
     runs = []
     for native_on in (True, False):
-        monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
-        holder = model.model.__dict__.get("_openformers_decode_plan")
-        if holder is not None and holder.plan is not None:
-            holder.plan.native.clear()
+        _pick(model, native_on, monkeypatch)
         with torch.inference_mode():
             runs.append(model.generate(ids, max_new_tokens=24, do_sample=False))
-        plan = model.model.__dict__["_openformers_decode_plan"].plan
-        assert any(step is not None for step in plan.native.values()) == native_on
+        assert _native_used(model) == native_on
     assert torch.equal(runs[0], runs[1])
 
 
@@ -306,9 +309,7 @@ def test_native_step_for_a_batch_without_padding(quantized, monkeypatch):
     # activation's bfloat16 rounding in the 4-bit products (a few thousandths here)
     torch.testing.assert_close(got, expect, rtol=0, atol=1e-2 * expect.abs().max().item())
     # per-row positions without a mask: the rows are not at one position, PyTorch's layers run
-    from openformers.models.llama import decode
-
-    monkeypatch.setattr(decode, "native_step", _REAL_STEP)
+    _pick(model, True, monkeypatch)
     cache = DynamicCache()
     with torch.inference_mode():
         model.model(ids[:, :-1], past_key_values=cache, use_cache=True)
@@ -320,18 +321,14 @@ def test_native_step_for_a_batch_without_padding(quantized, monkeypatch):
 
 
 def _step_rows(model, ids, native_on, monkeypatch):
-    from openformers.models.llama import decode
-
-    monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
-    holder = model.model.__dict__.get("_openformers_decode_plan")
-    if holder is not None and holder.plan is not None:
-        holder.plan.native.clear()
+    """The decoder's last hidden states after one decode step of every row (the LM head's kernel depends
+    on the number of rows, so its logits would not compare bit for bit)."""
+    _pick(model, native_on, monkeypatch)
     cache = DynamicCache()
-    with torch.inference_mode():  # the decoder's last hidden states (the LM head's kernel depends on the rows)
+    with torch.inference_mode():
         model.model(ids[:, :-1], past_key_values=cache, use_cache=True)
         hidden = model.model(ids[:, -1:], past_key_values=cache, use_cache=True).last_hidden_state[:, -1].float()
-    plan = model.model.__dict__["_openformers_decode_plan"].plan
-    return hidden, any(step is not None for step in plan.native.values())
+    return hidden, _native_used(model)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
