@@ -12,6 +12,7 @@ applies; anything else keeps the plan's PyTorch path.
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Any
 
 import torch
@@ -62,25 +63,32 @@ class NativeStep:
                             int(dtype == torch.bfloat16), self.array)
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
+        self.lock = threading.Lock()
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
         """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
-        not all at one position (``position_ids`` given per row without a mask)."""
-        if hidden.shape[0] > 1 and not (torch.equal(cos[0], cos[-1]) and torch.equal(cos.amax(0), cos.amin(0))):
+        not all at one position (``position_ids`` given per row without a mask) or the cache does not hold
+        this batch in the activations' dtype."""
+        b = hidden.shape[0]
+        if b > 1 and not torch.equal(cos.amax(0), cos.amin(0)):
             return None
-        n, buffers = cache.reserve_all(1)
-        for i, bufs in enumerate(buffers):
-            if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
-                entry = self.array[i]
-                entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
-                self.caches[i] = bufs
-        out = hidden.clone(memory_format=torch.contiguous_format)
-        cos32 = cos[0].reshape(-1).float().contiguous()  # no padding: every sequence is at the same position
-        sin32 = sin[0].reshape(-1).float().contiguous()
-        if self.lib.of_llama_step(self.ref, out.data_ptr(), out.shape[0], cos32.data_ptr(), sin32.data_ptr(), n,
-                                  torch.get_num_threads()) != 0:
-            raise MemoryError("the native decode step could not allocate its scratch memory")
-        cache.advance_all(1)
+        keys = cache.keys[0]
+        if keys.shape[0] != b or keys.dtype != hidden.dtype:
+            return None
+        with self.lock:  # the structures point at one cache at a time; the C call runs without the GIL
+            n, buffers = cache.reserve_all(1)
+            for i, bufs in enumerate(buffers):
+                if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
+                    entry = self.array[i]
+                    entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
+                    self.caches[i] = bufs
+            out = hidden.clone(memory_format=torch.contiguous_format)
+            cos32 = cos[0].reshape(-1).float().contiguous()  # no padding: every sequence is at the same position
+            sin32 = sin[0].reshape(-1).float().contiguous()
+            if self.lib.of_llama_step(self.ref, out.data_ptr(), b, cos32.data_ptr(), sin32.data_ptr(), n,
+                                      torch.get_num_threads()) != 0:
+                raise MemoryError("the native decode step could not allocate its scratch memory")
+            cache.advance_all(1)
         return out
 
 
