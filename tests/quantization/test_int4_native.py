@@ -369,3 +369,16 @@ def test_native_step_at_other_thread_counts(threads, monkeypatch):
         torch.set_num_threads(before)
     assert used
     torch.testing.assert_close(got, expect, rtol=0, atol=1e-2 * expect.abs().max().item())
+
+
+@fast_only
+def test_native_step_gives_way_to_a_cache_of_uneven_layers(monkeypatch):
+    model = _tiny_int4(torch.float32, layers=2)
+    ids = torch.randint(3, 256, (1, 8), generator=torch.Generator().manual_seed(15))
+    _pick(model, True, monkeypatch)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        cache.keys[1], cache.values[1] = cache.keys[1][..., :5, :], cache.values[1][..., :5, :]
+        out = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits  # PyTorch's layers, no error
+    assert torch.isfinite(out).all() and [k.shape[-2] for k in cache.keys] == [8, 6]

@@ -68,7 +68,7 @@ class NativeStep:
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
         """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
         not all at one position (``position_ids`` given per row without a mask) or the cache does not hold
-        this batch in the activations' dtype."""
+        this batch in the activations' dtype, with every layer at one length."""
         b = hidden.shape[0]
         if b > 1 and not torch.equal(cos.amax(0), cos.amin(0)):
             return None
@@ -76,7 +76,10 @@ class NativeStep:
         if keys.shape[0] != b or keys.dtype != hidden.dtype:
             return None
         with self.lock:  # the structures point at one cache at a time; the C call runs without the GIL
-            n, buffers = cache.reserve_all(1)
+            try:
+                n, buffers = cache.reserve_all(1)
+            except ValueError:  # layers of different lengths (a cache edited by hand): PyTorch's layers
+                return None
             for i, bufs in enumerate(buffers):
                 if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
                     entry = self.array[i]
