@@ -6,7 +6,7 @@ whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfl
 (``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
 
 The source is compiled on first use with the system C compiler (``$CC``, else ``cc`` or ``gcc``) into
-``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the source,
+``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the source, the CPU,
 the flags and the compiler's version, and loaded with ``ctypes``. Where there is no compiler, the build
 fails, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers use PyTorch's
 kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
@@ -46,6 +46,18 @@ def _compiler() -> str | None:
     return None
 
 
+def _cpu() -> str:
+    """The CPU's model and feature flags (Linux), else the platform's processor name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f.read().splitlines() if line.startswith(("model name", "flags"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        import platform
+
+        return platform.processor()
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("OPENFORMERS_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "openformers") / "native"
@@ -61,7 +73,8 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
         raise RuntimeError("no C compiler found (set CC, or install gcc): the native int4 kernel is not built")
     flags = _FLAGS + tuple(extra_flags)
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(_SOURCE.read_bytes() + repr((flags, version)).encode()).hexdigest()[:16]
+    # -march=native: a library built on one CPU may not run on another that shares the cache directory
+    key = hashlib.sha256(_SOURCE.read_bytes() + repr((flags, version, _cpu())).encode()).hexdigest()[:16]
     target = _cache_dir() / f"int4_native-{key}.so"
     if target.exists():
         return target
