@@ -255,8 +255,7 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
 
         def native_int4(x: torch.Tensor) -> torch.Tensor:
             shape = x.shape
-            y = native(x.reshape(-1, shape[-1]), x.dtype if x.dtype in (torch.float32, torch.bfloat16) else torch.float32)
-            y = y.to(x.dtype).reshape(*shape[:-1], native.out_features)
+            y = native(x.reshape(-1, shape[-1])).to(x.dtype).reshape(*shape[:-1], native.out_features)
             return y if bias is None else y + bias.to(x.dtype)
         native_int4.native, native_int4.bias = native, bias  # for callers that run the kernel themselves
         return native_int4

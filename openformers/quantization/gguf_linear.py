@@ -148,7 +148,6 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("scales_and_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
         self._native_layout = False  # qweight holds PyTorch's packing (False) or the native kernel's (True)
-        self.__dict__["_native_cache"] = _NativeCache()
 
     @classmethod
     def from_quantized(
@@ -278,9 +277,7 @@ class QuantizedLinear(nn.Module):
             qw, sz = self.qweight, self.scales_and_zeros
         if not wanted:
             return None
-        cache = self.__dict__.get("_native_cache")
-        if cache is None:
-            cache = self.__dict__["_native_cache"] = _NativeCache()
+        cache = self.__dict__.setdefault("_native_cache", _NativeCache())
         key = (qw.data_ptr(), tensor_version(qw), sz.data_ptr(), tensor_version(sz))
         if cache.key != key:
             cache.kernel = int4_native.NativeInt4(qw, sz.view(-1))
@@ -290,7 +287,7 @@ class QuantizedLinear(nn.Module):
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
         kernel = self._native()
         if kernel is not None:
-            return kernel(rows, rows.dtype if rows.dtype in (torch.float32, torch.bfloat16) else torch.float32)
+            return kernel(rows)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(  # the kernel takes contiguous rows only
             rows.to(self.compute_dtype).contiguous(), self.qweight, self.group_size, self.scales_and_zeros
         )

@@ -89,8 +89,8 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
 
 
 def load(path: Path) -> ctypes.CDLL:
-    import torch  # noqa: F401  (PyTorch's libgomp.so.1 is loaded first, so the library shares its threads)
-
+    """The library at ``path`` with its functions' signatures set. (This module imports torch first, so
+    PyTorch's ``libgomp.so.1`` is already loaded and the library shares its threads.)"""
     lib = ctypes.CDLL(str(path))
     lib.of_has_bf16_dot.restype = ctypes.c_int
     lib.of_int4_matmul.restype = ctypes.c_int
@@ -162,8 +162,11 @@ class NativeInt4:
     """
 
     def __init__(self, q: torch.Tensor, sz: torch.Tensor) -> None:
-        if sz.dtype != torch.bfloat16 or not (q.is_contiguous() and sz.is_contiguous()):
-            raise ValueError("NativeInt4 takes contiguous uint8 bytes and bfloat16 (scale, zero) pairs")
+        if q.dtype != torch.uint8 or sz.dtype != torch.bfloat16 or not (q.is_contiguous() and sz.is_contiguous()):
+            raise ValueError(
+                f"NativeInt4 takes contiguous uint8 bytes and bfloat16 (scale, zero) pairs; got q {q.dtype} "
+                f"{tuple(q.shape)} (contiguous: {q.is_contiguous()}), sz {sz.dtype} {tuple(sz.shape)} "
+                f"(contiguous: {sz.is_contiguous()}): build them with int4_native.pack")
         self.q, self.sz = q, sz
         self.out_features, self.in_features = q.shape[0], q.shape[1] * 2
         self.struct = Int4Weight(q.data_ptr(), sz.data_ptr(), self.out_features, self.in_features)
@@ -180,10 +183,13 @@ class NativeInt4:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.q, self.sz))
 
-    def __call__(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-        """``x [rows, in]`` (float32 or bfloat16) -> ``[rows, out]`` in ``out_dtype`` (float32 or bfloat16)."""
+    def __call__(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``x [rows, in]`` -> ``[rows, out]`` in ``out_dtype`` (float32 or bfloat16; by default ``x``'s dtype
+        where it is one of those, else float32). Activations other than float32 and bfloat16 are cast to
+        float32 first."""
         if x.dtype not in (torch.float32, torch.bfloat16):
             x = x.float()
+        out_dtype = x.dtype if out_dtype is None else out_dtype
         x = x.contiguous()
         y = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
         if self.lib.of_int4_matmul(self.ref, x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], y.data_ptr(),

@@ -97,8 +97,7 @@ class DecodePlan:
                 return False
         return _stamps(self.tensors) == self.stamps
 
-    def _resolve(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
-        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())  # the thread count picks float32 layouts
+    def _resolve(self, hidden: torch.Tensor, key: tuple) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
         kernels = self.kernels.get(key)
         if kernels is None:
             kernels = []
@@ -127,11 +126,12 @@ class DecodePlan:
         """The layers' output for ``hidden`` [b, 1, hidden_size]; the same operators as
         ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
         gate/up of ``GatedMLP.forward``."""
-        kernels = self._resolve(hidden)
+        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())  # the thread count picks float32 layouts
+        kernels = self._resolve(hidden, key)
+        # one native call for all layers (native_step.py): sequences at one position, in a DynamicCache
         if type(cache) is DynamicCache and len(cache) == len(self.layers) and all(m is None for m in masks):
-            key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
             if key not in self.native:
-                self.native[key] = native_step(self.layers, kernels, hidden, cos, masks, cache)
+                self.native[key] = native_step(self.layers, kernels, hidden, cos)
             step = self.native[key]
             out = step(hidden, cos, sin, cache) if step is not None else None
             if out is not None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from openformers.modules.cache import DynamicCache
 from openformers.modules.mlp import ACTIVATIONS
+from openformers.quantization import int4_native
 from openformers.quantization.int4_native import Int4Weight
 
 
@@ -124,17 +125,15 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
     return Int4Weight(None, None, out, first.shape[1], first.data_ptr()), weights
 
 
-def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor, cos: torch.Tensor,
-                masks: list, cache: Any) -> NativeStep | None:
-    """A :class:`NativeStep` for these resolved layers, or None when the step must run in PyTorch: masks
-    (padding, sliding windows), a cache other than ``DynamicCache``, a projection with a
-    bias or neither on the native 4-bit kernel nor a plain row-major weight in the activations' dtype, an
-    activation other than SiLU, partial rotary embeddings, norms in another dtype."""
-    if (hidden.dtype not in (torch.float32, torch.bfloat16) or type(cache) is not DynamicCache
-            or any(m is not None for m in masks)):
+def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor,
+                cos: torch.Tensor) -> NativeStep | None:
+    """A :class:`NativeStep` for these resolved layers, or None when they must run in PyTorch: activations
+    other than float32 or bfloat16, a projection with a bias or neither on the native 4-bit kernel nor a
+    plain row-major weight in the activations' dtype, an activation other than SiLU, partial rotary
+    embeddings, norms in another dtype. (What changes from step to step, masks and the cache, the plan
+    checks at every step.)"""
+    if hidden.dtype not in (torch.float32, torch.bfloat16):
         return None
-    from openformers.quantization import int4_native
-
     lib = int4_native.library()
     if lib is None or not int4_native.fast():
         return None
