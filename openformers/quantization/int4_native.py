@@ -5,31 +5,22 @@ projection: compute-bound, not bandwidth-bound, and three quarters of a llama.cp
 whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfloat16 dot products
 (``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
 
-The source is compiled on first use with the system C compiler (``$CC``, else ``cc`` or ``gcc``) into
-``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the source, the CPU,
-the flags and the compiler's version, and loaded with ``ctypes``. Where there is no compiler, the build
-fails, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers use PyTorch's
-kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
+The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
+compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
+use PyTorch's kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
 callers ask :func:`fast` before preferring it.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from openformers.core import native
+
 _SOURCE = Path(__file__).with_name("int4_native.c")
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
-_lock = threading.Lock()
-_state: dict[str, object] = {}
 
 
 class Int4Weight(ctypes.Structure):
@@ -39,59 +30,7 @@ class Int4Weight(ctypes.Structure):
                 ("dense", ctypes.c_void_p)]
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _cpu() -> str:
-    """The CPU's model and feature flags (Linux), else the platform's processor name."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f.read().splitlines() if line.startswith(("model name", "flags"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        import platform
-
-        return platform.processor()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("OPENFORMERS_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "openformers") / "native"
-
-
-def build(extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``int4_native.c`` (once per source, flags and compiler) and return the library's path.
-
-    Raises ``RuntimeError`` with the compiler's message when there is no compiler or the build fails.
-    """
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc): the native int4 kernel is not built")
-    flags = _FLAGS + tuple(extra_flags)
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    # -march=native: a library built on one CPU may not run on another that shares the cache directory
-    key = hashlib.sha256(_SOURCE.read_bytes() + repr((flags, version, _cpu())).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"int4_native-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        done = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"building {_SOURCE.name} with {cc} failed:\n{done.stderr.strip()[-2000:]}")
-        os.replace(out, target)  # atomic: a concurrent build or reader never sees half a file
-    return target
-
-
-def load(path: Path) -> ctypes.CDLL:
-    """The library at ``path`` with its functions' signatures set. (This module imports torch first, so
-    PyTorch's ``libgomp.so.1`` is already loaded and the library shares its threads.)"""
-    lib = ctypes.CDLL(str(path))
+def _setup(lib: ctypes.CDLL) -> None:
     lib.of_has_bf16_dot.restype = ctypes.c_int
     lib.of_int4_matmul.restype = ctypes.c_int
     lib.of_int4_matmul.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p,
@@ -99,20 +38,15 @@ def load(path: Path) -> ctypes.CDLL:
     lib.of_llama_step.restype = ctypes.c_int
     lib.of_llama_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                   ctypes.c_int64, ctypes.c_int]
-    return lib
+
+
+_LIBRARY = native.NativeLibrary(_SOURCE, _setup)
+build, load = _LIBRARY.build, _LIBRARY.load
 
 
 def library() -> ctypes.CDLL | None:
     """The built library, or None where it cannot be had (see the module docstring)."""
-    if os.environ.get("OPENFORMERS_NATIVE", "1") == "0":
-        return None
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = load(build())
-            except (RuntimeError, OSError) as err:
-                _state["lib"], _state["error"] = None, str(err)
-        return _state["lib"]  # type: ignore[return-value]
+    return _LIBRARY.get()
 
 
 def fast() -> bool:
@@ -173,7 +107,7 @@ class NativeInt4:
         self.ref = ctypes.byref(self.struct)
         self.lib = library()
         if self.lib is None:
-            raise RuntimeError(f"the native int4 kernel is not available: {_state.get('error', 'OPENFORMERS_NATIVE=0')}")
+            raise RuntimeError(f"the native int4 kernel is not available: {_LIBRARY.error or 'OPENFORMERS_NATIVE=0'}")
 
     @classmethod
     def from_values(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> "NativeInt4":

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from openformers import LlamaConfig, LlamaForCausalLM
+from openformers.core import native as core_native
 from openformers.modules.cache import DynamicCache
 from openformers.quantization import GGUFQuantizationConfig, QuantizedLinear
 from openformers.quantization import int4_native as native
 
 from openformers.models.llama.decode import native_step as _REAL_STEP  # noqa: E402
 
-if native._compiler() is None:  # noqa: SLF001
+if core_native.compiler() is None:
     pytest.skip("no C compiler: the native kernel is not built here (PyTorch's kernel runs)", allow_module_level=True)
 
 
@@ -38,7 +39,7 @@ fast_only = pytest.mark.skipif(not FAST, reason="no AVX-512 BF16 here: the nativ
 def test_the_library_builds_with_the_fast_products_here():
     native.build()  # raises with the compiler's message on failure
     assert native.library() is not None
-    if "avx512_bf16" in native._cpu():  # noqa: SLF001 (the CPU's flags, as the build key reads them)
+    if "avx512_bf16" in core_native.cpu():  # the CPU's flags, as the build key reads them
         assert FAST, "this CPU has AVX-512 BF16: the fast products must be built"
 
 
