@@ -129,6 +129,8 @@ class TokenPacking:
             return x * 0
         shape = (self.batch * self.seq, *x.shape[1:])
         if fast_mask:
+            if x.device.type == "cpu":  # the padded rows' hashes, for the packed rows only
+                return apply_mask(x, keep_mask(x.shape, p, x.device, ids=self.index), p)
             return apply_mask(x, keep_mask(shape, p, x.device).index_select(0, self.index), p)
         noise = torch.empty(shape, dtype=x.dtype, device=x.device)
         noise.bernoulli_(1 - p).div_(1 - p)
@@ -144,6 +146,14 @@ def rows_of(packing: TokenPacking | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def packed_row_ids(x: torch.Tensor) -> torch.Tensor | None:
+    """For packed rows ``x`` [n_rows, ...] (inside ``rows_of``): each row's position in the padded batch; else None."""
+    packing = _CURRENT.get()
+    if packing is None or x.dim() != 2 or x.shape[0] != packing.n_rows:
+        return None
+    return packing.index
 
 
 def dropout_rows(dropout: nn.Module, x: torch.Tensor, fast_mask: bool = False) -> torch.Tensor:

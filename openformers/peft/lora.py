@@ -17,7 +17,8 @@ from torch import nn
 
 from openformers.modules.conv1d import Conv1D
 from openformers.modules.dense import run_linear
-from openformers.modules.packing import dropout_rows
+from openformers.modules.dropout import dropout_product
+from openformers.modules.packing import dropout_rows, packed_row_ids
 
 
 def is_linear_like(module: nn.Module) -> bool:
@@ -256,18 +257,29 @@ class LoraLinear(AdapterLayer):
             if name in self.merged_adapters or name not in self.lora_A:
                 continue
             lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-            # the mask comes from modules/dropout.py (a faster draw than peft's bernoulli_); packed token
-            # rows (modules/packing.py) draw the padded tensor's mask
-            h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype), fast_mask=True)
             if not self.use_dora[name]:
+                a_out = self._dropped_a(name, x)
                 # result + scaling * (A h) B^T in one addmm: no separate scale and add passes
-                a_out = run_linear(lora_a, h)
                 flat = torch.addmm(result.reshape(-1, result.shape[-1]).to(a_out.dtype), a_out.reshape(-1, a_out.shape[-1]),
                                    lora_b.weight.t(), alpha=self.scaling[name])
                 result = flat.view(*result.shape[:-1], flat.shape[-1])
             else:
+                h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype), fast_mask=True)
                 result = result + self._dora_term(name, x, h, result)
         return result.to(out_dtype)
+
+    def _dropped_a(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``lora_A(dropout(x))``. The masks come from modules/dropout.py (a faster draw than peft's
+        ``bernoulli_``), and on the CPU in float32 the dropout and the product run as one native kernel
+        that stores neither the mask nor the dropped ``x``. Packed token rows (modules/packing.py) draw
+        the padded tensor's mask."""
+        lora_a, drop = self.lora_A[name], self.lora_dropout[name]
+        plain = not (lora_a._forward_hooks or lora_a._forward_pre_hooks or drop._forward_hooks or drop._forward_pre_hooks)
+        if plain and isinstance(drop, nn.Dropout) and drop.training:
+            fused = dropout_product(x, lora_a.weight, drop.p, packed_row_ids(x))
+            if fused is not None:
+                return fused
+        return run_linear(lora_a, dropout_rows(drop, x.to(lora_a.weight.dtype), fast_mask=True))
 
     def _dora_term(self, name: str, x: torch.Tensor, h: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         lora_a, lora_b = self.lora_A[name], self.lora_B[name]

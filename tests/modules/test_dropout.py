@@ -1,11 +1,14 @@
 """LoRA's dropout masks (modules/dropout.py): the asked keep probability at every position,
-exact scaling, a gradient through the mask, reproducible under the seed, and what LoRA draws."""
+exact scaling, a gradient through the mask, reproducible under the seed, what LoRA draws, the same
+masks from the native kernel and from PyTorch, and the dropout fused with LoRA's first product."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from openformers.modules.dropout import dropout, keep_mask
+from openformers.core import native as _native
+from openformers.modules import dropout as dropout_module
+from openformers.modules.dropout import dropout, dropout_product, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
@@ -63,3 +66,108 @@ def test_lora_dropout_draws_these_masks() -> None:
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     expected = layer.base_layer(x) + (x * mask / 0.75) @ a.t() @ b.t() * layer.scaling["default"]
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+needs_native = pytest.mark.skipif(_native.compiler() is None, reason="no C compiler: the native dropout kernel is not built")
+
+
+@needs_native
+@pytest.mark.parametrize("n,w", [(1, 1), (7, 13), (64, 576), (5, 1027)])
+def test_native_and_pytorch_masks_are_the_same(n: int, w: int) -> None:
+    """The rule of dropout_native.c computed natively and with PyTorch's integer operators: one mask per seed."""
+    assert dropout_module._LIBRARY.get() is not None, dropout_module._LIBRARY.error
+    for p in (0.05, 0.5):
+        seed = dropout_module._seed()
+        assert torch.equal(dropout_module.seeded_mask(seed, n, w, p), dropout_module._mask_torch(seed, n, w, p, None))
+        ids = torch.randperm(3 * n)[:n]
+        native = dropout_module.seeded_mask(seed, n, w, p, ids)
+        assert torch.equal(native, dropout_module._mask_torch(seed, n, w, p, ids))
+        # a row hashed as id i is row i of the mask without ids
+        full = dropout_module.seeded_mask(seed, 3 * n, w, p)
+        assert torch.equal(native, full[ids])
+
+
+def _reference_product(x: torch.Tensor, a: torch.Tensor, p: float, seed: int, ids=None) -> torch.Tensor:
+    torch.manual_seed(seed)
+    mask = keep_mask((x.numel() // x.shape[-1], x.shape[-1]), p, x.device, ids=ids).view(x.shape)
+    return (x * mask / (1 - p)) @ a.t()
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(8, 64, 576), (3, 37)])
+def test_dropout_product_matches_dropout_then_product(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    a = torch.randn(8, shape[-1], requires_grad=True)
+    x_ref, a_ref = x.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    torch.manual_seed(11)
+    out = dropout_product(x, a, 0.1)
+    assert out is not None and out.shape == (*shape[:-1], 8)
+    ref = _reference_product(x_ref, a_ref, 0.1, 11)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.grad, a_ref.grad, rtol=1e-5, atol=1e-3)
+    assert (x.grad == 0).float().mean() > 0.05  # the dropped inputs get no gradient
+
+
+@needs_native
+def test_dropout_product_second_derivative_and_row_ids() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(6, 40, requires_grad=True)
+    a = torch.randn(4, 40, requires_grad=True)
+    ids = torch.tensor([9, 0, 4, 3, 11, 7])
+    torch.manual_seed(5)
+    out = dropout_product(x, a, 0.3, ids)
+    x_ref, a_ref = x.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    ref = _reference_product(x_ref, a_ref, 0.3, 5, ids)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    (gx_ref,) = torch.autograd.grad(ref.square().sum(), x_ref, create_graph=True)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    (ga,) = torch.autograd.grad(gx.sum(), a)
+    (ga_ref,) = torch.autograd.grad(gx_ref.sum(), a_ref)
+    torch.testing.assert_close(ga, ga_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_dropout_product_declines_what_it_does_not_compute() -> None:
+    a = torch.randn(4, 16)
+    assert dropout_product(torch.randn(2, 16, dtype=torch.float64), a.double(), 0.1) is None
+    assert dropout_product(torch.randn(2, 16), a, 0.0) is None
+    assert dropout_product(torch.randn(2, 16).bfloat16(), a.bfloat16(), 0.1) is None
+
+
+@needs_native
+def test_lora_layer_gives_the_same_training_step_without_the_native_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused kernel and PyTorch's operators (OPENFORMERS_NATIVE=0) draw the same masks: the same outputs and
+    gradients for the same seed."""
+    from openformers.models.llama import LlamaConfig, LlamaForCausalLM
+    from openformers.peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2, task_type="CAUSAL_LM",
+                                                             target_modules=["q_proj", "v_proj", "down_proj"],
+                                                             init_lora_weights=False)).train()
+    ids = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
+    results = []
+    for native_on in ("1", "0"):
+        monkeypatch.setenv("OPENFORMERS_NATIVE", native_on)
+        used = []
+        real = dropout_module._DropoutProduct.apply
+        monkeypatch.setattr(dropout_module._DropoutProduct, "apply", lambda *a: used.append(1) or real(*a))
+        torch.manual_seed(3)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        results.append((loss.detach(), grads, bool(used)))
+    (loss1, grads1, used1), (loss0, grads0, used0) = results
+    assert used1 and not used0
+    torch.testing.assert_close(loss1, loss0, rtol=1e-6, atol=1e-6)
+    assert grads1.keys() == grads0.keys() and len(grads1) == 12
+    for name in grads1:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-4, atol=1e-5, msg=name)
