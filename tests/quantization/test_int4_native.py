@@ -17,6 +17,16 @@ if core_native.compiler() is None:
     pytest.skip("no C compiler: the native kernel is not built here (PyTorch's kernel runs)", allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """At least two threads: with one, float32 layers keep the column-major layout of ``fused.py`` (faster
+    for a row there) and the native step, which reads row-major weights, does not apply to them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
+
 def _weights(out_f: int, in_f: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 16, (out_f, in_f), generator=g, dtype=torch.uint8)

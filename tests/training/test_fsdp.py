@@ -40,9 +40,13 @@ def runs(tmp_path_factory):
                            str(_free_port()), str(HERE / "run_fsdp.py"), str(root / "two"), "both", "4"],
                           capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    torch.set_num_threads(1)
-    run_fsdp.parity(str(root / "one"), 8, "")
-    run_fsdp.resume(str(root / "one"), 8, "")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two processes runs; given back for the tests after these
+    try:
+        run_fsdp.parity(str(root / "one"), 8, "")
+        run_fsdp.resume(str(root / "one"), 8, "")
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
