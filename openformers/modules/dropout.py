@@ -54,8 +54,9 @@ def _threshold(p: float) -> int:
 
 
 def _seed() -> int:
-    """One draw of the default generator, as an unsigned 64-bit seed."""
-    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), 2**63 - 1)) & (2**64 - 1)
+    """One draw of the default generator: a 64-bit seed, kept signed (an argument ``torch.profiler`` can record
+    with the shapes); the kernels read its bits as unsigned."""
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), 2**63 - 1))
 
 
 def _signed(v: int) -> int:

@@ -171,3 +171,18 @@ def test_lora_layer_gives_the_same_training_step_without_the_native_kernel(monke
     assert grads1.keys() == grads0.keys() and len(grads1) == 12
     for name in grads1:
         torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@needs_native
+def test_dropout_product_runs_under_the_profiler_recording_shapes() -> None:
+    """The seed rides in the autograd function's arguments: it must be one the profiler can record (a signed
+    64-bit integer; an unsigned one above 2**63 made ``record_shapes=True`` fail), for every seed drawn."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(16, 32, requires_grad=True)
+    a = torch.randn(4, 32, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for seed in range(12):  # about half of the drawn seeds have the top bit set
+            torch.manual_seed(seed)
+            dropout_product(x, a, 0.2).sum().backward()
+    assert any(e.key == "_DropoutProduct" for e in prof.key_averages())
