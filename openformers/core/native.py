@@ -83,10 +83,10 @@ def build(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
 
 class NativeLibrary:
     """One C file's library, built and loaded at the first :meth:`get`. ``setup(lib)`` sets the
-    functions' ``argtypes`` and ``restype``."""
+    functions' ``argtypes`` and ``restype``; ``flags`` are added to :data:`FLAGS` for this file."""
 
-    def __init__(self, source: Path, setup: Callable[[ctypes.CDLL], None]) -> None:
-        self.source, self.setup = source, setup
+    def __init__(self, source: Path, setup: Callable[[ctypes.CDLL], None], flags: tuple[str, ...] = ()) -> None:
+        self.source, self.setup, self.flags = source, setup, tuple(flags)
         self.error: str | None = None
         self._lib: ctypes.CDLL | None = None
         self._tried = False
@@ -99,7 +99,7 @@ class NativeLibrary:
         return lib
 
     def build(self, extra_flags: tuple[str, ...] = ()) -> Path:
-        return build(self.source, extra_flags)
+        return build(self.source, self.flags + tuple(extra_flags))
 
     def get(self) -> ctypes.CDLL | None:
         """The loaded library, or None where it cannot be had (see the module docstring)."""

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from openformers.modules import rotary_native
 from openformers.modules.casts import apply_keeping_buffer_dtypes
 
 DEFAULT_ROPE_THETA = 10_000.0
@@ -266,6 +267,9 @@ def apply_rotary_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     rot = cos.shape[-1]
     if rot == x.shape[-1]:
+        native = rotary_native.rotate(x, cos, sin)  # training on the CPU: one pass (the same values)
+        if native is not None:
+            return native
         return x * cos + rotate_half(x) * sin
     x_rot, x_pass = x[..., :rot], x[..., rot:]
     return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
