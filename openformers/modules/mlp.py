@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openformers.modules.fused import fusable, fused_linear, project
+from openformers.modules.swiglu_native import swiglu
 
 # names as they appear in Hugging Face configs (``hidden_act``)
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -54,4 +55,6 @@ class GatedMLP(nn.Module):
                 [self.gate_proj.out_features, self.up_proj.out_features], dim=-1
             )
             return project(self.down_proj, self.act_fn(gate) * up)
-        return project(self.down_proj, self.act_fn(project(self.gate_proj, x)) * project(self.up_proj, x))
+        gate, up = project(self.gate_proj, x), project(self.up_proj, x)
+        fused = swiglu(gate, up) if self.act_fn is F.silu else None  # training on the CPU: one pass each way
+        return project(self.down_proj, fused if fused is not None else self.act_fn(gate) * up)
