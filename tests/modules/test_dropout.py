@@ -186,3 +186,31 @@ def test_dropout_product_runs_under_the_profiler_recording_shapes() -> None:
             torch.manual_seed(seed)
             dropout_product(x, a, 0.2).sum().backward()
     assert any(e.key == "_DropoutProduct" for e in prof.key_averages())
+
+
+@needs_native
+@pytest.mark.parametrize("rank,width", [(3, 70), (16, 64), (8, 33)])
+def test_dropout_product_backward_for_other_ranks_and_widths_whatever_the_threads(rank: int, width: int) -> None:
+    """The backward's column chunks (32 wide, the last one shorter) and its ranks with and without a
+    specialised loop; its grad of ``a`` is one sum over the rows in order, so the thread count does not
+    change it."""
+    torch.manual_seed(0)
+    x0, a0 = torch.randn(40, width), torch.randn(rank, width)
+    g = torch.randn(40, rank)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2, 3):
+            torch.set_num_threads(n_threads)
+            x, a = x0.clone().requires_grad_(), a0.clone().requires_grad_()
+            torch.manual_seed(5)
+            dropout_product(x, a, 0.3).backward(g)
+            grads.append((x.grad, a.grad))
+    finally:
+        torch.set_num_threads(threads)
+    x_ref, a_ref = x0.clone().requires_grad_(), a0.clone().requires_grad_()
+    _reference_product(x_ref, a_ref, 0.3, 5).backward(g)
+    for gx, ga in grads:
+        torch.testing.assert_close(gx, x_ref.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ga, a_ref.grad, rtol=1e-5, atol=1e-4)
+        assert torch.equal(ga, grads[0][1]) and torch.equal(gx, grads[0][0])
