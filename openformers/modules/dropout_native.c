@@ -21,7 +21,6 @@
 #include <omp.h>
 
 #define LANES 16
-#define CHUNK 32  /* the backward's columns a step: eight hashes */
 
 static inline uint64_t mix(uint64_t seed, uint64_t counter) {
     uint64_t z = seed + (counter + 1) * 0x9E3779B97F4A7C15ULL;
@@ -109,74 +108,64 @@ int of_dropout_product(const float *x, int64_t n, int64_t w, const int64_t *ids,
     return failed ? -1 : 0;
 }
 
-/* One column chunk [c0, c0 + cw) of the backward, over all rows: grad_x's columns there, and grad_a's, whose
- * r x CHUNK sums stay in registers (R constant) while the rows go by. */
-static inline __attribute__((always_inline)) void backward_chunk(const float *x, int64_t n, int64_t w,
-                                                                 const int64_t *ids, uint64_t seed, int t,
-                                                                 float scale, const float *a, const int R,
-                                                                 const float *g, float *grad_x, float *grad_a,
-                                                                 int64_t c0, const int64_t cw) {
-    const int64_t quads = (w + 3) / 4, hashes = (cw + 3) / 4;
-    float acc[R][CHUNK];
-    memset(acc, 0, sizeof acc);
-    for (int64_t i = 0; i < n; i++) {
-        int16_t pieces[CHUNK];
-        const uint64_t base = (uint64_t)(row_id(ids, i) * quads + c0 / 4);
-        for (int64_t q = 0; q < hashes; q++) {
-            const uint64_t h = mix(seed, base + q);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            memcpy(pieces + 4 * q, &h, sizeof h);
-#else
-            for (int j = 0; j < 4; j++) pieces[4 * q + j] = (int16_t)(uint16_t)(h >> (16 * j));
-#endif
-        }
-        const float *gi = g + i * R;
-        if (grad_x) {
-            float s[CHUNK] = {0};
-            for (int k = 0; k < R; k++)
-                for (int64_t c = 0; c < cw; c++) s[c] += gi[k] * a[k * w + c0 + c];
-            float *gx = grad_x + i * w + c0;
-            for (int64_t c = 0; c < cw; c++) gx[c] = pieces[c] < t ? s[c] * scale : 0.0f;
-        }
-        if (grad_a) {
-            const float *xi = x + i * w + c0;
-            float d[CHUNK];
-            for (int64_t c = 0; c < cw; c++) d[c] = pieces[c] < t ? xi[c] * scale : 0.0f;
-            for (int k = 0; k < R; k++)
-                for (int64_t c = 0; c < cw; c++) acc[k][c] += gi[k] * d[c];
-        }
-    }
-    if (grad_a)
-        for (int k = 0; k < R; k++)
-            for (int64_t c = 0; c < cw; c++) grad_a[k * w + c0 + c] = acc[k][c];
-}
-
-static inline __attribute__((always_inline)) void backward_chunks(const float *x, int64_t n, int64_t w,
-                                                                  const int64_t *ids, uint64_t seed, int t,
-                                                                  float scale, const float *a, const int R,
-                                                                  const float *g, float *grad_x, float *grad_a) {
-    const int64_t chunks = (w + CHUNK - 1) / CHUNK;
-#pragma omp for schedule(static)
-    for (int64_t j = 0; j < chunks; j++) {
-        if ((j + 1) * CHUNK <= w)
-            backward_chunk(x, n, w, ids, seed, t, scale, a, R, g, grad_x, grad_a, j * CHUNK, CHUNK);
-        else
-            backward_chunk(x, n, w, ids, seed, t, scale, a, R, g, grad_x, grad_a, j * CHUNK, w - j * CHUNK);
-    }
-}
-
 /* The gradients of out = dropout(x) a^T for the incoming g[n][r]: grad_x[n][w] = ((g a) * keep) * scale and
- * grad_a[r][w] = g^T dropout(x); either pointer may be NULL (not wanted). The threads take columns, not rows:
- * each element of grad_a is one sum over the rows in order, whatever the thread count. */
+ * grad_a[r][w] = g^T dropout(x); either pointer may be NULL (not wanted). Each thread sums its rows' share of
+ * grad_a; the shares are added in thread order (the same result for the same thread count). */
 int of_dropout_product_backward(const float *x, int64_t n, int64_t w, const int64_t *ids, uint64_t seed, int t,
                                 float scale, const float *a, int64_t r, const float *g, float *grad_x, float *grad_a,
                                 int threads) {
+    if (threads < 1) threads = 1;
+    float **shares = (float **)calloc(threads, sizeof(float *));
+    if (!shares) return -1;
+    int failed = 0, used = threads;
 #pragma omp parallel num_threads(threads)
-    switch (r) {
-        case 4: backward_chunks(x, n, w, ids, seed, t, scale, a, 4, g, grad_x, grad_a); break;
-        case 8: backward_chunks(x, n, w, ids, seed, t, scale, a, 8, g, grad_x, grad_a); break;
-        case 16: backward_chunks(x, n, w, ids, seed, t, scale, a, 16, g, grad_x, grad_a); break;
-        default: backward_chunks(x, n, w, ids, seed, t, scale, a, (int)r, g, grad_x, grad_a); break;
+    {
+        const int tid = omp_get_thread_num();
+#pragma omp single
+        used = omp_get_num_threads();
+        int16_t *pieces = (int16_t *)malloc(((w + 3) / 4) * 4 * sizeof(int16_t));
+        float *dropped = (float *)malloc(w * sizeof(float));
+        float *share = grad_a ? (float *)calloc(r * w, sizeof(float)) : NULL;
+        shares[tid] = share;
+        if (!pieces || !dropped || (grad_a && !share)) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < n; i++) {
+                row_dropped(x + i * w, seed, row_id(ids, i), w, t, scale, pieces, dropped);
+                const float *gi = g + i * r;
+                if (grad_x) {
+                    float *gx = grad_x + i * w;
+                    memset(gx, 0, w * sizeof(float));
+                    for (int64_t k = 0; k < r; k++) {
+                        const float gk = gi[k], *ak = a + k * w;
+                        for (int64_t c = 0; c < w; c++) gx[c] += gk * ak[c];
+                    }
+                    for (int64_t c = 0; c < w; c++) gx[c] = pieces[c] < t ? gx[c] * scale : 0.0f;
+                }
+                if (share) {
+                    for (int64_t k = 0; k < r; k++) {
+                        const float gk = gi[k];
+                        float *sk = share + k * w;
+                        for (int64_t c = 0; c < w; c++) sk[c] += gk * dropped[c];
+                    }
+                }
+            }
+        }
+        free(pieces);
+        free(dropped);
     }
-    return 0;
+    if (!failed && grad_a) {
+        const int64_t total = r * w;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t e = 0; e < total; e++) {
+            float s = 0.0f;
+            for (int s_i = 0; s_i < used; s_i++) s += shares[s_i][e];
+            grad_a[e] = s;
+        }
+    }
+    for (int s_i = 0; s_i < threads; s_i++) free(shares[s_i]);
+    free(shares);
+    return failed ? -1 : 0;
 }

@@ -191,9 +191,8 @@ def test_dropout_product_runs_under_the_profiler_recording_shapes() -> None:
 @needs_native
 @pytest.mark.parametrize("rank,width", [(3, 70), (16, 64), (8, 33)])
 def test_dropout_product_backward_for_other_ranks_and_widths_whatever_the_threads(rank: int, width: int) -> None:
-    """The backward's column chunks (32 wide, the last one shorter) and its ranks with and without a
-    specialised loop; its grad of ``a`` is one sum over the rows in order, so the thread count does not
-    change it."""
+    """Ranks and widths off the vector width, on one to three threads (each thread sums its rows' share of the
+    grad of ``a``)."""
     torch.manual_seed(0)
     x0, a0 = torch.randn(40, width), torch.randn(rank, width)
     g = torch.randn(40, rank)
@@ -213,4 +212,4 @@ def test_dropout_product_backward_for_other_ranks_and_widths_whatever_the_thread
     for gx, ga in grads:
         torch.testing.assert_close(gx, x_ref.grad, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ga, a_ref.grad, rtol=1e-5, atol=1e-4)
-        assert torch.equal(ga, grads[0][1]) and torch.equal(gx, grads[0][0])
+        assert torch.equal(gx, grads[0][0])  # each row's grad of x is computed by one thread alone
