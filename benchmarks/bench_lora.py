@@ -19,8 +19,13 @@ its own subprocess; peak RSS is the process's VmHWM (loading included).
 lr 1e-3, constant schedule, no clipping, no saving or logging between; steps timed from the
 ``on_step_end`` callback), as a user's fine-tune runs.
 
+``--interleaved`` measures speed only, robust to a machine whose speed drifts between runs: both
+libraries' models in one process, one plain-loop step of each in turn (ours inside
+``reuse_freed_memory()``, as its Trainer runs), ``--steps`` steps each after ``--warmup``; the ratio of
+the median step times. Memory is not measured there (one process holds both models).
+
 Run: ``python benchmarks/bench_lora.py [--steps 8] [--warmup 2] [--batch-size 8] [--seq-len 64]
-[--rounds 2] [--threads 0] [--trainer] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
+[--rounds 2] [--threads 0] [--trainer | --interleaved] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
 [--steps 3] [--batch-size 4] [--compute-dtype float32|bfloat16]``
 """
 from __future__ import annotations
@@ -172,6 +177,63 @@ print(json.dumps({"mode": mode, "gradient_checkpointing": gc_on, "load_s": load_
 """
 
 
+INTERLEAVED_CHILD = r"""
+import contextlib, json, statistics, sys, time, warnings
+weights, steps, warmup, batch, seq, threads = sys.argv[1:7]
+steps, warmup, batch, seq, threads = int(steps), int(warmup), int(batch), int(seq), int(threads)
+import torch
+if threads:
+    torch.set_num_threads(threads)
+warnings.filterwarnings("ignore")
+import transformers
+from peft import LoraConfig as TheirConfig, get_peft_model as their_peft
+from openformers import AutoModelForCausalLM
+from openformers.peft import LoraConfig, get_peft_model
+from openformers.training.allocator import reuse_freed_memory
+transformers.logging.set_verbosity_error()
+torch.manual_seed(0)
+kw = dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+models = {"openformers": get_peft_model(AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32), LoraConfig(**kw)),
+          "transformers+peft": their_peft(transformers.AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32),
+                                          TheirConfig(**kw))}
+scopes = {"openformers": reuse_freed_memory, "transformers+peft": contextlib.nullcontext}
+optims = {}
+for lib, model in models.items():
+    model.train()
+    optims[lib] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+g = torch.Generator().manual_seed(0)
+times = {lib: [] for lib in models}
+for i in range(steps):
+    ids = torch.randint(10, 49000, (batch, seq), generator=g)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    for lib, model in models.items():
+        with scopes[lib]():
+            t0 = time.perf_counter()
+            model(**b).loss.backward()
+            optims[lib].step(); optims[lib].zero_grad(set_to_none=True)
+            times[lib].append(time.perf_counter() - t0)
+print(json.dumps({lib: statistics.median(t[warmup:]) for lib, t in times.items()}))
+"""
+
+
+def run_interleaved(ns: argparse.Namespace, weights: Path) -> dict[str, float]:
+    """Median step times of both libraries, stepping in turn in one process."""
+    out = subprocess.run([sys.executable, "-c", INTERLEAVED_CHILD, str(weights), str(ns.steps), str(ns.warmup),
+                          str(ns.batch_size), str(ns.seq_len), str(ns.threads)],
+                         capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"interleaved run failed:\n{out.stderr[-3000:]}")
+    steps = json.loads(out.stdout.strip().splitlines()[-1])
+    ours, theirs = steps["openformers"], steps["transformers+peft"]
+    tokens = ns.batch_size * ns.seq_len
+    print(f"LoRA r=8 q/k/v/o, SmolLM2-135M fp32, plain loop, both libraries in one process stepping in turn, batch "
+          f"{ns.batch_size} x {ns.seq_len} tokens, median of {ns.steps - ns.warmup} steps each")
+    for lib, step in steps.items():
+        print(f"{lib:20s}{tokens / step:10.1f} tokens/s{step:9.2f} s a step")
+    print(f"speed ratio (ours / theirs): {theirs / ours:.2f}x")
+    return steps
+
+
 def run_qlora(ns: argparse.Namespace) -> list[dict]:
     """QLoRA vs LoRA on the float32 base: peak memory, each configuration in a fresh process."""
     rows = []
@@ -223,11 +285,18 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--qlora", action="store_true", help="QLoRA vs LoRA peak memory (openformers only)")
     parser.add_argument("--trainer", action="store_true", help="train with each library's Trainer instead of a plain loop")
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--interleaved", action="store_true",
+                        help="speed only: both libraries in one process, a step of each in turn")
     ns = parser.parse_args(argv)
     if ns.qlora:
         return run_qlora(ns)
     with tempfile.TemporaryDirectory() as tmp:
         weights = prepare_weights(Path(tmp) / "smollm2")
+        if ns.interleaved:
+            steps = run_interleaved(ns, weights)
+            if ns.json:
+                Path(ns.json).write_text(json.dumps({"settings": vars(ns), "step_s": steps}, indent=2))
+            return steps
         runs: dict[str, list[dict[str, float]]] = {"openformers": [], "transformers+peft": []}
         for _ in range(ns.rounds):
             for lib in ("openformers", "transformers+peft"):
