@@ -1,11 +1,14 @@
-"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN.
+"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN where that is faster.
 
-PyTorch's x86 wheels run a float32 CPU product through their BLAS. At training shapes oneDNN's
-GEMM (shipped in the same wheels) is as fast or faster: on an AMD EPYC with 2 threads, 512 rows
-through SmolLM2's projections took 15-35% less time, and its 49152-way LM head 25-35% less, with
-the weight as it is (no packed copy, no extra memory). :func:`train_linear` runs the forward
-product, the input gradient and the bias gradient there; the weight gradient (full fine-tuning)
-stays a BLAS product. Values differ from BLAS's in the last bits only (summation order).
+PyTorch's x86 wheels run a float32 CPU product through their BLAS, Intel's MKL. On an AMD CPU
+oneDNN's GEMM (shipped in the same wheels) is faster at training shapes: on an AMD EPYC with 2
+threads, 512 rows through SmolLM2's projections took 15-35% less time, and its 49152-way LM head
+25-35% less, with the weight as it is (no packed copy, no extra memory). On an Intel Xeon MKL is
+the faster one (the same products 8-20% faster than oneDNN; a LoRA step on SmolLM2 10% faster), so
+by default oneDNN is used unless the CPU is Intel's and the BLAS is MKL (:func:`prefers_onednn`).
+:func:`train_linear` runs the forward product, the input gradient and the bias gradient there; the
+weight gradient (full fine-tuning) stays a BLAS product. Values differ from BLAS's in the last bits
+only (summation order).
 
 It applies only where it is the same computation as ``F.linear``: float32 input, weight and
 bias on the CPU, autocast off, not while ``torch.compile`` traces, and oneDNN present. The
@@ -14,7 +17,7 @@ weight must be dense, row-major or transposed (a row slice of a fused buffer of
 ``[in, out]`` buffer fused.py makes for float32 at one thread) through a reference kernel about
 1000x slower, so such weights stay with ``F.linear``. A second
 derivative (``create_graph=True``) is taken through plain differentiable products. Set
-``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere.
+``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere, ``=1`` to use oneDNN whatever the CPU.
 """
 from __future__ import annotations
 
@@ -26,13 +29,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _enabled_from_env() -> bool:
-    value = os.environ.get("OPENFORMERS_ONEDNN_LINEAR", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+def _choice_from_env() -> bool | None:
+    """``OPENFORMERS_ONEDNN_LINEAR``: False for 0/false/no/off, True for 1/true/yes/on, None (the CPU
+    decides) when unset or empty."""
+    value = os.environ.get("OPENFORMERS_ONEDNN_LINEAR", "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    return None
 
 
-_state = {"enabled": _enabled_from_env() and torch.backends.mkldnn.is_available()
-          and hasattr(torch.ops.mkldnn, "_linear_pointwise")}
+def cpu_vendor() -> str:
+    """The CPU's ``vendor_id`` (Linux: "GenuineIntel", "AuthenticAMD", ...), else ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def prefers_onednn(vendor: str, blas_is_mkl: bool) -> bool:
+    """Whether oneDNN beats the BLAS at training products: everywhere but MKL on Intel's CPUs."""
+    return not (blas_is_mkl and vendor == "GenuineIntel")
+
+
+_available = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_choice = _choice_from_env()
+_state = {"available": _available,
+          "enabled": _available and (_choice if _choice is not None
+                                     else prefers_onednn(cpu_vendor(), torch.backends.mkl.is_available()))}
 
 
 def _product(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

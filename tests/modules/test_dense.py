@@ -2,6 +2,8 @@
 ``F.linear``, taken only where they are the same computation, and used by models and LoRA."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,13 @@ from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.modules import dense
 from openformers.modules.dense import train_linear
 
-pytestmark = pytest.mark.skipif(not dense._state["enabled"], reason="oneDNN linear not available in this build")
+pytestmark = pytest.mark.skipif(not dense._state["available"], reason="oneDNN linear not available in this build")
+
+
+@pytest.fixture(autouse=True)
+def _onednn_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oneDNN path, on CPUs where the default is the BLAS (MKL on Intel's) too."""
+    monkeypatch.setitem(dense._state, "enabled", True)
 
 
 class Count:
@@ -96,11 +104,21 @@ def test_other_cases_are_f_linear(case: str, monkeypatch) -> None:
 
 
 def test_switch_reads_the_environment(monkeypatch) -> None:
-    for value, on in [("0", False), ("off", False), ("False", False), ("1", True), ("", True)]:
+    for value, on in [("0", False), ("off", False), ("False", False), ("1", True), ("on", True), ("", None)]:
         monkeypatch.setenv("OPENFORMERS_ONEDNN_LINEAR", value)
-        assert dense._enabled_from_env() is on
+        assert dense._choice_from_env() is on
     monkeypatch.delenv("OPENFORMERS_ONEDNN_LINEAR")
-    assert dense._enabled_from_env()
+    assert dense._choice_from_env() is None
+
+
+def test_the_default_follows_the_cpu_and_the_blas() -> None:
+    assert dense.prefers_onednn("AuthenticAMD", blas_is_mkl=True)  # MKL on AMD: oneDNN is faster
+    assert not dense.prefers_onednn("GenuineIntel", blas_is_mkl=True)  # MKL on Intel: MKL is faster
+    assert dense.prefers_onednn("GenuineIntel", blas_is_mkl=False)
+    assert dense.prefers_onednn("", blas_is_mkl=False)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        assert (dense.cpu_vendor() != "") == ("vendor_id" in cpuinfo.read_text())
 
 
 def test_llama_and_lora_training_steps_use_it(monkeypatch) -> None:
