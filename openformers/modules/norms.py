@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from openformers.modules import rmsnorm_native
-
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (no mean subtraction, no bias), as in Llama, Mistral and Qwen2.
@@ -30,9 +28,6 @@ class RMSNorm(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
         if input_dtype == torch.float32:  # the same arithmetic, without the no-op casts
-            fused = rmsnorm_native.rms_norm(hidden_states, self.weight, self.variance_epsilon)
-            if fused is not None:  # training on the CPU: one pass each way
-                return fused
             return self.weight * (hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
         x = hidden_states.to(torch.float32)
         variance = x.pow(2).mean(-1, keepdim=True)
