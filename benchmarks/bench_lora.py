@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# the adapter both libraries train, in every child below
+LORA_SETTINGS = ('dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", '
+                 'target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])')
 
 CHILD = r"""
 import json, sys, tempfile, time, threading, os
@@ -62,7 +65,7 @@ def hwm():
             if line.startswith("VmHWM"):
                 return int(line.split()[1]) * 1024
 
-kw = dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+kw = LORA_SETTINGS
 if lib == "openformers":
     from openformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
     from openformers.peft import LoraConfig, get_peft_model
@@ -138,7 +141,7 @@ timed = times[warmup:]
 print(json.dumps({"lib": lib, "tokens_per_s": batch * seq * len(timed) / sum(timed), "step_s": sum(timed) / len(timed),
                   "train_rss_growth_mb": (peak[0] - start_rss) / 2**20, "peak_rss_mb": max(load_peak, hwm()) / 2**20,
                   "first_loss": losses[0], "last_loss": losses[-1]}))
-"""
+""".replace("LORA_SETTINGS", LORA_SETTINGS)
 
 
 QLORA_CHILD = r"""
@@ -207,7 +210,7 @@ from openformers.peft import LoraConfig, get_peft_model
 from openformers.training.allocator import reuse_freed_memory
 transformers.logging.set_verbosity_error()
 torch.manual_seed(0)
-kw = dict(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+kw = LORA_SETTINGS
 models = {"openformers": get_peft_model(AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32), LoraConfig(**kw)),
           "transformers+peft": their_peft(transformers.AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32),
                                           TheirConfig(**kw))}
@@ -228,7 +231,7 @@ for i in range(steps):
             optims[lib].step(); optims[lib].zero_grad(set_to_none=True)
             times[lib].append(time.perf_counter() - t0)
 print(json.dumps({lib: statistics.median(t[warmup:]) for lib, t in times.items()}))
-"""
+""".replace("LORA_SETTINGS", LORA_SETTINGS)
 
 
 def run_interleaved(ns: argparse.Namespace, weights: Path) -> dict[str, float]:

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-import torch  # noqa: F401  (loaded first: the libraries bind to PyTorch's OpenMP runtime)
+import torch  # loaded first: the libraries bind to PyTorch's OpenMP runtime
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 
@@ -37,14 +37,25 @@ def compiler() -> str | None:
     return None
 
 
-def cpu() -> str:
-    """The CPU's model and feature flags (Linux), else the platform's processor name."""
+def _cpuinfo(*keys: str) -> list[str] | None:
+    """The distinct lines of /proc/cpuinfo that start with one of ``keys``, sorted; None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            lines = [line for line in f.read().splitlines() if line.startswith(("model name", "flags"))]
-        return "\n".join(sorted(set(lines)))
+            return sorted({line for line in f.read().splitlines() if line.startswith(keys)})
     except OSError:
-        return platform.processor()
+        return None
+
+
+def cpu() -> str:
+    """The CPU's model and feature flags (Linux), else the platform's processor name."""
+    lines = _cpuinfo("model name", "flags")
+    return platform.processor() if lines is None else "\n".join(lines)
+
+
+def cpu_vendor() -> str:
+    """The CPU's ``vendor_id`` (Linux: "GenuineIntel", "AuthenticAMD", ...), else ""."""
+    lines = _cpuinfo("vendor_id")
+    return lines[0].split(":", 1)[1].strip() if lines else ""
 
 
 def cache_dir() -> Path:
@@ -100,6 +111,11 @@ class NativeLibrary:
 
     def build(self, extra_flags: tuple[str, ...] = ()) -> Path:
         return build(self.source, self.flags + tuple(extra_flags))
+
+    def runs_here(self) -> bool:
+        """Whether a native pass may replace PyTorch's operators in this call: eager (not traced by
+        ``torch.compile``), CPU autocast off, and the library loaded."""
+        return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and self.get() is not None
 
     def get(self) -> ctypes.CDLL | None:
         """The loaded library, or None where it cannot be had (see the module docstring)."""

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openformers.core import native
+
 
 def _choice_from_env() -> bool | None:
     """``OPENFORMERS_ONEDNN_LINEAR``: False for 0/false/no/off, True for 1/true/yes/on, None (the CPU
@@ -40,18 +42,6 @@ def _choice_from_env() -> bool | None:
     return None
 
 
-def cpu_vendor() -> str:
-    """The CPU's ``vendor_id`` (Linux: "GenuineIntel", "AuthenticAMD", ...), else ""."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def prefers_onednn(vendor: str, blas_is_mkl: bool) -> bool:
     """Whether oneDNN beats the BLAS at training products: everywhere but MKL on Intel's CPUs."""
     return not (blas_is_mkl and vendor == "GenuineIntel")
@@ -61,7 +51,7 @@ _available = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, 
 _choice = _choice_from_env()
 _state = {"available": _available,
           "enabled": _available and (_choice if _choice is not None
-                                     else prefers_onednn(cpu_vendor(), torch.backends.mkl.is_available()))}
+                                     else prefers_onednn(native.cpu_vendor(), torch.backends.mkl.is_available()))}
 
 
 def _product(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

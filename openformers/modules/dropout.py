@@ -164,8 +164,7 @@ def dropout_product(x: torch.Tensor, a: torch.Tensor, p: float, ids: torch.Tenso
     caller then applies :func:`dropout` and its product."""
     if not (0.0 < p < 1.0 and x.dtype == torch.float32 and a.dtype == torch.float32 and x.device.type == "cpu"
             and a.device.type == "cpu" and a.dim() == 2 and x.dim() >= 1 and x.shape[-1] == a.shape[1]
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and _LIBRARY.get() is not None):
+            and x.numel() > 0 and _LIBRARY.runs_here()):
         return None
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     if ids is not None:

@@ -54,8 +54,6 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
     """``F.silu(gate) * up``, or None where the native pass does not apply (see the module docstring)."""
     if not (torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad) and gate.shape == up.shape
             and gate.dtype == up.dtype == torch.float32 and gate.device.type == up.device.type == "cpu"
-            and gate.is_contiguous() and up.is_contiguous() and gate.numel() > 0
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and _LIBRARY.get() is not None):
+            and gate.is_contiguous() and up.is_contiguous() and gate.numel() > 0 and _LIBRARY.runs_here()):
         return None
     return _SwiGLU.apply(gate, up)

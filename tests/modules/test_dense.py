@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
+from openformers.core import native
 from openformers.modules import dense
 from openformers.modules.dense import train_linear
 
@@ -118,7 +119,7 @@ def test_the_default_follows_the_cpu_and_the_blas() -> None:
     assert dense.prefers_onednn("", blas_is_mkl=False)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        assert (dense.cpu_vendor() != "") == ("vendor_id" in cpuinfo.read_text())
+        assert (native.cpu_vendor() != "") == ("vendor_id" in cpuinfo.read_text())
 
 
 def test_llama_and_lora_training_steps_use_it(monkeypatch) -> None:

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from openformers.core import native
 from openformers.modules import swiglu_native
-from openformers.modules.mlp import GatedMLP
 
 pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C compiler: the native passes are not built")
 
@@ -89,6 +88,6 @@ def test_llama_training_step_is_the_same_without_the_native_library(monkeypatch:
     (loss1, grads1, used1), (loss0, grads0, used0) = results
     assert used1 == 2 and used0 == 0  # one MLP a layer
     torch.testing.assert_close(loss1, loss0, rtol=1e-6, atol=1e-6)
-    assert isinstance(GatedMLP, type) and grads1.keys() == grads0.keys()
+    assert grads1.keys() == grads0.keys()
     for name in grads1:
         torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-4, atol=1e-6, msg=name)
