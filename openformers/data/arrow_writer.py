@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from openformers.core import settings
+
 
 def cache_root() -> Path:
-    """``$OPENFORMERS_DATA_CACHE`` or ``~/.cache/openformers/datasets``."""
-    env = os.environ.get("OPENFORMERS_DATA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "openformers" / "datasets"
+    """``$OPENFORMERS_DATA_CACHE``, else ``$OPENFORMERS_CACHE/datasets`` (``~/.cache/openformers/datasets``)."""
+    return settings.get("OPENFORMERS_DATA_CACHE")
 
 
 def read_arrow_file(path: str | os.PathLike) -> pa.Table:

@@ -21,25 +21,19 @@ derivative (``create_graph=True``) is taken through plain differentiable product
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.core import native
+from openformers.core import native, settings
 
 
 def _choice_from_env() -> bool | None:
-    """``OPENFORMERS_ONEDNN_LINEAR``: False for 0/false/no/off, True for 1/true/yes/on, None (the CPU
-    decides) when unset or empty."""
-    value = os.environ.get("OPENFORMERS_ONEDNN_LINEAR", "").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    return None
+    """``OPENFORMERS_ONEDNN_LINEAR`` (see ``core/settings.py``): True or False, None (the CPU decides)
+    when unset or empty."""
+    return settings.get("OPENFORMERS_ONEDNN_LINEAR")
 
 
 def prefers_onednn(vendor: str, blas_is_mkl: bool) -> bool:

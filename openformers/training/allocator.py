@@ -25,12 +25,15 @@ import platform
 import threading
 from typing import Iterator
 
+from openformers.core import settings
+
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 DEFAULT_TRIM_THRESHOLD = 128 * 1024
 DEFAULT_MMAP_MAX = 65536
 KEEP_UP_TO = 2**31 - 1  # bytes of free memory kept at the heap's top while active (the C int's limit)
 
+_SWITCH = "OPENFORMERS_REUSE_FREED_MEMORY"
 _lock = threading.Lock()
 _depth = 0
 
@@ -49,7 +52,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 def allocator_chosen_by_user(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    if env.get("OPENFORMERS_REUSE_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off"):
+    reuse = settings.get(_SWITCH) if environ is None else settings.parse(_SWITCH, environ)
+    if not reuse:
         return True
     if any(key.startswith("MALLOC_") for key in env) or "malloc" in env.get("GLIBC_TUNABLES", ""):
         return True

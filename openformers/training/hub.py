@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from openformers.core import settings
 from openformers.core.hub import hub_cache_dir
 
 
 def local_hub_root() -> Path:
-    return Path(os.environ["OPENFORMERS_HUB"]) if os.environ.get("OPENFORMERS_HUB") else hub_cache_dir()
+    return settings.get("OPENFORMERS_HUB") or hub_cache_dir()
 
 
 def model_card(trainer: Any, repo_id: str) -> str:
