@@ -1,30 +1,46 @@
 """Native kernels in C: compiled on first use with the system compiler and loaded with ``ctypes``.
 
 A kernel's C file sits beside the Python module that calls it (``quantization/int4_native.c``,
-``modules/dropout_native.c``). :class:`NativeLibrary` compiles it once (``-O3 -march=native
--fopenmp``; ``$CC``, else ``cc`` or ``gcc``) into ``$OPENFORMERS_CACHE/native`` (default
-``~/.cache/openformers/native``), keyed by a hash of the source, the CPU, the flags and the
-compiler's version, and loads it. The libraries' OpenMP threads are PyTorch's: torch is imported
-first, so its ``libgomp.so.1`` is the one they bind to, and the kernels and PyTorch's operators share
-one pool of threads.
+``modules/dropout_native.c``) and ships in the wheel as package data. :class:`NativeLibrary` compiles
+it once (``-O3 -march=native -fopenmp``; ``$CC``, else ``cc`` or ``gcc``) into
+``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the
+source, the CPU, the flags and the compiler's version, and loads it. The libraries' OpenMP threads
+are PyTorch's: torch is imported first, so its ``libgomp.so.1`` is the one they bind to, and the
+kernels and PyTorch's operators share one pool of threads.
 
 Where there is no compiler, the build fails, or ``OPENFORMERS_NATIVE=0`` is set, ``get()`` returns
-None and callers use PyTorch's operators; the reason is kept in ``error``.
+None and callers use PyTorch's operators. A compile is logged once (the ``openformers.native``
+logger: INFO with the time and the cached file; a failure is a WARNING with the compiler's message
+and what runs instead); the reason of a failure is kept in ``error`` and tried again only after
+:meth:`NativeLibrary.reset`. Every library registers itself: :func:`libraries` and
+:meth:`NativeLibrary.state` are what ``openformers env`` reports.
+
+A C struct mirrored by a ``ctypes.Structure`` is checked with :meth:`NativeLibrary.check_struct`
+against sizes and offsets the library exports (``of_struct_size_<name>``,
+``of_struct_offset_<name>_<field>``), so a mismatch fails a test instead of corrupting memory.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
 import torch  # loaded first: the libraries bind to PyTorch's OpenMP runtime
+
+from openformers.core import settings
+
+logger = logging.getLogger("openformers.native")
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 
@@ -59,49 +75,94 @@ def cpu_vendor() -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("OPENFORMERS_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "openformers") / "native"
+    """Where compiled libraries are kept: ``$OPENFORMERS_CACHE/native``."""
+    return settings.get("OPENFORMERS_CACHE") / "native"
 
 
 def enabled() -> bool:
-    return os.environ.get("OPENFORMERS_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    """``OPENFORMERS_NATIVE`` (on unless set to a false value)."""
+    return settings.get("OPENFORMERS_NATIVE")
+
+
+_versions: dict[str, str] = {}
+
+
+def _compiler_version(cc: str) -> str:
+    if cc not in _versions:
+        _versions[cc] = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    return _versions[cc]
+
+
+def target(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
+    """The path of ``source``'s library in the cache for these flags, this compiler and this CPU
+    (present or not). Raises ``RuntimeError`` when there is no compiler or no source."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError(f"no C compiler found (set CC, or install gcc): {source.name} is not built")
+    if not source.is_file():
+        raise RuntimeError(f"the kernel's C source {source} is missing: the package was installed without its "
+                           "package data (reinstall openformers from a wheel or a source checkout)")
+    flags = FLAGS + tuple(extra_flags)
+    # -march=native: a library built on one CPU may not run on another that shares the cache directory
+    key = hashlib.sha256(source.read_bytes() + repr((flags, _compiler_version(cc), cpu())).encode()).hexdigest()[:16]
+    return cache_dir() / f"{source.stem}-{key}.so"
 
 
 def build(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile ``source`` (once per source, flags, compiler and CPU) and return the library's path.
+    A compile logs one INFO line (the file, the time, where the library is cached).
 
     Raises ``RuntimeError`` with the compiler's message when there is no compiler or the build fails.
     """
+    path = target(source, extra_flags)
+    if path.exists():
+        return path
     cc = compiler()
-    if cc is None:
-        raise RuntimeError(f"no C compiler found (set CC, or install gcc): {source.name} is not built")
     flags = FLAGS + tuple(extra_flags)
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    # -march=native: a library built on one CPU may not run on another that shares the cache directory
-    key = hashlib.sha256(source.read_bytes() + repr((flags, version, cpu())).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{source.stem}-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        out = Path(tmp) / path.name
         done = subprocess.run([cc, *flags, str(source), "-o", str(out), "-lm"], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"building {source.name} with {cc} failed:\n{done.stderr.strip()[-2000:]}")
-        os.replace(out, target)  # atomic: a concurrent build or reader never sees half a file
-    return target
+        os.replace(out, path)  # atomic: a concurrent build or reader never sees half a file
+    logger.info("compiled the native kernel %s in %.1f s (%s); cached at %s", source.name,
+                time.perf_counter() - start, " ".join(extra_flags) or "default flags", path)
+    return path
+
+
+class StructMismatchError(RuntimeError):
+    """A ``ctypes.Structure`` does not match the C struct it mirrors (size or field offsets)."""
+
+
+_registry: "weakref.WeakValueDictionary[int, NativeLibrary]" = weakref.WeakValueDictionary()
+_order = itertools.count()
+
+
+def libraries() -> list["NativeLibrary"]:
+    """Every :class:`NativeLibrary` made in this process (those of the modules imported so far), in order."""
+    return [lib for _, lib in sorted(_registry.items())]
 
 
 class NativeLibrary:
     """One C file's library, built and loaded at the first :meth:`get`. ``setup(lib)`` sets the
-    functions' ``argtypes`` and ``restype``; ``flags`` are added to :data:`FLAGS` for this file."""
+    functions' ``argtypes`` and ``restype``; ``flags`` are added to :data:`FLAGS` for this file;
+    ``fallback`` says what runs where the library cannot be had (logged with the reason)."""
 
-    def __init__(self, source: Path, setup: Callable[[ctypes.CDLL], None], flags: tuple[str, ...] = ()) -> None:
-        self.source, self.setup, self.flags = source, setup, tuple(flags)
+    def __init__(self, source: Path, setup: Callable[[ctypes.CDLL], None], flags: tuple[str, ...] = (),
+                 fallback: str = "PyTorch's operators") -> None:
+        self.source, self.setup, self.flags, self.fallback = Path(source), setup, tuple(flags), fallback
         self.error: str | None = None
+        self.path: Path | None = None
         self._lib: ctypes.CDLL | None = None
         self._tried = False
         self._lock = threading.Lock()
+        _registry[next(_order)] = self
+
+    @property
+    def name(self) -> str:
+        return self.source.name
 
     def load(self, path: Path) -> ctypes.CDLL:
         """The library at ``path`` with its signatures set."""
@@ -118,14 +179,74 @@ class NativeLibrary:
         return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and self.get() is not None
 
     def get(self) -> ctypes.CDLL | None:
-        """The loaded library, or None where it cannot be had (see the module docstring)."""
+        """The loaded library, or None where it cannot be had (see the module docstring). The first
+        failure is logged as a warning and kept in ``error``; later calls return None at once."""
         if not enabled():
             return None
+        if self._tried:
+            return self._lib
         with self._lock:
             if not self._tried:
-                self._tried = True
                 try:
-                    self._lib = self.load(self.build())
-                except (RuntimeError, OSError) as err:
+                    path = self.build()
+                    self._lib, self.path = self.load(path), path
+                except (RuntimeError, OSError, AttributeError) as err:  # AttributeError: setup names a missing symbol
                     self.error = str(err)
+                    logger.warning("native kernel %s is not available, %s run instead: %s", self.name, self.fallback,
+                                   self.error)
+                self._tried = True
             return self._lib
+
+    def reset(self) -> None:
+        """Forget the outcome of the last :meth:`get` (after installing a compiler, say): the next one tries again."""
+        with self._lock:
+            self._lib, self.path, self.error, self._tried = None, None, None, False
+
+    def state(self) -> tuple[str, str]:
+        """(state, detail): "disabled" (``OPENFORMERS_NATIVE=0``), "loaded" (the library's path), "failed"
+        (why), "built" (compiled in the cache, not loaded yet) or "not built" (where it would go, or why not)."""
+        if not enabled():
+            return "disabled", "OPENFORMERS_NATIVE=0"
+        if self._lib is not None:
+            return "loaded", str(self.path)
+        if self.error is not None:
+            return "failed", self.error
+        try:
+            path = target(self.source, self.flags)
+        except RuntimeError as err:
+            return "not built", str(err)
+        return ("built", str(path)) if path.exists() else ("not built", str(path))
+
+    def check_struct(self, name: str, struct: type[ctypes.Structure], lib: ctypes.CDLL | None = None) -> None:
+        """Check ``struct`` against the C struct ``name``: the library (``lib``, else :meth:`get`'s) must
+        export ``size_t of_struct_size_<name>(void)`` and, for each field of ``struct._fields_``,
+        ``size_t of_struct_offset_<name>_<field>(void)``. Raises :class:`StructMismatchError` naming
+        every size or offset that differs or is not exported."""
+        lib = lib if lib is not None else self.get()
+        if lib is None:
+            raise RuntimeError(f"cannot check the struct {name} of {self.name}: the library is not loaded "
+                               f"({self.error or 'OPENFORMERS_NATIVE=0'})")
+
+        def exported(symbol: str) -> int | None:
+            try:
+                fn = getattr(lib, symbol)
+            except AttributeError:
+                return None
+            fn.argtypes, fn.restype = [], ctypes.c_size_t
+            return int(fn())
+
+        problems = []
+        size = exported(f"of_struct_size_{name}")
+        if size is None:
+            problems.append(f"the library exports no of_struct_size_{name}()")
+        elif size != ctypes.sizeof(struct):
+            problems.append(f"size: C {size} bytes, ctypes {ctypes.sizeof(struct)}")
+        for field in struct._fields_:
+            offset, ours = exported(f"of_struct_offset_{name}_{field[0]}"), getattr(struct, field[0]).offset
+            if offset is None:
+                problems.append(f"{field[0]}: the library exports no of_struct_offset_{name}_{field[0]}()")
+            elif offset != ours:
+                problems.append(f"{field[0]}: offset C {offset}, ctypes {ours}")
+        if problems:
+            raise StructMismatchError(f"{struct.__name__} does not match struct {name} of {self.name} "
+                                      f"(make the ctypes fields follow the C declaration): " + "; ".join(problems))
