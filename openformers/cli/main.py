@@ -14,11 +14,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("openformers.cli.generate", "generate text from a prompt"),
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
+    "env": ("openformers.cli.env", "versions, CPU, GPU, native kernels, caches and settings, for a bug report"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openformers", description="Transformer models, offline.")
+    from openformers import __version__  # the package's __init__ is lazy: no torch here
+
+    parser.add_argument("--version", action="version", version=f"openformers {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

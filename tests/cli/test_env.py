@@ -1,0 +1,75 @@
+"""``openformers env`` and ``openformers --version``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import openformers
+from openformers.cli import env
+from openformers.core import native
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = sorted(p.relative_to(ROOT / "openformers").as_posix() for p in (ROOT / "openformers").rglob("*.c"))
+
+
+def _cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "openformers", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env_vars})
+
+
+def test_version() -> None:
+    out = _cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"openformers {openformers.__version__}"
+
+
+def test_json_report_from_the_command_line(tmp_path) -> None:
+    out = _cli("env", "--json", OPENFORMERS_HUB=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "hf"))
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["versions"]["torch"] == torch.__version__
+    assert info["versions"]["openformers"] == openformers.__version__
+    for dep in env.DEPENDENCIES:
+        assert info["versions"][dep], dep
+    assert info["openformers"]["location"] == str(ROOT / "openformers")
+    assert info["torch"]["threads"] >= 1 and isinstance(info["torch"]["gpus"], list)
+    assert info["caches"]["local_hub"] == str(tmp_path / "hub") and info["caches"]["HF_HOME"] == str(tmp_path / "hf")
+    assert info["caches"]["HF_HUB_CACHE"] == str(tmp_path / "hf" / "hub")
+    assert info["settings"]["OPENFORMERS_HUB"] == {"value": str(tmp_path / "hub"), "set": True}
+    assert info["settings"]["OPENFORMERS_NATIVE"] == {"value": True, "set": False}
+    assert sorted(info["native"]["kernels"]) == SOURCES  # every C file of the package, each with its loader
+    expected = "loaded" if native.compiler() else "failed"
+    for name, kernel in info["native"]["kernels"].items():
+        assert kernel["state"] == expected, (name, kernel)
+
+
+def test_text_report(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("OPENFORMERS_NATIVE", "0")
+    assert env.run(argparse.Namespace(json=False, no_build=True)) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"openformers {openformers.__version__}")
+    assert f"torch: {torch.__version__}" in text and f"PyTorch {torch.__version__}: {torch.get_num_threads()} threads" in text
+    assert "Native kernels (disabled by OPENFORMERS_NATIVE" in text
+    for source in SOURCES:
+        assert f"  {source}: disabled -- OPENFORMERS_NATIVE=0" in text
+    assert "OPENFORMERS_* settings: OPENFORMERS_NATIVE=False" in text
+    assert "Hugging Face hub cache:" in text and "CPU: " in text
+
+
+@pytest.mark.skipif(native.compiler() is None, reason="no C compiler")
+def test_a_failed_kernel_says_why(monkeypatch, tmp_path) -> None:
+    from openformers.modules import swiglu_native
+
+    monkeypatch.setenv("OPENFORMERS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "cc"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler anywhere
+    monkeypatch.setattr(swiglu_native, "_LIBRARY", native.NativeLibrary(swiglu_native._LIBRARY.source, lambda lib: None))
+    kernels = env.kernels(build=True)["kernels"]
+    assert kernels["modules/swiglu_native.c"]["state"] == "failed"
+    assert "no C compiler found" in kernels["modules/swiglu_native.c"]["detail"]
