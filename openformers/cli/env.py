@@ -95,7 +95,7 @@ def kernels(build: bool = True) -> dict[str, Any]:
         except Exception as err:  # report it: a module that cannot be imported is what a bug report needs
             problems[name] = f"importing {name} failed: {type(err).__name__}: {err}"
     cc = native.compiler()
-    out: dict[str, Any] = {"compiler": cc, "compiler_version": native._compiler_version(cc).splitlines()[0] if cc else None,
+    out: dict[str, Any] = {"compiler": cc, "compiler_version": native.compiler_version(cc).splitlines()[0] if cc else None,
                            "enabled": native.enabled(), "cache": str(native.cache_dir()), "kernels": {}}
     claimed = set()
     for lib in native.libraries():

@@ -9,10 +9,10 @@ are PyTorch's: torch is imported first, so its ``libgomp.so.1`` is the one they 
 kernels and PyTorch's operators share one pool of threads.
 
 Where there is no compiler, the build fails, or ``OPENFORMERS_NATIVE=0`` is set, ``get()`` returns
-None and callers use PyTorch's operators. A compile is logged once (the ``openformers.native``
+None and callers use PyTorch's operators. A compile is logged once on the ``openformers.native``
 logger: INFO with the time and the cached file; a failure is a WARNING with the compiler's message
-and what runs instead); the reason of a failure is kept in ``error`` and tried again only after
-:meth:`NativeLibrary.reset`. Every library registers itself: :func:`libraries` and
+and what runs instead (INFO where there is no compiler at all). The reason of a failure is kept in
+``error``, and the build is tried again only after :meth:`NativeLibrary.reset`. Every library registers itself: :func:`libraries` and
 :meth:`NativeLibrary.state` are what ``openformers env`` reports.
 
 A C struct mirrored by a ``ctypes.Structure`` is checked with :meth:`NativeLibrary.check_struct`
@@ -87,7 +87,12 @@ def enabled() -> bool:
 _versions: dict[str, str] = {}
 
 
-def _compiler_version(cc: str) -> str:
+class NoCompilerError(RuntimeError):
+    """There is no C compiler: the kernels cannot be built (an expected set-up, logged at INFO)."""
+
+
+def compiler_version(cc: str) -> str:
+    """``cc --version``'s output (asked once per process)."""
     if cc not in _versions:
         _versions[cc] = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     return _versions[cc]
@@ -98,13 +103,13 @@ def target(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     (present or not). Raises ``RuntimeError`` when there is no compiler or no source."""
     cc = compiler()
     if cc is None:
-        raise RuntimeError(f"no C compiler found (set CC, or install gcc): {source.name} is not built")
+        raise NoCompilerError(f"no C compiler found (set CC, or install gcc): {source.name} is not built")
     if not source.is_file():
         raise RuntimeError(f"the kernel's C source {source} is missing: the package was installed without its "
                            "package data (reinstall openformers from a wheel or a source checkout)")
     flags = FLAGS + tuple(extra_flags)
     # -march=native: a library built on one CPU may not run on another that shares the cache directory
-    key = hashlib.sha256(source.read_bytes() + repr((flags, _compiler_version(cc), cpu())).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source.read_bytes() + repr((flags, compiler_version(cc), cpu())).encode()).hexdigest()[:16]
     return cache_dir() / f"{source.stem}-{key}.so"
 
 
@@ -180,7 +185,8 @@ class NativeLibrary:
 
     def get(self) -> ctypes.CDLL | None:
         """The loaded library, or None where it cannot be had (see the module docstring). The first
-        failure is logged as a warning and kept in ``error``; later calls return None at once."""
+        failure is logged (a warning; INFO where there is no compiler) and kept in ``error``; later
+        calls return None at once."""
         if not enabled():
             return None
         if self._tried:
@@ -192,8 +198,9 @@ class NativeLibrary:
                     self._lib, self.path = self.load(path), path
                 except (RuntimeError, OSError, AttributeError) as err:  # AttributeError: setup names a missing symbol
                     self.error = str(err)
-                    logger.warning("native kernel %s is not available, %s run instead: %s", self.name, self.fallback,
-                                   self.error)
+                    logger.log(logging.INFO if isinstance(err, NoCompilerError) else logging.WARNING,
+                               "native kernel %s is not available, %s run instead: %s", self.name, self.fallback,
+                               self.error)
                 self._tried = True
             return self._lib
 

@@ -107,7 +107,7 @@ def test_a_failed_compile_is_logged_once_with_the_reason(cache, tmp_path, caplog
     assert broken.state()[0] == "not built"
 
 
-def test_disabled_missing_source_and_no_compiler(cache, tmp_path, monkeypatch) -> None:
+def test_disabled_missing_source_and_no_compiler(cache, tmp_path, monkeypatch, caplog) -> None:
     lib = native.NativeLibrary(tmp_path / "gone.c", _setup)
     monkeypatch.setenv("OPENFORMERS_NATIVE", "0")
     assert lib.get() is None and lib.state() == ("disabled", "OPENFORMERS_NATIVE=0")
@@ -115,12 +115,18 @@ def test_disabled_missing_source_and_no_compiler(cache, tmp_path, monkeypatch) -
     if native.compiler() is not None:
         state, why = lib.state()
         assert state == "not built" and "gone.c is missing" in why
-        assert lib.get() is None and "package data" in lib.error
+        with caplog.at_level(logging.INFO, logger="openformers.native"):
+            assert lib.get() is None and "package data" in lib.error
+        assert [r.levelno for r in caplog.records if r.name == "openformers.native"] == [logging.WARNING]
+        caplog.clear()
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     plain = native.NativeLibrary(_source(tmp_path), _setup)
     assert plain.state() == ("not built", "no C compiler found (set CC, or install gcc): pair_native.c is not built")
-    assert plain.get() is None and plain.state()[0] == "failed"
+    with caplog.at_level(logging.INFO, logger="openformers.native"):
+        assert plain.get() is None and plain.state()[0] == "failed"
+    (line,) = [r for r in caplog.records if r.name == "openformers.native"]
+    assert line.levelno == logging.INFO and "no C compiler found" in line.getMessage()  # an expected set-up: no warning
     with pytest.raises(RuntimeError, match="not loaded \\(no C compiler found"):
         plain.check_struct("of_pair", ctypes.Structure)
 
