@@ -116,6 +116,14 @@ def kernels(build: bool = True) -> dict[str, Any]:
     return out
 
 
+def _or_error(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or ``{"error": why}`` where a setting has a bad value: the report still comes out."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        return {"error": str(err)}
+
+
 def report(build: bool = True) -> dict[str, Any]:
     """Everything ``openformers env`` prints, as a JSON-serialisable dict."""
     import openformers
@@ -135,7 +143,7 @@ def report(build: bool = True) -> dict[str, Any]:
         "versions": versions,
         "cpu": _cpu(),
         "torch": _torch(),
-        "native": kernels(build),
+        "native": _or_error(kernels, build),
         "caches": {
             "openformers": str(settings.get("OPENFORMERS_CACHE")),
             "native": str(settings.get("OPENFORMERS_CACHE") / "native"),
@@ -143,10 +151,10 @@ def report(build: bool = True) -> dict[str, Any]:
             "local_hub": str(settings.get("OPENFORMERS_HUB")) if settings.get("OPENFORMERS_HUB") else None,
             "HF_HOME": os.environ.get("HF_HOME"),
             "HF_HUB_CACHE": str(hub.hub_cache_dir()),
-            "offline": hub.is_offline(),
+            "offline": _or_error(hub.is_offline),
         },
-        "settings": {name: {"value": str(v["value"]) if isinstance(v["value"], Path) else v["value"], "set": v["set"]}
-                     for name, v in settings.in_effect().items()},
+        "settings": {name: {"value": str(v["value"]) if isinstance(v["value"], Path) else v["value"], "set": v["set"],
+                            "raw": v["raw"]} for name, v in settings.in_effect().items()},
     }
 
 
@@ -166,20 +174,24 @@ def _text(info: dict[str, Any]) -> str:
     lines += [f"  GPU {g['index']}: {g['name']}, {g['memory_gib']} GiB, compute capability {g['capability']}"
               for g in t["gpus"]] or ["  GPU: none" + (" (MPS available)" if t["mps"] else "")]
     n = info["native"]
-    lines += ["", f"Native kernels ({'enabled' if n['enabled'] else 'disabled by OPENFORMERS_NATIVE'}; compiler: "
-                  f"{n['compiler'] or 'none'}{' (' + n['compiler_version'] + ')' if n['compiler_version'] else ''}; "
-                  f"cache: {n['cache']}):"]
-    for name, k in n["kernels"].items():
-        detail = k["detail"].replace("\n", "\n      ")
-        lines.append(f"  {name}: {k['state']}" + (f" -- {detail}" if k["state"] not in ("loaded", "built") else
-                                                  f" ({Path(k['detail']).name})"))
+    if "error" in n:
+        lines += ["", f"Native kernels: not reported: {n['error']}"]
+    else:
+        lines += ["", f"Native kernels ({'enabled' if n['enabled'] else 'disabled by OPENFORMERS_NATIVE'}; compiler: "
+                      f"{n['compiler'] or 'none'}{' (' + n['compiler_version'] + ')' if n['compiler_version'] else ''}; "
+                      f"cache: {n['cache']}):"]
+        for name, k in n["kernels"].items():
+            detail = k["detail"].replace("\n", "\n      ")
+            lines.append(f"  {name}: {k['state']}" + (f" -- {detail}" if k["state"] not in ("loaded", "built") else
+                                                      f" ({Path(k['detail']).name})"))
     c = info["caches"]
+    offline = c["offline"]["error"] if isinstance(c["offline"], dict) else c["offline"]
     lines += ["", "Caches:", f"  openformers: {c['openformers']}", f"  datasets: {c['datasets']}",
               f"  local hub (OPENFORMERS_HUB): {c['local_hub'] or 'unset'}", f"  HF_HOME: {c['HF_HOME'] or 'unset'}",
-              f"  Hugging Face hub cache: {c['HF_HUB_CACHE']}", f"  offline: {c['offline']}"]
-    set_here = {name: s["value"] for name, s in info["settings"].items() if s["set"]}
-    lines += ["", "OPENFORMERS_* settings: " + (", ".join(f"{k}={v}" for k, v in set_here.items()) if set_here
-                                                else "none set (all defaults)")]
+              f"  Hugging Face hub cache: {c['HF_HUB_CACHE']}", f"  offline: {offline}"]
+    set_here = {name: s for name, s in info["settings"].items() if s["set"]}
+    lines += ["", "OPENFORMERS_* settings:" + ("" if set_here else " none set (all defaults)")]
+    lines += [f"  {name}={s['raw']} ({s['value']})" for name, s in set_here.items()]
     return "\n".join(lines)
 
 

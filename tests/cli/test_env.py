@@ -41,8 +41,8 @@ def test_json_report_from_the_command_line(tmp_path) -> None:
     assert info["torch"]["threads"] >= 1 and isinstance(info["torch"]["gpus"], list)
     assert info["caches"]["local_hub"] == str(tmp_path / "hub") and info["caches"]["HF_HOME"] == str(tmp_path / "hf")
     assert info["caches"]["HF_HUB_CACHE"] == str(tmp_path / "hf" / "hub")
-    assert info["settings"]["OPENFORMERS_HUB"] == {"value": str(tmp_path / "hub"), "set": True}
-    assert info["settings"]["OPENFORMERS_NATIVE"] == {"value": True, "set": False}
+    assert info["settings"]["OPENFORMERS_HUB"] == {"value": str(tmp_path / "hub"), "set": True, "raw": str(tmp_path / "hub")}
+    assert info["settings"]["OPENFORMERS_NATIVE"] == {"value": True, "set": False, "raw": None}
     assert sorted(info["native"]["kernels"]) == SOURCES  # every C file of the package, each with its loader
     expected = "loaded" if native.compiler() else "failed"
     for name, kernel in info["native"]["kernels"].items():
@@ -58,7 +58,7 @@ def test_text_report(monkeypatch, capsys) -> None:
     assert "Native kernels (disabled by OPENFORMERS_NATIVE" in text
     for source in SOURCES:
         assert f"  {source}: disabled -- OPENFORMERS_NATIVE=0" in text
-    assert "OPENFORMERS_* settings: OPENFORMERS_NATIVE=False" in text
+    assert "OPENFORMERS_* settings:\n  OPENFORMERS_NATIVE=0 (False)" in text
     assert "Hugging Face hub cache:" in text and "CPU: " in text
 
 
@@ -73,3 +73,13 @@ def test_a_failed_kernel_says_why(monkeypatch, tmp_path) -> None:
     kernels = env.kernels(build=True)["kernels"]
     assert kernels["modules/swiglu_native.c"]["state"] == "failed"
     assert "no C compiler found" in kernels["modules/swiglu_native.c"]["detail"]
+
+
+def test_a_bad_setting_is_reported_not_fatal(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("OPENFORMERS_NATIVE", "maybe")
+    monkeypatch.setenv("OPENFORMERS_OFFLINE", "x")
+    assert env.run(argparse.Namespace(json=False, no_build=True)) == 0
+    text = capsys.readouterr().out
+    assert "Native kernels: not reported: OPENFORMERS_NATIVE='maybe' is not a true/false value" in text
+    assert "offline: OPENFORMERS_OFFLINE='x' is not a true/false value" in text
+    assert "  OPENFORMERS_NATIVE=maybe (invalid: OPENFORMERS_NATIVE='maybe'" in text
