@@ -83,3 +83,16 @@ def test_a_bad_setting_is_reported_not_fatal(monkeypatch, capsys) -> None:
     assert "Native kernels: not reported: OPENFORMERS_NATIVE='maybe' is not a true/false value" in text
     assert "offline: OPENFORMERS_OFFLINE='x' is not a true/false value" in text
     assert "  OPENFORMERS_NATIVE=maybe (invalid: OPENFORMERS_NATIVE='maybe'" in text
+
+
+def test_gpus_are_listed(monkeypatch) -> None:
+    """The GPU lines, on a CPU-only machine through torch.cuda's answers for one H100 (no GPU here)."""
+    from types import SimpleNamespace
+
+    props = SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 * 2**30, major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    info = env.report(build=False)
+    assert info["torch"]["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_gib": 80.0, "capability": "9.0"}]
+    assert "  GPU 0: NVIDIA H100 80GB HBM3, 80.0 GiB, compute capability 9.0" in env._text(info)
