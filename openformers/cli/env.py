@@ -128,6 +128,7 @@ def report(build: bool = True) -> dict[str, Any]:
     """Everything ``openformers env`` prints, as a JSON-serialisable dict."""
     import openformers
     from openformers.core import hub, settings
+    from openformers.data.hf_cache import hf_cache_dir
 
     package = Path(openformers.__file__).resolve().parent
     versions = {"openformers": openformers.__version__}
@@ -151,6 +152,7 @@ def report(build: bool = True) -> dict[str, Any]:
             "local_hub": str(settings.get("OPENFORMERS_HUB")) if settings.get("OPENFORMERS_HUB") else None,
             "HF_HOME": os.environ.get("HF_HOME"),
             "HF_HUB_CACHE": str(hub.hub_cache_dir()),
+            "HF_DATASETS_CACHE": str(hf_cache_dir()),
             "offline": _or_error(hub.is_offline),
         },
         "settings": {name: {"value": str(v["value"]) if isinstance(v["value"], Path) else v["value"], "set": v["set"],
@@ -188,7 +190,8 @@ def _text(info: dict[str, Any]) -> str:
     offline = c["offline"]["error"] if isinstance(c["offline"], dict) else c["offline"]
     lines += ["", "Caches:", f"  openformers: {c['openformers']}", f"  datasets: {c['datasets']}",
               f"  local hub (OPENFORMERS_HUB): {c['local_hub'] or 'unset'}", f"  HF_HOME: {c['HF_HOME'] or 'unset'}",
-              f"  Hugging Face hub cache: {c['HF_HUB_CACHE']}", f"  offline: {offline}"]
+              f"  Hugging Face hub cache: {c['HF_HUB_CACHE']}", f"  Hugging Face datasets cache: {c['HF_DATASETS_CACHE']}",
+              f"  offline: {offline}"]
     set_here = {name: s for name, s in info["settings"].items() if s["set"]}
     lines += ["", "OPENFORMERS_* settings:" + ("" if set_here else " none set (all defaults)")]
     lines += [f"  {name}={s['raw']} ({s['value']})" for name, s in set_here.items()]

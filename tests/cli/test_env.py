@@ -20,8 +20,11 @@ SOURCES = sorted(p.relative_to(ROOT / "openformers").as_posix() for p in (ROOT /
 
 
 def _cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    # the caches follow HF_HOME when these are unset; the kernels are expected on
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "OPENFORMERS_NATIVE")}
     return subprocess.run([sys.executable, "-m", "openformers", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env_vars})
+                          env={**base, "PYTHONPATH": str(ROOT), **env_vars})
 
 
 def test_version() -> None:
@@ -41,6 +44,7 @@ def test_json_report_from_the_command_line(tmp_path) -> None:
     assert info["torch"]["threads"] >= 1 and isinstance(info["torch"]["gpus"], list)
     assert info["caches"]["local_hub"] == str(tmp_path / "hub") and info["caches"]["HF_HOME"] == str(tmp_path / "hf")
     assert info["caches"]["HF_HUB_CACHE"] == str(tmp_path / "hf" / "hub")
+    assert info["caches"]["HF_DATASETS_CACHE"] == str(tmp_path / "hf" / "datasets")
     assert info["settings"]["OPENFORMERS_HUB"] == {"value": str(tmp_path / "hub"), "set": True, "raw": str(tmp_path / "hub")}
     assert info["settings"]["OPENFORMERS_NATIVE"] == {"value": True, "set": False, "raw": None}
     assert sorted(info["native"]["kernels"]) == SOURCES  # every C file of the package, each with its loader
