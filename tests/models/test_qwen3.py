@@ -96,3 +96,55 @@ def test_config_defaults(tmp_path):
     loaded = transformers.AutoConfig.from_pretrained(tmp_path)
     assert loaded.layer_types == cfg.layer_types and loaded.head_dim == 24
     assert "mlp_bias" not in (tmp_path / "config.json").read_text()
+
+
+def _reference_with_random_norms(path):
+    """A tiny transformers Qwen3 whose norm weights (q_norm and k_norm included) are not ones, saved to ``path``."""
+    ref = fam.build_reference("Qwen3ForCausalLM", "Qwen3Config", path, **fam.tiny_config(**QWEN3))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+    ref.save_pretrained(path)
+    return ref
+
+
+def test_norm_weights_from_safetensors(tmp_path):
+    ref = _reference_with_random_norms(tmp_path)
+    ours = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(3, fam.VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fam.assert_close(ours(ids).logits, ref(ids).logits, what="Qwen3 from safetensors")
+
+
+def test_loads_from_gguf(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from openformers.quantization import GGUFQuantizationConfig
+    from tests.models.test_gguf import write_tiny_llama
+
+    ref = _reference_with_random_norms(tmp_path / "ref")
+    sd = ref.state_dict()
+
+    def extend(w):  # what llama.cpp's converter adds for Qwen3: the head size and the per-head norms
+        w.add_key_length(24)
+        w.add_value_length(24)
+        for i in range(2):
+            for short, hf in (("attn_q_norm", "q_norm"), ("attn_k_norm", "k_norm")):
+                w.add_tensor(f"blk.{i}.{short}.weight", sd[f"model.layers.{i}.self_attn.{hf}.weight"].numpy())
+
+    path = write_tiny_llama(tmp_path / "qwen3.gguf", ref, arch="qwen3", extend=extend)
+    ours = openformers.AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "Qwen3ForCausalLM" and ours.config.head_dim == 24
+    ids = torch.randint(3, fam.VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fam.assert_close(ours(ids).logits, ref(ids).logits, what="Qwen3 from GGUF")
+    # a file without the norms is refused, naming them
+    bare = write_tiny_llama(tmp_path / "bare.gguf", ref, arch="qwen3")
+    with pytest.raises(Exception, match="attn_q_norm"):
+        openformers.AutoModelForCausalLM.from_pretrained(str(bare))
+    # keep-quantized: 4-bit projections, float norms
+    quant = openformers.AutoModelForCausalLM.from_pretrained(
+        str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32))
+    with torch.no_grad():
+        assert (quant(ids).logits - ref(ids).logits).abs().max() < 0.5
