@@ -300,4 +300,11 @@ def _iter_tensors(
         gf.close()
 
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]
+
+
+def gguf_names(arch: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The inverse of :func:`hf_name` for a Llama-like architecture: ``(block, top)`` maps from the Hugging Face
+    name part (``self_attn.q_proj``, ``model.embed_tokens``) to llama.cpp's (``attn_q``, ``token_embd``)."""
+    block = {**_LLAMA_BLOCK, **(_FAMILY_MAPS[arch][1] if arch in _FAMILY_MAPS else {})}
+    return {v: k for k, v in block.items()}, {v: k for k, v in _LLAMA_TOP.items()}
