@@ -264,10 +264,10 @@ def _write_tokenizer(w: Any, tokenizer: Any, vocab_size: int, config: Any, gguf:
         if text is None:
             tokens[index] = f"[PAD{index}]"  # embedding rows past the vocabulary, as llama.cpp's converter pads
             types.append(_UNUSED)
-        elif index in added:
-            types.append(_CONTROL if added[index].get("special") else _USER_DEFINED)
         elif byte_fallback and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
             types.append(_BYTE)
+        elif index in added:
+            types.append(_CONTROL if added[index].get("special") else _USER_DEFINED)
         elif text == model.get("unk_token"):
             types.append(_UNKNOWN)
         else:

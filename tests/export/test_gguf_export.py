@@ -206,3 +206,29 @@ def test_smollm2_in_llama_cpp(smollm2):
     llm.eval(seq[:-1])
     theirs = torch.tensor([int(llm.scores[i].argmax()) for i in range(len(prompt) - 1, len(seq) - 1)])
     assert (theirs == top1).float().mean().item() >= 0.95
+
+
+def test_sentencepiece_style_tokenizer(tmp_path):
+    """A BPE vocabulary with byte fallback (Llama 2, Mistral) is written as llama.cpp's "llama" model: scores from the
+    merge ranks, byte tokens typed as such; read back, it encodes as the original."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    from openformers.tokenization.base import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)],
+                                  show_progress=False)
+    backend.train_from_iterator(["the quick brown fox jumps over the lazy dog", "hello world, the weather is nice"] * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        add_bos_token=True)
+    model = _tiny("llama", vocab_size=len(tokenizer))
+    path = save_gguf(model, tmp_path / "spm.gguf", tokenizer, "f16")
+    meta = read_gguf_metadata(path)
+    assert meta["tokenizer.ggml.model"] == "llama" and meta["tokenizer.ggml.add_space_prefix"] is True
+    assert meta["tokenizer.ggml.token_type"][3 + 0x41] == 6 and meta["tokenizer.ggml.token_type"][1] == 3
+    again = openformers.AutoTokenizer.from_pretrained(path)
+    for text in ("the quick brown fox", "hello wörld ✓ nice weather", "jumps over!"):
+        assert again(text)["input_ids"] == tokenizer(text)["input_ids"], text
