@@ -334,12 +334,12 @@ def _source(model: Any) -> str:
 def _find_tokenizer(model: Any) -> Any:
     """The tokenizer stored beside the model's weights, or None."""
     source = _source(model)
-    if not source or not os.path.exists(source):
+    if not source:
         return None
     from openformers.tokenization.auto import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(source)
+    try:  # a directory, a GGUF file, an embedded name or a cached repo: never a download
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
         logger.warning("GGUF export: no tokenizer found at %s (%s)", source, exc)
         return None

@@ -21,6 +21,7 @@ FAMILIES = {
     "mistral": ("Mistral", {"sliding_window": 16}),
     "qwen2": ("Qwen2", {}),
     "qwen3": ("Qwen3", {"head_dim": 24, "tie_word_embeddings": True}),
+    "qwen3-bias": ("Qwen3", {"attention_bias": True}),
 }
 
 
@@ -146,7 +147,8 @@ def smollm2(tmp_path_factory):
     model = openformers.AutoModelForCausalLM.from_pretrained(source)
     tokenizer = openformers.AutoTokenizer.from_pretrained(source)
     out = tmp_path_factory.mktemp("smollm2")
-    files = {kind: save_gguf(model, out / f"smollm2-{kind}.gguf", tokenizer, kind) for kind in ("f16", "q8_0")}
+    model.save_pretrained(out, gguf="f16")  # the tokenizer is found where the model was loaded from
+    files = {"f16": out / "model-f16.gguf", "q8_0": save_gguf(model, out / "smollm2-q8_0.gguf", tokenizer, "q8_0")}
     return source, model, tokenizer, files
 
 
