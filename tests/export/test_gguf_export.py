@@ -168,6 +168,12 @@ def test_smollm2_tokenizer_metadata_round_trip(smollm2):
     text = "Hello world, 12345 tokens!\n<|im_start|>user"
     assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert torch.equal(_prompt(again), _prompt(tokenizer))
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.AutoTokenizer.from_pretrained(files["f16"].parent, gguf_file=files["f16"].name)
+    assert theirs(text)["input_ids"] == tokenizer(text)["input_ids"]
+    messages = [{"role": "user", "content": "hi"}]
+    assert theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == \
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 @pytest.mark.slow
