@@ -240,3 +240,20 @@ def test_sentencepiece_style_tokenizer(tmp_path):
     again = openformers.AutoTokenizer.from_pretrained(path)
     for text in ("the quick brown fox", "hello wörld ✓ nice weather", "jumps over!"):
         assert again(text)["input_ids"] == tokenizer(text)["input_ids"], text
+
+
+def test_export_after_generate_with_one_thread(tmp_path):
+    """Inference may leave weights with other strides (one thread); the file still holds their values."""
+    model = _tiny("llama")
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            model.generate(_ids(3), max_new_tokens=3, do_sample=False)
+        path = save_gguf(model, tmp_path / "m.gguf", dtype="f32")
+    finally:
+        torch.set_num_threads(threads)
+    _, tensors = read_gguf_model(path)
+    for name, t in tensors:
+        assert torch.equal(t, expected[name]), name
