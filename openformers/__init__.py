@@ -107,6 +107,8 @@ _MODEL_FAMILIES: dict[str, list[str]] = {
         "MistralForTokenClassification", "MistralForQuestionAnswering",
         "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
         "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+        "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
+        "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
     ],
 }
 for _module, _names in _MODEL_FAMILIES.items():

@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
     "env": ("openformers.cli.env", "versions, CPU, GPU, native kernels, caches and settings, for a bug report"),
 }
+# ``openformers export FORMAT``: format -> module with add_arguments(parser, name) and run(args) -> int
+EXPORT_FORMATS: dict[str, tuple[str, str]] = {
+    "gguf": ("openformers.cli.export_gguf", "write a Llama-family model as a llama.cpp GGUF file (f16, bf16, q8_0, q4_0)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p, name)
+    export = sub.add_parser("export", help="export a model to another format", description="export a model to another format")
+    formats = export.add_subparsers(dest="format", required=True)
+    for name, (module, help_text) in EXPORT_FORMATS.items():
+        importlib.import_module(module).add_arguments(formats.add_parser(name, help=help_text, description=help_text), name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = importlib.import_module(EXPORT_FORMATS[args.format][0] if args.command == "export" else COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ must create them with an explicit ``device="cpu"`` so they are real after a meta
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -234,11 +235,19 @@ class PreTrainedModel(nn.Module):
         safe_serialization: bool = True,
         **kwargs: Any,
     ) -> None:
-        """Write ``config.json`` and the weights (safetensors, sharded above ``max_shard_size``)."""
+        """Write ``config.json`` and the weights (safetensors, sharded above ``max_shard_size``).
+
+        ``gguf="f16" | "bf16" | "q8_0" | "q4_0"`` writes one llama.cpp file, ``model-<type>.gguf``, instead
+        (Llama family; ``tokenizer=`` puts a tokenizer in it, see ``openformers.export.gguf.save_gguf``)."""
         path = Path(save_directory)
         if path.is_file():
             raise ValueError(f"save_directory {path} is a file; pass a directory")
         if not is_main_process:
+            return
+        gguf_type = kwargs.pop("gguf", None)
+        if gguf_type is not None:  # the exporter sits above core: found by name, not imported here
+            exporter = importlib.import_module("openformers.export.gguf")
+            exporter.save_gguf(self, path / exporter.file_name(gguf_type), kwargs.pop("tokenizer", None), gguf_type)
             return
         path.mkdir(parents=True, exist_ok=True)
         self.config.architectures = [type(self).__name__]

@@ -35,6 +35,7 @@ MODEL_REGISTRY: dict[str, tuple[str, str, dict[str, str]]] = {
     "llama": _family("openformers.models.llama", "Llama", "LlamaForCausalLM", None),
     "mistral": _family("openformers.models.llama", "Mistral", "MistralForCausalLM", None),
     "qwen2": _family("openformers.models.llama", "Qwen2", "Qwen2ForCausalLM", None),
+    "qwen3": _family("openformers.models.llama", "Qwen3", "Qwen3ForCausalLM", None),
 }
 
 

@@ -28,9 +28,13 @@ from typing import Any
 import torch
 
 from openformers.core.gguf import GGUFError, GGUFFile
+from openformers.models.llama import qwen3 as _qwen3
 
 # general.architecture -> model_type
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
+# Llama-like families whose name maps live beside their model: architecture -> (model_type, extra block names)
+_FAMILY_MAPS = {_qwen3.GGUF_ARCHITECTURE: ("qwen3", _qwen3.GGUF_BLOCK_NAMES)}
+SUPPORTED_ARCHITECTURES.update({arch: model_type for arch, (model_type, _) in _FAMILY_MAPS.items()})
 # architectures whose q/k rows llama.cpp reorders on conversion
 _PERMUTED_QK = {"llama", "mistral"}
 
@@ -138,7 +142,7 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
         default = config["hidden_size"] // heads
         config["head_dim"] = int(meta.get(f"{arch}.attention.key_length", meta.get(f"{arch}.rope.dimension_count", default)))
     config["hidden_act"] = "silu"
-    if arch in _PERMUTED_QK:
+    if arch in _PERMUTED_QK or arch in _FAMILY_MAPS:
         config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
     scaling: dict[str, Any] = {}
     scaling_type = meta.get(f"{arch}.rope.scaling.type")
@@ -194,6 +198,8 @@ def read_gguf_config(path: str | Path) -> dict[str, Any]:
 def hf_name(arch: str, gguf_name: str) -> tuple[str, str | None] | None:
     """``(hf_name, llama.cpp block kind)`` of a GGUF tensor, or None for an unknown name."""
     block, top = (_GPT2_BLOCK, _GPT2_TOP) if arch == "gpt2" else (_LLAMA_BLOCK, _LLAMA_TOP)
+    if arch in _FAMILY_MAPS:
+        block = {**block, **_FAMILY_MAPS[arch][1]}
     layer_prefix = "transformer.h" if arch == "gpt2" else "model.layers"
     m = _BLOCK_RE.match(gguf_name)
     if m and m.group(2) in block:
@@ -214,6 +220,8 @@ def _expected_tensors(arch: str, config: dict[str, Any]) -> list[str]:
         per = [f"{k}.weight" for k in _LLAMA_BLOCK]
         if arch == "qwen2":
             per += ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
+        if arch in _FAMILY_MAPS:
+            per += [f"{k}.weight" for k in _FAMILY_MAPS[arch][1]]
     return top + [f"blk.{i}.{p}" for i in range(n_layers) for p in per]
 
 
@@ -292,4 +300,11 @@ def _iter_tensors(
         gf.close()
 
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]
+
+
+def gguf_names(arch: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The inverse of :func:`hf_name` for a Llama-like architecture: ``(block, top)`` maps from the Hugging Face
+    name part (``self_attn.q_proj``, ``model.embed_tokens``) to llama.cpp's (``attn_q``, ``token_embd``)."""
+    block = {**_LLAMA_BLOCK, **(_FAMILY_MAPS[arch][1] if arch in _FAMILY_MAPS else {})}
+    return {v: k for k, v in block.items()}, {v: k for k, v in _LLAMA_TOP.items()}

@@ -211,3 +211,17 @@ def check_tied_embeddings(prefix: str, tmp_path: Path, **config_kw: Any) -> None
     theirs = getattr(transformers, f"{prefix}ForCausalLM").from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert_close(theirs(ids).logits, model(ids).logits, what="tied, loaded by transformers")
+
+
+def check_generate_parity(prefix: str, tmp_path: Path, **config_kw: Any) -> None:
+    """Greedy and beam-search tokens equal transformers' ``generate`` on a left-padded batch."""
+    ref = build_reference(f"{prefix}ForCausalLM", f"{prefix}Config", tmp_path, **tiny_config(**config_kw))
+    ours = _ours(prefix, "ForCausalLM").from_pretrained(tmp_path).eval()
+    ids, mask = random_batch(VOCAB, batch=2, seq=6, pad_last=2, left=True, seed=9)
+    ids[mask == 0] = 0
+    for kw in ({"do_sample": False}, {"do_sample": False, "num_beams": 3}):
+        args = dict(attention_mask=mask, max_new_tokens=8, pad_token_id=0, eos_token_id=None, **kw)
+        with torch.no_grad():
+            theirs = ref.generate(ids, **args)
+            mine = ours.generate(ids, **args)
+        assert torch.equal(mine, theirs), f"{prefix} generate {kw}: {mine.tolist()} != {theirs.tolist()}"

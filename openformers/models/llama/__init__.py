@@ -1,4 +1,4 @@
-"""The Llama family: Llama (and SmolLM2), Mistral and Qwen2."""
+"""The Llama family: Llama (and SmolLM2), Mistral, Qwen2 and Qwen3."""
 from openformers.models.llama.config import LlamaConfig
 from openformers.models.llama.mistral import (
     MistralConfig,
@@ -22,6 +22,14 @@ from openformers.models.llama.qwen2 import (
     Qwen2ForTokenClassification,
     Qwen2Model,
 )
+from openformers.models.llama.qwen3 import (
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3ForQuestionAnswering,
+    Qwen3ForSequenceClassification,
+    Qwen3ForTokenClassification,
+    Qwen3Model,
+)
 
 __all__ = [
     "LlamaConfig", "LlamaModel", "LlamaPreTrainedModel", "LlamaForCausalLM", "LlamaForSequenceClassification",
@@ -30,4 +38,6 @@ __all__ = [
     "MistralForTokenClassification", "MistralForQuestionAnswering",
     "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification",
     "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
+    "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
+    "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
 ]

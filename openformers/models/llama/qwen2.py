@@ -12,6 +12,25 @@ from openformers.models.llama.heads import (
 from openformers.models.llama.model import LlamaForCausalLM, LlamaModel
 
 
+def sliding_layer_types(
+    layer_types: list[str] | None, sliding_window: int | None, max_window_layers: int, num_hidden_layers: int
+) -> list[str]:
+    """Each layer's attention kind: ``layer_types`` checked, or by default "sliding_attention" from
+    layer ``max_window_layers`` on when a window is set (Qwen2 and Qwen3)."""
+    if layer_types is None:
+        layer_types = [
+            "sliding_attention" if sliding_window is not None and i >= max_window_layers else "full_attention"
+            for i in range(num_hidden_layers)
+        ]
+    bad = sorted(set(layer_types) - {"sliding_attention", "full_attention"})
+    if bad or len(layer_types) != num_hidden_layers:
+        raise ValueError(
+            f"layer_types must list 'full_attention' or 'sliding_attention' for each of the {num_hidden_layers} "
+            f"layers; got {layer_types}"
+        )
+    return list(layer_types)
+
+
 class Qwen2Config(LlamaConfig):
     """Configuration of a Qwen2 model; defaults as in transformers.
 
@@ -54,18 +73,7 @@ class Qwen2Config(LlamaConfig):
         self.use_sliding_window = use_sliding_window
         self.sliding_window = sliding_window if use_sliding_window else None
         self.max_window_layers = max_window_layers
-        if layer_types is None:
-            layer_types = [
-                "sliding_attention" if self.sliding_window is not None and i >= max_window_layers else "full_attention"
-                for i in range(num_hidden_layers)
-            ]
-        bad = sorted(set(layer_types) - {"sliding_attention", "full_attention"})
-        if bad or len(layer_types) != num_hidden_layers:
-            raise ValueError(
-                f"layer_types must list 'full_attention' or 'sliding_attention' for each of the {num_hidden_layers} "
-                f"layers; got {layer_types}"
-            )
-        self.layer_types = list(layer_types)
+        self.layer_types = sliding_layer_types(layer_types, self.sliding_window, max_window_layers, num_hidden_layers)
         for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
             kwargs.pop(key, None)
         super().__init__(

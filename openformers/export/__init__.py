@@ -1,0 +1,1 @@
+"""Export: models written in formats other tools run (GGUF for llama.cpp)."""
