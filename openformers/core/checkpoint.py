@@ -46,13 +46,23 @@ def find_weight_files(directory: Path) -> list[Path]:
 
 
 def _shards_from_index(index_file: Path) -> list[Path]:
+    from openformers.core.hub import contained_path
+
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
         weight_map = index["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CheckpointError(f"{index_file} is not a valid shard index (needs a 'weight_map'): {exc}") from exc
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(
+            f"{index_file}: 'weight_map' must map tensor names to shard file names (strings), "
+            f"found {type(weight_map).__name__}; the index is corrupt"
+        )
     shards = sorted(set(weight_map.values()))
-    files = [index_file.parent / s for s in shards]
+    files = [contained_path(index_file.parent, s, f"{index_file}: shard", error=CheckpointError) for s in shards]
+    bad = [f.name for f in files if not f.name.endswith((".safetensors", ".bin"))]
+    if bad:
+        raise CheckpointError(f"{index_file} lists shards that are not .safetensors or .bin files: {bad[:5]}")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise CheckpointError(f"{index_file} lists shards that do not exist: {missing}")

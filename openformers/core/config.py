@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from openformers.core.hub import find_file, resolve_model_dir
+from openformers.core.hub import contained_path, find_file, resolve_model_dir
 
 CONFIG_NAME = "config.json"
 
@@ -206,7 +206,7 @@ def load_config_dict(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[di
     path = Path(os.fspath(name_or_path))
     if path.is_file() and path.suffix == ".json":
         return read_config_file(path), kwargs
-    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    directory = contained_path(resolve_model_dir(name_or_path, **hub), subfolder, "subfolder")
     config_file = find_file(directory, CONFIG_NAME)
     if config_file is None:
         raise OSError(

@@ -22,7 +22,7 @@ from openformers.core.checkpoint import (
     save_state_dict,
 )
 from openformers.core.config import PretrainedConfig, load_config_dict
-from openformers.core.hub import resolve_model_dir
+from openformers.core.hub import contained_path, resolve_model_dir
 from openformers.core.state_loading import apply_rules, load_tensors, no_init_weights
 
 logger = logging.getLogger("openformers")
@@ -310,7 +310,7 @@ class PreTrainedModel(nn.Module):
                 config = cls._config_from_dict(config_dict, kwargs)
             file_dtype = torch.float32
         else:
-            model_dir = resolve_model_dir(name, **hub) / subfolder
+            model_dir = contained_path(resolve_model_dir(name, **hub), subfolder, "subfolder")
             if config is None:
                 config_dict, _ = load_config_dict(model_dir)  # user kwargs stay for the config overrides
                 config = cls._config_from_dict(config_dict, kwargs)
@@ -385,7 +385,7 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
         candidate = Path(gguf_file)
         if candidate.is_file():
             return candidate
-        return resolve_model_dir(name, **hub) / gguf_file
+        return contained_path(resolve_model_dir(name, **hub), gguf_file, "gguf_file")
     if name.endswith(".gguf") and Path(name).is_file():
         return Path(name)
     from openformers.core.hub import EMBEDDED_MODELS, embedded_model_path

@@ -142,17 +142,33 @@ class PeftConfig:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str = "", **kwargs: Any) -> "PeftConfig":
         """Read ``adapter_config.json`` from a directory (or the file itself)."""
+        from openformers.core.hub import contained_path
+
         path = Path(pretrained_model_name_or_path)
         if subfolder:
-            path = path / subfolder
+            path = contained_path(path, subfolder, "subfolder")
         file = path if path.is_file() else path / CONFIG_NAME
         if not file.is_file():
             raise FileNotFoundError(
                 f"no {CONFIG_NAME} in {path}: pass the directory an adapter was saved to with save_pretrained"
             )
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = read_adapter_config(file)
         data.update(kwargs)
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{file}: not a usable adapter config: {exc}") from exc
+
+
+def read_adapter_config(file: Path) -> dict[str, Any]:
+    """``adapter_config.json`` as a dict; ``ValueError`` naming the file when it is not a JSON object."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{file} is not valid JSON ({exc}); the adapter config is corrupt: re-save or re-download it") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} must hold a JSON object, found {type(data).__name__}")
+    return data
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..core.hub import EMBEDDED_MODELS, embedded_model_path, find_file, resolve_model_dir
+from ..core.hub import EMBEDDED_MODELS, contained_path, embedded_model_path, find_file, resolve_model_dir
 
 # files that can define the vocabulary, in order of preference
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "tokenizer.model")
@@ -115,13 +115,13 @@ def load_tokenizer(name_or_path: str | os.PathLike, tokenizer_cls: type | None =
     if gguf_file is None and Path(name).is_file() and name.endswith(".gguf"):
         gguf_file = Path(name).name
     subfolder = kwargs.pop("subfolder", None) or ""
-    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    directory = contained_path(resolve_model_dir(name_or_path, **hub), subfolder, "subfolder")
     if not directory.is_dir():
         raise FileNotFoundError(f"subfolder={subfolder!r}: {directory} is not a directory")
     if gguf_file is not None:
         from .gguf import tokenizer_from_gguf
 
-        gguf_path = Path(gguf_file) if Path(gguf_file).is_absolute() else directory / gguf_file
+        gguf_path = Path(gguf_file) if Path(gguf_file).is_absolute() else contained_path(directory, gguf_file, "gguf_file")
         if not gguf_path.is_file():
             raise FileNotFoundError(f"gguf_file={gguf_file!r}: no such file in {directory}")
         backend, config = tokenizer_from_gguf(gguf_path)
