@@ -15,3 +15,10 @@ def tiny_gpt2_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_gpt2")
     GPT2LMHeadModel(GPT2Config(**TINY_GPT2)).eval().save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _own_caches(tmp_path, monkeypatch):
+    """Every test writes its dataset caches under its own temporary folder."""
+    monkeypatch.setenv("OPENFORMERS_DATA_CACHE", str(tmp_path / "of_cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
