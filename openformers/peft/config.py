@@ -20,6 +20,73 @@ PREFIX_ENCODER_NAME = "prefix_encoder.safetensors"
 PEFT_FORMAT_VERSION = "0.21.2"  # the peft release whose file layout we write
 
 
+MAX_PATTERN_LENGTH = 1000
+
+
+def check_pattern(pattern: object, what: str) -> str:
+    """A module-name regular expression that matches in bounded time, or ``ValueError``.
+
+    Python's ``re`` backtracks: a repeated group that itself holds a repetition or an
+    alternation (``(a+)+``, ``(a|a)*``, ``(.*\\.)*``) can take time exponential in the module
+    name's length. Such patterns are refused, naming the field; a list of module names, or a
+    pattern without a quantifier inside a repeated group, says the same thing.
+    """
+    import re
+
+    if not isinstance(pattern, str):
+        raise ValueError(f"{what} = {pattern!r} must be a string (a regular expression)")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"{what}: a pattern of {len(pattern)} characters is longer than the {MAX_PATTERN_LENGTH} allowed")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{what} = {pattern!r} is not a valid regular expression: {exc}") from None
+    sre_parse, _ = _sre_modules()
+    if _backtracks(sre_parse.parse(pattern), repeated=False):
+        raise ValueError(
+            f"{what} = {pattern!r} repeats a group that itself holds a repetition or an alternation, which can "
+            f"take exponential time to match (catastrophic backtracking); rewrite it without a quantifier inside "
+            f"a repeated group, or pass a list of module names"
+        )
+    return pattern
+
+
+def _sre_modules() -> tuple[Any, Any]:
+    """The parser and constants ``re`` itself uses (``re._parser`` from Python 3.11, ``sre_parse`` before)."""
+    try:
+        from re import _constants, _parser
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_constants as _constants
+        import sre_parse as _parser
+    return _parser, _constants
+
+
+def _backtracks(items: Any, repeated: bool) -> bool:
+    """True when a repetition of unbounded count (or over 1) holds a repetition or an alternation."""
+    _, c = _sre_modules()
+
+    for op, arg in items:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)):
+            low, high, body = arg
+            many = high is c.MAXREPEAT or high > 1
+            if many and repeated:
+                return True
+            if _backtracks(body, repeated or (many and op != getattr(c, "POSSESSIVE_REPEAT", None))):
+                return True
+        elif op == c.BRANCH:
+            if repeated:
+                return True
+            if any(_backtracks(alt, repeated) for alt in arg[1]):
+                return True
+        elif op == c.SUBPATTERN:
+            if _backtracks(arg[-1], repeated):
+                return True
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            if _backtracks(arg[1], repeated):
+                return True
+    return False
+
+
 class PeftType(str, enum.Enum):
     LORA = "LORA"
     PREFIX_TUNING = "PREFIX_TUNING"
@@ -92,6 +159,16 @@ class PeftConfig:
     is_prompt_learning: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        for name in ("target_modules", "exclude_modules", "feedforward_modules"):
+            value = getattr(self, name, None)
+            if isinstance(value, str):
+                check_pattern(value, f"{type(self).__name__}.{name}")
+        layers_pattern = getattr(self, "layers_pattern", None)
+        for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern or []:
+            check_pattern(pattern, f"{type(self).__name__}.layers_pattern")
+        for name in ("rank_pattern", "alpha_pattern"):
+            for pattern in getattr(self, name, None) or {}:
+                check_pattern(pattern, f"{type(self).__name__}.{name} key")
         if self._peft_type is not None:
             self.peft_type = self._peft_type
         if isinstance(self.peft_type, str):
