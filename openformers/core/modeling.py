@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from openformers.core.checkpoint import (
+    check_config_against_checkpoint,
     checkpoint_dtype,
     find_weight_files,
     iter_checkpoint,
@@ -311,12 +312,13 @@ class PreTrainedModel(nn.Module):
             file_dtype = torch.float32
         else:
             model_dir = contained_path(resolve_model_dir(name, **hub), subfolder, "subfolder")
+            files = find_weight_files(model_dir) if state_dict is None else []
             if config is None:
                 config_dict, _ = load_config_dict(model_dir)  # user kwargs stay for the config overrides
+                check_config_against_checkpoint(config_dict, files, str(model_dir))
                 config = cls._config_from_dict(config_dict, kwargs)
             else:
                 config = _override_config(config, kwargs)
-            files = find_weight_files(model_dir) if state_dict is None else []
             tensors = iter(state_dict.items()) if state_dict is not None else iter_checkpoint(files)
             file_dtype = checkpoint_dtype(files) if files else None
         if kwargs:

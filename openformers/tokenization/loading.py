@@ -23,8 +23,10 @@ _IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "
 def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); fix or delete the file") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply; fix or delete the file") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data
@@ -59,6 +61,26 @@ def read_tokenizer_config(directory: Path) -> dict[str, Any]:
         template_json = find_file(directory, "chat_template.json")
         if template_json is not None:
             config["chat_template"] = read_json(template_json).get("chat_template")
+    return check_tokenizer_config(config, directory)
+
+
+def check_tokenizer_config(config: dict[str, Any], source: Path | str) -> dict[str, Any]:
+    """Settings of the wrong type are refused naming the field (``ValueError``), not met later."""
+    length = config.get("model_max_length")
+    if length is not None and (type(length) not in (int, float) or length != length or length < 0 or length == float("inf")):
+        raise ValueError(f"{source}: model_max_length = {length!r} must be a non-negative number (the longest input the model takes)")
+    template = config.get("chat_template")
+    named = isinstance(template, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str) for t in template)
+    if template is not None and not isinstance(template, str) and not named:
+        raise ValueError(
+            f"{source}: chat_template must be a string (a Jinja template) or a list of "
+            f"{{\"name\": ..., \"template\": ...}} objects, got {type(template).__name__}"
+        )
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, (str, dict)):
+            raise ValueError(f"{source}: {key} = {value!r} must be a string (or an AddedToken object)")
     return config
 
 
