@@ -55,7 +55,8 @@ def test_pickled_adapter_bin_is_refused(adapter_dir):
         load_adapter_state(adapter_dir)
 
 
-@pytest.mark.parametrize("content", [b'{"peft_type": "LORA", "r": ', b"\xff\xfe", b"[1, 2]", b"[" * 100_000])
+@pytest.mark.parametrize("content", [b'{"peft_type": "LORA", "r": ', b"\xff\xfe", b"[1, 2]", b"[" * 100_000],
+                         ids=["truncated", "not-utf8", "array", "nested"])
 def test_broken_adapter_config_names_the_file(adapter_dir, content):
     from openformers.peft.config import PeftConfig
 
