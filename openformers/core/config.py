@@ -144,6 +144,7 @@ class PretrainedConfig:
         data = dict(config_dict)
         data.pop("model_type", None)
         data.pop("transformers_version", None)
+        check_field_types(cls, data)
         data.update(kwargs)
         return cls(**data)
 
@@ -205,6 +206,8 @@ MAX_CONFIG_BYTES = 64 << 20
 def validate_config_dict(data: dict[str, Any], source: str) -> dict[str, Any]:
     """Refuse a config dict whose sizes have the wrong type, sign or an absurd value, naming the
     field and ``source`` (``ValueError``), before any model is sized from it."""
+    if "model_type" in data and not isinstance(data["model_type"], str):
+        raise ValueError(f"{source}: config field model_type = {data['model_type']!r} must be a string")
     for key, (low, high) in SIZE_LIMITS.items():
         value = data.get(key)
         if value is None:
@@ -230,6 +233,52 @@ def validate_config_dict(data: dict[str, Any], source: str) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
     return data
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    import inspect
+
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, param in inspect.signature(init).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                out[name] = param.default
+    return out
+
+
+def check_field_types(cls: type, data: dict[str, Any]) -> None:
+    """A config file's values against the kind of each field's default (``ValueError`` naming
+    the field): an int field takes an integer, a float field a finite number, a flag a boolean,
+    a name a string; probabilities (``*dropout``, ``*pdrop``) lie in [0, 1]."""
+    import math
+
+    defaults = _defaults(cls)
+    for key, value in data.items():
+        if key not in defaults:
+            continue
+        default = defaults[key]
+        if value is None:
+            if default is None or isinstance(default, str) or key.endswith(("_token_id", "_token_ids")):
+                continue
+            raise ValueError(f"config field {key} = null must be a value like its default {default!r}")
+        if isinstance(default, bool):
+            ok, kind = type(value) is bool, "true or false"
+        elif isinstance(default, int):
+            ok, kind = type(value) is int, "an integer"
+        elif isinstance(default, float):
+            ok = type(value) in (int, float) and math.isfinite(value)
+            kind = "a finite number"
+            if ok and (key.endswith("dropout") or key.endswith("pdrop")) and not 0 <= value <= 1:
+                ok, kind = False, "a probability from 0 to 1"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"config field {key} = {value!r} must be {kind} (default {default!r})")
 
 
 _HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token", "force_download", "proxies", "subfolder")

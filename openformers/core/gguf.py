@@ -127,6 +127,8 @@ class _Cursor:
         length = struct.Struct("<Q").unpack_from
         out = []
         for _ in range(count):
+            if pos + 8 > size:
+                raise GGUFError(f"{self.path}: truncated GGUF string array at offset {pos}")
             n = length(buf, pos)[0]
             pos += 8
             if pos + n > size:

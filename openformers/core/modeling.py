@@ -316,7 +316,10 @@ class PreTrainedModel(nn.Module):
             if config is None:
                 config_dict, _ = load_config_dict(model_dir)  # user kwargs stay for the config overrides
                 check_config_against_checkpoint(config_dict, files, str(model_dir))
-                config = cls._config_from_dict(config_dict, kwargs)
+                try:
+                    config = cls._config_from_dict(config_dict, kwargs)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{model_dir / 'config.json'}: {exc}") from exc
             else:
                 config = _override_config(config, kwargs)
             tensors = iter(state_dict.items()) if state_dict is not None else iter_checkpoint(files)

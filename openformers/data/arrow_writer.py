@@ -114,6 +114,8 @@ class ArrowWriter:
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if self._writer is None and self._memory is None:
             self._open(self.schema or batch.schema)
+        elif self.schema is None:  # in memory: the first table fixes the columns, even with no rows
+            self.schema = batch.schema
         if self.schema is not None and batch.schema != self.schema:
             batch = cast_to_schema(batch, self.schema)
         batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]

@@ -144,9 +144,13 @@ def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, d
     source = _CheckedText(pa.input_stream(path, compression="detect"), path, encoding, encoding_errors)
     try:
         reader = pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)
+        rows = 0
         for batch in reader:
             if batch.num_rows:
+                rows += batch.num_rows
                 yield pa.Table.from_batches([batch])
+        if not rows:  # a header and no rows: the columns, empty
+            yield reader.schema.empty_table()
     except pa.ArrowInvalid as err:
         if "text" in bad:
             line = _find_line(path, bad["text"], encoding, encoding_errors)

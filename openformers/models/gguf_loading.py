@@ -156,6 +156,10 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
         # (transformers guesses from general.name instead; names are not a contract)
         model_type = "mistral"
     keys = _GPT2_KEYS if arch == "gpt2" else _LLAMA_KEYS
+    required = ["block_count", "embedding_length", "attention.head_count"] + ([] if arch == "gpt2" else ["feed_forward_length"])
+    absent = [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in meta]
+    if absent:
+        raise GGUFError(f"{gf.path}: the GGUF metadata lacks {absent}, which size the model; the file is incomplete")
     config: dict[str, Any] = {"model_type": model_type}
     for key, field in keys.items():
         if f"{arch}.{key}" in meta:

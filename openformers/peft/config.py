@@ -51,6 +51,68 @@ def check_pattern(pattern: object, what: str) -> str:
     return pattern
 
 
+# fields that hold module names: None, one regular expression, or a list of names
+_NAME_LISTS = ("target_modules", "exclude_modules", "feedforward_modules", "layers_pattern")
+_STRING_LISTS = ("modules_to_save",)
+_PATTERN_DICTS = ("rank_pattern", "alpha_pattern")
+_MAX_RANK = 1 << 16
+
+
+def _check_field_types(config: Any) -> None:
+    """Every field against the kind of its default (``ValueError`` naming it): a file's values
+    must not reach the layers as sizes or names of another type."""
+    import math
+
+    where = type(config).__name__
+
+    def bad(name: str, value: Any, kind: str) -> ValueError:
+        return ValueError(f"{where}: {name} = {value!r} must be {kind}")
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if value is None and isinstance(default, (bool, int, float, str)):
+            raise bad(f.name, value, f"a value like its default {default!r}")
+        if value is None or isinstance(value, enum.Enum):
+            continue
+        if f.name in _NAME_LISTS:
+            if not isinstance(value, (str, list, set, tuple)) or (not isinstance(value, str) and not all(isinstance(v, str) for v in value)):
+                raise bad(f.name, value, "a regular expression or a list of module names")
+            continue
+        if f.name in _STRING_LISTS:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise bad(f.name, value, "a list of module names")
+            continue
+        if f.name in _PATTERN_DICTS:
+            rank = f.name == "rank_pattern"
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and (type(v) is int and 1 <= v <= _MAX_RANK if rank else type(v) in (int, float) and math.isfinite(v))
+                    for k, v in value.items()):
+                kind = f"ranks (integers from 1 to {_MAX_RANK})" if rank else "finite numbers"
+                raise bad(f.name, value, f"an object mapping module-name patterns to {kind}")
+            continue
+        if f.name == "layers_to_transform":
+            items = [value] if isinstance(value, int) else value
+            if not isinstance(items, list) or not all(type(v) is int and v >= 0 for v in items):
+                raise bad(f.name, value, "a layer index or a list of layer indices")
+            continue
+        if f.name in ("peft_type", "task_type"):
+            if not isinstance(value, str):
+                raise bad(f.name, value, "a string")
+            continue
+        if isinstance(default, bool):
+            if type(value) is not bool and not (f.name == "init_lora_weights" and isinstance(value, str)):
+                raise bad(f.name, value, "true or false")
+        elif isinstance(default, (int, float)):
+            if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > _MAX_RANK * 1e6:
+                raise bad(f.name, value, "a finite number")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise bad(f.name, value, "a string")
+    r = getattr(config, "r", None)
+    if type(r) is int and r > _MAX_RANK:
+        raise bad("r", r, f"at most {_MAX_RANK}")
+
+
 def _sre_modules() -> tuple[Any, Any]:
     """The parser and constants ``re`` itself uses (``re._parser`` from Python 3.11, ``sre_parse`` before)."""
     try:
@@ -159,6 +221,7 @@ class PeftConfig:
     is_prompt_learning: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         for name in ("target_modules", "exclude_modules", "feedforward_modules"):
             value = getattr(self, name, None)
             if isinstance(value, str):

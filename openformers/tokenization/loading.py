@@ -36,7 +36,9 @@ def read_tokenizer_json(path: Path) -> Tokenizer:
     """Load tokenizer.json, turning the engine's parse errors into a message that names the file."""
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the engine's panics (pyo3 PanicException) derive from BaseException
         raise ValueError(
             f"could not read {path}: it is not a valid tokenizers file ({exc}). The file is corrupt or was "
             "written by an incompatible program; re-save the tokenizer or delete tokenizer.json so that "
