@@ -81,8 +81,8 @@ def check_tokenizer_config(config: dict[str, Any], source: Path | str) -> dict[s
         )
     for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
         value = config.get(key)
-        if value is not None and not isinstance(value, (str, dict)):
-            raise ValueError(f"{source}: {key} = {value!r} must be a string (or an AddedToken object)")
+        if value is not None and not isinstance(value, str) and not (isinstance(value, dict) and isinstance(value.get("content"), str)):
+            raise ValueError(f"{source}: {key} = {value!r} must be a string (or an AddedToken object with a 'content' string)")
     return config
 
 
