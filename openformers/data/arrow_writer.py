@@ -1,14 +1,18 @@
 """Cache locations and atomic, streaming Arrow file writing / memory-mapped reading."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import pyarrow as pa
 
 from openformers.core import settings
+
+logger = logging.getLogger("openformers")
 
 
 def cache_root() -> Path:
@@ -17,16 +21,57 @@ def cache_root() -> Path:
 
 
 def read_arrow_file(path: str | os.PathLike) -> pa.Table:
-    """Memory-map an Arrow IPC file (stream or file format) as a zero-copy table."""
-    source = pa.memory_map(str(path), "r")
+    """Memory-map an Arrow IPC file (stream or file format) as a zero-copy table.
+
+    A truncated or corrupt file raises ``ValueError`` naming it."""
     try:
-        return pa.ipc.open_stream(source).read_all()
-    except pa.ArrowInvalid:
         source = pa.memory_map(str(path), "r")
         try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            source = pa.memory_map(str(path), "r")
             return pa.ipc.open_file(source).read_all()
-        except pa.ArrowInvalid as err:
-            raise ValueError(f"{path} is not an Arrow IPC file: {err}") from None
+    except (pa.ArrowException, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable Arrow IPC file (truncated or corrupt?): {err}") from None
+
+
+def read_cached_arrow(path: str | os.PathLike) -> pa.Table | None:
+    """A cache file's table, or None when it is unreadable: the file is removed (with a warning
+    naming it) so the caller rebuilds it."""
+    try:
+        return read_arrow_file(path)
+    except ValueError as err:
+        logger.warning("Ignoring the unreadable cache file %s and rebuilding it: %s", path, err)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+
+
+ORPHAN_AGE_S = 3600.0
+
+
+def remove_orphaned_temporaries(directory: str | os.PathLike, max_age_s: float = ORPHAN_AGE_S) -> list[str]:
+    """Delete the temporary files (``.tmp-*.arrow``) a killed process left in a cache folder:
+    those untouched for ``max_age_s`` seconds (a live writer keeps its file's time fresh)."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(".tmp-") and entry.name.endswith(".arrow"):
+            try:
+                if now - entry.stat().st_mtime > max_age_s:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                pass
+    return removed
 
 
 class ArrowWriter:
@@ -70,6 +115,8 @@ class ArrowWriter:
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if self._writer is None and self._memory is None:
             self._open(self.schema or batch.schema)
+        elif self.schema is None:  # in memory: the first table fixes the columns, even with no rows
+            self.schema = batch.schema
         if self.schema is not None and batch.schema != self.schema:
             batch = cast_to_schema(batch, self.schema)
         batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from openformers.core.hub import contained_path
+
 from .arrow_writer import read_arrow_file
 from .features import Features
 from .fingerprint import hash_objects
@@ -102,12 +104,26 @@ def save_dataset_dict(dd: "DatasetDict", path: str | os.PathLike, num_shards: di
     _publish(build, path)
 
 
+def _read_json(file: Path, kind: type) -> Any:
+    """A JSON file of the saved dataset; ``ValueError`` naming it when corrupt."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{file} is not valid JSON ({exc}); the saved dataset is corrupt") from exc
+    if not isinstance(data, kind):
+        raise ValueError(f"{file} must hold a JSON {kind.__name__}, found {type(data).__name__}")
+    return data
+
+
 def _load_dataset_dir(path: Path, keep_in_memory: bool | None) -> "Dataset":
     from .arrow_dataset import Dataset, DatasetInfo
 
     state_file = path / "state.json"
-    state: dict[str, Any] = json.loads(state_file.read_text(encoding="utf-8"))
-    files = [path / f["filename"] for f in state.get("_data_files", [])]
+    state = _read_json(state_file, dict)
+    entries = state.get("_data_files")
+    if not isinstance(entries, list) or not entries or not all(isinstance(f, dict) and "filename" in f for f in entries):
+        raise ValueError(f"{state_file}: '_data_files' must be a non-empty list of {{'filename': ...}}; the saved dataset is corrupt")
+    files = [contained_path(path, f["filename"], f"{state_file}: _data_files filename") for f in entries]
     for f in files:
         if not f.exists():
             raise FileNotFoundError(f"{f} is listed in {state_file} but missing; the saved dataset is incomplete")
@@ -141,8 +157,11 @@ def load_from_disk(dataset_path: str | os.PathLike, keep_in_memory: bool | None 
     if not path.exists():
         raise FileNotFoundError(f"Directory {dataset_path} not found")
     if (path / "dataset_dict.json").exists():
-        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
-        return DatasetDict({s: _load_dataset_dir(path / s, keep_in_memory) for s in splits})
+        splits = _read_json(path / "dataset_dict.json", dict).get("splits")
+        if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+            raise ValueError(f"{path / 'dataset_dict.json'}: 'splits' must be a list of split names")
+        return DatasetDict({s: _load_dataset_dir(contained_path(path, s, f"{path / 'dataset_dict.json'}: split"), keep_in_memory)
+                            for s in splits})
     if (path / "state.json").exists():
         return _load_dataset_dir(path, keep_in_memory)
     raise FileNotFoundError(

@@ -1,9 +1,21 @@
 """Deterministic fingerprints of data, functions and arguments, used to name cache files.
 
 A transform's result is cached under ``hash(dataset fingerprint, function, arguments)``. The
-function hash covers its bytecode, constants, default arguments, closure cells and the global
-names it reads (recursively for functions it calls), so editing the function or a value it
-depends on gives a new cache file while re-running the same code hits the cache.
+function hash covers:
+
+- its bytecode, constants, default arguments and closure cells (their current values);
+- the value of every global name it reads, recursively for the functions it calls;
+- for a global or closure value that is a module or a class (``import settings`` then ``settings.OFFSET``, or
+  ``Config.OFFSET``), the attributes of it that the code names, by value (again recursively,
+  for ``pkg.sub.VALUE``); such an attribute with no stable hash (an open file, a lock) counts
+  by its type only.
+
+So editing the function, or a value it reads that way, gives a new cache file while re-running
+the same code hits the cache. Not covered: what the function reaches only at run time (a
+method of an object returning state that changes without changing the object's pickle, files
+or environment variables it reads, random state, ``getattr`` with a computed name). When the
+result depends on such things, pass ``load_from_cache_file=False`` (or ``new_fingerprint=``).
+An object with no stable content hash makes the fingerprint random: that map is never cached.
 """
 from __future__ import annotations
 
@@ -27,7 +39,7 @@ def new_random_fingerprint() -> str:
 class _Hasher:
     def __init__(self) -> None:
         self.h = hashlib.blake2b(digest_size=16)
-        self._seen: set[int] = set()
+        self._seen: set[Any] = set()
 
     def update(self, obj: Any) -> None:
         self._feed(obj, depth=0)
@@ -129,6 +141,7 @@ class _Hasher:
         self._code(fn.__code__, depth)
         self._feed(fn.__defaults__, depth + 1)
         self._feed(fn.__kwdefaults__, depth + 1)
+        names = _global_names(fn.__code__)
         if fn.__closure__:
             for cell in fn.__closure__:
                 try:
@@ -136,11 +149,38 @@ class _Hasher:
                 except ValueError:  # empty cell
                     value = None
                 self._feed(value, depth + 1)
+                self._attributes(value, names, depth + 1)
         # Globals the code reads, so a changed helper or constant changes the hash.
-        for name in _global_names(fn.__code__):
+        for name in names:
             if name in fn.__globals__:
+                value = fn.__globals__[name]
                 self._feed(name, depth + 1)
-                self._feed(fn.__globals__[name], depth + 1)
+                self._feed(value, depth + 1)
+                self._attributes(value, names, depth + 1)
+
+    def _attributes(self, owner: Any, names: list[str], depth: int) -> None:
+        """The attributes named in the code of a module or class the function reads as a global
+        (``settings.OFFSET``): modules and classes themselves hash by name only."""
+        if not isinstance(owner, (types.ModuleType, type)) or depth > 8 or ("attrs", id(owner)) in self._seen:
+            return
+        self._seen.add(("attrs", id(owner)))  # type: ignore[arg-type]
+        space = vars(owner)
+        for name in names:
+            if name in space and not name.startswith("__"):
+                value = space[name]
+                self._tag("attr:" + name)
+                if isinstance(value, (types.ModuleType, type)):
+                    self._feed(value, depth + 1)
+                    self._attributes(value, names, depth + 1)
+                elif isinstance(value, (staticmethod, classmethod)):
+                    self._feed(value.__func__, depth + 1)
+                elif isinstance(value, types.FunctionType) or not hasattr(type(value), "__get__"):
+                    try:  # a value pickled into a scratch hasher first: one that has no stable hash
+                        scratch = _Hasher()  # (an open file, a lock) counts by its type, as before
+                        scratch._feed(value, depth + 1)
+                        self.h.update(scratch.h.digest())
+                    except Unhashable:
+                        self._tag("unhashable:" + type(value).__qualname__)
 
 
 def functools_partial_type() -> type:

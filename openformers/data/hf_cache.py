@@ -27,14 +27,22 @@ def hf_cache_dir() -> Path:
 
 
 def _candidates(root: Path, repo: str) -> list[Path]:
+    from openformers.core.hub import UnsafePathError, check_repo_id
+
+    try:
+        check_repo_id(repo)
+    except UnsafePathError:
+        return []  # "../x", "a--b", glob characters: no cached dataset has such a name
     dirs = [root / repo.replace("/", "___")]
     if "/" not in repo:
-        dirs += [Path(p) for p in glob.glob(str(root / f"*___{repo}"))]
+        dirs += [Path(p) for p in glob.glob(str(root / f"*___{glob.escape(repo)}"))]
     return [d for d in dirs if d.is_dir()]
 
 
 def _latest_prepared(dataset_dir: Path, name: str | None) -> Path | None:
-    configs = [dataset_dir / name] if name else sorted(p for p in dataset_dir.iterdir() if p.is_dir())
+    from openformers.core.hub import contained_path
+
+    configs = [contained_path(dataset_dir, name, "name")] if name else sorted(p for p in dataset_dir.iterdir() if p.is_dir())
     if not name and len(configs) > 1:
         preferred = [c for c in configs if c.name in ("default", "plain_text")]
         if preferred:

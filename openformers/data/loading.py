@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from .arrow_dataset import Dataset, DatasetInfo
 from .conversion import cast_array
-from .arrow_writer import ArrowWriter, cache_root, read_arrow_file
+from .arrow_writer import ArrowWriter, cache_root, read_cached_arrow
 from .conversion import attach_features
 from .dataset_dict import DatasetDict
 from .features import Features
@@ -104,9 +104,8 @@ def _build_split(builder: str, files: list[str], split: str, features: Features 
                  keep_in_memory: bool, reader_kwargs: dict[str, Any], force: bool) -> Dataset:
     fp = hash_objects(builder, _file_key(files), sorted(reader_kwargs.items()), features.to_dict() if features else None)
     path = None if keep_in_memory else os.path.join(cache_dir or cache_root(), builder, fp, f"{split}.arrow")
-    if path is not None and os.path.exists(path) and not force:
-        table = read_arrow_file(path)
-    else:
+    table = read_cached_arrow(path) if path is not None and os.path.exists(path) and not force else None
+    if table is None:
         writer = ArrowWriter(path)
         try:
             for batch in read_files(builder, files, features=features, **reader_kwargs):

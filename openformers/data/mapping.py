@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .arrow_writer import ArrowWriter, cache_root, read_arrow_file
+from .arrow_writer import ArrowWriter, cache_root, read_arrow_file, read_cached_arrow, remove_orphaned_temporaries
 from .conversion import attach_features, rows_to_columns, to_arrow_array
 from .features import Features, feature_from_arrow, feature_to_arrow
 from .fingerprint import update_fingerprint
@@ -177,8 +177,11 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
     n_shards = max(1, min(num_proc or 1, n_rows))
     paths = [path] if path is None or n_shards == 1 else [_shard_path(path, i, n_shards) for i in range(n_shards)]
     if load_from_cache_file is not False and path is not None and all(os.path.exists(p) for p in paths):
-        tables = [read_arrow_file(p) for p in paths]
-        return _finish(ds, tables, fp, paths, features)
+        cached = [read_cached_arrow(p) for p in paths]
+        if all(t is not None for t in cached):
+            return _finish(ds, cached, fp, paths, features)
+    if path is not None:
+        remove_orphaned_temporaries(os.path.dirname(path) or ".")
 
     in_features = ds.features
 
@@ -198,7 +201,12 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
                         extra.append(list(range(start, stop)))
                     if with_rank:
                         extra.append(shard if n > 1 else None)
-                    out = _output_columns(function(*calls[0], *extra, **fn_kwargs), True, table.num_rows)
+                    try:
+                        result = function(*calls[0], *extra, **fn_kwargs)
+                    except Exception as exc:
+                        exc.add_note(f"map(): the function failed on the batch of rows {start} to {stop - 1}")
+                        raise
+                    out = _output_columns(result, True, table.num_rows)
                 else:
                     results = []
                     for i, args in enumerate(calls):
@@ -207,7 +215,11 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
                             a.append(start + i)
                         if with_rank:
                             a.append(shard if n > 1 else None)
-                        r = function(*a, **fn_kwargs)
+                        try:
+                            r = function(*a, **fn_kwargs)
+                        except Exception as exc:
+                            exc.add_note(f"map(): the function failed on row {start + i}")
+                            raise
                         if r is not None and not isinstance(r, Mapping):
                             raise TypeError(f"A map function must return a dict (a Mapping) or None, got {type(r).__name__}")
                         results.append(r)
@@ -267,9 +279,9 @@ def run_filter(ds: "Dataset", function: Callable | None, *, with_indices: bool, 
     path = _cache_path(fp, cache_file_name, keep_in_memory)
     if path is not None:
         path = path[:-len(".arrow")] + "-indices.arrow" if path.endswith(".arrow") else path + "-indices"
-    if load_from_cache_file is not False and path is not None and os.path.exists(path):
-        kept = read_arrow_file(path).column(0).to_numpy()
-        return ds.select(kept, new_fingerprint=fp)
+    cached = read_cached_arrow(path) if load_from_cache_file is not False and path is not None and os.path.exists(path) else None
+    if cached is not None:
+        return ds.select(cached.column(0).to_numpy(), new_fingerprint=fp)
 
     def work(shard: int, n: int, lo: int, hi: int) -> np.ndarray:
         keep: list[np.ndarray] = []

@@ -311,13 +311,13 @@ class GenerationConfig:
         if path.is_file():
             file = path
         else:
-            from openformers.core.hub import resolve_model_dir
+            from openformers.core.hub import contained_path, resolve_model_dir
 
-            directory = resolve_model_dir(
+            directory = contained_path(resolve_model_dir(
                 pretrained_model_name, revision=revision, local_files_only=local_files_only,
                 cache_dir=cache_dir, token=token,
-            ) / subfolder
-            file = directory / name
+            ), subfolder, "subfolder")
+            file = contained_path(directory, name, "config_file_name")
             if not file.is_file():
                 raise OSError(f"{directory} has no {name}; save one with GenerationConfig.save_pretrained")
         try:

@@ -143,6 +143,45 @@ def _merge(defaults: list, user: list | None) -> Any:
     return merged
 
 
+def check_input_lengths(model: torch.nn.Module, input_ids: torch.Tensor, max_length: int) -> None:
+    """Refuse, before any forward pass, a prompt the model cannot read.
+
+    Token ids must lie in ``[0, vocab_size)``. The prompt must fit the model's positions
+    (``max_position_embeddings``; GPT-2's ``n_positions``): shorten it with the tokenizer
+    (``tokenizer(text, truncation=True, max_length=...)``). A model with learned position
+    embeddings (no rotary settings in its config) cannot go past its last position at all, so
+    there the prompt plus the tokens to generate must fit too.
+    """
+    config = getattr(model, "config", None)
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids holds no sequences (batch size 0); pass at least one prompt")
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and input_ids.numel():
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"input_ids holds the token id {bad}, outside the model's vocabulary of {vocab} ids (0 to {vocab - 1}); "
+                f"encode the prompt with this model's tokenizer"
+            )
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return
+    prompt_len = input_ids.shape[1]
+    if prompt_len > positions:
+        raise ValueError(
+            f"the prompt has {prompt_len} tokens but the model reads at most {positions} positions "
+            f"(max_position_embeddings); shorten it, e.g. tokenizer(text, truncation=True, max_length={positions})"
+        )
+    rotary = any(getattr(config, name, None) is not None for name in ("rope_parameters", "rope_theta", "rope_scaling"))
+    if not rotary and max_length > positions:
+        raise ValueError(
+            f"the prompt ({prompt_len} tokens) plus the tokens to generate ({max_length - prompt_len}) exceed the "
+            f"{positions} positions this model has learned embeddings for; set max_new_tokens to at most "
+            f"{positions - prompt_len} or shorten the prompt"
+        )
+
+
 def _build_criteria(model: torch.nn.Module, config: GenerationConfig, eos: list[int] | None, user: StoppingCriteriaList | None,
                     tokenizer: Any) -> StoppingCriteriaList:
     crit = StoppingCriteriaList()

@@ -33,7 +33,7 @@ from openformers.generation.outputs import (
     compute_transition_scores,
 )
 from openformers.generation.sampling import _sample_loop
-from openformers.generation.setup import _build_criteria, _build_processors, _id_list, _resolve_config
+from openformers.generation.setup import _build_criteria, _build_processors, _id_list, _resolve_config, check_input_lengths
 from openformers.generation.stopping_criteria import StoppingCriteriaList
 from openformers.modules.cache import Cache, DynamicCache, StaticCache
 
@@ -192,6 +192,7 @@ def _generate(model: torch.nn.Module, input_ids: torch.Tensor | None, attention_
             config.max_length = min(config.max_length, max_pos)
     if config.min_new_tokens is not None:
         config.min_length = config.min_new_tokens + prompt_len
+    check_input_lengths(model, input_ids, config.max_length)
     if prompt_len >= config.max_length:
         raise ValueError(
             f"input_ids has {prompt_len} tokens but max_length is {config.max_length}: nothing is left to generate. "

@@ -20,6 +20,7 @@ puts in place of ``nn.Linear`` before loading.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,45 @@ def _architecture(gf: GGUFFile) -> str:
     return arch
 
 
+# config fields read from metadata that size the model: positive integers, bounded
+_SIZE_FIELDS = {"max_position_embeddings", "num_hidden_layers", "intermediate_size", "hidden_size", "num_attention_heads",
+                "num_key_value_heads", "n_positions", "n_layer", "n_inner", "n_embd", "n_head", "head_dim"}
+_MAX_SIZE = 1 << 31
+_FLOAT_FIELDS = {"rms_norm_eps", "layer_norm_epsilon", "rope_theta"}
+
+
+def _check_field(gf: GGUFFile, key: str, field: str, value: Any) -> Any:
+    """A metadata value that sizes the model, refused when it has the wrong type or an absurd value."""
+    if field in _SIZE_FIELDS or field == "sliding_window":
+        low = 0 if field == "sliding_window" else 1
+        if type(value) is not int or not low <= value < _MAX_SIZE:
+            raise GGUFError(f"{gf.path}: metadata {key} = {value!r} must be an integer from {low} to {_MAX_SIZE - 1}; the file is corrupt")
+    elif field in _FLOAT_FIELDS:
+        if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+            raise GGUFError(f"{gf.path}: metadata {key} = {value!r} must be a positive finite number; the file is corrupt")
+    return value
+
+
+def _layers_in_file(gf: GGUFFile) -> set[int]:
+    return {int(m.group(1)) for m in map(_BLOCK_RE.match, gf.tensors) if m}
+
+
+def _check_block_count(gf: GGUFFile, arch: str, n_layers: int | None) -> None:
+    """The declared layer count against the layers whose tensors the file holds: a count the
+    tensors do not back is refused before anything is sized from it."""
+    present = _layers_in_file(gf)
+    if n_layers is None:
+        if present:
+            raise GGUFError(f"{gf.path}: no '{arch}.block_count' in the metadata, but the file holds layer tensors")
+        return
+    if len(present) != n_layers or (present and (min(present) != 0 or max(present) != n_layers - 1)):
+        held = f"layers {min(present)} to {max(present)} ({len(present)} in all)" if present else "no layer tensors"
+        raise GGUFError(
+            f"{gf.path}: metadata {arch}.block_count = {n_layers}, but the file holds {held}; "
+            f"the file is inconsistent (truncated or hostile): re-download or re-convert it"
+        )
+
+
 def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     arch = _architecture(gf)
     meta = gf.metadata
@@ -120,17 +160,25 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
         # (transformers guesses from general.name instead; names are not a contract)
         model_type = "mistral"
     keys = _GPT2_KEYS if arch == "gpt2" else _LLAMA_KEYS
+    required = ["block_count", "embedding_length", "attention.head_count"] + ([] if arch == "gpt2" else ["feed_forward_length"])
+    absent = [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in meta]
+    if absent:
+        raise GGUFError(f"{gf.path}: the GGUF metadata lacks {absent}, which size the model; the file is incomplete")
     config: dict[str, Any] = {"model_type": model_type}
     for key, field in keys.items():
         if f"{arch}.{key}" in meta:
-            config[field] = meta[f"{arch}.{key}"]
+            config[field] = _check_field(gf, f"{arch}.{key}", field, meta[f"{arch}.{key}"])
+    _check_block_count(gf, arch, config.get("n_layer" if arch == "gpt2" else "num_hidden_layers"))
     for key, field in _TOKEN_IDS.items():
         if f"tokenizer.ggml.{key}" in meta:
-            config[field] = int(meta[f"tokenizer.ggml.{key}"])
+            value = meta[f"tokenizer.ggml.{key}"]
+            if type(value) is not int or value < 0:
+                raise GGUFError(f"{gf.path}: metadata tokenizer.ggml.{key} = {value!r} must be a non-negative integer")
+            config[field] = value
     if "token_embd.weight" in gf.tensors:
         config["vocab_size"] = gf.tensors["token_embd.weight"].shape[0]
     elif f"{arch}.vocab_size" in meta:
-        config["vocab_size"] = int(meta[f"{arch}.vocab_size"])
+        config["vocab_size"] = _check_field(gf, f"{arch}.vocab_size", "n_embd", meta[f"{arch}.vocab_size"])
     elif "tokenizer.ggml.tokens" in meta:
         config["vocab_size"] = len(meta["tokenizer.ggml.tokens"])
     config["tie_word_embeddings"] = "output.weight" not in gf.tensors
@@ -140,7 +188,16 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     heads = config.get("num_attention_heads")
     if heads and "hidden_size" in config:
         default = config["hidden_size"] // heads
-        config["head_dim"] = int(meta.get(f"{arch}.attention.key_length", meta.get(f"{arch}.rope.dimension_count", default)))
+        key = f"{arch}.attention.key_length" if f"{arch}.attention.key_length" in meta else f"{arch}.rope.dimension_count"
+        if key in meta:
+            config["head_dim"] = _check_field(gf, key, "head_dim", meta[key])
+        elif default:
+            config["head_dim"] = default
+        else:
+            raise GGUFError(f"{gf.path}: {arch}.embedding_length {config['hidden_size']} is smaller than the {heads} attention heads")
+    kv_heads = config.get("num_key_value_heads")
+    if heads and kv_heads and heads % kv_heads:
+        raise GGUFError(f"{gf.path}: {heads} attention heads cannot be shared by {kv_heads} key/value heads (not a divisor)")
     config["hidden_act"] = "silu"
     if arch in _PERMUTED_QK or arch in _FAMILY_MAPS:
         config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
@@ -225,6 +282,52 @@ def _expected_tensors(arch: str, config: dict[str, Any]) -> list[str]:
     return top + [f"blk.{i}.{p}" for i in range(n_layers) for p in per]
 
 
+def _expected_shape(arch: str, config: dict[str, Any], kind: str | None, suffix: str) -> tuple[int, ...] | None:
+    """The shape (torch order, as stored) the config implies for a tensor of a block ``kind``;
+    None where a size it depends on is not in the metadata."""
+    vocab = config.get("vocab_size")
+    if arch == "gpt2":
+        n = config.get("n_embd")
+        inner = config.get("n_inner") or (4 * n if n else None)
+        shapes: dict[str, tuple[Any, ...]] = {
+            "token_embd": (vocab, n), "output": (vocab, n), "position_embd": (config.get("n_positions", 1024), n),
+            "output_norm": (n,), "attn_norm": (n,), "ffn_norm": (n,),
+            "attn_qkv": (3 * n if n else None, n), "attn_output": (n, n), "ffn_up": (inner, n), "ffn_down": (n, inner),
+        }
+    else:
+        h, hd = config.get("hidden_size"), config.get("head_dim")
+        heads = config.get("num_attention_heads")
+        kv = config.get("num_key_value_heads", heads)
+        q = heads * hd if heads and hd else None
+        k = kv * hd if kv and hd else None
+        ff = config.get("intermediate_size")
+        shapes = {
+            "token_embd": (vocab, h), "output": (vocab, h), "output_norm": (h,), "attn_norm": (h,), "ffn_norm": (h,),
+            "attn_q": (q, h), "attn_k": (k, h), "attn_v": (k, h), "attn_output": (h, q),
+            "ffn_gate": (ff, h), "ffn_up": (ff, h), "ffn_down": (h, ff),
+        }
+    shape = shapes.get(kind or "")
+    if shape is None:
+        return None
+    if suffix == "bias":
+        shape = shape[:1]
+    return None if any(d is None for d in shape) else tuple(int(d) for d in shape)
+
+
+def _check_shapes(gf: GGUFFile, arch: str, config: dict[str, Any], plan: list[tuple[str, str, str | None]]) -> None:
+    """Every tensor against the shape the config implies, before any is read: the 4-bit path
+    sizes its layers from these shapes, so one that disagrees must never reach a model."""
+    bad = []
+    for gguf_name, _, kind in plan:
+        expected = _expected_shape(arch, config, kind, gguf_name.rsplit(".", 1)[-1])
+        actual = gf.tensors[gguf_name].shape
+        if expected is not None and tuple(actual) != expected:
+            bad.append(f"{gguf_name} is {list(actual)}, the metadata implies {list(expected)}")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise GGUFError(f"{gf.path}: tensor shapes disagree with the file's own metadata: {shown}. The file is corrupt or hostile")
+
+
 def unpermute_qk(t: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's per-head row reordering of a q or k weight ``[n_head * d, ...]`` (or bias).
 
@@ -247,6 +350,14 @@ def read_gguf_model(
     missing tensors, before any tensor is read.
     """
     gf = _open(path)
+    try:
+        return _read_model(gf, model_cls, quantization_config)
+    except BaseException:
+        gf.close()
+        raise
+
+
+def _read_model(gf: GGUFFile, model_cls: type | None, quantization_config: Any) -> tuple[dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
     arch = _architecture(gf)
     config = _config_from_file(gf)
     declared = getattr(getattr(model_cls, "config_class", None), "model_type", "") if model_cls is not None else ""
@@ -267,6 +378,7 @@ def read_gguf_model(
         if mapped is None:
             raise GGUFError(f"{gf.path}: tensor {name!r} has no counterpart in a {arch} model; the file may be of another architecture variant")
         plan.append((name, *mapped))
+    _check_shapes(gf, arch, config, plan)
     quantized: dict[str, Any] = {}
     if quantization_config is not None and hasattr(quantization_config, "plan_gguf"):
         quantized = quantization_config.plan_gguf(gf, arch, config, plan)

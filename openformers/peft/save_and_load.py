@@ -64,15 +64,17 @@ def get_peft_model_state_dict(model: PeftModel, state_dict: dict[str, torch.Tens
 
 
 def load_adapter_state(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, read by the checkpoint readers (``CheckpointError`` naming the file
+    when it is truncated, corrupt or holds pickled objects other than tensors)."""
+    from openformers.core.checkpoint import iter_checkpoint, load_bin_file
+
     directory = Path(directory)
     st = directory / WEIGHTS_NAME
     if st.is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(st))
+        return dict(iter_checkpoint([st]))
     bin_file = directory / "adapter_model.bin"
     if bin_file.is_file():
-        return torch.load(bin_file, map_location="cpu", weights_only=True)
+        return load_bin_file(bin_file)
     raise FileNotFoundError(f"no {WEIGHTS_NAME} (or adapter_model.bin) in {directory}")
 
 

@@ -199,8 +199,29 @@ class QuantizedLinear(nn.Module):
             state_dict[key] = _pack(from_nibbles(state_dict[key]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _loaded_shape(self, attr: str) -> tuple[int, ...]:
+        """The shape a checkpoint's ``attr`` must have for this layer's sizes."""
+        if attr == "qweight":
+            return (self.out_features, self.in_features // 2)
+        if attr == "scales_and_zeros":
+            return (self.in_features // self.group_size, self.out_features, 2)
+        if attr == "bias" and self.bias is not None:
+            return (self.out_features,)
+        raise ValueError(f"QuantizedLinear has no tensor {attr!r} to load (bias={self.bias is not None})")
+
     def _set_loaded_tensor(self, attr: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
-        """Store one checkpoint tensor (called by ``PreTrainedModel`` while loading)."""
+        """Store one checkpoint tensor (called by ``PreTrainedModel`` while loading).
+
+        The tensor must have the shape this layer's sizes imply (``ValueError`` otherwise): the
+        kernels read these buffers by the layer's sizes, never by the tensor's."""
+        expected = self._loaded_shape(attr)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(
+                f"{attr} has shape {list(tensor.shape)}, but a {self.out_features}x{self.in_features} 4-bit layer "
+                f"(groups of {self.group_size}) needs {list(expected)}"
+            )
+        if attr == "qweight" and tensor.dtype != torch.uint8:
+            raise ValueError(f"qweight must be uint8 (two 4-bit values per byte), not {tensor.dtype}")
         self._set_layout(False)
         if attr == "qweight":
             self.qweight = _pack(from_nibbles(tensor))
@@ -382,6 +403,7 @@ class GGUFQuantizationConfig:
         from openformers.models.gguf_loading import unpermute_qk
 
         self._planned = {}
+        self._planned_source = str(getattr(gf, "path", "GGUF file"))
         if arch == "gpt2":
             return {}  # GPT-2's Conv1D layers stay float
         heads = {"attn_q": int(config.get("num_attention_heads", 0)),
@@ -435,8 +457,18 @@ class GGUFQuantizationConfig:
         for module, (in_f, out_f, bias) in self._planned.items():
             owner_name, _, attr = module.rpartition(".")
             owner = _find_owner(model, owner_name)
-            if owner is None or not isinstance(getattr(owner, attr, None), nn.Linear):
+            current = getattr(owner, attr, None) if owner is not None else None
+            if not isinstance(current, nn.Linear):
                 continue
+            if (current.in_features, current.out_features) != (in_f, out_f) or (current.bias is not None) != bias:
+                # the file's tensor, not the config, would size the layer: refuse (native kernels trust these sizes)
+                from openformers.core.gguf import GGUFError
+
+                raise GGUFError(
+                    f"{self._planned_source}: {module}: the GGUF tensor is [{out_f}, {in_f}]{' with a bias' if bias else ''}, but the model's "
+                    f"config makes this layer [{current.out_features}, {current.in_features}]"
+                    f"{' with a bias' if current.bias is not None else ''}; the file is inconsistent with its own metadata"
+                )
             with torch.device("meta"):
                 setattr(owner, attr, QuantizedLinear(in_f, out_f, bias=bias, group_size=self.group_size))
 

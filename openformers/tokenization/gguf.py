@@ -53,6 +53,7 @@ def tokenizer_from_gguf(path: Path) -> tuple[Tokenizer, dict[str, Any]]:
     tokens = meta.get("tokenizer.ggml.tokens")
     if kind is None or not tokens:
         raise ValueError(f"{path} has no tokenizer metadata (tokenizer.ggml.model / tokenizer.ggml.tokens)")
+    _check_vocabulary(path, meta, tokens)
     types = meta.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
     if kind == "gpt2":
         tok = _byte_level(meta, tokens)
@@ -81,6 +82,27 @@ def tokenizer_from_gguf(path: Path) -> tuple[Tokenizer, dict[str, Any]]:
         config["chat_template"] = meta["tokenizer.chat_template"]
     tok.post_processor = None  # rebuilt from add_bos_token / add_eos_token by the front-end
     return tok, config
+
+
+def _check_vocabulary(path: Path, meta: dict[str, Any], tokens: Any) -> None:
+    """The vocabulary arrays must be lists of the right kind and length (``ValueError`` naming the key)."""
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"{path}: tokenizer.ggml.tokens must be an array of strings")
+    for key, kinds in (("tokenizer.ggml.scores", (int, float)), ("tokenizer.ggml.token_type", (int,))):
+        values = meta.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != len(tokens) or not all(type(v) in kinds for v in values):
+            got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
+            raise ValueError(f"{path}: {key} must hold one number per token ({len(tokens)}), got {got}; the file is corrupt")
+    merges = meta.get("tokenizer.ggml.merges")
+    if merges is not None and (not isinstance(merges, list) or not all(isinstance(m, str) and " " in m for m in merges)):
+        raise ValueError(f"{path}: tokenizer.ggml.merges must be an array of strings 'a b'")
+    for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"):
+        index = meta.get(f"tokenizer.ggml.{key}")
+        # an out-of-range bos/eos/pad id is left unset (some converters write one); the unknown token is looked up
+        if index is not None and (type(index) is not int or (key == "unknown_token_id" and not 0 <= index < len(tokens))):
+            raise ValueError(f"{path}: tokenizer.ggml.{key} = {index!r} is not the id of one of the {len(tokens)} tokens")
 
 
 def _byte_level(meta: dict[str, Any], tokens: list[str]) -> Tokenizer:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..core.hub import EMBEDDED_MODELS, embedded_model_path, find_file, resolve_model_dir
+from ..core.hub import EMBEDDED_MODELS, contained_path, embedded_model_path, find_file, resolve_model_dir
 
 # files that can define the vocabulary, in order of preference
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "tokenizer.model")
@@ -23,8 +23,10 @@ _IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "
 def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); fix or delete the file") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply; fix or delete the file") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data
@@ -34,7 +36,9 @@ def read_tokenizer_json(path: Path) -> Tokenizer:
     """Load tokenizer.json, turning the engine's parse errors into a message that names the file."""
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the engine's panics (pyo3 PanicException) derive from BaseException
         raise ValueError(
             f"could not read {path}: it is not a valid tokenizers file ({exc}). The file is corrupt or was "
             "written by an incompatible program; re-save the tokenizer or delete tokenizer.json so that "
@@ -59,6 +63,26 @@ def read_tokenizer_config(directory: Path) -> dict[str, Any]:
         template_json = find_file(directory, "chat_template.json")
         if template_json is not None:
             config["chat_template"] = read_json(template_json).get("chat_template")
+    return check_tokenizer_config(config, directory)
+
+
+def check_tokenizer_config(config: dict[str, Any], source: Path | str) -> dict[str, Any]:
+    """Settings of the wrong type are refused naming the field (``ValueError``), not met later."""
+    length = config.get("model_max_length")
+    if length is not None and (type(length) not in (int, float) or length != length or length < 0 or length == float("inf")):
+        raise ValueError(f"{source}: model_max_length = {length!r} must be a non-negative number (the longest input the model takes)")
+    template = config.get("chat_template")
+    named = isinstance(template, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str) for t in template)
+    if template is not None and not isinstance(template, str) and not named:
+        raise ValueError(
+            f"{source}: chat_template must be a string (a Jinja template) or a list of "
+            f"{{\"name\": ..., \"template\": ...}} objects, got {type(template).__name__}"
+        )
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, str) and not (isinstance(value, dict) and isinstance(value.get("content"), str)):
+            raise ValueError(f"{source}: {key} = {value!r} must be a string (or an AddedToken object with a 'content' string)")
     return config
 
 
@@ -115,13 +139,13 @@ def load_tokenizer(name_or_path: str | os.PathLike, tokenizer_cls: type | None =
     if gguf_file is None and Path(name).is_file() and name.endswith(".gguf"):
         gguf_file = Path(name).name
     subfolder = kwargs.pop("subfolder", None) or ""
-    directory = resolve_model_dir(name_or_path, **hub) / subfolder
+    directory = contained_path(resolve_model_dir(name_or_path, **hub), subfolder, "subfolder")
     if not directory.is_dir():
         raise FileNotFoundError(f"subfolder={subfolder!r}: {directory} is not a directory")
     if gguf_file is not None:
         from .gguf import tokenizer_from_gguf
 
-        gguf_path = Path(gguf_file) if Path(gguf_file).is_absolute() else directory / gguf_file
+        gguf_path = Path(gguf_file) if Path(gguf_file).is_absolute() else contained_path(directory, gguf_file, "gguf_file")
         if not gguf_path.is_file():
             raise FileNotFoundError(f"gguf_file={gguf_file!r}: no such file in {directory}")
         backend, config = tokenizer_from_gguf(gguf_path)

@@ -51,6 +51,9 @@ def push_to_local_hub(trainer: Any, commit_message: str = "End of training", rep
     repo_id = repo_id or args.hub_model_id or Path(args.output_dir).name
     if "/" not in repo_id:
         repo_id = f"local/{repo_id}"
+    from openformers.core.hub import check_repo_id
+
+    check_repo_id(repo_id)  # "../x" or "a--b" would write outside its own folder or alias another repo
     root = local_hub_root() / f"models--{repo_id.replace('/', '--')}"
     revision = hashlib.sha1(f"{repo_id}-{time.time_ns()}-{commit_message}".encode()).hexdigest()
     staging = root / "snapshots" / f".tmp-{revision}"

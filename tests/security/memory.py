@@ -1,0 +1,23 @@
+"""Run a snippet in a child process under an address-space limit and a time limit."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PRELUDE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+"""
+
+
+def run_limited(code: str, *, limit_mb: int = 2500, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter whose address space is capped at ``limit_mb`` (importing
+    torch and openformers takes ~700 MB of it); returns the finished process (output captured)."""
+    script = _PRELUDE.format(limit=limit_mb << 20) + textwrap.dedent(code)
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT))

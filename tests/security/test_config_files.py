@@ -1,0 +1,102 @@
+"""config.json with fields of the wrong type, sign or size: an error naming the file and field,
+before any model is sized from it."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from openformers.core.checkpoint import CheckpointError
+
+from .memory import run_limited
+
+
+def _copy(tmp_path, src, **changes):
+    model = tmp_path / "model"
+    shutil.copytree(src, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(changes)
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def _load(path):
+    from openformers.models.auto import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("n_embd", "abc"), ("n_embd", -16), ("n_head", 0), ("n_layer", -1), ("n_embd", 16.0), ("n_positions", True),
+    ("vocab_size", 10**12),
+])
+def test_size_fields_of_the_wrong_type_or_sign(tmp_path, tiny_gpt2_dir, field, value):
+    model = _copy(tmp_path, tiny_gpt2_dir, **{field: value})
+    with pytest.raises(ValueError, match=rf"config\.json: config field {field} = {value!r}".replace("(", r"\(")):
+        _load(model)
+
+
+def test_non_integer_id2label_keys(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir, id2label={"zero": "A", "1": "B"})
+    with pytest.raises(ValueError, match="config.json: config id2label keys must be integer label ids, got 'zero'"):
+        _load(model)
+
+
+def test_heads_that_do_not_divide(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir, n_head=3)
+    with pytest.raises(ValueError, match="not divisible by the 3 attention heads"):
+        _load(model)
+
+
+def test_absurdly_nested_json(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir)
+    (model / "config.json").write_text('{"model_type": "gpt2", "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ValueError, match="config.json"):
+        _load(model)
+
+
+def test_more_layers_than_the_checkpoint_holds(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir, n_layer=1000)
+    with pytest.raises(CheckpointError, match="asks for 1000 layers but the checkpoint holds 2"):
+        _load(model)
+
+
+def test_vocabulary_larger_than_the_embedding(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir, vocab_size=1 << 24)
+    with pytest.raises(CheckpointError, match=r"vocab_size = 16777216 but the checkpoint's embedding is \[64, 16\]"):
+        _load(model)
+
+
+def test_huge_sizes_under_a_memory_limit(tmp_path, tiny_gpt2_dir):
+    """Before the checks, ignore_mismatched_sizes=True allocated the config's embedding."""
+    model = _copy(tmp_path, tiny_gpt2_dir, vocab_size=10**7, n_embd=4096, n_head=16)
+    proc = run_limited(f"""
+        from openformers.models.auto import AutoModelForCausalLM
+        try:
+            AutoModelForCausalLM.from_pretrained({str(model)!r}, ignore_mismatched_sizes=True)
+            print("LOADED")
+        except ValueError as exc:
+            print("REFUSED", exc)
+    """, limit_mb=2000, timeout=60)
+    assert "REFUSED" in proc.stdout and "vocab_size = 10000000" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_layer_count_far_beyond_the_checkpoint_fails_fast(tmp_path, tiny_gpt2_dir):
+    model = _copy(tmp_path, tiny_gpt2_dir, n_layer=1024)
+    proc = run_limited(f"""
+        import time
+        from openformers.models.auto import AutoModelForCausalLM
+        start = time.perf_counter()
+        try:
+            AutoModelForCausalLM.from_pretrained({str(model)!r})
+        except ValueError as exc:
+            print("REFUSED", exc)
+        print("SECONDS", time.perf_counter() - start)
+    """, limit_mb=2000, timeout=60)
+    assert "REFUSED" in proc.stdout, proc.stderr[-2000:]
+    assert float(proc.stdout.split("SECONDS")[1]) < 5
+
+
+def test_weight_map_and_valid_config_still_load(tiny_gpt2_dir):
+    assert _load(tiny_gpt2_dir).config.n_layer == 2
