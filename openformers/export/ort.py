@@ -126,6 +126,9 @@ class ORTModel:
             feeds["attention_mask"] = np.ones_like(ids) if attention_mask is None else _numpy(attention_mask)
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids) if token_type_ids is None else _numpy(token_type_ids)
+        elif token_type_ids is not None and _numpy(token_type_ids).any():
+            raise ValueError(f"{type(self).__name__}: token_type_ids holds segment ids other than 0 but the ONNX graph "
+                             f"has no token_type_ids input (its model has one token type); leave them out")
         return feeds
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -235,6 +238,9 @@ class ORTModelForCausalLM(ORTModel):
         kwargs.pop("logits_to_keep", None)
         kwargs.pop("cache_position", None)
         _check_kwargs(self, kwargs)
+        if token_type_ids is not None:  # GPT-2 would add their embeddings; the exported graph has no such input
+            raise ValueError(f"{type(self).__name__}: the ONNX graph takes no token_type_ids; leave them out "
+                             f"(e.g. tokenizer(..., return_token_type_ids=False))")
         ids = _numpy(input_ids)
         if ids.ndim == 1:
             ids = ids[None]

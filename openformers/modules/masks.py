@@ -40,7 +40,8 @@ def causal_mask(
             f"input adds {q_len}; pass a mask over all {kv_len} positions"
         )
     padded = attention_mask is not None and (_exporting() or not bool(attention_mask.all()))
-    windowed = sliding_window is not None and kv_len > sliding_window
+    # exporting: the window is always applied (it keeps every position while kv_len <= sliding_window)
+    windowed = sliding_window is not None and (_exporting() or kv_len > sliding_window)
     if not padded and not windowed:
         return None
     q_pos = torch.arange(past_len, kv_len, device=device)[:, None]  # [q, 1]
