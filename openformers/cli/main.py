@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
     "export": ("openformers.cli.export", "export a model to another runtime's format (onnx)"),
+    "hub": ("openformers.cli.hub", "the local model hub: serve it over HTTP, list, log, branch, tag"),
 }
 
 
