@@ -12,6 +12,7 @@ import importlib
 # format -> (module with add_arguments(parser, name) and run(args), help)
 FORMATS: dict[str, tuple[str, str]] = {
     "onnx": ("openformers.cli.export", "an ONNX graph (with the config and tokenizer) for onnxruntime"),
+    "coreml": ("openformers.cli.export", "a CoreML ML program (.mlpackage) of an encoder, through coremltools"),
 }
 
 ONNX_TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
@@ -25,14 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
             p = sub.add_parser(fmt, help=help_text, description=help_text)
             importlib.import_module(module).add_arguments(p, fmt)
         return
-    parser.add_argument("output", metavar="OUT_DIR", help="directory to write model.onnx, config.json and the tokenizer to")
+    what = "model.onnx" if name == "onnx" else "model.mlpackage"
+    parser.add_argument("output", metavar="OUT_DIR", help=f"directory to write {what}, config.json and the tokenizer to")
     parser.add_argument("--model", "-m", required=True,
                         help="a local model directory, a hub repo id (cached or in OPENFORMERS_HUB) or an embedded name (minilm)")
-    parser.add_argument("--task", default=None, choices=ONNX_TASKS + ("sequence-classification", "masked-lm", "causal-lm"),
-                        help="what the graph computes (default: feature-extraction for encoders; "
-                             "text-generation-with-past for causal LMs)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    tasks = ONNX_TASKS if name == "onnx" else ONNX_TASKS[:5]
+    parser.add_argument("--task", default=None, choices=tasks + ("sequence-classification", "masked-lm") +
+                        (("causal-lm",) if name == "onnx" else ()),
+                        help="what the model computes (default: feature-extraction for encoders"
+                             + ("; text-generation-with-past for causal LMs)" if name == "onnx" else ")"))
     parser.add_argument("--revision", default=None, help="a branch, tag or commit of a hub model")
+    if name == "onnx":
+        parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    else:
+        parser.add_argument("--precision", default="float32", choices=("float32", "float16"))
 
 
 def _default_task(model: str, revision: str | None) -> str:
@@ -45,12 +52,19 @@ def _default_task(model: str, revision: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "export" and args.format != "onnx":
+    if FORMATS[args.format][0] != __name__:
         return importlib.import_module(FORMATS[args.format][0]).run(args)
+    load = {"revision": args.revision} if args.revision else {}
+    if args.format == "coreml":
+        from openformers.export.coreml import to_coreml
+
+        task = args.task or "feature-extraction"
+        path = to_coreml(args.model, args.output, task=task, precision=args.precision, **load)
+        print(f"exported {args.model} ({task}) to {path} (CoreML runs it on macOS)")
+        return 0
     from openformers.export.onnx import DEFAULT_OPSET, to_onnx
 
     task = args.task or _default_task(args.model, args.revision)
-    load = {"revision": args.revision} if args.revision else {}
     path = to_onnx(args.model, args.output, task=task, opset=args.opset or DEFAULT_OPSET, **load)
     print(f"exported {args.model} ({task}) to {path}")
     return 0

@@ -1,4 +1,5 @@
-"""Export: the way out of the library (ONNX graphs and the onnxruntime models that run them).
+"""Export: the way out of the library (ONNX graphs and the onnxruntime models that run them;
+CoreML programs of encoders).
 
 Names are imported lazily (PEP 562), so ``import openformers.export`` loads neither torch's
 exporter nor onnxruntime until a name is used.
@@ -11,6 +12,7 @@ from typing import Any
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "to_onnx": "openformers.export.onnx",
+    "to_coreml": "openformers.export.coreml",
     "ORTModel": "openformers.export.ort",
     "ORTModelForFeatureExtraction": "openformers.export.ort",
     "ORTModelForSequenceClassification": "openformers.export.ort",
