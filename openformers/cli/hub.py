@@ -1,6 +1,6 @@
 """``openformers hub ...``: the local model hub (OPENFORMERS_HUB or --hub DIR).
 
-``serve DIR`` serves it over HTTP for huggingface_hub and transformers (HF_ENDPOINT);
+``serve DIR`` serves it over HTTP for huggingface_hub and transformers (HF_ENDPOINT; uploads with --token);
 ``list``, ``log``, ``branch`` and ``tag`` read and name its history.
 """
 from __future__ import annotations
@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("directory", metavar="DIR", nargs="?", default=None, help="the hub directory (default: OPENFORMERS_HUB)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("OPENFORMERS_HUB_TOKEN"),
+                   help="accept uploads (huggingface_hub's upload_folder, create_commit) that carry this token "
+                        "(default: OPENFORMERS_HUB_TOKEN; unset: read-only)")
     p = sub.add_parser("list", help="the repositories of the hub")
     p.add_argument("--author", default=None)
     p = sub.add_parser("log", help="the commits of a repository, newest first")
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "serve":
         from openformers.hub.server import serve
 
-        serve(hub_dir, args.host, args.port)
+        serve(hub_dir, args.host, args.port, args.token)
         return 0
     hub = LocalHub(hub_dir)
     if args.action == "list":

@@ -271,6 +271,50 @@ class LocalHub:
                 shutil.copyfile(p, tmp)
                 os.replace(tmp, blob)
             files[rel] = info
+        return self._commit(repo_id, branch, files, parent, commit_message, commit_description, author)
+
+    def commit_files(self, repo_id: str, additions: dict[str, bytes], deletions: list[str] | None = None,
+                     commit_message: str = "Upload files", commit_description: str = "", revision: str | None = None,
+                     parent_commit: str | None = None, author: str | None = None) -> str:
+        """A commit that changes some files of branch ``revision`` (default ``main``), as the Hub's
+        commit API does: ``additions`` {path: content}, ``deletions`` (paths, or folders ending in
+        "/"). ``parent_commit``: refuse (ValueError) when the branch has moved past it."""
+        branch = check_ref(revision or "main")
+        d = self.create_repo(repo_id)
+        if branch in self._refs_record(repo_id)["tags"]:
+            raise ValueError(f"{branch!r} is a tag of {repo_id}; commits go to branches")
+        ref = d / "refs" / branch
+        parent = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+        if parent is None and (d / "refs").is_dir() and any((d / "refs").iterdir()):
+            raise RevisionNotFoundError(f"{repo_id} has no branch {branch!r}; create it first (create_branch)")
+        if parent_commit is not None and parent_commit != parent:
+            raise ValueError(f"parent commit {parent_commit} is not the head of {branch!r} ({parent}); pull and retry")
+        files = dict(self.commit_info(repo_id, parent).files) if parent else {}
+        for path in deletions or []:
+            folder = path.rstrip("/") + "/"
+            gone = [p for p in files if p == path or p.startswith(folder)]
+            if not gone:
+                raise FileNotFoundError(f"{path} does not exist in {repo_id} at {branch}")
+            for p in gone:
+                del files[p]
+        for path, data in additions.items():
+            parts = path.split("/")
+            if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in path:
+                raise ValueError(f"invalid path in repository: {path!r}")
+            lfs = is_lfs(path, len(data))
+            blob_id = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
+            blob = d / "blobs" / blob_id
+            if not blob.exists():
+                tmp = blob.with_name(f".{blob.name}.{uuid.uuid4().hex}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, blob)
+            files[path] = {"blob": blob_id, "size": len(data), "lfs": lfs}
+        return self._commit(repo_id, branch, files, parent, commit_message, commit_description, author)
+
+    def _commit(self, repo_id: str, branch: str, files: dict[str, dict[str, Any]], parent: str | None,
+                commit_message: str, commit_description: str, author: str | None) -> str:
+        d = self.repo_dir(repo_id)
+        record = self._refs_record(repo_id)
         if parent is not None and self.commit_info(repo_id, parent).files == files:
             return parent  # nothing changed: no empty commit (the Hub does the same)
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() // 1_000_000 % 1000:03d}Z"

@@ -2,7 +2,7 @@
 API that downloads use, so ``huggingface_hub`` (``snapshot_download``, ``hf_hub_download`` with
 ``endpoint=`` or ``HF_ENDPOINT``) and transformers' ``from_pretrained`` download from it.
 
-Routes (read-only):
+Routes (reads; uploads only when the server has a token, see ``do_POST``):
 
 * ``GET /api/models`` (``?author=``, ``?search=``): the repositories;
 * ``GET /api/models/{repo}[/revision/{rev}]``: id, ``sha`` (the commit) and ``siblings``;
@@ -19,7 +19,10 @@ the commit's file list, never joined onto the filesystem, so no request reaches 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -39,6 +42,7 @@ from openformers.hub.local import (
 
 logger = logging.getLogger("openformers")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MAX_UPLOAD_BYTES = int(os.environ.get("OPENFORMERS_HUB_MAX_UPLOAD_MB", "4096")) * 1024 * 1024
 
 
 class _HubError(Exception):
@@ -57,6 +61,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     server_version = "openformers-hub"
     protocol_version = "HTTP/1.1"
     hub: LocalHub  # set on the subclass that make_server builds
+    token: str | None = None  # uploads need it; None: read-only
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         logger.debug("hub %s - %s", self.address_string(), format % args)
@@ -70,9 +75,100 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _refuse_write(self) -> None:
         self._error(_HubError(HTTPStatus.METHOD_NOT_ALLOWED, "ReadOnly",
-                              "this hub is served read-only; push with openformers (model.push_to_hub) on its machine"))
+                              "this hub is served read-only; start it with --token to accept uploads"))
 
-    do_POST = do_PUT = do_DELETE = _refuse_write
+    do_PUT = do_DELETE = _refuse_write
+
+    def do_POST(self) -> None:
+        """Uploads (``huggingface_hub``'s ``create_repo``, ``upload_file``, ``upload_folder``,
+        ``create_commit``): only when the server has a token and the request carries it."""
+        try:
+            if self.token is None:
+                self._refuse_write()
+                return
+            given = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                raise _HubError(HTTPStatus.UNAUTHORIZED, "Unauthorized", "a write needs the hub's token (HfApi(token=...))")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_UPLOAD_BYTES:
+                raise _HubError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "TooLarge",
+                                f"an upload of {length} bytes is over the limit of {MAX_UPLOAD_BYTES}")
+            body = self.rfile.read(length) if length else b""
+            parts = [p for p in urlsplit(self.path).path.split("/") if p]
+            if parts == ["api", "repos", "create"]:
+                self._create_repo(json.loads(body or b"{}"))
+            elif len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] in ("branch", "tag"):
+                repo_id, name = f"{parts[2]}/{parts[3]}", unquote("/".join(parts[5:]))
+                payload = json.loads(body or b"{}")
+                try:
+                    if parts[4] == "branch":  # /branch/{branch}, {"startingPoint": revision}
+                        self.hub.create_branch(repo_id, name, payload.get("startingPoint"))
+                    else:  # /tag/{revision}, {"tag": name}
+                        self.hub.create_tag(repo_id, payload["tag"], name)
+                except FileExistsError as exc:
+                    raise _HubError(HTTPStatus.CONFLICT, "RefExists", str(exc)) from exc
+                self._json({"success": True}, False)
+            elif len(parts) >= 5 and parts[:2] == ["api", "models"] and parts[4] in ("preupload", "commit"):
+                repo_id = f"{parts[2]}/{parts[3]}"
+                revision = unquote(parts[5]) if len(parts) > 5 else "main"
+                if parts[4] == "preupload":
+                    # every file goes in the commit itself (base64), none through LFS storage
+                    files = json.loads(body or b"{}").get("files", [])
+                    self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                          for f in files]}, False)
+                else:
+                    self._commit(repo_id, revision, body)
+            else:
+                raise _HubError(HTTPStatus.NOT_FOUND, "NotFound", f"no upload route {urlsplit(self.path).path}")
+        except _HubError as exc:
+            self._error(exc)
+        except RevisionNotFoundError as exc:
+            self._error(_HubError(HTTPStatus.NOT_FOUND, "RevisionNotFound", str(exc)))
+        except RepositoryNotFoundError as exc:
+            self._error(_HubError(HTTPStatus.NOT_FOUND, "RepoNotFound", str(exc)))
+        except FileNotFoundError as exc:
+            self._error(_HubError(HTTPStatus.NOT_FOUND, "EntryNotFound", str(exc)))
+        except (ValueError, KeyError, binascii.Error) as exc:
+            self._error(_HubError(HTTPStatus.BAD_REQUEST, "BadRequest", str(exc)))
+
+    def _create_repo(self, payload: dict[str, Any]) -> None:
+        name, org = payload.get("name"), payload.get("organization")
+        if payload.get("type", "model") not in ("model", None):
+            raise _HubError(HTTPStatus.BAD_REQUEST, "BadRequest", "this hub holds models only")
+        repo_id = f"{org}/{name}" if org else str(name)
+        if self.hub.repo_exists(repo_id):
+            raise _HubError(HTTPStatus.CONFLICT, "RepoExists", f"You already created this model repo: {repo_id}")
+        self.hub.create_repo(repo_id)
+        host = self.headers.get("Host", "localhost")
+        self._json({"url": f"http://{host}/{repo_id}", "name": repo_id}, False)
+
+    def _commit(self, repo_id: str, revision: str, body: bytes) -> None:
+        header: dict[str, Any] = {}
+        additions: dict[str, bytes] = {}
+        deletions: list[str] = []
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item.get("key"), item.get("value") or {}
+            if key == "header":
+                header = value
+            elif key == "file":
+                if value.get("encoding", "base64") != "base64":
+                    raise ValueError(f"file {value.get('path')!r}: only base64 content is accepted")
+                additions[value["path"]] = base64.b64decode(value["content"], validate=True)
+            elif key == "deletedFile":
+                deletions.append(value["path"])
+            elif key == "deletedFolder":
+                deletions.append(value["path"].rstrip("/") + "/")
+            else:
+                raise ValueError(f"commit operation {key!r} is not supported here (files are sent inline, no LFS)")
+        commit = self.hub.commit_files(repo_id, additions, deletions, commit_message=header.get("summary") or "Upload",
+                                       commit_description=header.get("description") or "", revision=revision,
+                                       parent_commit=header.get("parentCommit"))
+        host = self.headers.get("Host", "localhost")
+        self._json({"commitUrl": f"http://{host}/{repo_id}/commit/{commit}", "commitOid": commit,
+                    "success": True}, False)
 
     def _handle(self, head: bool) -> None:
         try:
@@ -274,22 +370,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
 
 
-def make_server(hub_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def make_server(hub_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
+                token: str | None = None) -> ThreadingHTTPServer:
     """An HTTP server over the hub at ``hub_dir`` (default ``OPENFORMERS_HUB``); ``port=0`` picks a
-    free port (``server.server_address``). Run it with ``serve_forever()``."""
+    free port (``server.server_address``). ``token``: accept uploads that carry it (``Authorization:
+    Bearer``); None: read-only. Run it with ``serve_forever()``."""
     hub = LocalHub(hub_dir)
     if not hub.root.is_dir():
         raise FileNotFoundError(f"hub directory {hub.root} does not exist; push a model to it first "
                                 f"(OPENFORMERS_HUB={hub.root} and model.push_to_hub('org/name'))")
-    handler = type("BoundHubRequestHandler", (HubRequestHandler,), {"hub": hub})
+    handler = type("BoundHubRequestHandler", (HubRequestHandler,), {"hub": hub, "token": token or None})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
 
-def serve(hub_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the hub until interrupted."""
-    server = make_server(hub_dir, host, port)
+def serve(hub_dir: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None) -> None:
+    """Serve the hub until interrupted (uploads with ``token``)."""
+    server = make_server(hub_dir, host, port, token)
     h, p = server.server_address[:2]
     print(f"serving the hub {LocalHub(hub_dir).root} at http://{h}:{p} (HF_ENDPOINT=http://{h}:{p}); Ctrl-C stops", flush=True)
     try:

@@ -38,6 +38,25 @@ try:
     hf_hub_download(repo, "missing.txt", endpoint=endpoint, cache_dir=cache)
 except Exception as exc:
     out["missing"] = type(exc).__name__
+# uploads with the token: a new repository, a folder, then one file changed on a new branch
+import os, tempfile
+writer = HfApi(endpoint=endpoint, token="s3cret")
+writer.create_repo("acme/uploaded")
+folder = tempfile.mkdtemp()
+for name, text in (("config.json", '{"a": 1}'), ("sub/notes.txt", "hello")):
+    os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+    open(os.path.join(folder, name), "w").write(text)
+c1 = writer.upload_folder(repo_id="acme/uploaded", folder_path=folder, commit_message="folder").oid
+writer.create_branch("acme/uploaded", branch="dev")
+writer.create_tag("acme/uploaded", tag="v0", revision=c1)
+c2 = writer.upload_file(path_or_fileobj=b"changed", path_in_repo="sub/notes.txt", repo_id="acme/uploaded",
+                        commit_message="edit").oid
+out["uploaded"] = [c1, c2, open(hf_hub_download("acme/uploaded", "sub/notes.txt", cache_dir=cache)).read(),
+                   open(hf_hub_download("acme/uploaded", "sub/notes.txt", revision=c1, cache_dir=cache)).read()]
+try:
+    HfApi(endpoint=endpoint, token="wrong").upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id="acme/uploaded")
+except Exception as exc:
+    out["bad_token"] = getattr(getattr(exc, "response", None), "status_code", type(exc).__name__)
 print("RESULT " + json.dumps(out))
 """
 
@@ -59,7 +78,7 @@ def served_hub(tmp_path):
     hub.create_branch("acme/tiny", "experiment")
     main = second_model.push_to_hub("acme/tiny", hub_dir=hub_dir, commit_message="second")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    server = subprocess.Popen([sys.executable, "-m", "openformers", "hub", "serve", str(hub_dir), "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "openformers", "hub", "serve", str(hub_dir), "--port", "0", "--token", "s3cret"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         line = server.stdout.readline()
@@ -99,6 +118,12 @@ def test_real_clients_download_at_branch_tag_and_commit(served_hub, tmp_path):
     assert out["tf:main"] == pytest.approx(sums["second"], abs=1e-4)
     assert out["tf:v1"] == pytest.approx(sums["first"], abs=1e-4) and out["tf:" + first] == pytest.approx(sums["first"], abs=1e-4)
     assert out["missing"] in ("EntryNotFoundError", "RemoteEntryNotFoundError")
+    c1, c2, now, before = out["uploaded"]
+    assert (now, before) == ("changed", "hello") and hub.list_repo_commits("acme/uploaded")[0].parents == [c1]
+    assert hub.list_repo_commits("acme/uploaded")[0].commit_id == c2
+    assert set(hub.list_files("acme/uploaded")) == {"config.json", "sub/notes.txt"}  # a commit changes, not replaces
+    assert out["bad_token"] == 401
+    assert hub.list_repo_refs("acme/uploaded") == {"branches": {"main": c2, "dev": c1}, "tags": {"v0": c1}}
 
 
 def test_headers_ranges_and_errors(served_hub):
@@ -120,6 +145,26 @@ def test_headers_ranges_and_errors(served_hub):
         with pytest.raises(urllib.error.HTTPError) as err:
             _get(f"{endpoint}/{path}")
         assert err.value.code == 404 and err.value.headers["X-Error-Code"] == code, path
-    with pytest.raises(urllib.error.HTTPError) as err:
-        _get(f"{endpoint}/api/models/acme/tiny", "POST")
-    assert err.value.code == 405
+    with pytest.raises(urllib.error.HTTPError) as err:  # this server takes uploads with its token only
+        _get(f"{endpoint}/api/models/acme/tiny/commit/main", "POST")
+    assert err.value.code == 401
+
+
+def test_read_only_by_default(tmp_path):
+    import threading
+
+    from openformers.hub.server import make_server
+
+    _tiny_bert(0).push_to_hub("acme/tiny", hub_dir=tmp_path)
+    server = make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(f"http://{host}:{port}/api/models/acme/tiny/commit/main", "POST")
+        assert err.value.code == 405 and err.value.headers["X-Error-Code"] == "ReadOnly"
+        listing = json.loads(_get(f"http://{host}:{port}/api/models").read())
+        assert [m["id"] for m in listing] == ["acme/tiny"]
+    finally:
+        server.shutdown()
+        server.server_close()
