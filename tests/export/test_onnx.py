@@ -172,7 +172,11 @@ def test_decoder_with_past(tmp_path, tokenizer, family):
     greedy = dict(max_new_tokens=12, do_sample=False)
     expected = model.generate(**batch, **greedy)
     assert torch.equal(ort_model.generate(**batch, **greedy), expected)
-    if family == "llama":
+    if family == "llama":  # beam search and seeded sampling run over onnxruntime too (our generate, the ORT cache)
+        for options in (dict(num_beams=3), dict(do_sample=True, top_k=50, temperature=0.8)):
+            a = ort_model.generate(**batch, max_new_tokens=6, generator=torch.Generator().manual_seed(3), **options)
+            b = model.generate(**batch, max_new_tokens=6, generator=torch.Generator().manual_seed(3), **options)
+            assert torch.equal(a, b), options
         prompt = "The weather today is"
         a = pipeline("text-generation", model=ort_model, tokenizer=tokenizer)(prompt, **greedy)
         b = pipeline("text-generation", model=model, tokenizer=tokenizer)(prompt, **greedy)
