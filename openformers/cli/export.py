@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 # format -> (module with add_arguments(parser, name) and run(args), help)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="what the model computes (default: feature-extraction for encoders"
                              + ("; text-generation-with-past for causal LMs)" if name == "onnx" else ")"))
     parser.add_argument("--revision", default=None, help="a branch, tag or commit of a hub model")
+    parser.add_argument("--hub", default=None, help="a local hub directory to find --model in (default: OPENFORMERS_HUB)")
     if name == "onnx":
         parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     else:
@@ -54,6 +56,8 @@ def _default_task(model: str, revision: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     if FORMATS[args.format][0] != __name__:
         return importlib.import_module(FORMATS[args.format][0]).run(args)
+    if args.hub:
+        os.environ["OPENFORMERS_HUB"] = str(args.hub)
     load = {"revision": args.revision} if args.revision else {}
     if args.format == "coreml":
         from openformers.export.coreml import to_coreml

@@ -93,14 +93,21 @@ def test_minilm_feature_extraction(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("family", sorted(ENCODERS))
-def test_encoder_families(tmp_path, tokenizer, family):
+def test_encoder_families(tmp_path, tokenizer, family, monkeypatch):
     task, ort_class, config = ENCODERS[family]
     model = _tiny(family, task, **config)
     src = tmp_path / "src"
     model.save_pretrained(src)
     tokenizer.save_pretrained(src)
-    if family == "roberta":  # the command line path: load by directory, export
-        assert cli_main(["export", "onnx", "--model", str(src), "--task", task, str(tmp_path / "onnx")]) == 0
+    if family == "roberta":  # the command line path, from a tag of a local hub repository
+        from openformers.hub import LocalHub
+
+        hub = LocalHub(tmp_path / "hub")
+        hub.upload_folder("acme/tiny-roberta", src)
+        hub.create_tag("acme/tiny-roberta", "v1")
+        monkeypatch.setenv("OPENFORMERS_HUB", str(hub.root))  # restored after the test (the command sets it)
+        assert cli_main(["export", "onnx", "--model", "acme/tiny-roberta", "--revision", "v1", "--hub", str(hub.root),
+                         "--task", task, str(tmp_path / "onnx")]) == 0
     else:
         to_onnx(model, tmp_path / "onnx", task=task, tokenizer=tokenizer)
     ort_model = ort_class.from_pretrained(tmp_path / "onnx")

@@ -42,6 +42,9 @@ def test_trainer_card_parses_with_huggingface_hub(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "Training Loss" not in line]
     assert len(rows) == sum("eval_loss" in h for h in trainer.state.log_history) == 2
 
+    from huggingface_hub import metadata_load
+
+    assert metadata_load(path)["model-index"][0]["results"][0]["metrics"][0]["type"] == "loss"
     ours = ModelCard.load(tmp_path / "out")  # our reader gives the same metadata back
     assert ours.data.to_dict() == data
     ours.validate()
@@ -58,7 +61,7 @@ def test_card_validation_names_the_problem():
         ModelCard("---\n- a\n- b\n---\ntext")
 
 
-def test_push_history_branches_tags_and_dedup(tmp_path, monkeypatch):
+def test_push_history_branches_tags_and_dedup(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENFORMERS_HUB", str(tmp_path / "hub"))
     hub = LocalHub()
     model = _tiny_classifier(0)
@@ -96,6 +99,14 @@ def test_push_history_branches_tags_and_dedup(tmp_path, monkeypatch):
 
     models = hub.list_models()
     assert [(m.id, m.sha, m.tags) for m in models] == [("acme/tiny-bert", c2, ["v1"])]
+    from openformers.cli.main import main as cli_main
+
+    assert cli_main(["hub", "log", "acme/tiny-bert", "--hub", str(hub.root)]) == 0
+    assert cli_main(["hub", "tag", "acme/tiny-bert", "v2", "--hub", str(hub.root)]) == 0
+    assert cli_main(["hub", "list", "--hub", str(hub.root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed[:2]] == [c2, c1] and printed[2] == c2
+    assert printed[3].startswith(f"acme/tiny-bert  {c2}") and "tags: v1, v2" in printed[3]
     assert hub.list_models(author="other") == []
     with pytest.raises(ValueError, match="not a valid repository name"):
         hub.repo_dir("../etc")
