@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("openformers.cli.generate", "generate text from a prompt"),
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
-    "export": ("openformers.cli.export", "export a model to another runtime's format (onnx)"),
+    "export": ("openformers.cli.export", "export a model to another runtime's format (onnx, coreml)"),
     "hub": ("openformers.cli.hub", "the local model hub: serve it over HTTP, list, log, branch, tag"),
 }
 
