@@ -32,6 +32,7 @@ _HEAD_SUFFIX = {  # architecture name ending -> task, to infer the task of a mod
     "ForMaskedLM": "fill-mask",
     "ForCausalLM": "text-generation",
     "LMHeadModel": "text-generation",
+    "ForFeatureExtraction": "feature-extraction",  # openformers.export's ORTModelForFeatureExtraction
     "Model": "feature-extraction",
 }
 
