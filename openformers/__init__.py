@@ -78,6 +78,8 @@ _EXPORTS: dict[str, str] = {
     "PeftModel": "openformers.peft",
     "BitsAndBytesConfig": "openformers.quantization",
     "GGUFQuantizationConfig": "openformers.quantization",
+    # sharing
+    "ModelCard": "openformers.hub.card",
 }
 
 # model classes are exported from their family modules

@@ -15,10 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
     "env": ("openformers.cli.env", "versions, CPU, GPU, native kernels, caches and settings, for a bug report"),
-}
-# ``openformers export FORMAT``: format -> module with add_arguments(parser, name) and run(args) -> int
-EXPORT_FORMATS: dict[str, tuple[str, str]] = {
-    "gguf": ("openformers.cli.export_gguf", "write a Llama-family model as a llama.cpp GGUF file (f16, bf16, q8_0, q4_0)"),
+    "export": ("openformers.cli.export", "export a model to another runtime's format (onnx, gguf, coreml)"),
+    "hub": ("openformers.cli.hub", "the local model hub: serve it over HTTP, list, log, branch, tag"),
 }
 
 
@@ -31,16 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p, name)
-    export = sub.add_parser("export", help="export a model to another format", description="export a model to another format")
-    formats = export.add_subparsers(dest="format", required=True)
-    for name, (module, help_text) in EXPORT_FORMATS.items():
-        importlib.import_module(module).add_arguments(formats.add_parser(name, help=help_text, description=help_text), name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(EXPORT_FORMATS[args.format][0] if args.command == "export" else COMMANDS[args.command][0])
+    module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -239,7 +239,11 @@ class PreTrainedModel(nn.Module):
         """Write ``config.json`` and the weights (safetensors, sharded above ``max_shard_size``).
 
         ``gguf="f16" | "bf16" | "q8_0" | "q4_0"`` writes one llama.cpp file, ``model-<type>.gguf``, instead
-        (Llama family; ``tokenizer=`` puts a tokenizer in it, see ``openformers.export.gguf.save_gguf``)."""
+        (Llama family; ``tokenizer=`` puts a tokenizer in it, see ``openformers.export.gguf.save_gguf``).
+        ``model_card=True`` (or a ``ModelCard``) also writes README.md; ``push_to_hub=True`` then
+        commits the folder to ``repo_id`` (default: the folder's name) in the local hub."""
+        model_card = kwargs.pop("model_card", False)
+        push = kwargs.pop("push_to_hub", False)
         path = Path(save_directory)
         if path.is_file():
             raise ValueError(f"save_directory {path} is a file; pass a directory")
@@ -270,6 +274,24 @@ class PreTrainedModel(nn.Module):
             seen_storage[key] = name
             out[apply_rules(name, self.save_rules)] = tensor
         save_state_dict(out, path, max_shard_size=max_shard_size, safe_serialization=safe_serialization)
+        if model_card:
+            from openformers.hub.card import ModelCard
+
+            (model_card if isinstance(model_card, ModelCard) else ModelCard.from_model(self)).save(path / "README.md")
+        if push:
+            from openformers.hub.local import push_folder
+
+            push_folder(kwargs.pop("repo_id", None) or path.name, path, kwargs.pop("commit_message", None) or "Upload model",
+                        revision=kwargs.pop("revision", None), hub_dir=kwargs.pop("hub_dir", None))
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, revision: str | None = None,
+                    hub_dir: str | os.PathLike | None = None, model_card: Any = True, **kwargs: Any) -> str:
+        """Commit the model (config, weights, a README.md model card) to ``repo_id`` ("org/name") in
+        the local hub (``OPENFORMERS_HUB`` or ``hub_dir``) on branch ``revision`` (default ``main``).
+        Returns the commit id; ``from_pretrained(repo_id, revision=<commit, branch or tag>)`` loads it."""
+        from openformers.hub.local import push_to_hub
+
+        return push_to_hub(self, repo_id, commit_message, revision, hub_dir, model_card, **kwargs)
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod

@@ -28,7 +28,7 @@ FALSE = ("0", "false", "no", "off")
 @dataclass(frozen=True)
 class Setting:
     """One variable: ``kind`` is "switch" (True/False), "auto-switch" (True/False, None when unset:
-    the library decides), "path" or "megabytes"; ``default`` is the value when unset;
+    the library decides), "path", "megabytes" or "secret" (a string never printed); ``default`` is the value when unset;
     ``default_doc`` how the README states it."""
 
     name: str
@@ -51,6 +51,8 @@ class Setting:
                              "on/off" + (", or unset it to let the library decide" if self.kind == "auto-switch" else ""))
         if self.kind == "path":
             return Path(value).expanduser()
+        if self.kind == "secret":
+            return value
         if self.kind == "megabytes":
             try:
                 megabytes = float(value)
@@ -91,6 +93,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENFORMERS_REUSE_FREED_MEMORY", "switch", True,
             "While `Trainer.train()` runs on CPU, glibc keeps freed memory for reuse instead of returning it; "
             "`0`: glibc's defaults.", "`1`"),
+    Setting("OPENFORMERS_HUB_TOKEN", "secret", None,
+            "Token that `openformers hub serve` requires for uploads (its `--token` default); unset: read-only.",
+            "unset"),
+    Setting("OPENFORMERS_HUB_MAX_UPLOAD_MB", "megabytes", 4096.0,
+            "Largest upload request `openformers hub serve` accepts, in MB.", "`4096`"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -139,6 +146,8 @@ def in_effect() -> dict[str, dict[str, Any]]:
             value: Any = get(s.name)
         except ValueError as err:
             value = f"invalid: {err}"
+        if s.kind == "secret" and raw:
+            value = raw = "***"
         out[s.name] = {"value": value, "set": bool(raw and raw.strip()), "raw": raw}
     return out
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 import torch
 
 
+def _exporting() -> bool:
+    # a graph traced for export (ONNX) must not depend on one batch's values: masks are always built
+    return torch.compiler.is_exporting()
+
+
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype, q_len: int | None = None) -> torch.Tensor | None:
-    """Bidirectional (encoder) mask: [b, k] 1/0 -> additive [b, 1, 1, k], or None when nothing is padded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """Bidirectional (encoder) mask: [b, k] 1/0 -> additive [b, 1, 1, k], or None when nothing is padded
+    (always built while exporting)."""
+    if attention_mask is None or (not _exporting() and bool(attention_mask.all())):
         return None
     keep = attention_mask[:, None, None, :].to(torch.bool)
     return torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device).masked_fill(~keep, torch.finfo(dtype).min)
@@ -33,8 +39,9 @@ def causal_mask(
             f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds {past_len} and the "
             f"input adds {q_len}; pass a mask over all {kv_len} positions"
         )
-    padded = attention_mask is not None and not bool(attention_mask.all())
-    windowed = sliding_window is not None and kv_len > sliding_window
+    padded = attention_mask is not None and (_exporting() or not bool(attention_mask.all()))
+    # exporting: the window is always applied (it keeps every position while kv_len <= sliding_window)
+    windowed = sliding_window is not None and (_exporting() or kv_len > sliding_window)
     if not padded and not windowed:
         return None
     q_pos = torch.arange(past_len, kv_len, device=device)[:, None]  # [q, 1]

@@ -92,8 +92,9 @@ class TokenPacking:
     def worth_it(cls, attention_mask: torch.Tensor | None) -> TokenPacking | None:
         """A packing when it leaves rows out and every row starts with a real token (the first
         position is what poolers read); otherwise None: run padded."""
-        if attention_mask is None or attention_mask.dim() != 2 or not bool(attention_mask[:, 0].all()):
-            return None
+        if attention_mask is None or attention_mask.dim() != 2 or torch.compiler.is_exporting() \
+                or not bool(attention_mask[:, 0].all()):
+            return None  # an exported graph runs padded: its shapes cannot follow one batch's mask
         real = int(torch.count_nonzero(attention_mask))
         if rounded_rows(real, attention_mask.numel()) >= attention_mask.numel():
             return None

@@ -32,6 +32,7 @@ _HEAD_SUFFIX = {  # architecture name ending -> task, to infer the task of a mod
     "ForMaskedLM": "fill-mask",
     "ForCausalLM": "text-generation",
     "LMHeadModel": "text-generation",
+    "ForFeatureExtraction": "feature-extraction",  # openformers.export's ORTModelForFeatureExtraction
     "Model": "feature-extraction",
 }
 
@@ -80,11 +81,15 @@ def _infer_task(model: Any) -> str:
 def _check_head(model: Any, task: str, head: str) -> None:
     if head == "base":
         return  # feature extraction works on the hidden states of any model
+    import torch
+
     from openformers.models.auto import MODEL_REGISTRY, model_class_for
 
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type in MODEL_REGISTRY:
+    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "_head", None), str):
+        ok = model._head == head  # a model on another runtime (openformers.export's ORT models) names its head
+    elif model_type in MODEL_REGISTRY:
         heads = MODEL_REGISTRY[model_type][2]
         expected = model_class_for(model_type, head) if head in heads else None
         ok = expected is not None and isinstance(model, expected)

@@ -1,16 +1,15 @@
-"""push_to_hub without a network: a local hub directory in the Hugging Face cache layout.
+"""The Trainer's ``push_to_hub`` and ``create_model_card`` over the local hub (openformers.hub).
 
-The repository ``org/name`` is written to ``<hub>/models--org--name/snapshots/<revision>/`` with
-``refs/main`` pointing at it, so ``from_pretrained("org/name")`` finds it offline. The hub is
-``OPENFORMERS_HUB`` when set, else the Hugging Face cache (``HF_HUB_CACHE``).
+A push commits the saved model, the tokenizer, ``training_args.json`` and a model card to
+``hub_model_id`` (or ``local/<output_dir name>``) as a new commit of branch ``hub_revision``
+(default ``main``) in ``OPENFORMERS_HUB`` (else the Hugging Face cache): the history is kept,
+unchanged files are stored once, and every pushed version loads with
+``from_pretrained(repo_id, revision=<commit, branch or tag>)``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,55 +21,44 @@ def local_hub_root() -> Path:
     return settings.get("OPENFORMERS_HUB") or hub_cache_dir()
 
 
-def model_card(trainer: Any, repo_id: str) -> str:
+def model_card(trainer: Any, repo_id: str, **card_kwargs: Any) -> str:
+    """The README.md text of a trained model (see ``openformers.hub.card.trainer_card``)."""
+    from openformers.hub.card import trainer_card
+
+    card_kwargs.setdefault("model_name", repo_id.split("/")[-1])
+    return trainer_card(trainer, **card_kwargs).content
+
+
+def create_model_card(trainer: Any, **card_kwargs: Any) -> Path | None:
+    """Write README.md (the model card) to the output directory; returns its path."""
+    if not trainer.args.should_save:
+        return None
+    from openformers.hub.card import trainer_card
+
+    out = Path(trainer.args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return trainer_card(trainer, **card_kwargs).save(out / "README.md")
+
+
+def repo_id_of(trainer: Any, repo_id: str | None = None) -> str:
+    repo_id = repo_id or trainer.args.hub_model_id or Path(trainer.args.output_dir).name
+    return repo_id if "/" in repo_id else f"local/{repo_id}"
+
+
+def push_to_local_hub(trainer: Any, commit_message: str = "End of training", repo_id: str | None = None,
+                      revision: str | None = None, **card_kwargs: Any) -> str:
+    """Commit the trained model to the local hub; returns the snapshot directory of the new commit."""
+    from openformers.hub.local import LocalHub
+
     args = trainer.args
-    evals = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
-    final = evals[-1] if evals else {}
-    datasets = sorted({str(getattr(d, "info", {}).get("dataset_name", "") if isinstance(getattr(d, "info", None), dict) else "")
-                       for d in (trainer.train_dataset, trainer.eval_dataset) if d is not None} - {""})
-    base = getattr(getattr(trainer.model, "config", None), "_name_or_path", None) or getattr(getattr(trainer.model, "config", None), "name_or_path", None)
-    lines = [
-        "---", "library_name: openformers", "tags:", "- openformers", "- generated_from_trainer", "---", "",
-        f"# {repo_id.split('/')[-1]}", "",
-        f"Trained with the openformers Trainer{f' from {base}' if base else ''}"
-        f"{' on ' + ', '.join(datasets) if datasets else ''}.", "",
-        "## Results", "",
-    ]
-    lines += [f"- {k}: {v}" for k, v in final.items() if k.startswith("eval_")] or ["- no evaluation was run"]
-    lines += ["", "## Training hyperparameters", "", "```json",
-              json.dumps({k: v for k, v in args.to_sanitized_dict().items() if v not in (None, "", [])}, indent=2, sort_keys=True), "```", ""]
-    lines += ["## Training log", "", "| step | epoch | loss | eval_loss |", "|---|---|---|---|"]
-    for h in trainer.state.log_history:
-        if "loss" in h or "eval_loss" in h:
-            lines.append(f"| {h.get('step', '')} | {round(h.get('epoch', 0), 3)} | {h.get('loss', '')} | {h.get('eval_loss', '')} |")
-    return "\n".join(lines) + "\n"
-
-
-def push_to_local_hub(trainer: Any, commit_message: str = "End of training", repo_id: str | None = None, **_: Any) -> str:
-    args = trainer.args
-    repo_id = repo_id or args.hub_model_id or Path(args.output_dir).name
-    if "/" not in repo_id:
-        repo_id = f"local/{repo_id}"
-    from openformers.core.hub import check_repo_id
-
-    check_repo_id(repo_id)  # "../x" or "a--b" would write outside its own folder or alias another repo
-    root = local_hub_root() / f"models--{repo_id.replace('/', '--')}"
-    revision = hashlib.sha1(f"{repo_id}-{time.time_ns()}-{commit_message}".encode()).hexdigest()
-    staging = root / "snapshots" / f".tmp-{revision}"
-    staging.mkdir(parents=True, exist_ok=True)
-    trainer._save_model_files(staging)
-    (staging / "README.md").write_text(model_card(trainer, repo_id), encoding="utf-8")
-    (staging / "training_args.json").write_text(args.to_json_string(), encoding="utf-8")
-    final = root / "snapshots" / revision
-    os.replace(staging, final)
-    refs = root / "refs"
-    refs.mkdir(exist_ok=True)
-    tmp_ref = refs / ".main.tmp"
-    tmp_ref.write_text(revision, encoding="utf-8")
-    os.replace(tmp_ref, refs / "main")
-    # keep only the newest few snapshots so repeated checkpoint pushes do not fill the disk
-    snaps = sorted((p for p in (root / "snapshots").iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-    for old in snaps[:-3]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return str(final)
+    repo_id = repo_id_of(trainer, repo_id)
+    card_kwargs.pop("blocking", None)
+    card_kwargs.pop("token", None)
+    revision = revision or getattr(args, "hub_revision", None)
+    hub = LocalHub(local_hub_root())
+    with tempfile.TemporaryDirectory(prefix="openformers-push-") as tmp:
+        trainer._save_model_files(Path(tmp))
+        (Path(tmp) / "README.md").write_text(model_card(trainer, repo_id, **card_kwargs), encoding="utf-8")
+        (Path(tmp) / "training_args.json").write_text(args.to_json_string(), encoding="utf-8")
+        commit = hub.upload_folder(repo_id, tmp, commit_message=commit_message, revision=revision)
+    return str(hub.repo_dir(repo_id) / "snapshots" / commit)

@@ -522,6 +522,14 @@ class Trainer(CheckpointMixin, EvaluationMixin):
 
         return push_to_local_hub(self, commit_message=commit_message, **kwargs)
 
+    def create_model_card(self, **kwargs: Any) -> Any:
+        """Write README.md to ``output_dir``: Hub metadata (model-index with the last evaluation),
+        hyperparameters and the training log table. Keywords: ``language``, ``license``, ``tags``,
+        ``model_name``, ``finetuned_from``, ``tasks``, ``dataset_tags``, ``dataset``, ``dataset_args``."""
+        from openformers.training.hub import create_model_card
+
+        return create_model_card(self, **kwargs)
+
     def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
                               compute_objective: Callable[[dict[str, float]], float] | None = None, n_trials: int = 20,
                               direction: str = "minimize", backend: str | None = None, **kwargs: Any) -> Any:

@@ -68,7 +68,7 @@ def test_push_to_hub_writes_local_cache_layout(tmp_path, monkeypatch):
     revision = (repo / "refs" / "main").read_text()
     snapshot = repo / "snapshots" / revision
     card = (snapshot / "README.md").read_text()
-    assert "hub_model_id" in card and "eval_loss" in card
+    assert "model-index" in card and "Validation Loss" in card and "learning_rate" in card
     from openformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained("my-org/tiny-gpt2", local_files_only=True)
