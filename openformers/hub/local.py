@@ -53,10 +53,10 @@ def check_repo_id(repo_id: str) -> str:
     """An "org/name" id that names one folder of the hub (``core.hub.check_repo_id``'s rules: no '--', no '..')."""
     from openformers.core.hub import check_repo_id as check_path_safe
 
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+    if not isinstance(repo_id, str) or not _REPO_ID.match(check_path_safe(repo_id)):
         raise ValueError(f"repo_id {repo_id!r} is not a valid repository name; use 'org/name' (letters, digits, "
                          f"'-', '_', '.')")
-    return check_path_safe(repo_id)
+    return repo_id
 
 
 def check_ref(name: str, what: str = "branch") -> str:

@@ -48,10 +48,10 @@ def repo_id_of(trainer: Any, repo_id: str | None = None) -> str:
 def push_to_local_hub(trainer: Any, commit_message: str = "End of training", repo_id: str | None = None,
                       revision: str | None = None, **card_kwargs: Any) -> str:
     """Commit the trained model to the local hub; returns the snapshot directory of the new commit."""
-    from openformers.hub.local import LocalHub
+    from openformers.hub.local import LocalHub, check_repo_id
 
     args = trainer.args
-    repo_id = repo_id_of(trainer, repo_id)
+    repo_id = check_repo_id(repo_id_of(trainer, repo_id))
     card_kwargs.pop("blocking", None)
     card_kwargs.pop("token", None)
     revision = revision or getattr(args, "hub_revision", None)

@@ -108,7 +108,7 @@ def test_push_history_branches_tags_and_dedup(tmp_path, monkeypatch, capsys):
     assert [line.split()[0] for line in printed[:2]] == [c2, c1] and printed[2] == c2
     assert printed[3].startswith(f"acme/tiny-bert  {c2}") and "tags: v1, v2" in printed[3]
     assert hub.list_models(author="other") == []
-    with pytest.raises(ValueError, match="not a valid repository name"):
+    with pytest.raises(ValueError, match="not a valid repository"):
         hub.repo_dir("../etc")
 
 
