@@ -1,0 +1,53 @@
+"""Tiny models and the SmolLM2 tokenizer for the post-training tests."""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer_dir() -> str:
+    """The embedded SmolLM2 tokenizer (with its chat template) saved once as tokenizer.json."""
+    from openformers import AutoTokenizer
+
+    path = os.path.join(tempfile.gettempdir(), f"openformers-rl-tests-{os.getuid()}", "tokenizer")
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        tok = AutoTokenizer.from_pretrained("smollm2")
+        tok.save_pretrained(path)
+    return path
+
+
+def tokenizer():
+    from openformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def llama_config(**kw):
+    from openformers import LlamaConfig
+
+    base = dict(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=2,
+                bos_token_id=1, eos_token_id=2)
+    base.update(kw)
+    return LlamaConfig(**base)
+
+
+def tiny_llama(seed: int = 0, **kw):
+    from openformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(llama_config(**kw))
+
+
+def tiny_llama_classifier(seed: int = 0, **kw):
+    from openformers import LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(llama_config(num_labels=1, **kw))
