@@ -51,3 +51,15 @@ def tiny_llama_classifier(seed: int = 0, **kw):
 
     torch.manual_seed(seed)
     return LlamaForSequenceClassification(llama_config(num_labels=1, **kw))
+
+
+def tiny_gpt2_dir(path) -> str:
+    """A tiny random GPT-2 with the SmolLM2 tokenizer saved in ``path`` (stands in for a hub name)."""
+    from openformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=49152, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                                       bos_token_id=1, eos_token_id=2))
+    model.save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(tokenizer_dir()).save_pretrained(str(path))
+    return str(path)
