@@ -183,10 +183,11 @@ def _pad(seqs: list[list[int]], value: int, side: str = "right", multiple: int |
 class SFTDataCollator:
     """Pads tokenized SFT examples and builds ``labels`` from the loss masks.
 
-    ``padding_free``: the batch becomes one row with ``position_ids`` restarting at every
-    document (``seq_lengths`` of packed rows split them further); the first label of each
-    document is ignored so none is predicted from the previous one. The decoders keep documents
-    apart through those restarting ``position_ids`` (the flattening path).
+    ``padding_free``: the batch becomes one row through ``DataCollatorWithFlattening``, one
+    document per example (``seq_lengths`` of packed rows split them further): ``position_ids``
+    restart at every document and its first label is ignored, so none is predicted from the one
+    before. Decoders of the Llama family read the restarts as a block-diagonal causal mask:
+    documents never attend to each other.
     """
 
     def __init__(self, pad_token_id: int, completion_only_loss: bool = True, assistant_only_loss: bool = False,
@@ -212,18 +213,15 @@ class SFTDataCollator:
         labels = [self._labels(f) for f in features]
         ids = [list(f["input_ids"]) for f in features]
         if self.padding_free:
-            flat_ids, flat_labels, positions = [], [], []
+            from openformers.data.collators import DataCollatorWithFlattening
+
+            documents = []
             for f, i, lab in zip(features, ids, labels):
-                lengths = list(f.get("seq_lengths") or [len(i)])
                 start = 0
-                for n in lengths:
-                    flat_ids.extend(i[start:start + n])
-                    doc_labels = lab[start:start + n]
-                    flat_labels.extend([-100] + doc_labels[1:])
-                    positions.extend(range(n))
+                for n in list(f.get("seq_lengths") or [len(i)]):
+                    documents.append({"input_ids": i[start:start + n], "labels": lab[start:start + n]})
                     start += n
-            return {"input_ids": torch.tensor([flat_ids]), "labels": torch.tensor([flat_labels]),
-                    "position_ids": torch.tensor([positions])}
+            return DataCollatorWithFlattening()(documents)
         input_ids = _pad(ids, self.pad_token_id, multiple=self.pad_to_multiple_of)
         attention = _pad([[1] * len(i) for i in ids], 0, multiple=self.pad_to_multiple_of)
         return {"input_ids": input_ids, "attention_mask": attention,
