@@ -105,9 +105,9 @@ def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.opt
             # temporaries: ~5x faster steps on CPU and no extra peak memory
             if _fused_supported(groups):
                 extra = {**extra, "fused": True}
-        return AdamW(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
+        return _mark_updates(AdamW(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra))  # type: ignore[arg-type]
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra)  # type: ignore[arg-type]
+        return _mark_updates(torch.optim.Adam(groups, lr=lr, betas=settings.betas, eps=settings.eps, **extra))  # type: ignore[arg-type]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, **extra)  # type: ignore[arg-type]
     if name == "adagrad":
@@ -117,3 +117,20 @@ def create_optimizer(model: nn.Module, settings: OptimizerSettings) -> torch.opt
     if name == "adafactor":
         return torch.optim.Adafactor(groups, lr=lr, **extra)  # type: ignore[arg-type]
     raise ValueError(f"optim={name!r} is not supported")
+
+
+def _mark_updates(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Bump each parameter's version counter after a fused Adam/AdamW step.
+
+    torch's fused kernels update the parameters in place without bumping ``_version``, which is
+    how inference-time copies (packed weights, decode plans) notice that a weight changed: without
+    this, generating after training steps could run on the weights from before them.
+    """
+    if optimizer.defaults.get("fused"):
+        def bump(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    torch.autograd.graph.increment_version(p)
+
+        optimizer.register_step_post_hook(bump)
+    return optimizer

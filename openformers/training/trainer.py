@@ -251,6 +251,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             outputs = model(**inputs)
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
         else:
+            inputs = self._with_implicit_lm_labels(inputs)
             outputs = model(**inputs)
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
             if loss is None:
@@ -260,12 +261,27 @@ class Trainer(CheckpointMixin, EvaluationMixin):
                 )
         return (loss, outputs) if return_outputs else loss
 
+    def _with_implicit_lm_labels(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A causal LM batch with no labels trains on its own ``input_ids`` (padding ignored): a tokenized
+        text dataset passed straight to the Trainer means language modelling, where transformers stops
+        with "the model did not return a loss"."""
+        if self.args.label_names or any(k in inputs for k in ("labels", "label", "label_ids")):
+            return inputs
+        ids = inputs.get("input_ids")
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or not getattr(unwrap_model(self.model), "_is_causal_lm", False):
+            return inputs
+        mask = inputs.get("attention_mask")
+        labels = ids.masked_fill(mask == 0, -100) if isinstance(mask, torch.Tensor) else ids.clone()
+        return {**inputs, "labels": labels}
+
     def _label_keys(self) -> list[str]:
         return list(self.args.label_names or ["labels"])
 
     def _count_items(self, batch: dict[str, Any]) -> int:
         """Label items the model's mean loss averages over: tokens or examples."""
         labels = batch.get(self._label_keys()[0])
+        if labels is None:
+            labels = self._with_implicit_lm_labels(batch).get("labels")
         if not isinstance(labels, torch.Tensor):
             first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
             return int(first.shape[0]) if first is not None else 1

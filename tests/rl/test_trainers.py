@@ -1,0 +1,145 @@
+"""Data shapes, options and reference handling of the post-training trainers (tiny 64-word model)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.rl.helpers import tiny_word_llama, word_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return word_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def _sft(tok, tmp_path, data, **kw):
+    from openformers.rl import SFTConfig, SFTTrainer
+
+    formatting_func = kw.pop("formatting_func", None)
+    args = SFTConfig(str(tmp_path / "out"), gradient_checkpointing=False, **kw)
+    return SFTTrainer(tiny_word_llama(), args=args, train_dataset=data, formatting_func=formatting_func, tokenizer=tok)
+
+
+def test_sft_text_field_formatting_func_and_max_length(tok, tmp_path):
+    t = _sft(tok, tmp_path, [{"body": "cat dog sun"}], dataset_text_field="body")
+    assert t.train_dataset[0]["input_ids"] == tok("cat dog sun </s>")["input_ids"]  # EOS added once
+    t = _sft(tok, tmp_path, [{"a": "cat", "b": "dog"}], formatting_func=lambda e: f"{e['a']} and {e['b']}")
+    assert tok.decode(t.train_dataset[0]["input_ids"]) == "cat and dog </s>"
+    t = _sft(tok, tmp_path, [{"text": "cat dog sun moon red"}], max_length=3)
+    assert len(t.train_dataset[0]["input_ids"]) == 3
+    with pytest.raises(ValueError, match="dataset_text_field"):
+        _sft(tok, tmp_path, [{"body": "cat"}])
+
+
+def test_sft_conversational_shapes_and_masks(tok, tmp_path):
+    chat = [{"role": "user", "content": "say cat"}, {"role": "assistant", "content": "cat cat"},
+            {"role": "user", "content": "say dog"}, {"role": "assistant", "content": "dog"}]
+    t = _sft(tok, tmp_path, [{"messages": chat}], assistant_only_loss=True)
+    row = t.train_dataset[0]
+    assert row["input_ids"] == tok.apply_chat_template(chat)
+    batch = t.data_collator([row])
+    kept = [i for i, lab in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if lab != -100]
+    assert tok.decode(kept) == "cat cat <|im_end|> dog <|im_end|>"  # both assistant turns, nothing else
+    t = _sft(tok, tmp_path, [{"prompt": chat[:1], "completion": chat[1:2]}])
+    batch = t.data_collator([t.train_dataset[0]])
+    kept = [i for i, lab in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if lab != -100]
+    assert tok.decode(kept) == "cat cat <|im_end|>"
+    t = _sft(tok, tmp_path, [{"prompt": "say cat", "completion": " cat"}], completion_only_loss=False)
+    batch = t.data_collator([t.train_dataset[0]])
+    assert (batch["labels"] != -100).all()
+
+
+def test_sft_lora_trains_only_the_adapter(tok, tmp_path):
+    from openformers.peft import LoraConfig
+    from openformers.rl import SFTConfig, SFTTrainer
+
+    model = tiny_word_llama()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    args = SFTConfig(str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2,
+                     save_strategy="no", disable_tqdm=True)  # gradient checkpointing on, as TRL's default
+    trainer = SFTTrainer(model, args=args, train_dataset=[{"text": "cat dog sun"}] * 4, processing_class=tok,
+                         peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainer.train()
+    lora = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert lora and all("lora_" in n for n in lora)
+    merged = trainer.model.get_base_model().state_dict()
+    assert all(torch.equal(merged[k], v) for k, v in base.items() if k in merged)  # base weights untouched
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
+
+
+PAIRS = [{"prompt": "pick :", "chosen": " good cat", "rejected": " bad dog"}] * 4
+
+
+def test_dpo_reference_is_the_disabled_adapter_without_a_copy(tok, tmp_path):
+    from openformers.peft import LoraConfig
+    from openformers.rl import DPOConfig, DPOTrainer
+    from openformers.rl.dpo import sequence_log_probs
+
+    model = tiny_word_llama()
+    plain = tiny_word_llama()  # the same weights, no adapter
+    args = DPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, per_device_train_batch_size=4)
+    trainer = DPOTrainer(model, args=args, train_dataset=PAIRS, processing_class=tok,
+                         peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    assert trainer.ref_model is None
+    batch = trainer.data_collator(trainer.train_dataset)
+    with torch.no_grad():
+        with trainer._reference() as ref:
+            ref_logps, _ = sequence_log_probs(ref, batch)
+        policy_logps, _ = sequence_log_probs(trainer.model, batch)
+        torch.testing.assert_close(ref_logps, sequence_log_probs(plain, batch)[0])
+    assert not torch.allclose(policy_logps, ref_logps)  # the adapter is back on after the block
+
+
+def test_dpo_precomputed_reference_log_probs(tok, tmp_path):
+    from openformers.rl import DPOConfig, DPOTrainer
+    from openformers.rl.dpo import sequence_log_probs
+
+    args = DPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, precompute_ref_log_probs=True,
+                     per_device_train_batch_size=4)
+    trainer = DPOTrainer(tiny_word_llama(), args=args, train_dataset=PAIRS, processing_class=tok)
+    assert trainer.ref_model is None  # no copy: computed once from the initial model
+    rows = trainer.train_dataset
+    logps, _ = sequence_log_probs(tiny_word_llama(), trainer.data_collator(rows))
+    chosen, rejected = logps.chunk(2)
+    assert [r["ref_chosen_logps"] for r in rows] == pytest.approx(chosen.tolist(), abs=1e-5)
+    assert [r["ref_rejected_logps"] for r in rows] == pytest.approx(rejected.tolist(), abs=1e-5)
+    batch = trainer.data_collator(rows)
+    assert "ref_chosen_logps" in batch
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert float(loss.detach()) == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
+
+
+def test_grpo_reward_model_and_weights(tok, tmp_path):
+    from openformers.rl import GRPOConfig, GRPOTrainer
+
+    scorer = tiny_word_llama(seed=3, classifier=True)
+
+    def length(completion_ids, **_):
+        return [float(len(c)) for c in completion_ids]
+
+    args = GRPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=5, reward_weights=[0.5, 2.0])
+    trainer = GRPOTrainer(tiny_word_llama(), reward_funcs=[length, scorer], args=args,
+                          train_dataset=[{"prompt": "say cat :"}], processing_class=tok, reward_processing_classes=tok)
+    batch = trainer._generate_and_score([{"prompt": "say cat :"}])
+    lengths = batch["completion_mask"].sum(1).float()
+    texts = ["say cat :" + tok.decode(c[: int(n)].tolist(), skip_special_tokens=True)
+             for c, n in zip(batch["completion_ids"], lengths)]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        scores = scorer(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, 0]
+    rewards = 0.5 * lengths + 2.0 * scores
+    expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)
+    torch.testing.assert_close(batch["advantages"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_config_checks():
+    from openformers.rl import DPOConfig, GRPOConfig, SFTConfig
+
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig("o", loss_type="bogus")
+    with pytest.raises(ValueError, match="num_generations"):
+        GRPOConfig("o", num_generations=1)
+    with pytest.raises(ValueError, match="truncation_mode"):
+        SFTConfig("o", truncation_mode="middle")
+    assert SFTConfig("o").learning_rate == 2e-5 and DPOConfig("o").beta == 0.1 and GRPOConfig("o").loss_type == "dapo"
