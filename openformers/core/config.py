@@ -201,6 +201,8 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "num_labels": (0, 1 << 20),
 }
 MAX_CONFIG_BYTES = 64 << 20
+_NULLABLE_SIZES = {"num_key_value_heads", "head_dim", "n_inner", "num_labels"}
+_RATES = ("dropout", "pdrop", "_eps", "epsilon")
 
 
 def validate_config_dict(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -261,9 +263,11 @@ def check_field_types(cls: type, data: dict[str, Any]) -> None:
             continue
         default = defaults[key]
         if value is None:
-            if default is None or isinstance(default, str) or key.endswith(("_token_id", "_token_ids")):
-                continue
-            raise ValueError(f"config field {key} = null must be a value like its default {default!r}")
+            # null often means "off" or "derive it" (sliding_window, head_dim); not for a size or a rate
+            needed = (key in SIZE_LIMITS and key not in _NULLABLE_SIZES) or key.endswith(_RATES)
+            if needed and default is not None:
+                raise ValueError(f"config field {key} = null must be a value like its default {default!r}")
+            continue
         if isinstance(default, bool):
             ok, kind = type(value) is bool, "true or false"
         elif isinstance(default, int):

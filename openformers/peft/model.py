@@ -406,8 +406,10 @@ class PeftModel(nn.Module):
         for n in names:
             if n not in self.peft_config:
                 raise ValueError(f"unknown adapter {n!r}; this model has adapters {sorted(self.peft_config)}")
+        from openformers.core.hub import contained_path
+
         for name in names:
-            out = path if name == "default" else path / name
+            out = path if name == "default" else contained_path(path, name, "adapter name")
             out.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self, adapter_name=name).items()}
             if safe_serialization:
@@ -459,9 +461,11 @@ class PeftModel(nn.Module):
 
     def load_adapter_weights(self, directory: str | os.PathLike) -> None:
         """Restore the weights of every adapter saved in ``directory`` (Trainer resume)."""
+        from openformers.core.hub import contained_path
+
         directory = Path(directory)
         for name in self.peft_config:
-            sub = directory if name == "default" else directory / name
+            sub = directory if name == "default" else contained_path(directory, name, "adapter name")
             if self._load_prefix_encoder(sub, name):
                 continue
             if (sub / WEIGHTS_NAME).is_file() or (sub / "adapter_model.bin").is_file():

@@ -138,6 +138,9 @@ class QuantizedLinear(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features), ("group_size", group_size)):
+            if type(value) is not int or value <= 0:
+                raise ValueError(f"QuantizedLinear: {name} must be a positive integer, got {value!r}")
         if in_features % group_size or out_features % _N_MULTIPLE:
             raise ValueError(
                 f"QuantizedLinear({in_features}, {out_features}): in_features must be a multiple of "
@@ -298,12 +301,25 @@ class QuantizedLinear(nn.Module):
             qw, sz = self.qweight, self.scales_and_zeros
         if not wanted:
             return None
+        self._check_native_buffers(qw, sz)
         cache = self.__dict__.setdefault("_native_cache", _NativeCache())
         key = (qw.data_ptr(), tensor_version(qw), sz.data_ptr(), tensor_version(sz))
         if cache.key != key:
             cache.kernel = int4_native.NativeInt4(qw, sz.view(-1))
             cache.key = key
         return cache.kernel
+
+    def _check_native_buffers(self, qw: torch.Tensor, sz: torch.Tensor) -> None:
+        """The buffers the native kernel will read by this layer's sizes must hold exactly that much
+        (a buffer replaced by hand with another shape would be read past its end)."""
+        groups = self.in_features // self.group_size
+        if (qw.dtype != torch.uint8 or qw.numel() != self.out_features * self.in_features // 2 or not qw.is_contiguous()
+                or sz.numel() != groups * self.out_features * 2 or not sz.is_contiguous()):
+            raise RuntimeError(
+                f"QuantizedLinear({self.in_features}, {self.out_features}): qweight {tuple(qw.shape)} {qw.dtype} and "
+                f"scales_and_zeros {tuple(sz.shape)} do not hold the {self.out_features}x{self.in_features} 4-bit weight "
+                f"its sizes describe; load them through load_state_dict or from_pretrained"
+            )
 
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
         kernel = self._native()

@@ -175,3 +175,21 @@ def test_scores_shorter_than_the_tokens_are_refused(tmp_path):
     path.write_bytes(raw_gguf(entries))
     with pytest.raises(ValueError, match="tokenizer.ggml.scores must hold one number per token"):
         tokenizer_from_gguf(path)
+
+
+def test_quantized_layer_sizes_must_be_positive_integers():
+    for bad in (0, -32, 64.0, "64"):
+        with pytest.raises(ValueError, match="in_features must be a positive integer"):
+            QuantizedLinear(bad, 32)
+
+
+def test_native_kernel_refuses_buffers_replaced_with_another_shape():
+    from openformers.quantization import int4_native
+
+    if not int4_native.fast():
+        pytest.skip("the native int4 kernel does not run on this machine")
+    layer = QuantizedLinear.from_linear(torch.nn.Linear(64, 32, bias=False))
+    layer(torch.randn(2, 64))  # the native layout is in place
+    layer.qweight = layer.qweight[:16].clone()  # half the rows the layer's sizes describe
+    with pytest.raises(RuntimeError, match="do not hold the 32x64 4-bit weight"):
+        layer(torch.randn(2, 64))

@@ -206,3 +206,17 @@ def test_push_to_local_hub_refuses_escaping_repo_ids():
 
     with pytest.raises(UnsafePathError):
         push_to_local_hub(Trainer(), repo_id="org/../../x")
+
+
+def test_adapter_names_cannot_climb_out_of_the_save_directory(tmp_path, tiny_gpt2_dir):
+    from openformers.models.gpt2 import GPT2LMHeadModel
+    from openformers.peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(GPT2LMHeadModel.from_pretrained(tiny_gpt2_dir), LoraConfig(r=2, target_modules=["c_attn"]))
+    escaped = str(tmp_path / "escaped")  # an absolute name: module names may not hold ".", but may hold "/"
+    if "." in escaped:
+        pytest.skip("the temporary folder's path holds a dot")
+    model.add_adapter(escaped, LoraConfig(r=2, target_modules=["c_attn"]))
+    with pytest.raises(UnsafePathError, match="adapter name"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "escaped").exists()
