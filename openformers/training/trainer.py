@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from openformers.core.seed import set_seed
+from openformers.distributed.state import gradient_sync, wrap_model
 from openformers.training import checkpointing as ckpt
 from openformers.training import fsdp
 from openformers.training.allocator import reuse_freed_memory
@@ -414,11 +415,8 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             total, world = int(t.item()), torch.distributed.get_world_size()
         loss_sum = 0.0
         for i, (batch, n) in enumerate(zip(group, counts)):
-            last = i == len(group) - 1
-            if self.fsdp_plan is not None:  # reduce-scatter gradients only after the last micro-batch
-                unwrap_model(self.model).set_requires_gradient_sync(last)
-            sync = contextlib.nullcontext() if (not self.distributed or last or self.fsdp_plan is not None) else model.no_sync()
-            with sync:
+            # gradients are reduced over processes only after the last micro-batch
+            with gradient_sync(model, i == len(group) - 1):
                 if n == 0:  # nothing to learn from (all labels ignored); keep DDP in step with a zero loss
                     loss = self.training_step(model, batch, 0.0)
                     continue
@@ -484,16 +482,10 @@ class Trainer(CheckpointMixin, EvaluationMixin):
                 and not self.callback_handler.handles("on_pre_optimizer_step"))  # it reads the clipped gradients
 
     def _wrap_model(self) -> nn.Module:
-        model = self.model
-        if self.fsdp_plan is not None:
-            model = fsdp.shard_model(model, self.fsdp_plan, self.device)
-        if self.args.torch_compile:
-            model = torch.compile(model, backend=self.args.torch_compile_backend or "inductor", mode=self.args.torch_compile_mode)
-        if self.distributed and self.fsdp_plan is None:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                            find_unused_parameters=bool(self.args.ddp_find_unused_parameters))
+        compile_kwargs = {"backend": self.args.torch_compile_backend or "inductor", "mode": self.args.torch_compile_mode}
+        model = wrap_model(self.model, self.device, distributed=self.distributed, fsdp_plan=self.fsdp_plan,
+                           find_unused_parameters=bool(self.args.ddp_find_unused_parameters),
+                           compile_kwargs=compile_kwargs if self.args.torch_compile else None)
         self._wrapped = model
         return model
 

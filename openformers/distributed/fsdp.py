@@ -1,0 +1,269 @@
+"""Fully sharded data parallel training with FSDP2 (``torch.distributed.fsdp.fully_shard``).
+
+``TrainingArguments.fsdp`` names the sharding strategy; it maps onto FSDP2 as follows:
+
+- ``full_shard``: parameters, gradients and optimizer state sharded; parameters are freed
+  again after each block's forward (``reshard_after_forward=True``).
+- ``shard_grad_op``: as above, but parameters stay gathered between forward and backward
+  (``reshard_after_forward=False``), trading memory for one all-gather less per block.
+- ``hybrid_shard`` / ``hybrid_shard_zero2``: shard within a node, replicate across nodes
+  (a 2-D device mesh), with full_shard / shard_grad_op semantics.
+- ``no_shard``: plain data parallel training (DDP).
+- ``offload``: parameters, gradients and optimizer state live in CPU memory between uses
+  (``CPUOffloadPolicy``); only meaningful when training on an accelerator.
+- ``auto_wrap``: each transformer block is its own FSDP unit. This is always done: the blocks
+  are the classes in ``fsdp_config["transformer_layer_cls_to_wrap"]``, else the model's
+  ``_no_split_modules``, else the items of the model's repeated layer lists; or, with
+  ``fsdp_config["min_num_params"]``, every sub-module holding at least that many parameters.
+
+Checkpoints hold the full (unsharded) model in the usual layout, written by the main process,
+and the full optimizer state keyed by parameter name, so a sharded run can resume on any
+number of processes and ``from_pretrained`` loads the weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+STRATEGIES = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard")
+OPTIONS = STRATEGIES + ("offload", "auto_wrap")
+# fsdp_config keys that change what is built here
+_CONFIG_KEYS = ("transformer_layer_cls_to_wrap", "min_num_params", "reshard_after_forward", "activation_checkpointing",
+                "offload_params", "fsdp_version", "state_dict_type", "xla")
+# keys of FSDP1 tuning knobs that FSDP2 has no switch for (its behaviour is fixed): accepted, no effect
+_FSDP1_ONLY = ("backward_prefetch", "forward_prefetch", "limit_all_gathers", "use_orig_params", "sync_module_states",
+               "cpu_ram_efficient_loading", "auto_wrap_policy")
+
+
+@dataclass(frozen=True)
+class FsdpPlan:
+    """What to build, read from ``fsdp`` and ``fsdp_config``."""
+
+    reshard_after_forward: bool
+    hybrid: bool
+    offload: bool
+    layer_classes: tuple[str, ...]
+    min_num_params: int
+    activation_checkpointing: bool
+    bf16: bool
+
+
+def _read_config(raw: dict[str, Any] | str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        path = Path(raw)
+        if not path.is_file():
+            raise ValueError(f"fsdp_config={raw!r} is neither a dict nor a JSON file")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"fsdp_config must be a dict or a JSON file path, got {type(raw).__name__}")
+    # accelerate-style names carry an "fsdp_" prefix
+    return {(k[5:] if k.startswith("fsdp_") and k != "fsdp_version" else k): v for k, v in raw.items()}
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+def plan_from_args(args: Any) -> FsdpPlan | None:
+    """Check ``args.fsdp``/``args.fsdp_config``; None means no sharding (no fsdp, or ``no_shard``)."""
+    options = list(args.fsdp or [])
+    if not options:
+        return None
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown:
+        raise ValueError(f"fsdp={' '.join(options)!r}: unknown option(s) {unknown}; choose from {list(OPTIONS)}")
+    strategies = [o for o in options if o in STRATEGIES]
+    if len(strategies) > 1:
+        raise ValueError(f"fsdp={' '.join(options)!r} names several sharding strategies {strategies}; choose one")
+    strategy = strategies[0] if strategies else "full_shard"
+    config = _read_config(args.fsdp_config)
+    unknown_keys = sorted(set(config) - set(_CONFIG_KEYS) - set(_FSDP1_ONLY))
+    if unknown_keys:
+        raise ValueError(f"fsdp_config has unknown keys {unknown_keys}; known keys are {sorted(_CONFIG_KEYS + _FSDP1_ONLY)}")
+    if str(config.get("fsdp_version", 2)) != "2":
+        raise ValueError(f"fsdp_config fsdp_version={config['fsdp_version']!r}: the Trainer shards with FSDP2 "
+                         f"(fully_shard); set fsdp_version to 2 or leave it out")
+    if _flag(config.get("xla", False)):
+        raise ValueError("fsdp_config xla=True: XLA sharding is not supported; leave xla out")
+    if str(config.get("state_dict_type", "FULL_STATE_DICT")).upper() != "FULL_STATE_DICT":
+        raise ValueError(f"fsdp_config state_dict_type={config['state_dict_type']!r}: checkpoints are always written "
+                         f"as the full model (FULL_STATE_DICT) so from_pretrained can read them")
+    offload = "offload" in options or _flag(config.get("offload_params", False))
+    if strategy == "no_shard":
+        if offload:
+            raise ValueError("fsdp='no_shard offload': offloading needs sharding; use 'full_shard offload'")
+        return None
+    if args.fp16:
+        raise ValueError("fsdp with fp16=True is not supported (float16 needs a sharded gradient scaler); "
+                         "use bf16=True for mixed precision")
+    if args.fp16_full_eval or args.bf16_full_eval:
+        raise ValueError("fsdp with fp16_full_eval/bf16_full_eval is not supported: sharded parameters cannot be "
+                         "cast in place; use bf16=True, which also evaluates in bfloat16")
+    if offload and (args.use_cpu or not torch.cuda.is_available()):
+        raise ValueError("fsdp 'offload' moves parameters to CPU memory between uses, but this run already trains "
+                         "on the CPU; drop 'offload' (and offload_params)")
+    layers = config.get("transformer_layer_cls_to_wrap") or ()
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    min_params = int(config.get("min_num_params", 0) or 0)
+    if layers and min_params:
+        raise ValueError("fsdp_config: give transformer_layer_cls_to_wrap or min_num_params, not both")
+    reshard = strategy in ("full_shard", "hybrid_shard")
+    if "reshard_after_forward" in config:
+        reshard = _flag(config["reshard_after_forward"])
+    return FsdpPlan(reshard_after_forward=reshard, hybrid=strategy.startswith("hybrid"), offload=offload,
+                    layer_classes=layers, min_num_params=min_params,
+                    activation_checkpointing=_flag(config.get("activation_checkpointing", False)), bf16=bool(args.bf16))
+
+
+def is_sharded(model: nn.Module) -> bool:
+    # a sharded model means torch.distributed.fsdp is imported already: never import it (~1 s) just to ask
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+
+
+def _block_modules(model: nn.Module, plan: FsdpPlan) -> list[nn.Module]:
+    """The sub-modules that become their own FSDP units (innermost first)."""
+    if plan.min_num_params:
+        return _by_size(model, plan.min_num_params)
+    names = plan.layer_classes or tuple(getattr(model, "_no_split_modules", ()) or ())
+    if names:
+        found = [m for m in model.modules() if type(m).__name__ in names and m is not model]
+        missing = [n for n in names if not any(type(m).__name__ == n for m in found)]
+        if plan.layer_classes and missing:
+            present = sorted({type(m).__name__ for m in model.modules()})
+            raise ValueError(f"fsdp_config transformer_layer_cls_to_wrap: no module of class {missing} in "
+                             f"{type(model).__name__}; its module classes are {present}")
+        if found:
+            return found
+    # no declared block class: the items of every list of identical layers
+    blocks: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(m) for m in module}) == 1:
+            blocks.extend(module)
+    return blocks
+
+
+def _by_size(model: nn.Module, threshold: int) -> list[nn.Module]:
+    """Post-order: a module whose not-yet-wrapped parameters reach ``threshold`` becomes a unit.
+    Modules holding a parameter shared with the outside (tied embeddings) stay with the root."""
+    owners: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        owners[id(p)] = owners.get(id(p), 0) + 1
+    shared = {pid for pid, n in owners.items() if n > 1}
+    chosen: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> int:
+        count = sum(visit(child) for child in module.children())
+        count += sum(p.numel() for p in module.parameters(recurse=False))
+        # containers have no forward of their own to gather parameters in
+        if module is model or count < threshold or isinstance(module, (nn.ModuleList, nn.ModuleDict)):
+            return count
+        if any(id(p) in shared for p in module.parameters()):
+            return count
+        chosen.append(module)
+        return 0
+
+    visit(model)
+    return chosen
+
+
+def _mesh(plan: FsdpPlan, device: torch.device) -> Any:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    world = torch.distributed.get_world_size()
+    if not plan.hybrid:
+        return init_device_mesh(device.type, (world,))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if world % local:
+        raise ValueError(f"hybrid sharding needs the same number of processes on every node: world size {world}, "
+                         f"{local} on this node")
+    return init_device_mesh(device.type, (world // local, local), mesh_dim_names=("replicate", "shard"))
+
+
+def shard_model(model: nn.Module, plan: FsdpPlan, device: torch.device) -> nn.Module:
+    """Shard ``model`` in place: each block, then the root (which keeps embeddings and heads)."""
+    from torch.distributed.fsdp import (
+        CPUOffloadPolicy,
+        MixedPrecisionPolicy,
+        fully_shard,
+    )
+
+    if is_sharded(model):
+        return model
+    if plan.activation_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    # every process starts from the main process's weights, as DDP does
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            torch.distributed.broadcast(tensor.data, src=0)
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if plan.bf16 else MixedPrecisionPolicy()
+    kwargs: dict[str, Any] = {"mesh": _mesh(plan, device), "mp_policy": mp}
+    if plan.offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    for block in _block_modules(model, plan):
+        fully_shard(block, reshard_after_forward=plan.reshard_after_forward, **kwargs)
+    # the root's parameters are needed again at once by backward: never reshard them
+    fully_shard(model, reshard_after_forward=False, **kwargs)
+    return model
+
+
+def _options(all_ranks: bool = False) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # cpu_offload gathers onto the main process only; all_ranks gives every process a copy
+    return StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
+
+
+def full_model_state(model: nn.Module, all_ranks: bool = False) -> dict[str, torch.Tensor]:
+    """The unsharded state dict on the main process (empty elsewhere). Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_options(all_ranks))
+    return {k: v.cpu() for k, v in state.items()} if all_ranks else state
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, all_ranks: bool = False) -> dict[str, Any]:
+    """The optimizer state keyed by parameter name, unsharded, on the main process. Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_options(all_ranks))
+
+
+def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load a full state dict (read by every process) into the sharded model; returns (missing, unexpected)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+    )
+
+    result = set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load an optimizer state keyed by parameter name (as :func:`full_optimizer_state` gives) into any model."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=is_sharded(model)))
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The model's own class name (fully_shard swaps in a subclass named ``FSDP<name>``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = type(model)
+    if issubclass(cls, FSDPModule):
+        cls = next(b for b in cls.__mro__[1:] if not issubclass(b, FSDPModule) and issubclass(b, nn.Module))
+    return cls.__name__
