@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+SHARDED_MODEL_NAME = "pytorch_model_fsdp"  # Accelerate's name for a sharded model checkpoint directory
 STRATEGIES = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard")
 OPTIONS = STRATEGIES + ("offload", "auto_wrap")
 # fsdp_config keys that change what is built here
@@ -53,6 +54,7 @@ class FsdpPlan:
     min_num_params: int
     activation_checkpointing: bool
     bf16: bool
+    wrap: bool = True  # False: one unit, the whole model
 
 
 def _read_config(raw: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -209,7 +211,7 @@ def shard_model(model: nn.Module, plan: FsdpPlan, device: torch.device) -> nn.Mo
     kwargs: dict[str, Any] = {"mesh": _mesh(plan, device), "mp_policy": mp}
     if plan.offload:
         kwargs["offload_policy"] = CPUOffloadPolicy()
-    for block in _block_modules(model, plan):
+    for block in _block_modules(model, plan) if plan.wrap else []:
         fully_shard(block, reshard_after_forward=plan.reshard_after_forward, **kwargs)
     # the root's parameters are needed again at once by backward: never reshard them
     fully_shard(model, reshard_after_forward=False, **kwargs)
@@ -267,3 +269,99 @@ def architecture_name(model: nn.Module) -> str:
     if issubclass(cls, FSDPModule):
         cls = next(b for b in cls.__mro__[1:] if not issubclass(b, FSDPModule) and issubclass(b, nn.Module))
     return cls.__name__
+
+
+_STRATEGY_NAMES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD", "5": "HYBRID_SHARD_ZERO2"}
+
+
+@dataclass
+class FullyShardedDataParallelPlugin:
+    """FSDP2 settings for the Accelerator, with Accelerate's names; fields left None come from the
+    ``FSDP_*`` environment variables ``openformers launch`` sets from an Accelerate config file.
+
+    ``reshard_after_forward`` (or ``sharding_strategy`` "FULL_SHARD" / "SHARD_GRAD_OP" /
+    "HYBRID_SHARD" / "HYBRID_SHARD_ZERO2"), ``auto_wrap_policy`` ("transformer_based_wrap":
+    ``transformer_cls_names_to_wrap``, else the model's ``_no_split_modules``; "size_based_wrap":
+    ``min_num_params``), ``cpu_offload``, ``activation_checkpointing``, and ``state_dict_type``:
+    "SHARDED_STATE_DICT" (``save_state`` writes a torch.distributed.checkpoint that loads on any
+    number of processes) or "FULL_STATE_DICT" (the full model, written by the main process).
+    """
+
+    fsdp_version: int | None = None
+    sharding_strategy: str | None = None
+    reshard_after_forward: bool | str | None = None
+    auto_wrap_policy: str | None = None
+    transformer_cls_names_to_wrap: list[str] | str | None = None
+    min_num_params: int | None = None
+    cpu_offload: bool | None = None
+    activation_checkpointing: bool | None = None
+    state_dict_type: str | None = None
+    mixed_precision_policy: Any = None
+    cpu_ram_efficient_loading: bool | None = None
+    sync_module_states: bool | None = None
+    use_orig_params: bool | None = None
+    forward_prefetch: bool | None = None
+    backward_prefetch: Any = None
+
+    def __post_init__(self) -> None:
+        env = os.environ.get
+        if self.fsdp_version is None:
+            self.fsdp_version = int(env("FSDP_VERSION", 2))
+        if int(self.fsdp_version) != 2:
+            raise ValueError(f"FullyShardedDataParallelPlugin(fsdp_version={self.fsdp_version}): only FSDP2 "
+                             f"(torch.distributed.fsdp.fully_shard) is supported; set fsdp_version=2")
+        if self.sharding_strategy is None:
+            self.sharding_strategy = env("FSDP_SHARDING_STRATEGY")
+        if self.reshard_after_forward is None and env("FSDP_RESHARD_AFTER_FORWARD") is not None:
+            self.reshard_after_forward = env("FSDP_RESHARD_AFTER_FORWARD")
+        if self.sharding_strategy is not None:
+            name = str(getattr(self.sharding_strategy, "name", self.sharding_strategy)).upper()
+            name = _STRATEGY_NAMES.get(name, name)
+            if name.lower() not in STRATEGIES:
+                raise ValueError(f"sharding_strategy={self.sharding_strategy!r}: choose one of "
+                                 f"{[s.upper() for s in STRATEGIES]}")
+            self.sharding_strategy = name
+            if self.reshard_after_forward is None:
+                self.reshard_after_forward = name in ("FULL_SHARD", "HYBRID_SHARD")
+        if isinstance(self.reshard_after_forward, str):
+            value = self.reshard_after_forward.upper()
+            self.reshard_after_forward = value in ("FULL_SHARD", "HYBRID_SHARD") or _flag(value)
+        if self.reshard_after_forward is None:
+            self.reshard_after_forward = True
+        if self.auto_wrap_policy is None:
+            self.auto_wrap_policy = env("FSDP_AUTO_WRAP_POLICY", "transformer_based_wrap")
+        self.auto_wrap_policy = str(self.auto_wrap_policy).lower()
+        if self.auto_wrap_policy not in ("transformer_based_wrap", "size_based_wrap", "no_wrap"):
+            raise ValueError(f"auto_wrap_policy={self.auto_wrap_policy!r}: choose 'transformer_based_wrap', "
+                             f"'size_based_wrap' or 'no_wrap'")
+        if self.transformer_cls_names_to_wrap is None and env("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+            self.transformer_cls_names_to_wrap = env("FSDP_TRANSFORMER_CLS_TO_WRAP")
+        if isinstance(self.transformer_cls_names_to_wrap, str):
+            self.transformer_cls_names_to_wrap = [n.strip() for n in self.transformer_cls_names_to_wrap.split(",") if n.strip()]
+        if self.min_num_params is None:
+            self.min_num_params = int(env("FSDP_MIN_NUM_PARAMS", 0))
+        if self.cpu_offload is None:
+            self.cpu_offload = _flag(env("FSDP_OFFLOAD_PARAMS", "false"))
+        if self.activation_checkpointing is None:
+            self.activation_checkpointing = _flag(env("FSDP_ACTIVATION_CHECKPOINTING", "false"))
+        if self.state_dict_type is None:
+            self.state_dict_type = env("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
+        self.state_dict_type = str(getattr(self.state_dict_type, "name", self.state_dict_type)).upper()
+        if self.state_dict_type not in ("SHARDED_STATE_DICT", "FULL_STATE_DICT"):
+            raise ValueError(f"state_dict_type={self.state_dict_type!r}: choose 'SHARDED_STATE_DICT' or 'FULL_STATE_DICT'")
+
+    def to_plan(self, bf16: bool) -> FsdpPlan:
+        if self.cpu_offload and not torch.cuda.is_available():
+            raise ValueError("FullyShardedDataParallelPlugin(cpu_offload=True) moves parameters to CPU memory "
+                             "between uses, but this run trains on the CPU; drop cpu_offload")
+        if self.sharding_strategy == "NO_SHARD":
+            raise ValueError("sharding_strategy='NO_SHARD' is plain data parallel training: leave fsdp_plugin out")
+        wrap = self.auto_wrap_policy
+        layers = tuple(self.transformer_cls_names_to_wrap or ()) if wrap == "transformer_based_wrap" else ()
+        if wrap == "size_based_wrap" and not self.min_num_params:
+            raise ValueError("auto_wrap_policy='size_based_wrap' needs min_num_params > 0")
+        return FsdpPlan(reshard_after_forward=bool(self.reshard_after_forward),
+                        hybrid=str(self.sharding_strategy or "").startswith("HYBRID"), offload=bool(self.cpu_offload),
+                        layer_classes=layers, min_num_params=int(self.min_num_params or 0) if wrap == "size_based_wrap" else 0,
+                        activation_checkpointing=bool(self.activation_checkpointing), bf16=bf16,
+                        wrap=wrap != "no_wrap")
