@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -241,7 +242,11 @@ class PreTrainedModel(nn.Module):
         if not is_main_process:
             return
         path.mkdir(parents=True, exist_ok=True)
-        self.config.architectures = [type(self).__name__]
+        cls = type(self)
+        fsdp = sys.modules.get("torch.distributed.fsdp")
+        if fsdp is not None and issubclass(cls, fsdp.FSDPModule):  # sharding swaps in a subclass: name the model's own
+            cls = next(c for c in cls.__mro__ if not issubclass(c, fsdp.FSDPModule))
+        self.config.architectures = [cls.__name__]
         self.config.dtype = str(self.dtype).replace("torch.", "")
         self.config.save_pretrained(path)
         generation_config = getattr(self, "generation_config", None)

@@ -723,6 +723,17 @@ class Accelerator:
                             safe_serialization=safe_serialization)
         self.wait_for_everyone()
 
+    def save(self, obj: Any, f: str | os.PathLike, safe_serialization: bool = False) -> None:
+        """Write ``obj`` once, from the main process (``torch.save``; safetensors for a state dict when asked)."""
+        if not self.is_main_process:
+            return
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in obj.items()}, str(f), metadata={"format": "pt"})
+        else:
+            torch.save(obj, f)
+
     def free_memory(self, *objects: Any) -> list[Any]:
         self._models.clear()
         self._optimizers.clear()
@@ -744,6 +755,10 @@ class Accelerator:
         that loads on any number of processes."""
         from openformers.distributed import checkpoint
 
+        if not self.sync_gradients:
+            warnings.warn("save_state() between optimizer updates (accumulating gradients): the gradients accumulated "
+                          "since the last update are not saved, so a resumed run differs; save after optimizer.step()",
+                          stacklevel=2)
         if output_dir is None:
             output_dir = self.project_dir / "checkpoints" / f"checkpoint_{self._save_iteration}"
         path = checkpoint.save_accelerator_state(self, Path(output_dir), safe_serialization)

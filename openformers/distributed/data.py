@@ -146,7 +146,10 @@ class DataLoaderShard:
             loader.dataset, batch_sampler=_ShardSampler(self), collate_fn=loader.collate_fn,
             num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
             worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-            generator=loader.generator, prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+            # a private generator: starting an epoch must not draw from the global RNG, or a resumed
+            # run (whose epoch starts after the restore) would draw other dropout masks
+            generator=loader.generator if loader.generator is not None else torch.Generator().manual_seed(seed),
+            prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
             persistent_workers=loader.persistent_workers and loader.num_workers > 0,
         )
 

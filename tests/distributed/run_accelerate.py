@@ -107,6 +107,9 @@ def fsdp_job(out: Path, fsdp: bool = True, checkpoint: Path | None = None) -> di
         return {"resumed": _steps(acc, model, optimizer, loader, 2)}
     losses = _steps(acc, model, optimizer, loader, 4, save_at=2, save_to=out / "state")
     acc.save_model(model, out / "model", max_shard_size="40KB")
+    # the full model gathered on the main process, as transformers' save_pretrained writes it
+    acc.unwrap_model(model).save_pretrained(out / "pretrained", is_main_process=acc.is_main_process,
+                                            save_function=acc.save, state_dict=acc.get_state_dict(model))
     result = {"losses": losses}
     # resume on as many processes as saved, from other initial weights
     result.update(fsdp_job(out, fsdp, checkpoint=out / "state"))
