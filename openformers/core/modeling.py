@@ -404,7 +404,7 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
 def _is_config_field(config_cls: type[PretrainedConfig], config_dict: dict[str, Any], key: str) -> bool:
     import inspect
 
-    if key in config_dict or key in ("num_labels", "id2label", "label2id", "problem_type"):
+    if key in config_dict or key in ("num_labels", "id2label", "label2id", "problem_type", "return_dict"):
         return True
     for klass in config_cls.__mro__:
         init = klass.__dict__.get("__init__")
