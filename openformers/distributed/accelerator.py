@@ -552,12 +552,13 @@ class Accelerator:
     # -- training step ----------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         """``loss.backward()``, divided by the accumulation steps and scaled for fp16 as needed."""
-        if self.gradient_accumulation_steps > 1:
-            loss = loss / self.gradient_accumulation_steps
-        if self.deepspeed_engine is not None:
+        if self.deepspeed_engine is not None:  # the engine divides by its accumulation steps itself
             self.deepspeed_engine.backward(loss, **kwargs)
             self.deepspeed_engine.step()  # the engine applies the update at accumulation boundaries
-        elif self.scaler is not None:
+            return
+        if self.gradient_accumulation_steps > 1:
+            loss = loss / self.gradient_accumulation_steps
+        if self.scaler is not None:
             self.scaler.scale(loss).backward(**kwargs)
         else:
             loss.backward(**kwargs)
@@ -604,8 +605,9 @@ class Accelerator:
 
     def clip_grad_norm_(self, parameters: Any, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         """Clip the gradients' total norm (over every process's shards); returns the norm before."""
-        if self.deepspeed_engine is not None:
-            return torch.tensor(float("nan"))  # the engine clips with its config's gradient_clipping
+        if self.deepspeed_engine is not None:  # the engine clips with its config's gradient_clipping
+            norm = self.deepspeed_engine.get_global_grad_norm()
+            return torch.as_tensor(float(norm)) if norm is not None else None
         self.unscale_gradients()
         norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=norm_type)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

@@ -53,16 +53,16 @@ def _load(path: Path) -> Any:
 def save_accelerator_state(acc: "Accelerator", output_dir: Path, safe_serialization: bool = True) -> Path:
     from openformers.training.checkpointing import capture_rng_state
 
-    if acc.deepspeed_engine is not None:
-        from openformers.distributed.deepspeed import save_engine_state
-
-        save_engine_state(acc, output_dir)
     tmp = output_dir.with_name(f"tmp-{output_dir.name}")
     if acc.is_main_process:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
+    if acc.deepspeed_engine is not None:
+        from openformers.distributed.deepspeed import save_engine_state
+
+        save_engine_state(acc, tmp)
     main = acc.is_main_process
     if acc.deepspeed_engine is None:
         for i, model in enumerate(acc._models):
