@@ -329,6 +329,8 @@ def prepare_deepspeed(acc: "Accelerator", objects: list[Any]) -> list[Any]:
     if scheduler is not None and optimizer is None:
         raise ValueError("DeepSpeed: the config builds its own optimizer, so a torch scheduler has no optimizer to "
                          "drive; give the scheduler in the config too")
+    if optimizer is not None:
+        config.setdefault("zero_allow_untested_optimizer", True)
     if not acc.use_distributed:
         deepspeed.init_distributed(dist_backend="gloo" if acc.device.type == "cpu" else None)
     engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
@@ -364,3 +366,32 @@ def load_engine_state(acc: "Accelerator", directory: Path) -> None:
     path, _ = acc.deepspeed_engine.load_checkpoint(str(directory), tag=ENGINE_TAG)
     if path is None:
         raise ValueError(f"load_state: DeepSpeed could not load the checkpoint in {directory / ENGINE_TAG}")
+
+
+def trainer_engine(trainer: Any, num_training_steps: int) -> Any:
+    """Start the Trainer's DeepSpeed engine: the config's optimizer and scheduler, else the Trainer's own
+    (created here); sets ``trainer.optimizer`` / ``trainer.lr_scheduler`` to what the engine steps."""
+    from openformers.distributed.state import unwrap_model, world_size
+
+    deepspeed = require_deepspeed()
+    config = trainer_config(trainer.args.deepspeed, trainer.args, world_size=world_size(),
+                            num_training_steps=num_training_steps, model=unwrap_model(trainer.model))
+    optimizer = None if "optimizer" in config else trainer.create_optimizer()
+    scheduler: Any = None
+    if "scheduler" not in config:
+        if optimizer is not None:
+            scheduler = trainer.create_scheduler(num_training_steps, optimizer)
+        else:  # the config's optimizer with the Trainer's schedule
+            scheduler = lambda opt: trainer.create_scheduler(num_training_steps, opt)  # noqa: E731
+    if optimizer is not None:  # a torch optimizer of the run's own choosing, as transformers allows
+        config.setdefault("zero_allow_untested_optimizer", True)
+    engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
+        model=trainer.model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False,
+        model_parameters=[p for p in trainer.model.parameters() if p.requires_grad] if optimizer is None else None)
+    trainer.optimizer, trainer.lr_scheduler = ds_optimizer, ds_scheduler
+    trainer.deepspeed_engine = engine
+    return engine
+
+
+def checkpoint_tag(step: int) -> str:
+    return f"global_step{step}"

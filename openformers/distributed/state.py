@@ -89,7 +89,9 @@ def gradient_sync(model: nn.Module, sync: bool) -> Iterator[None]:
     from openformers.distributed.fsdp import is_sharded
 
     inner = unwrap_model(model)
-    if is_sharded(inner):
+    if hasattr(model, "set_gradient_accumulation_boundary"):  # a DeepSpeed engine: its boundary flag decides
+        yield
+    elif is_sharded(inner):
         inner.set_requires_gradient_sync(sync)
         yield
     elif not sync and hasattr(model, "no_sync"):

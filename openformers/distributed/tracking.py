@@ -54,6 +54,12 @@ def open_trackers(log_with: list[str], project_name: str, project_dir: Path, con
     names = [n for n in names if n != "none"]
     if not names:
         return []
+    ignored = sorted(set(init_kwargs) & set(names))
+    if ignored:
+        import warnings
+
+        warnings.warn(f"init_trackers: init_kwargs for {ignored} are not passed on; the trackers read their usual "
+                      f"environment variables (WANDB_PROJECT, MLFLOW_TRACKING_URI, ...)", stacklevel=3)
     args = TrainingArguments(str(project_dir), logging_dir=str(Path(project_dir) / project_name), run_name=project_name,
                              report_to=names)
     trackers = []

@@ -5,6 +5,8 @@ then the saving processes write the ordinary layout.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ class CheckpointMixin:
         """Sharded training: the unsharded model (and optimizer) state for the saving processes.
         Every process must call this; unsharded training returns (None, None)."""
         model = unwrap_model(self.model)
+        if getattr(self, "deepspeed_engine", None) is not None:  # ZeRO-3 gathers the partitions; the engine saves the optimizer
+            from openformers.distributed.deepspeed import full_state_dict
+
+            return full_state_dict(self.deepspeed_engine), None
         if self.fsdp_plan is None or not fsdp.is_sharded(model):
             return None, None
         everywhere = self.args.save_on_each_node
@@ -52,11 +58,28 @@ class CheckpointMixin:
         path = None
         only_model = self.args.save_only_model
         weights, optim_state = self._full_states(with_optimizer=not only_model)
+        engine = getattr(self, "deepspeed_engine", None)
+        save_model = self._save_model_files if weights is None else (lambda d: self._save_model_files(d, weights))
+        if engine is not None and not only_model:
+            # every process writes its partitions of model, optimizer and scheduler beside the checkpoint;
+            # the saving process moves them in before the checkpoint is marked complete
+            from openformers.distributed.deepspeed import checkpoint_tag
+
+            tag = checkpoint_tag(self.state.global_step)
+            staging = Path(self.args.output_dir) / f"ds-{ckpt.PREFIX}-{self.state.global_step}"
+            engine.save_checkpoint(str(staging), tag=tag)
+            torch.distributed.barrier()
+
+            def save_model(directory: Path, write=save_model, staging=staging, tag=tag) -> None:  # noqa: F811
+                write(directory)
+                os.replace(staging / tag, directory / tag)
+                shutil.rmtree(staging, ignore_errors=True)
         if self.args.should_save:
             sharded = weights is not None
             path = ckpt.write_checkpoint(
-                self.args.output_dir, self.state.global_step, save_model=self._save_model_files if weights is None else (lambda d: self._save_model_files(d, weights)),
-                optimizer=None if only_model or sharded else self.optimizer, scheduler=None if only_model else self.lr_scheduler,
+                self.args.output_dir, self.state.global_step, save_model=save_model,
+                optimizer=None if only_model or sharded else self.optimizer,
+                scheduler=None if only_model or engine is not None else self.lr_scheduler,
                 scaler=None if only_model else self.scaler, state=self.state, args_json=self.args.to_json_string(),
                 extra={ckpt.OPTIMIZER_NAME: optim_state} if optim_state is not None else None,
             )
@@ -87,15 +110,25 @@ class CheckpointMixin:
             raise ValueError(f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}")
 
     def _load_checkpoint(self, directory: Path) -> None:
-        self._load_model_weights(directory)
-        if (directory / ckpt.OPTIMIZER_NAME).is_file():
+        engine = getattr(self, "deepspeed_engine", None)
+        if engine is not None:
+            tags = sorted(p.name for p in directory.glob("global_step*") if p.is_dir())
+            if not tags:
+                raise ValueError(f"{directory} holds no DeepSpeed checkpoint (global_step*/): it was not written by "
+                                 f"a DeepSpeed run; resume it without deepspeed=")
+            loaded, _ = engine.load_checkpoint(str(directory), tag=tags[-1])
+            if loaded is None:
+                raise ValueError(f"DeepSpeed could not load {directory / tags[-1]}")
+        else:
+            self._load_model_weights(directory)
+        if engine is None and (directory / ckpt.OPTIMIZER_NAME).is_file():
             optim_state = ckpt.load_sidecar(directory / ckpt.OPTIMIZER_NAME)
             if fsdp.is_sharded(unwrap_model(self.model)) or any(isinstance(k, str) for k in optim_state.get("state", {})):
                 # keyed by parameter name (written by a sharded run): fits any process count
                 fsdp.load_optimizer_state(unwrap_model(self.model), self.optimizer, optim_state)
             else:
                 self.optimizer.load_state_dict(optim_state)
-        if (directory / ckpt.SCHEDULER_NAME).is_file():
+        if engine is None and (directory / ckpt.SCHEDULER_NAME).is_file():
             self.lr_scheduler.load_state_dict(ckpt.load_sidecar(directory / ckpt.SCHEDULER_NAME))
         if self.scaler is not None and (directory / ckpt.SCALER_NAME).is_file():
             self.scaler.load_state_dict(ckpt.load_sidecar(directory / ckpt.SCALER_NAME))

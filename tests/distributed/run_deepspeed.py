@@ -2,6 +2,8 @@
 
 The same 3 AdamW steps (global batch 8) with plain DDP, ZeRO-2 and ZeRO-3 through the Accelerator;
 each writes OUT/<name>.json (losses) and OUT/<name>/ (the full weights, through save_model).
+Then the Trainer: 4 steps with DDP and with ZeRO-3 (``deepspeed=`` a config of "auto" values),
+checkpoints every 2 steps, and a ZeRO-3 run resumed from checkpoint-2 (OUT/trainer_<name>.json).
 """
 from __future__ import annotations
 
@@ -41,7 +43,37 @@ def run(out: Path, name: str, stage: int | None) -> None:
         (out / f"{name}.json").write_text(json.dumps(losses))
 
 
+ZERO3_AUTO = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+              "gradient_clipping": "auto", "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
+                                                                 "stage3_param_persistence_threshold": "auto"}}
+
+
+def trainer_run(out: Path, name: str, deepspeed: dict | None, resume: bool = False) -> None:
+    import shutil
+
+    from openformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(str(out / f"trainer_{name}"), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             max_steps=4, save_steps=2, logging_steps=1, learning_rate=1e-3, optim="adamw_torch",
+                             report_to="none", disable_tqdm=True, seed=3, deepspeed=deepspeed)
+    if resume and args.process_index == 0:
+        Path(args.output_dir).mkdir(parents=True)
+        shutil.copytree(out / "trainer_zero3" / "checkpoint-2", Path(args.output_dir) / "checkpoint-2")
+    if resume:
+        torch.distributed.barrier()
+    trainer = Trainer(model=tiny_gpt2(seed=1 if resume else 0), args=args, train_dataset=lm_rows(32, seed=8),
+                      data_collator=pad_collator)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.save_model(str(out / f"trainer_{name}" / "final"))
+    if trainer.is_world_process_zero():
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        (out / f"trainer_{name}.json").write_text(json.dumps(losses))
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1])
     for name, stage in (("ddp", None), ("zero2", 2), ("zero3", 3)):
         run(target, name, stage)
+    trainer_run(target, "ddp", None)
+    trainer_run(target, "zero3", ZERO3_AUTO)
+    trainer_run(target, "zero3_resumed", ZERO3_AUTO, resume=True)

@@ -209,3 +209,10 @@ def test_one_process_helpers(tmp_path):
 
     with pytest.raises(ValueError, match="openformers launch"):
         Accelerator(fsdp_plugin=FullyShardedDataParallelPlugin())
+
+
+def test_seed_examples_run(capsys):
+    import runpy
+
+    runpy.run_path(str(ROOT / "examples" / "accelerate_seed.py"), run_name="__main__")
+    assert capsys.readouterr().out.strip().endswith("torch.Size([16, 2])")

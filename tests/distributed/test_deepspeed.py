@@ -1,6 +1,8 @@
 """DeepSpeed: "auto" values filled from TrainingArguments / the Accelerator as transformers and
 Accelerate fill them, mismatches named; and (with the deepspeed package) ZeRO-2 and ZeRO-3 on
-2 processes (gloo, DeepSpeed's CPU accelerator) train like DDP."""
+2 processes (gloo, DeepSpeed's CPU accelerator) train like DDP, through the Accelerator and the
+Trainer, whose ZeRO-3 checkpoints resume. The first run builds DeepSpeed's CPU communication op
+(minutes, then cached)."""
 from __future__ import annotations
 
 import importlib.util
@@ -123,3 +125,16 @@ def test_zero2_and_zero3_equal_ddp_on_two_processes(tmp_path):
         assert other.keys() == weights.keys(), name
         for k in weights:
             torch.testing.assert_close(other[k], weights[k], atol=1e-5, rtol=1e-5, msg=f"{name} {k}")
+    # the Trainer with deepspeed= (ZeRO-3, "auto" values): as DDP; resumed from its checkpoint-2: the same steps 3-4
+    trainer_ddp = json.loads((tmp_path / "trainer_ddp.json").read_text())
+    zero3 = json.loads((tmp_path / "trainer_zero3.json").read_text())
+    resumed = json.loads((tmp_path / "trainer_zero3_resumed.json").read_text())
+    assert len(trainer_ddp) == 4 and zero3 == pytest.approx(trainer_ddp, abs=1e-5)
+    assert resumed[2:] == pytest.approx(zero3[2:], abs=1e-6)
+    assert (tmp_path / "trainer_zero3" / "checkpoint-2" / "global_step2").is_dir()
+    from openformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "trainer_zero3" / "final").state_dict()
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "trainer_ddp" / "final").state_dict()
+    for k in reference:
+        torch.testing.assert_close(final[k], reference[k], atol=1e-5, rtol=1e-5, msg=k)
