@@ -68,7 +68,19 @@ def ddp_job(out: Path) -> None:
         seen += gathered.shape[0]
         preds.extend(gathered.tolist())
     acc.save_model(model, out / "ddp_model")
-    _write(acc, out, "ddp", {"losses": losses, "eval_rows": seen, "preds": preds})
+    # collectives with different data on each process
+    rank = acc.process_index
+    with acc.split_between_processes(["a", "b", "c", "d", "e"]) as part:
+        parts = acc.gather_object([part])
+    with acc.split_between_processes(torch.arange(5), apply_padding=True) as part:
+        padded_parts = acc.gather(part).tolist()
+    ragged = torch.full((rank + 1, 2), float(rank + 1))
+    padded = acc.pad_across_processes(ragged, dim=0, pad_index=-1)
+    with acc.main_process_first():  # no collective inside: the other processes wait at a barrier
+        order = [float(rank)]
+    order.append(float(acc.reduce(torch.tensor(float(rank + 1)), "sum")))
+    _write(acc, out, "ddp", {"losses": losses, "eval_rows": seen, "preds": preds, "parts": parts,
+                             "padded_parts": padded_parts, "padded": acc.gather(padded).tolist(), "sum": order})
 
 
 def _fsdp_parts(fsdp: bool, seed: int) -> tuple:

@@ -59,6 +59,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
     # gather_for_metrics drops the samples repeated to even out the last batch: 27 rows, in order
     assert one["eval_rows"] == two["eval_rows"] == 27
     assert one["preds"] == two["preds"]
+    # split_between_processes, pad_across_processes, reduce across the 2 processes
+    assert two["parts"] == [["a", "b", "c"], ["d", "e"]] and one["parts"] == [["a", "b", "c", "d", "e"]]
+    assert two["padded_parts"] == [0, 1, 2, 3, 4, 4]
+    assert two["padded"] == [[1.0, 1.0], [-1.0, -1.0], [2.0, 2.0], [2.0, 2.0]] and two["sum"] == [0.0, 3.0]
     from safetensors.torch import load_file
 
     a, b = load_file(root / "one" / "ddp_model" / "model.safetensors"), load_file(root / "two" / "ddp_model" / "model.safetensors")
