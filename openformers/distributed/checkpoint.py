@@ -68,10 +68,7 @@ def save_accelerator_state(acc: "Accelerator", output_dir: Path, safe_serializat
         for i, model in enumerate(acc._models):
             inner = dist.unwrap_model(model)
             if _sharded(acc, model):
-                import torch.distributed.checkpoint as dcp
-                from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-                dcp.save(get_model_state_dict(inner), checkpoint_id=str(tmp / f"{fsdp_lib.SHARDED_MODEL_NAME}_{i}"))
+                fsdp_lib.save_sharded_model(inner, tmp / f"{fsdp_lib.SHARDED_MODEL_NAME}_{i}")
                 continue
             state = fsdp_lib.full_model_state(inner) if fsdp_lib.is_sharded(inner) else inner.state_dict()
             if main:
@@ -85,11 +82,7 @@ def save_accelerator_state(acc: "Accelerator", output_dir: Path, safe_serializat
         for i, opt in enumerate(acc._optimizers):
             model = _owner_model(acc, opt)
             if model is not None and _sharded(acc, model):
-                import torch.distributed.checkpoint as dcp
-                from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-                dcp.save({"optimizer": get_optimizer_state_dict(model, opt.optimizer)},
-                         checkpoint_id=str(tmp / _name("optimizer", i, "")))
+                fsdp_lib.save_sharded_optimizer(model, opt.optimizer, tmp / _name("optimizer", i, ""))
                 continue
             if model is not None and fsdp_lib.is_sharded(model):
                 state = fsdp_lib.full_optimizer_state(model, opt.optimizer)
@@ -147,12 +140,7 @@ def load_accelerator_state(acc: "Accelerator", input_dir: Path) -> None:
             inner = dist.unwrap_model(model)
             dcp_dir = input_dir / f"{fsdp_lib.SHARDED_MODEL_NAME}_{i}"
             if dcp_dir.is_dir():
-                import torch.distributed.checkpoint as dcp
-                from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
-
-                state = get_model_state_dict(inner)
-                dcp.load(state, checkpoint_id=str(dcp_dir))
-                set_model_state_dict(inner, state)
+                fsdp_lib.load_sharded_model(inner, dcp_dir)
                 continue
             state = _read_weights(input_dir, i)
             if fsdp_lib.is_sharded(inner):
@@ -166,14 +154,9 @@ def load_accelerator_state(acc: "Accelerator", input_dir: Path) -> None:
             model = _owner_model(acc, opt)
             dcp_dir = input_dir / _name("optimizer", i, "")
             if dcp_dir.is_dir():
-                import torch.distributed.checkpoint as dcp
-                from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
-
                 if model is None:
                     raise ValueError(f"load_state: optimizer {i} holds no parameter of a prepared model")
-                holder = {"optimizer": get_optimizer_state_dict(model, opt.optimizer)}
-                dcp.load(holder, checkpoint_id=str(dcp_dir))
-                set_optimizer_state_dict(model, opt.optimizer, holder["optimizer"])
+                fsdp_lib.load_sharded_optimizer(model, opt.optimizer, dcp_dir)
                 continue
             path = input_dir / _name("optimizer", i, ".bin")
             if not path.is_file():

@@ -18,7 +18,11 @@
 
 Checkpoints hold the full (unsharded) model in the usual layout, written by the main process,
 and the full optimizer state keyed by parameter name, so a sharded run can resume on any
-number of processes and ``from_pretrained`` loads the weights.
+number of processes and ``from_pretrained`` loads the weights. With
+``fsdp_config["state_dict_type"] = "SHARDED_STATE_DICT"`` (the Accelerator's default) nothing is
+gathered: each process writes its shards of model and optimizer as a torch.distributed.checkpoint
+directory (``pytorch_model_fsdp_0/``, ``optimizer_0/``), which loads on any number of processes too.
+The same module serves the Trainer and the Accelerator (``FullyShardedDataParallelPlugin``).
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ class FsdpPlan:
     activation_checkpointing: bool
     bf16: bool
     wrap: bool = True  # False: one unit, the whole model
+    sharded_checkpoint: bool = False  # state_dict_type SHARDED_STATE_DICT: torch.distributed.checkpoint directories
 
 
 def _read_config(raw: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -96,9 +101,10 @@ def plan_from_args(args: Any) -> FsdpPlan | None:
                          f"(fully_shard); set fsdp_version to 2 or leave it out")
     if _flag(config.get("xla", False)):
         raise ValueError("fsdp_config xla=True: XLA sharding is not supported; leave xla out")
-    if str(config.get("state_dict_type", "FULL_STATE_DICT")).upper() != "FULL_STATE_DICT":
-        raise ValueError(f"fsdp_config state_dict_type={config['state_dict_type']!r}: checkpoints are always written "
-                         f"as the full model (FULL_STATE_DICT) so from_pretrained can read them")
+    state_dict_type = str(config.get("state_dict_type", "FULL_STATE_DICT")).upper()
+    if state_dict_type not in ("FULL_STATE_DICT", "SHARDED_STATE_DICT"):
+        raise ValueError(f"fsdp_config state_dict_type={config['state_dict_type']!r}: choose FULL_STATE_DICT (the whole "
+                         f"model, which from_pretrained reads) or SHARDED_STATE_DICT (each process its shards)")
     offload = "offload" in options or _flag(config.get("offload_params", False))
     if strategy == "no_shard":
         if offload:
@@ -123,7 +129,8 @@ def plan_from_args(args: Any) -> FsdpPlan | None:
         reshard = _flag(config["reshard_after_forward"])
     return FsdpPlan(reshard_after_forward=reshard, hybrid=strategy.startswith("hybrid"), offload=offload,
                     layer_classes=layers, min_num_params=min_params,
-                    activation_checkpointing=_flag(config.get("activation_checkpointing", False)), bf16=bool(args.bf16))
+                    activation_checkpointing=_flag(config.get("activation_checkpointing", False)), bf16=bool(args.bf16),
+                    sharded_checkpoint=state_dict_type == "SHARDED_STATE_DICT")
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -259,6 +266,42 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     )
 
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=is_sharded(model)))
+
+
+def save_sharded_model(model: nn.Module, directory: Path) -> None:
+    """Each process writes its shards of ``model`` (a torch.distributed.checkpoint directory). Every process calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    dcp.save(get_model_state_dict(model), checkpoint_id=str(directory))
+
+
+def save_sharded_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """The optimizer state keyed by parameter name, each process its shards. Every process calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=str(directory))
+
+
+def load_sharded_model(model: nn.Module, directory: Path) -> None:
+    """Read a directory written by :func:`save_sharded_model` into ``model``, sharded over any number of
+    processes or not sharded at all (DCP reshards on load)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = get_model_state_dict(model)
+    dcp.load(state, checkpoint_id=str(directory))
+    set_model_state_dict(model, state)
+
+
+def load_sharded_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    holder = {"optimizer": get_optimizer_state_dict(model, optimizer)}
+    dcp.load(holder, checkpoint_id=str(directory))
+    set_optimizer_state_dict(model, optimizer, holder["optimizer"])
 
 
 def architecture_name(model: nn.Module) -> str:

@@ -2,6 +2,7 @@
 from openformers.distributed.fsdp import *  # noqa: F401,F403
 from openformers.distributed.fsdp import (  # noqa: F401
     OPTIONS,
+    SHARDED_MODEL_NAME,
     STRATEGIES,
     _block_modules,
     _by_size,
@@ -13,6 +14,10 @@ from openformers.distributed.fsdp import (  # noqa: F401
     is_sharded,
     load_full_model_state,
     load_optimizer_state,
+    load_sharded_model,
+    load_sharded_optimizer,
     plan_from_args,
+    save_sharded_model,
+    save_sharded_optimizer,
     shard_model,
 )

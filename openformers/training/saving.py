@@ -21,7 +21,7 @@ from openformers.training.state import TrainerState
 class CheckpointMixin:
     """``save_model``, ``save_state``, checkpoint writing and resume; mixed into :class:`Trainer`."""
 
-    def _full_states(self, with_optimizer: bool) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    def _full_states(self, with_optimizer: bool, checkpoint: bool = False) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
         """Sharded training: the unsharded model (and optimizer) state for the saving processes.
         Every process must call this; unsharded training returns (None, None)."""
         model = unwrap_model(self.model)
@@ -29,12 +29,21 @@ class CheckpointMixin:
             from openformers.distributed.deepspeed import full_state_dict
 
             return full_state_dict(self.deepspeed_engine), None
-        if self.fsdp_plan is None or not fsdp.is_sharded(model):
+        if self.fsdp_plan is None or not fsdp.is_sharded(model) or (checkpoint and self.fsdp_plan.sharded_checkpoint):
             return None, None
         everywhere = self.args.save_on_each_node
         weights = fsdp.full_model_state(model, all_ranks=everywhere)
         optim = fsdp.full_optimizer_state(model, self.optimizer, all_ranks=everywhere) if with_optimizer and self.optimizer else None
         return weights, optim
+
+    def _save_config_files(self, directory: Path) -> None:
+        """The model's config (under its own class name) and the tokenizer, without weights."""
+        model = unwrap_model(self.model)
+        if hasattr(model, "config") and hasattr(model.config, "save_pretrained"):
+            model.config.architectures = [fsdp.architecture_name(model)]
+            model.config.save_pretrained(directory)
+        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
+            self.processing_class.save_pretrained(directory)
 
     def _save_model_files(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         model = unwrap_model(self.model)
@@ -57,7 +66,7 @@ class CheckpointMixin:
         self.state.stateful_callbacks = {type(cb).__name__: cb.state() for cb in self.callback_handler.callbacks if cb.state()}
         path = None
         only_model = self.args.save_only_model
-        weights, optim_state = self._full_states(with_optimizer=not only_model)
+        weights, optim_state = self._full_states(with_optimizer=not only_model, checkpoint=True)
         engine = getattr(self, "deepspeed_engine", None)
         save_model = self._save_model_files if weights is None else (lambda d: self._save_model_files(d, weights))
         if engine is not None and not only_model:
@@ -74,6 +83,23 @@ class CheckpointMixin:
                 write(directory)
                 os.replace(staging / tag, directory / tag)
                 shutil.rmtree(staging, ignore_errors=True)
+        plan = self.fsdp_plan
+        if plan is not None and plan.sharded_checkpoint and fsdp.is_sharded(unwrap_model(self.model)):
+            # SHARDED_STATE_DICT: each process writes its shards of model and optimizer (no gathering); the
+            # saving process moves them into the checkpoint before it is marked complete
+            model = unwrap_model(self.model)
+            staging = Path(self.args.output_dir) / f"dcp-{ckpt.PREFIX}-{self.state.global_step}"
+            fsdp.save_sharded_model(model, staging / f"{fsdp.SHARDED_MODEL_NAME}_0")
+            if not only_model:
+                fsdp.save_sharded_optimizer(model, self.optimizer, staging / "optimizer_0")
+            torch.distributed.barrier()
+
+            def save_model(directory: Path, staging=staging) -> None:  # noqa: F811
+                self._save_config_files(directory)
+                for part in staging.iterdir():
+                    os.replace(part, directory / part.name)
+                shutil.rmtree(staging, ignore_errors=True)
+            weights = {}  # the optimizer is in the shards too
         if self.args.should_save:
             sharded = weights is not None
             path = ckpt.write_checkpoint(
@@ -95,6 +121,9 @@ class CheckpointMixin:
         from openformers.core.checkpoint import find_weight_files, iter_checkpoint
 
         model = unwrap_model(self.model)
+        if (directory / f"{fsdp.SHARDED_MODEL_NAME}_0").is_dir():  # SHARDED_STATE_DICT, from any number of processes
+            fsdp.load_sharded_model(model, directory / f"{fsdp.SHARDED_MODEL_NAME}_0")
+            return
         if hasattr(model, "load_adapter_weights") and (directory / "adapter_model.safetensors").is_file():
             model.load_adapter_weights(directory)
             return
@@ -121,7 +150,9 @@ class CheckpointMixin:
                 raise ValueError(f"DeepSpeed could not load {directory / tags[-1]}")
         else:
             self._load_model_weights(directory)
-        if engine is None and (directory / ckpt.OPTIMIZER_NAME).is_file():
+        if engine is None and (directory / "optimizer_0").is_dir():
+            fsdp.load_sharded_optimizer(unwrap_model(self.model), self.optimizer, directory / "optimizer_0")
+        elif engine is None and (directory / ckpt.OPTIMIZER_NAME).is_file():
             optim_state = ckpt.load_sidecar(directory / ckpt.OPTIMIZER_NAME)
             if fsdp.is_sharded(unwrap_model(self.model)) or any(isinstance(k, str) for k in optim_state.get("state", {})):
                 # keyed by parameter name (written by a sharded run): fits any process count
