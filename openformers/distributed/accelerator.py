@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from openformers.distributed import state as dist
 from openformers.distributed.data import (
     DataLoaderShard,
     GradientState,
-    SkipBatches,
     send_to_device,
     skip_first_batches,
     split_list,
