@@ -346,6 +346,7 @@ class Accelerator:
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
         self._custom_objects: list[Any] = []
+        self._param_names: dict[int, tuple[int, str]] = {}  # id of a parameter before sharding -> (model, name)
         self._save_iteration = 0
         self._loader_seed: int | None = None
         self.deepspeed_engine: Any = None
@@ -450,17 +451,17 @@ class Accelerator:
 
             result = prepare_deepspeed(self, list(args))
             return result[0] if len(result) == 1 else tuple(result)
-        # models first: sharding replaces parameters that optimizers hold
-        names_before = {}
+        # models first: sharding replaces parameters that optimizers hold (remembered across calls, so
+        # an optimizer prepared after its model finds the sharded parameters too)
         result: list[Any] = list(args)
         for i, obj in enumerate(args):
             if isinstance(obj, nn.Module):
-                names_before.update({id(p): (len(self._models), n) for n, p in obj.named_parameters()})
+                self._param_names.update({id(p): (len(self._models), n) for n, p in obj.named_parameters()})
                 result[i] = self.prepare_model(obj, device_placement=placement[i])
         for i, obj in enumerate(args):
             if isinstance(obj, torch.optim.Optimizer):
                 if self.fsdp_plugin is not None:
-                    self._repoint_optimizer(obj, names_before)
+                    self._repoint_optimizer(obj, self._param_names)
                 result[i] = self.prepare_optimizer(obj, device_placement=placement[i])
         for i, obj in enumerate(args):
             if isinstance(obj, DataLoader):

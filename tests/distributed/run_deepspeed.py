@@ -21,14 +21,17 @@ from tests.distributed.run_accelerate import lm_rows  # noqa: E402
 from tests.training.helpers import pad_collator, tiny_gpt2  # noqa: E402
 
 
-def run(out: Path, name: str, stage: int | None) -> None:
+def run(out: Path, name: str, stage: int | None, resume_from: Path | None = None) -> list[float]:
+    """3 steps (``save_state`` after the first); with ``resume_from``, a fresh model resumes from it."""
     plugin = DeepSpeedPlugin(zero_stage=stage, gradient_clipping=1.0) if stage is not None else None
     acc = Accelerator(deepspeed_plugin=plugin)
     set_seed(0)
-    model = tiny_gpt2(seed=0)
+    model = tiny_gpt2(seed=0 if resume_from is None else 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     loader = DataLoader(lm_rows(24, seed=4), batch_size=8 // acc.num_processes, collate_fn=pad_collator)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    if resume_from is not None:
+        acc.load_state(resume_from)
     losses = []
     for batch in loader:
         loss = model(**batch).loss
@@ -38,9 +41,17 @@ def run(out: Path, name: str, stage: int | None) -> None:
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(acc.reduce(loss.detach(), "mean")))
+        if len(losses) == 1 and resume_from is None:
+            acc.save_state(out / f"{name}_state")
+    if resume_from is not None:
+        return losses
     acc.save_model(model, out / name)
+    result = {"losses": losses}
+    if stage == 3:  # the engine's checkpoint (each process its partitions) resumes
+        result["resumed"] = run(out, name, stage, resume_from=out / f"{name}_state")
     if acc.is_main_process:
-        (out / f"{name}.json").write_text(json.dumps(losses))
+        (out / f"{name}.json").write_text(json.dumps(result))
+    return losses
 
 
 ZERO3_AUTO = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
