@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("openformers.cli.env", "versions, CPU, GPU, native kernels, caches and settings, for a bug report"),
     "export": ("openformers.cli.export", "export a model to another runtime's format (onnx, gguf, coreml)"),
     "hub": ("openformers.cli.hub", "the local model hub: serve it over HTTP, list, log, branch, tag"),
+    "launch": ("openformers.cli.launch", "run a training script on several processes or machines (torchrun, Accelerate's flags)"),
 }
 
 

@@ -78,7 +78,7 @@ class PretrainedConfig:
         self.attn_implementation: str | None = kwargs.pop("attn_implementation", None) or kwargs.pop(
             "_attn_implementation", None
         )
-        kwargs.pop("return_dict", None)
+        self.use_return_dict = bool(kwargs.pop("return_dict", self.use_return_dict))  # transformers' alias
         for key, value in kwargs.items():
             try:
                 setattr(self, key, value)

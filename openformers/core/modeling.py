@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -255,7 +256,11 @@ class PreTrainedModel(nn.Module):
             exporter.save_gguf(self, path / exporter.file_name(gguf_type), kwargs.pop("tokenizer", None), gguf_type)
             return
         path.mkdir(parents=True, exist_ok=True)
-        self.config.architectures = [type(self).__name__]
+        cls = type(self)
+        fsdp = sys.modules.get("torch.distributed.fsdp")
+        if fsdp is not None and issubclass(cls, fsdp.FSDPModule):  # sharding swaps in a subclass: name the model's own
+            cls = next(c for c in cls.__mro__ if not issubclass(c, fsdp.FSDPModule))
+        self.config.architectures = [cls.__name__]
         self.config.dtype = str(self.dtype).replace("torch.", "")
         self.config.save_pretrained(path)
         generation_config = getattr(self, "generation_config", None)
@@ -435,7 +440,7 @@ def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | 
 def _is_config_field(config_cls: type[PretrainedConfig], config_dict: dict[str, Any], key: str) -> bool:
     import inspect
 
-    if key in config_dict or key in ("num_labels", "id2label", "label2id", "problem_type"):
+    if key in config_dict or key in ("num_labels", "id2label", "label2id", "problem_type", "return_dict"):
         return True
     for klass in config_cls.__mro__:
         init = klass.__dict__.get("__init__")

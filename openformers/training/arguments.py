@@ -174,6 +174,7 @@ class TrainingArguments:
     ddp_timeout: int = 1800
     fsdp: str | list[str] = ""
     fsdp_config: dict[str, Any] | str | None = None
+    deepspeed: dict[str, Any] | str | None = None  # a DeepSpeed config (JSON file or dict): ZeRO training
     # hub (a local directory in the Hugging Face cache layout)
     push_to_hub: bool = False
     hub_model_id: str | None = None

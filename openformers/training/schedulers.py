@@ -100,3 +100,9 @@ def get_scheduler(
 
         return LambdaLR(optimizer, wsd)
     raise ValueError(f"unknown lr_scheduler_type {name!r}")
+
+
+def get_linear_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int,
+                                    last_epoch: int = -1) -> LambdaLR:
+    """Linear warmup to the optimizer's learning rate, then linear decay to 0 (transformers' name)."""
+    return LambdaLR(optimizer, partial(_linear, warmup=num_warmup_steps, total=num_training_steps), last_epoch)

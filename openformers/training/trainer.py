@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from openformers.core.seed import set_seed
+from openformers.distributed.state import gradient_sync, wrap_model
 from openformers.training import checkpointing as ckpt
 from openformers.training import fsdp
 from openformers.training.allocator import reuse_freed_memory
@@ -81,6 +82,11 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             model = self._call_model_init()
         self.model = model
         self.fsdp_plan = fsdp.plan_from_args(self.args)
+        self.deepspeed_engine: Any = None  # set by train() when args.deepspeed names a DeepSpeed config
+        if self.args.deepspeed:
+            if self.fsdp_plan is not None or not launched_by_torchrun():
+                raise ValueError("deepspeed=...: launch the script with `openformers launch --num_processes N` (or "
+                                 "torchrun), without fsdp")
         if self.fsdp_plan is not None:
             if not launched_by_torchrun():
                 raise ValueError(f"fsdp={' '.join(self.args.fsdp)!r} shards the model over processes: launch the "
@@ -88,7 +94,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             if optimizers[0] is not None:
                 raise ValueError("fsdp: the Trainer builds the optimizer after sharding the model (sharding replaces "
                                  "the parameters); pass no optimizers= and set optim/learning_rate instead")
-        self.distributed = init_distributed(self.args, single_process_group=self.fsdp_plan is not None)
+        self.distributed = init_distributed(self.args, single_process_group=self.fsdp_plan is not None or bool(self.args.deepspeed))
         self.device = self.args.device if not self.distributed else distributed_device(self.args)
         if getattr(model, "hf_device_map", None) is None:  # a model placed by device_map stays where it is
             model.to(self.device)
@@ -298,7 +304,9 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         with self._autocast():
             loss = self.compute_loss(model, inputs)
         scaled = loss.float() * weight
-        if self.scaler is not None:
+        if self.deepspeed_engine is not None:  # the weight already divides by the accumulated batch
+            self.deepspeed_engine.backward(scaled, scale_wrt_gas=False)
+        elif self.scaler is not None:
             self.scaler.scale(scaled).backward()
         else:
             scaled.backward()
@@ -346,8 +354,13 @@ class Trainer(CheckpointMixin, EvaluationMixin):
         else:
             max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
             num_epochs = math.ceil(args.num_train_epochs)
-        wrapped = self._wrap_model()  # first: sharding replaces the parameters the optimizer holds
-        self.create_optimizer_and_scheduler(max_steps)
+        if args.deepspeed:  # the engine takes the model, optimizer and scheduler
+            from openformers.distributed.deepspeed import trainer_engine
+
+            wrapped = self._wrapped = trainer_engine(self, max_steps)
+        else:
+            wrapped = self._wrap_model()  # first: sharding replaces the parameters the optimizer holds
+            self.create_optimizer_and_scheduler(max_steps)
         if args.fp16 and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self.state = TrainerState(max_steps=max_steps, logging_steps=args.logging_steps, eval_steps=args.eval_steps or 0,
@@ -430,16 +443,18 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             total, world = int(t.item()), torch.distributed.get_world_size()
         loss_sum = 0.0
         for i, (batch, n) in enumerate(zip(group, counts)):
-            last = i == len(group) - 1
-            if self.fsdp_plan is not None:  # reduce-scatter gradients only after the last micro-batch
-                unwrap_model(self.model).set_requires_gradient_sync(last)
-            sync = contextlib.nullcontext() if (not self.distributed or last or self.fsdp_plan is not None) else model.no_sync()
-            with sync:
-                if n == 0:  # nothing to learn from (all labels ignored); keep DDP in step with a zero loss
-                    loss = self.training_step(model, batch, 0.0)
-                    continue
-                # DDP and FSDP average gradients over processes; the world factor turns that into a sum
-                loss = self.training_step(model, batch, n * world / max(total, 1))
+            engine = self.deepspeed_engine
+            if engine is not None:
+                engine.set_gradient_accumulation_boundary(i == len(group) - 1)
+            # gradients are reduced over processes only after the last micro-batch
+            with gradient_sync(model, i == len(group) - 1):
+                # n == 0: nothing to learn from (all labels ignored); keep DDP in step with a zero loss.
+                # DDP, FSDP and ZeRO average gradients over processes; the world factor turns that into a sum
+                loss = self.training_step(model, batch, n * world / max(total, 1) if n else 0.0)
+            if engine is not None:
+                engine.step()  # at the boundary: clipping, the optimizer and scheduler steps
+            if n == 0:
+                continue
             loss_sum += float(loss) * n
             self.control = self.callback_handler.call("on_substep_end", self.args, self.state, self.control)
         if self.distributed:
@@ -447,6 +462,10 @@ class Trainer(CheckpointMixin, EvaluationMixin):
             torch.distributed.all_reduce(t)
             loss_sum = float(t.item())
         grad_norm = None
+        if self.deepspeed_engine is not None:  # the engine has updated
+            norm = self.deepspeed_engine.get_global_grad_norm()
+            self.control = self.callback_handler.call("on_optimizer_step", self.args, self.state, self.control)
+            return loss_sum, total, float(norm) if norm is not None else None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0:
@@ -500,16 +519,10 @@ class Trainer(CheckpointMixin, EvaluationMixin):
                 and not self.callback_handler.handles("on_pre_optimizer_step"))  # it reads the clipped gradients
 
     def _wrap_model(self) -> nn.Module:
-        model = self.model
-        if self.fsdp_plan is not None:
-            model = fsdp.shard_model(model, self.fsdp_plan, self.device)
-        if self.args.torch_compile:
-            model = torch.compile(model, backend=self.args.torch_compile_backend or "inductor", mode=self.args.torch_compile_mode)
-        if self.distributed and self.fsdp_plan is None:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                            find_unused_parameters=bool(self.args.ddp_find_unused_parameters))
+        compile_kwargs = {"backend": self.args.torch_compile_backend or "inductor", "mode": self.args.torch_compile_mode}
+        model = wrap_model(self.model, self.device, distributed=self.distributed, fsdp_plan=self.fsdp_plan,
+                           find_unused_parameters=bool(self.args.ddp_find_unused_parameters),
+                           compile_kwargs=compile_kwargs if self.args.torch_compile else None)
         self._wrapped = model
         return model
 

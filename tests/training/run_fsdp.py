@@ -19,10 +19,14 @@ from openformers import Trainer, TrainingArguments  # noqa: E402
 from tests.training.helpers import pad_collator, ragged_lm_data, tiny_gpt2  # noqa: E402
 
 
-def run(out: str, batch: int, *, fsdp: str, resume: bool = False, seed: int = 0, **kw) -> Trainer:
+def run(out: str, batch: int, *, fsdp: str, resume: bool = False, seed: int = 0, sharded_checkpoint: bool = False,
+        **kw) -> Trainer:
+    config = {"transformer_layer_cls_to_wrap": ["GPT2Block"]}
+    if sharded_checkpoint:
+        config["state_dict_type"] = "SHARDED_STATE_DICT"
     args = TrainingArguments(out, per_device_train_batch_size=batch, gradient_accumulation_steps=2, logging_steps=1,
                              save_steps=2, report_to="none", disable_tqdm=True, seed=3, fsdp=fsdp,
-                             fsdp_config={"transformer_layer_cls_to_wrap": ["GPT2Block"]} if fsdp else None, **kw)
+                             fsdp_config=config if fsdp else None, **kw)
     trainer = Trainer(model=tiny_gpt2(seed=seed), args=args, train_dataset=ragged_lm_data(32), data_collator=pad_collator,
                       eval_dataset=ragged_lm_data(8, seed=5))
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -54,9 +58,26 @@ def resume(out: str, batch: int, fsdp: str) -> None:
     run(again, batch, fsdp=fsdp, resume=True, seed=1, **kw)
 
 
+def sharded(out: str, batch: int, fsdp: str) -> None:
+    """SHARDED_STATE_DICT checkpoints (torch.distributed.checkpoint): 4 AdamW steps saving every 2, then a run
+    from other weights resumed from checkpoint-2 (the test resumes it on one process too)."""
+    kw = dict(max_steps=4, learning_rate=1e-3, optim="adamw_torch", sharded_checkpoint=bool(fsdp))
+    full = os.path.join(out, "dcp_full")
+    run(full, batch, fsdp=fsdp, **kw)
+    again = os.path.join(out, "dcp_resumed")
+    if int(os.environ.get("RANK", 0)) == 0:
+        Path(again).mkdir(parents=True)
+        shutil.copytree(os.path.join(full, "checkpoint-2"), os.path.join(again, "checkpoint-2"))
+    if fsdp:
+        import torch
+
+        torch.distributed.barrier()
+    run(again, batch, fsdp=fsdp, resume=True, seed=1, **kw)
+
+
 if __name__ == "__main__":
     target, mode, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    for name, job in (("parity", parity), ("resume", resume)):
+    for name, job in (("parity", parity), ("resume", resume), ("sharded", sharded)):
         if mode in (name, "both"):
             sharding = "hybrid_shard_zero2 auto_wrap" if name == "resume" else "full_shard auto_wrap"
             job(target, per_device, sharding if "WORLD_SIZE" in os.environ else "")

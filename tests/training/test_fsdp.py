@@ -45,6 +45,14 @@ def runs(tmp_path_factory):
     try:
         run_fsdp.parity(str(root / "one"), 8, "")
         run_fsdp.resume(str(root / "one"), 8, "")
+        run_fsdp.sharded(str(root / "one"), 8, "")
+        # one unsharded process resumes from the sharded checkpoint 2 processes wrote
+        import shutil
+
+        (root / "one_from_two").mkdir()
+        shutil.copytree(root / "two" / "dcp_full" / "checkpoint-2", root / "one_from_two" / "checkpoint-2")
+        run_fsdp.run(str(root / "one_from_two"), 8, fsdp="", resume=True, seed=1, max_steps=4, learning_rate=1e-3,
+                     optim="adamw_torch")
     finally:
         torch.set_num_threads(threads)
     return root
@@ -93,6 +101,19 @@ def test_sharded_resume_continues_exactly(runs):
     assert optim["state"]["transformer.h.0.attn.c_attn.weight"]["exp_avg"].shape == (32, 96)
     assert _losses(resumed) == _losses(full)
     _assert_same_weights(full / "final", resumed / "final", atol=1e-6)
+
+
+def test_sharded_state_dict_checkpoints_resume_on_two_and_on_one(runs):
+    """fsdp_config state_dict_type=SHARDED_STATE_DICT: torch.distributed.checkpoint directories, no gathering."""
+    two, one = _losses(runs / "two" / "dcp_full"), _losses(runs / "one" / "dcp_full")
+    assert len(two) == 4 and two == pytest.approx(one, abs=1e-5)
+    checkpoint = runs / "two" / "dcp_full" / "checkpoint-2"
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and (checkpoint / "optimizer_0").is_dir()
+    assert not (checkpoint / "model.safetensors").exists() and not (checkpoint / "optimizer.pt").exists()
+    assert _losses(runs / "two" / "dcp_resumed") == pytest.approx(two, abs=1e-6)
+    assert _losses(runs / "one_from_two") == pytest.approx(two, abs=1e-5)
+    # the final save_model still gathers the whole model
+    _assert_same_weights(runs / "one" / "dcp_full" / "final", runs / "two" / "dcp_full" / "final", atol=1e-5)
 
 
 def test_sharded_optimizer_state_loads_into_unsharded_model(runs):
