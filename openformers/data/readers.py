@@ -66,13 +66,17 @@ def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, d
     read_opts = pcsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=skiprows, encoding=encoding,
                                  autogenerate_column_names=header is None and names is None)
     parse_opts = pcsv.ParseOptions(delimiter=delim, quote_char=quotechar, invalid_row_handler=on_invalid)
-    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=False, column_types=column_types)
+    # empty fields (and NA, null, NaN, ...) are missing values, as pandas reads them for datasets
+    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=True, column_types=column_types)
     source = pa.input_stream(path, compression="detect")
     try:
         reader = pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)
         for batch in reader:
             if batch.num_rows:
-                yield pa.Table.from_batches([batch])
+                table = pa.Table.from_batches([batch])
+                if "" in table.column_names:  # a header cell left empty: pandas' (and datasets') name for it
+                    table = table.rename_columns([n or f"Unnamed: {i}" for i, n in enumerate(table.column_names)])
+                yield table
     except pa.ArrowInvalid as err:
         if "text" in bad:
             line = _find_line(path, bad["text"], encoding)

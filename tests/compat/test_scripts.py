@@ -15,6 +15,8 @@ CASES: dict[str, tuple[list[str], float | None]] = {
     "course_ch2_multiple_sequences.py": ([], 1e-5),
     "course_ch1_pipelines.py": ([], 1e-4),
     "course_ch3_trainer.py": ([], 1e-4),
+    "course_ch3_training_loop.py": ([], 1e-4),
+    "course_ch5_datasets.py": ([], 1e-9),
 }
 
 
