@@ -31,6 +31,7 @@ CASES: dict[str, tuple[list[str], float | None]] = {
          "--save_strategy", "no", "--use_cpu", "--max_train_samples", "40", "--disable_tqdm", "true"], TRAINER_TOL),
     "peft_p_tuning_seq_cls.py": ([], 1e-4),
     "peft_lora_seq_cls.py": ([], TRAINER_TOL),
+    "transformers_run_clm.py": ([], 1e-4),
 }
 
 
