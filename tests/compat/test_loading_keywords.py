@@ -47,3 +47,15 @@ def test_tokenizer_accepts_download_keywords(minilm):
     tok = of.AutoTokenizer.from_pretrained(minilm, use_fast=True, force_download=True, resume_download=True,
                                            proxies=None, mirror=None, _from_pipeline="x")
     assert tok("hello")["input_ids"][0] == 101
+
+
+def test_config_keywords(minilm):
+    import transformers
+
+    config = of.AutoConfig.from_pretrained(minilm, resume_download=True, proxies=None, use_auth_token=None)
+    assert "resume_download" not in config.to_dict()
+    ours, unused = of.AutoConfig.from_pretrained(minilm, return_unused_kwargs=True, hidden_dropout_prob=0.3, foo=1)
+    theirs, ref_unused = transformers.AutoConfig.from_pretrained(str(minilm), return_unused_kwargs=True,
+                                                                  hidden_dropout_prob=0.3, foo=1)
+    assert unused == ref_unused == {"foo": 1}
+    assert ours.hidden_dropout_prob == theirs.hidden_dropout_prob == 0.3
