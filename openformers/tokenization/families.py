@@ -2,7 +2,7 @@
 
 Each is our :class:`PreTrainedTokenizerFast` with the family's defaults (model inputs, padding
 side) and, like the reference classes, can be built straight from the family's vocabulary files
-(``BertTokenizer(vocab_file="vocab.txt")``, ``GPT2Tokenizer("vocab.json", "merges.txt")``,
+(``BertTokenizer("vocab.txt")`` or ``vocab_file=``, ``GPT2Tokenizer("vocab.json", "merges.txt")``,
 ``LlamaTokenizer("tokenizer.model")``). The "slow" and "Fast" spellings are the same class: both
 run on the ``tokenizers`` engine.
 """
@@ -22,9 +22,16 @@ class _FamilyTokenizer(PreTrainedTokenizerFast):
 
     _vocab_format: str = "tokenizer.json"  # "wordpiece", "bpe" or "sentencepiece"
 
-    def __init__(self, vocab_file: str | os.PathLike | None = None, merges_file: str | os.PathLike | None = None,
+    def __init__(self, vocab: str | os.PathLike | None = None, merges: str | os.PathLike | None = None,
                  tokenizer_file: str | os.PathLike | None = None, *, tokenizer_object: Any = None,
-                 _backend: Any = None, **kwargs: Any) -> None:
+                 _backend: Any = None, vocab_file: str | os.PathLike | None = None,
+                 merges_file: str | os.PathLike | None = None, **kwargs: Any) -> None:
+        # transformers 5 names the files vocab= / merges=, transformers 4 vocab_file= / merges_file=
+        vocab_file = vocab_file if vocab_file is not None else vocab
+        merges_file = merges_file if merges_file is not None else merges
+        if isinstance(vocab_file, dict) or isinstance(merges_file, list):
+            raise TypeError(f"{type(self).__name__}: pass the vocabulary as a file path ({self._files_hint()}), "
+                            "not as an in-memory dict or list")
         if _backend is None and tokenizer_object is None and tokenizer_file is None:
             if vocab_file is None:
                 raise ValueError(
