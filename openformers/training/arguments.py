@@ -331,10 +331,8 @@ class TrainingArguments:
             if value != "passive" and value not in levels:
                 raise ValueError(f"{name}={value!r} must be one of {['passive', *levels]}")
         chosen = self.log_level if self.should_log else self.log_level_replica
-        if chosen == "passive":
-            from openformers.utils import logging as of_logging
-
-            return of_logging.get_verbosity()
+        if chosen == "passive":  # the library's current level, read without setting up its handler
+            return _logging.getLogger("openformers").getEffectiveLevel()
         return levels[chosen]
 
     @property

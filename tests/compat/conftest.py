@@ -107,7 +107,27 @@ def compat_workspace(tmp_path_factory):
 
 @pytest.fixture()
 def run_script(compat_workspace, monkeypatch, tmp_path):
-    """run_script(name, *argv, reference=False) -> the script's RESULT dict."""
+    """run_script(name, *argv, reference=False) -> the script's RESULT dict.
+
+    Scripts set up logging (levels, handlers, propagation of the library loggers, progress bars);
+    what they change is put back afterwards so later tests see the process as it was."""
+    import logging
+
+    from openformers.utils import progress
+
+    saved = {name: (lg.level, list(lg.handlers), lg.propagate) for name in ("", "openformers", "transformers")
+             for lg in [logging.getLogger(name or None)]}
+    bars_disabled = progress.are_progress_bars_disabled()
+    yield _runner(compat_workspace, monkeypatch, tmp_path)
+    for name, (level, handlers, propagate) in saved.items():
+        lg = logging.getLogger(name or None)
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+    (progress.disable_progress_bars if bars_disabled else progress.enable_progress_bars)()
+
+
+def _runner(compat_workspace, monkeypatch, tmp_path):
 
     def run(name: str, *argv: str, reference: bool = False) -> dict:
         path = SCRIPTS / name
