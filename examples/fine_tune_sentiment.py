@@ -1,6 +1,6 @@
 """Fine-tune the embedded MiniLM encoder for sentiment, as in the seed documents' Trainer example.
 
-    python examples/fine_tune_sentiment.py [--epochs 3] [--output-dir ./results] [--bf16]
+    python examples/fine_tune_sentiment.py [--epochs 3] [--output-dir DIR] [--bf16]
 
 Only the imports differ from the Hugging Face version (and the data, which ships with the
 project instead of coming from a hub).
@@ -8,6 +8,7 @@ project instead of coming from a hub).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--epochs", type=float, default=3)
-    parser.add_argument("--output-dir", default="./results")
+    parser.add_argument("--output-dir", default=None,
+                        help="where checkpoints and the fine-tuned model go (default: a new temporary folder)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--train-rows", type=int, default=None, help="use only the first N training rows")
     opts = parser.parse_args(argv)
+    if opts.output_dir is None:  # never write into the repository by default
+        opts.output_dir = tempfile.mkdtemp(prefix="openformers-sentiment-")
 
     # 1. data
     dataset = load_dataset("json", data_files={"train": str(DATA / "train.jsonl"), "test": str(DATA / "test.jsonl")})
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics["wall_seconds"] = time.time() - start
     trainer.save_model(str(Path(opts.output_dir) / "fine-tuned-model"))
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    print(f"model saved to {Path(opts.output_dir) / 'fine-tuned-model'}")
     return metrics
 
 

@@ -1,6 +1,6 @@
 """LoRA fine-tune of the embedded SmolLM2-135M on the shipped instruction set.
 
-    python examples/lora_smollm2.py [--steps 60] [--batch-size 8] [--max-length 48] [--output-dir ./lora-smollm2] [--n-generate 8]
+    python examples/lora_smollm2.py [--steps 60] [--batch-size 8] [--max-length 48] [--output-dir DIR] [--n-generate 8]
 
 Every response in examples/data/instructions.jsonl has the form ``RESULT: <answer> [END]``.
 The script trains a rank-8 LoRA on the attention projections (loss on response tokens only),
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,11 @@ def in_format(text: str) -> bool:
 
 
 def run(steps: int = 60, batch_size: int = 8, max_length: int = 48, learning_rate: float = 2e-3,
-        output_dir: str | Path = "lora-smollm2", n_eval: int = 16, n_generate: int = 8, seed: int = 0,
+        output_dir: str | Path | None = None, n_eval: int = 16, n_generate: int = 8, seed: int = 0,
         evaluate_generation: bool = True) -> dict[str, Any]:
     """Train, save, reload and measure; returns the figures the script prints."""
     torch.manual_seed(seed)
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir or tempfile.mkdtemp(prefix="openformers-lora-"))
     tokenizer = AutoTokenizer.from_pretrained("smollm2")
     rows = load_rows()
     held_out, train_rows = rows[:n_eval], rows[n_eval:]
@@ -137,10 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--output-dir", default="lora-smollm2")
+    parser.add_argument("--output-dir", default=None,
+                        help="where the run and the adapter go (default: a new temporary folder)")
     parser.add_argument("--n-generate", type=int, default=8, help="held-out prompts answered by base and tuned model")
     ns = parser.parse_args(argv)
-    result = run(ns.steps, ns.batch_size, ns.max_length, ns.learning_rate, ns.output_dir, n_generate=ns.n_generate)
+    output_dir = ns.output_dir or tempfile.mkdtemp(prefix="openformers-lora-")  # never into the repository
+    result = run(ns.steps, ns.batch_size, ns.max_length, ns.learning_rate, output_dir, n_generate=ns.n_generate)
+    print(f"adapter saved to {Path(output_dir) / 'adapter'}")
     for ex in result.pop("examples", []):
         print(f"- {ex['instruction']}\n    base:  {ex['base']!r}\n    tuned: {ex['tuned']!r}")
     print(json.dumps(result, indent=2))

@@ -81,7 +81,41 @@ _EXPORTS: dict[str, str] = {
     "GGUFQuantizationConfig": "openformers.quantization",
     # sharing
     "ModelCard": "openformers.hub.card",
+    # names scripts import from the reference packages' top level
+    "PreTrainedConfig": "openformers.core.config",
+    "HfArgumentParser": "openformers.utils.argparser",
+    "EvalPrediction": "openformers.training",
+    "SchedulerType": "openformers.training",
+    "get_scheduler": "openformers.training",
+    "get_constant_schedule": "openformers.training",
+    "get_constant_schedule_with_warmup": "openformers.training",
+    "get_linear_schedule_with_warmup": "openformers.training",
+    "get_cosine_schedule_with_warmup": "openformers.training",
+    "get_cosine_with_hard_restarts_schedule_with_warmup": "openformers.training",
+    "get_polynomial_decay_schedule_with_warmup": "openformers.training",
+    "get_inverse_sqrt_schedule": "openformers.training",
+    "get_wsd_schedule": "openformers.training",
+    "disable_progress_bars": "openformers.utils.progress",
+    "enable_progress_bars": "openformers.utils.progress",
+    "is_torch_available": "openformers.utils.import_utils",
+    "PromptEncoderConfig": "openformers.peft",
+    "PromptTuningConfig": "openformers.peft",
+    "PrefixTuningConfig": "openformers.peft",
+    "IA3Config": "openformers.peft",
+    "TaskType": "openformers.peft",
+    "get_peft_config": "openformers.peft",
+    "prepare_model_for_kbit_training": "openformers.peft",
 }
+for _name in ("CONFIG_MAPPING", "CONFIG_MAPPING_NAMES", "MODEL_MAPPING", "MODEL_MAPPING_NAMES",
+              "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+              "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+              "MODEL_FOR_QUESTION_ANSWERING_MAPPING", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+              "MODEL_FOR_MASKED_LM_MAPPING", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+              "MODEL_FOR_CAUSAL_LM_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
+    _EXPORTS[_name] = "openformers.models.mappings"
+for _name in ("BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "GPT2Tokenizer", "RobertaTokenizer",
+              "Qwen2Tokenizer", "LlamaTokenizer", "CodeLlamaTokenizer", "XLMRobertaTokenizer", "GemmaTokenizer"):
+    _EXPORTS[_name] = _EXPORTS[_name + "Fast"] = "openformers.tokenization.families"
 
 # model classes are exported from their family modules
 _MODEL_FAMILIES: dict[str, list[str]] = {

@@ -7,9 +7,9 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("sentences", nargs="+", help="sentences to embed" + (" (the first is the query)" if name == "similarity" else ""))
-    parser.add_argument("--model", default="minilm", help="a local model directory, cached repo id or embedded name (default: minilm)")
+    parser.add_argument("--model", default="minilm", help="a local model directory, cached repo id or embedded name")
     parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256, help="longest input in tokens; longer sentences are cut")
 
 
 def embed(model_name: str, sentences: list[str], dtype: str = "float32", max_length: int = 256):

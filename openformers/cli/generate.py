@@ -15,27 +15,31 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     if name == "generate":
         parser.add_argument("prompt", help="the prompt text (use --chat to wrap it in the chat template)")
         parser.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
-    parser.add_argument("--model", default="smollm2", help="model directory, cached repo id, GGUF file or embedded name (default: smollm2)")
+    parser.add_argument("--model", default="smollm2", help="model directory, cached repo id, GGUF file or embedded name")
     parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's directory")
+    parser.add_argument("--device", default=None,
+                        help="where the model runs: cpu, cuda, cuda:1, mps or auto (None: the CPU)")
     parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16")
     parser.add_argument("--quantized", action="store_true", help="keep a GGUF model's 4-bit weights quantized in memory (faster decoding)")
     parser.add_argument("--system", default=None, help="a system message for the conversation")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate")
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--min-p", type=float, default=None)
-    parser.add_argument("--repetition-penalty", type=float, default=None)
-    parser.add_argument("--num-beams", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (with --do-sample; None: the model's)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (None: the model's)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling probability mass (None: the model's)")
+    parser.add_argument("--min-p", type=float, default=None, help="drop tokens below min-p times the top probability")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="penalty > 1 for tokens already present")
+    parser.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams (None: no beams)")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    parser.add_argument("--timing", action="store_true", help="print load time, time to first token and tokens/s to stderr")
+    parser.add_argument("--timing", action="store_true", help="print the load time, then the time to the first token, the token count and tokens/s, to stderr")
 
 
 def load(args: argparse.Namespace) -> tuple[Any, Any]:
     from openformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"dtype": args.dtype}
+    if getattr(args, "device", None):
+        kwargs["device_map"] = args.device
     if args.gguf_file:
         kwargs["gguf_file"] = args.gguf_file
     if args.quantized:
@@ -91,17 +95,14 @@ class _TimedStreamer:
 def _reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], args: argparse.Namespace, out: Any) -> str:
     import torch
 
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt").to(model.device)
     streamer = _TimedStreamer(tokenizer, out)
     start = time.perf_counter()
     with torch.inference_mode():
         sequences = model.generate(**inputs, streamer=streamer, **generation_kwargs(args))
-    elapsed = time.perf_counter() - start
     new_tokens = sequences[0, inputs["input_ids"].shape[1]:]
-    if args.timing and streamer.first_token_at is not None:
-        ttft = streamer.first_token_at - start
-        rate = (len(new_tokens) - 1) / max(elapsed - ttft, 1e-9) if len(new_tokens) > 1 else 0.0
-        print(f"[first token {ttft * 1000:.0f} ms, {len(new_tokens)} tokens, {rate:.1f} tokens/s]", file=sys.stderr)
+    if args.timing:
+        _print_timing(start, streamer.first_token_at, len(new_tokens))
     return tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
@@ -116,12 +117,25 @@ def run_generate(args: argparse.Namespace) -> int:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.prompt}]
         _reply(model, tokenizer, messages, args, sys.stdout)
         return 0
-    inputs = tokenizer(args.prompt, return_tensors="pt")
+    inputs = tokenizer(args.prompt, return_tensors="pt").to(model.device)
     streamer = _TimedStreamer(tokenizer, sys.stdout)
     sys.stdout.write(args.prompt)
+    begin = time.perf_counter()
     with torch.inference_mode():
-        model.generate(**inputs, streamer=streamer, **generation_kwargs(args))
+        sequences = model.generate(**inputs, streamer=streamer, **generation_kwargs(args))
+    if args.timing:
+        _print_timing(begin, streamer.first_token_at, len(sequences[0]) - inputs["input_ids"].shape[1])
     return 0
+
+
+def _print_timing(start: float, first_token_at: float | None, n_new: int) -> None:
+    if first_token_at is None:
+        print(f"[no new tokens in {time.perf_counter() - start:.2f} s]", file=sys.stderr)
+        return
+    elapsed = time.perf_counter() - start
+    ttft = first_token_at - start
+    rate = (n_new - 1) / max(elapsed - ttft, 1e-9) if n_new > 1 else 0.0
+    print(f"[first token {ttft * 1000:.0f} ms, {n_new} tokens, {rate:.1f} tokens/s]", file=sys.stderr)
 
 
 HELP = "commands: /reset clears the conversation, /exit quits (Ctrl-D and Ctrl-C quit too)"

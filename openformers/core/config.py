@@ -330,3 +330,7 @@ def load_config_dict(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[di
             f"weights (save one with config.save_pretrained(dir)), or pass gguf_file= for a GGUF model"
         )
     return read_config_file(config_file), kwargs
+
+
+# transformers 5 spells it PreTrainedConfig; both names are the same class
+PreTrainedConfig = PretrainedConfig

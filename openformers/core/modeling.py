@@ -331,8 +331,10 @@ class PreTrainedModel(nn.Module):
                 "trust_remote_code=True is not supported: openformers never runs code shipped with "
                 "a checkpoint; use a built-in model_type"
             )
-        for k in ("low_cpu_mem_usage", "use_safetensors", "force_download", "resume_download", "proxies"):
-            kwargs.pop(k, None)
+        from openformers.core.loading_options import pop_model_loading_options, shorthand_quantization
+
+        options = pop_model_loading_options(kwargs, cls.__name__)
+        quantization_config = shorthand_quantization(options, quantization_config, cls.__name__)
         if torch_dtype is not None:
             dtype = torch_dtype
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, token=token)
@@ -367,6 +369,8 @@ class PreTrainedModel(nn.Module):
             )
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
+        if options.get("return_dict") is not None:
+            config.use_return_dict = bool(options["return_dict"])
         target_dtype = _resolve_dtype(dtype, config, file_dtype)
         if quantization_config is not None or getattr(config, "quantization_config", None) is not None:
             from openformers.quantization import resolve_quantization_config
@@ -387,6 +391,8 @@ class PreTrainedModel(nn.Module):
 
             quantize_model(model, quantization_config)
         model._load_generation_config(model_dir)
+        if options.get("generation_config") is not None:
+            model.generation_config = options["generation_config"]
         model.name_or_path = name  # recorded by adapters as base_model_name_or_path
         model.eval()
         if device_map is not None:

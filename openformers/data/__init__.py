@@ -24,11 +24,21 @@ _EXPORTS: dict[str, str] = {
     "List": "features",
     "KeyDataset": "key_dataset",
 }
+# the progress-bar switches live with the library's other bars
+_UTILS = ("disable_progress_bars", "enable_progress_bars", "are_progress_bars_disabled")
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + list(_UTILS) + ["load_metric"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load_metric":  # datasets' old metric loader, used by older tutorials
+        from openformers.metrics import load_metric
+
+        return load_metric
+    if name in _UTILS:
+        from openformers.utils import progress
+
+        return getattr(progress, name)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'openformers.data' has no attribute {name!r}")

@@ -368,7 +368,7 @@ class Dataset(ReorderMixin, ColumnOpsMixin):
                        remove_columns=remove_columns, keep_in_memory=keep_in_memory,
                        load_from_cache_file=load_from_cache_file, cache_file_name=cache_file_name,
                        writer_batch_size=writer_batch_size, features=features, fn_kwargs=fn_kwargs,
-                       num_proc=num_proc, new_fingerprint=new_fingerprint)
+                       num_proc=num_proc, new_fingerprint=new_fingerprint, desc=desc)
 
     def filter(self, function: Callable | None = None, with_indices: bool = False, with_rank: bool = False,
                input_columns: str | list[str] | None = None, batched: bool = False, batch_size: int | None = 1000,

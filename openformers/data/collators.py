@@ -15,7 +15,22 @@ import torch
 _LABEL_KEYS = ("label", "label_ids")
 
 
-def _as_dicts(features: Sequence[Any]) -> list[dict[str, Any]]:
+def _rows_of_columns(columns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A batch given as columns (``tokenizer(texts)``, ``dataset[:8]``) as a list of rows."""
+    lengths = {k: len(v) for k, v in columns.items() if v is not None and not isinstance(v, (str, bytes))
+               and hasattr(v, "__len__")}
+    if not lengths or len(set(lengths.values())) != 1:
+        raise ValueError(
+            "a dict passed to a collator must map each key to one value per example, all of the same length; "
+            f"got lengths {lengths}"
+        )
+    n = next(iter(lengths.values()))
+    return [{k: columns[k][i] for k in lengths} for i in range(n)]
+
+
+def _as_dicts(features: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(features, Mapping):
+        return _rows_of_columns(features)
     out = []
     for i, f in enumerate(features):
         if isinstance(f, Mapping):
@@ -195,7 +210,7 @@ class DataCollatorForLanguageModeling:
         self.generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:
-        if features and not isinstance(features[0], Mapping):
+        if features and not isinstance(features, Mapping) and not isinstance(features[0], Mapping):
             features = [{"input_ids": f} for f in features]
         feats = _as_dicts(features)
         special = [f.pop("special_tokens_mask") for f in feats] if feats and "special_tokens_mask" in feats[0] else None

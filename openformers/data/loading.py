@@ -22,6 +22,7 @@ from .dataset_dict import DatasetDict
 from .features import Features
 from .fingerprint import hash_objects
 from .readers import READERS, builder_for_file, read_files
+from openformers.utils import progress
 
 _SPLIT_KEYWORDS = {
     "train": ("train", "training"),
@@ -107,14 +108,18 @@ def _build_split(builder: str, files: list[str], split: str, features: Features 
     table = read_cached_arrow(path) if path is not None and os.path.exists(path) and not force else None
     if table is None:
         writer = ArrowWriter(path)
+        bar = progress.tqdm(desc=f"Generating {split} split", unit=" examples")
         try:
             for batch in read_files(builder, files, features=features, **reader_kwargs):
                 batch = _apply_features(batch, features)
                 writer.write(batch)
+                bar.update(batch.num_rows)
             table = writer.finalize()
         except BaseException:
             writer.abort()
             raise
+        finally:
+            bar.close()
     info = DatasetInfo(features=features)
     ds = Dataset(table, info=info, split=split, fingerprint=fp)
     if path is not None and os.path.exists(path):

@@ -21,6 +21,7 @@ from .conversion import attach_features, rows_to_columns, to_arrow_array
 from .features import Features, feature_from_arrow, feature_to_arrow
 from .fingerprint import update_fingerprint
 from .formatting import format_table
+from openformers.utils import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from .arrow_dataset import Dataset
@@ -153,7 +154,8 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
             input_columns: str | list[str] | None, batched: bool, batch_size: int | None, drop_last_batch: bool,
             remove_columns: str | list[str] | None, keep_in_memory: bool, load_from_cache_file: bool | None,
             cache_file_name: str | None, writer_batch_size: int | None, features: Features | None,
-            fn_kwargs: dict[str, Any] | None, num_proc: int | None, new_fingerprint: str | None) -> "Dataset":
+            fn_kwargs: dict[str, Any] | None, num_proc: int | None, new_fingerprint: str | None,
+            desc: str | None = None) -> "Dataset":
     from .arrow_dataset import _check_columns
 
     function = function or (lambda x, *args: x)
@@ -184,12 +186,16 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
         remove_orphaned_temporaries(os.path.dirname(path) or ".")
 
     in_features = ds.features
+    label = desc or ("Map" if n_shards == 1 else f"Map (num_proc={n_shards})")
+    bar = progress.tqdm(total=n_rows, desc=label, unit=" examples")
 
     def work(shard: int, n: int, lo: int, hi: int) -> Any:
         target = paths[shard] if path is not None else None
         writer = ArrowWriter(target)
         try:
             for start in range(lo, hi, step):
+                if n == 1 and start > lo:
+                    bar.update(step)
                 stop = min(start + step, hi)
                 if batched and drop_last_batch and stop - start < batch_size:
                     break
@@ -234,7 +240,11 @@ def run_map(ds: "Dataset", function: Callable | None, *, with_indices: bool, wit
         # a path travels back from a worker cheaply; a table only when the cache was not writable
         return str(writer.written_path) if writer.written_path is not None else result
 
-    results = _run_shards(n_rows, n_shards, work)
+    try:
+        results = _run_shards(n_rows, n_shards, work)
+        bar.update(n_rows - bar.n)
+    finally:
+        bar.close()
     tables = [r if isinstance(r, pa.Table) else read_arrow_file(r) for r in results]
     return _finish(ds, tables, fp, [r for r in results if isinstance(r, str)], features)
 

@@ -140,7 +140,8 @@ def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, d
     read_opts = pcsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=skiprows, encoding="utf8",
                                  autogenerate_column_names=header is None and names is None)
     parse_opts = pcsv.ParseOptions(delimiter=delim, quote_char=quotechar, invalid_row_handler=on_invalid)
-    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=False, column_types=column_types)
+    # empty fields (and NA, null, NaN, ...) are missing values, as pandas reads them for datasets
+    convert_opts = pcsv.ConvertOptions(include_columns=usecols, strings_can_be_null=True, column_types=column_types)
     source = _CheckedText(pa.input_stream(path, compression="detect"), path, encoding, encoding_errors)
     try:
         reader = pcsv.open_csv(source, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts)
@@ -148,7 +149,10 @@ def read_csv(path: str, batch_size: int | None = None, sep: str | None = None, d
         for batch in reader:
             if batch.num_rows:
                 rows += batch.num_rows
-                yield pa.Table.from_batches([batch])
+                table = pa.Table.from_batches([batch])
+                if "" in table.column_names:  # a header cell left empty: pandas' (and datasets') name for it
+                    table = table.rename_columns([n or f"Unnamed: {i}" for i, n in enumerate(table.column_names)])
+                yield table
         if not rows:  # a header and no rows: the columns, empty
             yield reader.schema.empty_table()
     except pa.ArrowInvalid as err:

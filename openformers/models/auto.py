@@ -77,7 +77,16 @@ class AutoConfig:
         return config_class_for(model_type)(**kwargs)
 
     @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        """The config of a model folder, cached repo or GGUF file; keyword arguments override its fields.
+
+        ``return_unused_kwargs=True`` returns ``(config, unused)``: the keywords that are not fields
+        of the config are left out of it and returned. Download options are accepted and ignored."""
+        from openformers.core.loading_options import NO_OP_MODEL_KWARGS
+
+        for key in [k for k in kwargs if k in NO_OP_MODEL_KWARGS]:
+            kwargs.pop(key)
+        return_unused = bool(kwargs.pop("return_unused_kwargs", False))
         gguf_file = kwargs.pop("gguf_file", None)
         if names_gguf(name_or_path, gguf_file):
             from openformers.core.modeling import _gguf_path
@@ -88,7 +97,16 @@ class AutoConfig:
             config_dict = read_gguf_config(path)
         else:
             config_dict, kwargs = load_config_dict(name_or_path, **kwargs)
-        return config_class_for(config_dict.get("model_type")).from_dict(config_dict, **kwargs)
+        if not return_unused:
+            return config_class_for(config_dict.get("model_type")).from_dict(config_dict, **kwargs)
+        config = config_class_for(config_dict.get("model_type")).from_dict(config_dict)
+        unused = {}
+        for key, value in kwargs.items():
+            if key == "num_labels" or hasattr(config, key):
+                setattr(config, key, value)
+            else:
+                unused[key] = value
+        return config, unused
 
 
 class _AutoModel:

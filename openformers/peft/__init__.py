@@ -17,10 +17,14 @@ from openformers.peft.config import (
     LoraConfig,
     PeftConfig,
     PeftType,
+    PEFT_TYPE_TO_CONFIG_MAPPING,
     PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptEncoderReparameterizationType,
     PromptTuningConfig,
     PromptTuningInit,
     TaskType,
+    get_peft_config,
 )
 from openformers.peft.ia3 import IA3Linear
 from openformers.peft.kbit import max_logit_change, prepare_model_for_kbit_training
@@ -44,5 +48,6 @@ __all__ = [
     "PeftModel", "PeftModelForCausalLM", "PeftModelForFeatureExtraction", "PeftModelForQuestionAnswering",
     "PeftModelForSequenceClassification", "PeftModelForTokenClassification", "PeftType", "PrefixTuningConfig",
     "PromptTuningConfig", "PromptTuningInit", "TaskType", "get_peft_model", "get_peft_model_state_dict",
-    "max_logit_change", "prepare_model_for_kbit_training", "set_peft_model_state_dict",
+    "max_logit_change", "PEFT_TYPE_TO_CONFIG_MAPPING", "PromptEncoderConfig", "PromptEncoderReparameterizationType",
+    "get_peft_config", "prepare_model_for_kbit_training", "set_peft_model_state_dict",
 ]

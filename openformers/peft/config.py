@@ -153,6 +153,7 @@ class PeftType(str, enum.Enum):
     LORA = "LORA"
     PREFIX_TUNING = "PREFIX_TUNING"
     PROMPT_TUNING = "PROMPT_TUNING"
+    P_TUNING = "P_TUNING"
     IA3 = "IA3"
 
 
@@ -442,6 +443,48 @@ class PrefixTuningConfig(PromptLearningConfig):
             raise ValueError(f"PrefixTuningConfig: init_weights must be None (random) or 'zero', got {self.init_weights!r}")
 
 
+class PromptEncoderReparameterizationType(str, enum.Enum):
+    MLP = "MLP"
+    LSTM = "LSTM"
+
+
+@dataclass
+class PromptEncoderConfig(PromptLearningConfig):
+    """P-tuning: virtual-token embeddings produced by a small encoder (an MLP, or a bidirectional LSTM
+    followed by an MLP) from a learned table, prepended to the input embeddings.
+
+    While training the table and encoder learn together; the saved adapter holds only the encoder's
+    output (``prompt_embeddings``), so a saved adapter loads back as a plain table for inference."""
+
+    encoder_reparameterization_type: PromptEncoderReparameterizationType | str = PromptEncoderReparameterizationType.MLP
+    encoder_hidden_size: int | None = None
+    encoder_num_layers: int = 2
+    encoder_dropout: float = 0.0
+
+    _peft_type: ClassVar[PeftType] = PeftType.P_TUNING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            self.encoder_reparameterization_type = PromptEncoderReparameterizationType(self.encoder_reparameterization_type)
+        except ValueError:
+            raise ValueError(
+                f"PromptEncoderConfig: encoder_reparameterization_type must be 'MLP' or 'LSTM', got "
+                f"{self.encoder_reparameterization_type!r}"
+            ) from None
+        if self.encoder_num_layers < 1:
+            raise ValueError(f"PromptEncoderConfig: encoder_num_layers must be >= 1, got {self.encoder_num_layers}")
+
+
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {
     "LORA": LoraConfig, "IA3": IA3Config, "PROMPT_TUNING": PromptTuningConfig, "PREFIX_TUNING": PrefixTuningConfig,
+    "P_TUNING": PromptEncoderConfig,
 }
+PEFT_TYPE_TO_CONFIG_MAPPING = CONFIG_CLASSES
+
+
+def get_peft_config(config_dict: dict[str, Any]) -> PeftConfig:
+    """The config class named by ``config_dict["peft_type"]``, built from the dict."""
+    if not isinstance(config_dict, dict) or "peft_type" not in config_dict:
+        raise ValueError("get_peft_config needs a dict with a 'peft_type' key (e.g. 'LORA', 'P_TUNING')")
+    return PeftConfig.from_dict(config_dict)

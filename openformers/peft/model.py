@@ -25,11 +25,13 @@ from openformers.peft.config import (
     PeftConfig,
     PeftType,
     PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptEncoderReparameterizationType,
     PromptLearningConfig,
     PromptTuningInit,
     TaskType,
 )
-from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding
+from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding, PromptEncoder
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
 from openformers.peft.tuners import IA3Model, LoraModel, TunerModel
 
@@ -167,6 +169,13 @@ class PeftModel(nn.Module):
             self.prompt_encoder[adapter_name] = PrefixEncoder(
                 config.num_virtual_tokens, config.token_dim, config.num_layers, config.encoder_hidden_size,
                 projection=config.prefix_projection and not config.inference_mode, zero_init=config.init_weights == "zero",
+            ).to(self._word_embeddings().weight.device)
+            return
+        if isinstance(config, PromptEncoderConfig):
+            self.prompt_encoder[adapter_name] = PromptEncoder(
+                n, config.token_dim, config.encoder_hidden_size or config.token_dim,
+                PromptEncoderReparameterizationType(config.encoder_reparameterization_type).value,
+                config.encoder_num_layers, config.encoder_dropout, inference=config.inference_mode,
             ).to(self._word_embeddings().weight.device)
             return
         init = None

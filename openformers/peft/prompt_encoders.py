@@ -62,3 +62,48 @@ class PrefixEncoder(nn.Module):
         """All prefixes, [num_virtual_tokens, num_layers * 2 * token_dim] (saved as ``prompt_embeddings``)."""
         table = self.embedding.weight
         return self.transform(table) if self.projection else table
+
+
+class PromptEncoder(nn.Module):
+    """P-tuning's virtual tokens: a [n, token_dim] table passed through an encoder while training.
+
+    MLP: ``Linear(d, h) -> ReLU -> Linear(h, h) -> ReLU -> Linear(h, d)``. LSTM: a bidirectional
+    LSTM of hidden size h, then ``Linear(2h, 2h) -> ReLU -> Linear(2h, d)``. Parameter names follow
+    the peft package (``embedding``, ``lstm_head``, ``mlp_head``). With ``inference=True`` (a loaded
+    adapter) the table already holds the encoder's output and is used as it is.
+    """
+
+    def __init__(self, num_virtual_tokens: int, token_dim: int, hidden_size: int, kind: str = "MLP",
+                 num_layers: int = 2, dropout: float = 0.0, inference: bool = False) -> None:
+        super().__init__()
+        self.projection = not inference
+        self.kind = kind
+        self.embedding = nn.Embedding(num_virtual_tokens, token_dim)
+        if not self.projection:
+            return
+        if kind == "LSTM":
+            self.lstm_head = nn.LSTM(token_dim, hidden_size, num_layers=num_layers, dropout=dropout,
+                                     bidirectional=True, batch_first=True)
+            self.mlp_head = nn.Sequential(nn.Linear(2 * hidden_size, 2 * hidden_size), nn.ReLU(),
+                                          nn.Linear(2 * hidden_size, token_dim))
+        else:
+            self.mlp_head = nn.Sequential(nn.Linear(token_dim, hidden_size), nn.ReLU(),
+                                          nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+                                          nn.Linear(hidden_size, token_dim))
+
+    def _encode(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.projection:
+            return rows
+        if self.kind == "LSTM":
+            squeeze = rows.dim() == 2
+            seq = rows.unsqueeze(0) if squeeze else rows
+            seq = self.lstm_head(seq)[0]
+            rows = seq.squeeze(0) if squeeze else seq
+        return self.mlp_head(rows)
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._encode(self.embedding(indices))
+
+    def flat_prompt(self) -> torch.Tensor:
+        """The encoded virtual tokens, [num_virtual_tokens, token_dim] (saved as ``prompt_embeddings``)."""
+        return self._encode(self.embedding.weight)

@@ -1,6 +1,7 @@
 """``text-generation``: continue prompts or chats with a causal language model."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -25,8 +26,9 @@ class TextGenerationPipeline(Pipeline):
     prompt plus the new text (``return_full_text=False``: the new text only; for a chat, the
     messages plus the new assistant message), or ``{"generated_token_ids": ...}`` with
     ``return_tensors=True``. Every other keyword argument (``max_new_tokens``, ``do_sample``,
-    ``temperature``, ``streamer``, ``generation_config`` ...) goes to ``generate``. Without
-    ``max_new_tokens`` or ``max_length``, at most 256 new tokens are generated.
+    ``temperature``, ``streamer``, ``generation_config`` ...) goes to ``generate``. What neither the
+    call nor the model's generation config sets follows the reference's defaults: at most 256 new
+    tokens, sampling (``do_sample=True``, ``temperature=0.7``); pass ``do_sample=False`` for greedy.
     """
 
     task = "text-generation"
@@ -92,21 +94,36 @@ class TextGenerationPipeline(Pipeline):
         feat["prompt"] = prompt
         return [feat]
 
+    # defaults for what neither the call nor the model's generation config sets (the reference's)
+    _default_generation = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+    _sampling_params = frozenset({"temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"})
+
     def _generate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's generation settings, on top of the model's generation config, plus the pipeline's
+        defaults for the rest: 256 new tokens, sampling at temperature 0.7 (the sampling ones only when
+        sampling), and the tokenizer's pad token."""
         kwargs = dict(kwargs)
         gen_config = getattr(self.model, "generation_config", None)
-        model_sets_length = gen_config is not None and (
-            getattr(gen_config, "max_new_tokens", None) is not None or getattr(gen_config, "max_length", 20) != 20)
         user_config = kwargs.get("generation_config")
-        user_sets_length = user_config is not None and (
-            getattr(user_config, "max_new_tokens", None) is not None or getattr(user_config, "max_length", 20) != 20)
-        if not ({"max_new_tokens", "max_length"} & set(kwargs) or model_sets_length or user_sets_length):
-            kwargs["max_new_tokens"] = 256
-        if "pad_token_id" not in kwargs and self.tokenizer.pad_token_id is not None and user_config is None:
-            kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+        set_params: dict[str, Any] = {}
+        for config in (gen_config, user_config):
+            if config is not None and hasattr(config, "to_diff_dict"):
+                set_params.update({k: v for k, v in config.to_diff_dict().items() if not k.startswith("_")})
+        set_params.update(kwargs)
+        defaults = dict(self._default_generation)
+        if self.tokenizer.pad_token_id is not None:
+            defaults["pad_token_id"] = self.tokenizer.pad_token_id
+        added = {k: v for k, v in defaults.items()
+                 if k not in set_params and not (k == "max_new_tokens" and "max_length" in set_params)}
+        if not {**set_params, **added}.get("do_sample"):
+            added = {k: v for k, v in added.items() if k not in self._sampling_params}
         if "stop_strings" in kwargs:
             kwargs.setdefault("tokenizer", self.tokenizer)
-        return kwargs
+        if user_config is None:
+            return {**kwargs, **added}
+        user_config = copy.deepcopy(user_config)
+        user_config.update(**added)
+        return {**kwargs, "generation_config": user_config}
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: Any) -> dict[str, Any]:
         input_ids = model_inputs["input_ids"]

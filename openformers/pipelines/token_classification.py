@@ -39,8 +39,12 @@ class TokenClassificationPipeline(Pipeline):
     def _sanitize_parameters(self, ignore_labels: list[str] | None = None, aggregation_strategy: Any = None,
                              stride: int | None = None, is_split_into_words: bool = False,
                              delimiter: str | None = None, offset_mapping: Any = None,
+                             grouped_entities: bool | None = None, ignore_subwords: bool | None = None,
                              **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         self._unknown_kwargs(kwargs)
+        if aggregation_strategy is None and (grouped_entities or ignore_subwords):
+            # the reference's older spelling: grouped_entities -> "simple", with ignore_subwords -> "first"
+            aggregation_strategy = "first" if ignore_subwords else "simple"
         pre: dict[str, Any] = {"is_split_into_words": is_split_into_words}
         if is_split_into_words:
             pre["delimiter"] = " " if delimiter is None else delimiter

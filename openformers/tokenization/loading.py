@@ -17,7 +17,8 @@ TOKEN_TYPE_FAMILIES = {"bert", "electra", "albert", "convbert", "mobilebert", "s
                        "deberta_v2", "debertav2", "xlnet", "layoutlm", "splinter", "roformer", "mpnet_legacy"}
 _HUB_KWARGS = ("revision", "local_files_only", "cache_dir", "token")
 _IGNORED_KWARGS = ("use_fast", "force_download", "resume_download", "proxies", "_from_auto",
-                   "_commit_hash", "use_auth_token", "legacy", "from_slow", "fix_mistral_regex", "config")
+                   "_commit_hash", "use_auth_token", "legacy", "from_slow", "fix_mistral_regex", "config",
+                   "mirror", "_from_pipeline", "tqdm_class")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -8,13 +8,29 @@ trainer's parts use, so each part sees only what concerns it.
 """
 from __future__ import annotations
 
+import contextlib
+import enum
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 STRATEGIES = ("no", "steps", "epoch")
+
+
+class ParallelMode(enum.Enum):
+    """How a run is spread over devices (``args.parallel_mode``)."""
+
+    NOT_PARALLEL = "not_parallel"
+    NOT_DISTRIBUTED = "not_distributed"
+    DISTRIBUTED = "distributed"
+    SAGEMAKER_MODEL_PARALLEL = "sagemaker_model_parallel"
+    SAGEMAKER_DATA_PARALLEL = "sagemaker_data_parallel"
+    TPU = "tpu"
+
+
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "sgd", "adafactor", "adagrad", "rmsprop", "adam")
@@ -135,6 +151,8 @@ class TrainingArguments:
     run_name: str | None = None
     disable_tqdm: bool | None = None
     log_level: str = "passive"
+    log_level_replica: str = "warning"
+    log_on_each_node: bool = True
     # evaluation
     eval_strategy: str = "no"
     eval_steps: float | None = None
@@ -142,6 +160,7 @@ class TrainingArguments:
     eval_on_start: bool = False
     prediction_loss_only: bool = False
     batch_eval_metrics: bool = False
+    eval_do_concat_batches: bool = True
     # checkpoints
     save_strategy: str = "steps"
     save_steps: float = 500
@@ -226,6 +245,8 @@ class TrainingArguments:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if 0 < self.warmup_steps < 1:  # transformers 5 folds the ratio into warmup_steps
             self.warmup_ratio, self.warmup_steps = float(self.warmup_steps), 0
+        if self.eval_strategy != "no":
+            self.do_eval = True  # as the reference: an evaluation schedule implies do_eval
         if self.eval_strategy == "steps" and self.eval_steps is None:
             self.eval_steps = self.logging_steps
         if self.eval_strategy == "steps" and not self.eval_steps:
@@ -289,6 +310,57 @@ class TrainingArguments:
     @property
     def should_save(self) -> bool:
         return self.save_on_each_node or self.process_index == 0
+
+    @property
+    def local_process_index(self) -> int:
+        """This process's index on its machine (``LOCAL_RANK``; 0 when not distributed)."""
+        return max(self.local_rank, 0) if self.local_rank != -1 else int(os.environ.get("LOCAL_RANK", 0))
+
+    @property
+    def should_log(self) -> bool:
+        """Whether this process logs: the main process (of each node with ``log_on_each_node``)."""
+        return (self.local_process_index if self.log_on_each_node else self.process_index) == 0
+
+    def get_process_log_level(self) -> int:
+        """The log level for this process: ``log_level`` on the main process, ``log_level_replica`` elsewhere
+        (``"passive"`` keeps the library's current level)."""
+        import logging as _logging
+
+        levels = {"debug": _logging.DEBUG, "info": _logging.INFO, "warning": _logging.WARNING,
+                  "error": _logging.ERROR, "critical": _logging.CRITICAL, "detail": _logging.DEBUG}
+        for name, value in (("log_level", self.log_level), ("log_level_replica", self.log_level_replica)):
+            if value != "passive" and value not in levels:
+                raise ValueError(f"{name}={value!r} must be one of {['passive', *levels]}")
+        chosen = self.log_level if self.should_log else self.log_level_replica
+        if chosen == "passive":  # the library's current level, read without setting up its handler
+            return _logging.getLogger("openformers").getEffectiveLevel()
+        return levels[chosen]
+
+    @property
+    def parallel_mode(self) -> ParallelMode:
+        if self.local_rank != -1 or self.world_size > 1:
+            return ParallelMode.DISTRIBUTED
+        if self.n_gpu > 1:
+            return ParallelMode.NOT_DISTRIBUTED
+        return ParallelMode.NOT_PARALLEL
+
+    @contextlib.contextmanager
+    def main_process_first(self, local: bool = True, desc: str = "work") -> Iterator[None]:
+        """Run the block on the main process first (it fills caches), then on the others.
+
+        ``local=True`` orders the processes of each machine, ``False`` those of the whole run. A
+        single process just runs the block."""
+        import torch.distributed as dist
+
+        distributed = self.world_size > 1 and dist.is_available() and dist.is_initialized()
+        is_main = (self.local_process_index if local else self.process_index) == 0
+        if distributed and not is_main:
+            dist.barrier()  # wait for the main process to finish `desc`
+        try:
+            yield
+        finally:
+            if distributed and is_main:
+                dist.barrier()  # release the others
 
     @property
     def train_batch_size(self) -> int:

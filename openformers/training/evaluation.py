@@ -86,13 +86,20 @@ class EvaluationMixin:
         output.metrics.update({f"{metric_key_prefix}_runtime": round(runtime, 4),
                                f"{metric_key_prefix}_samples_per_second": round(n / max(runtime, 1e-9), 3),
                                f"{metric_key_prefix}_steps_per_second": round(len(loader) / max(runtime, 1e-9), 3)})
+        if self.state.epoch is not None:  # the reference's evaluate() results carry the epoch
+            output.metrics["epoch"] = self.state.epoch
         self.log(output.metrics)
         self.control = self.callback_handler.call("on_evaluate", self.args, self.state, self.control, metrics=output.metrics)
         return output.metrics
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> PredictionOutput:
         loader = self.get_test_dataloader(test_dataset)
+        start = time.time()
         output = self.evaluation_loop(loader, "Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        runtime = time.time() - start
+        output.metrics.update({f"{metric_key_prefix}_runtime": round(runtime, 4),
+                               f"{metric_key_prefix}_samples_per_second": round(len(loader.dataset) / max(runtime, 1e-9), 3),
+                               f"{metric_key_prefix}_steps_per_second": round(len(loader) / max(runtime, 1e-9), 3)})
         self.control = self.callback_handler.call("on_predict", self.args, self.state, self.control, metrics=output.metrics)
         return output
 

@@ -45,13 +45,14 @@ from openformers.training.evaluation import (
     TrainOutput,
 )
 from openformers.training.optim import create_optimizer
+from openformers.training.reporting import ReportingMixin
 from openformers.training.sampling import EpochSampler
 from openformers.training.saving import CheckpointMixin
 from openformers.training.schedulers import get_scheduler
 from openformers.training.state import TrainerControl, TrainerState
 
 
-class Trainer(CheckpointMixin, EvaluationMixin):
+class Trainer(CheckpointMixin, EvaluationMixin, ReportingMixin):
     """Train, evaluate and predict with a model; see TrainingArguments for the options."""
 
     def __init__(
@@ -435,6 +436,7 @@ class Trainer(CheckpointMixin, EvaluationMixin):
 
     def _update(self, model: nn.Module, group: list[dict[str, Any]]) -> tuple[float, int, float | None]:
         counts = [self._count_items(b) for b in group]
+        self.state.total_flos += sum(self.floating_point_ops(b) for b in group)
         total = sum(counts)
         world = 1
         if self.distributed:

@@ -80,3 +80,16 @@ def test_similarity_ranks_related_sentence_first():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert "Someone plays an instrument." in lines[1]
+
+
+def test_every_option_has_help_with_its_default():
+    from openformers.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"openformers {name} {action.option_strings[0]} has no help"
+                assert "(default:" in text

@@ -108,3 +108,28 @@ def test_mlm_needs_mask_token():
 
     with pytest.raises(ValueError, match="mask token"):
         ours.DataCollatorForLanguageModeling(NoMask())
+
+
+def test_collators_take_a_dict_of_lists():
+    import transformers
+
+    import openformers as of
+    from openformers.data.collators import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
+
+    path = of.embedded_model_path("minilm")
+    tok, ref_tok = of.AutoTokenizer.from_pretrained(path), transformers.AutoTokenizer.from_pretrained(str(path))
+    texts = ["a short one", "a much longer sentence here"]
+    ours = of.DataCollatorWithPadding(tok)(dict(tok(texts)))
+    theirs = transformers.DataCollatorWithPadding(ref_tok)(dict(ref_tok(texts)))
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert ours[key].tolist() == theirs[key].tolist()
+    assert of.DataCollatorWithPadding(tok)(tok(texts))["input_ids"].shape == theirs["input_ids"].shape
+    lm = DataCollatorForLanguageModeling(tok, mlm=False)(dict(tok(texts)))
+    assert lm["labels"].shape == theirs["input_ids"].shape
+    columns = dict(tok(texts))
+    columns["labels"] = [[0] * len(ids) for ids in columns["input_ids"]]
+    tc = DataCollatorForTokenClassification(tok)(columns)
+    assert tc["labels"].shape == theirs["input_ids"].shape
+    with pytest.raises(ValueError, match="same length"):
+        of.DataCollatorWithPadding(tok)({"input_ids": [[1, 2]], "attention_mask": [[1, 1], [1]]})

@@ -85,3 +85,17 @@ def test_generator_input_streams_in_order(pair):
     rest = list(it)
     expected = [theirs(p, max_new_tokens=3, do_sample=False) for p in PROMPTS]
     assert_same([first] + rest, expected)
+
+
+def test_reference_defaults_sample(pair):
+    """No generation settings: both sample (do_sample=True, temperature 0.7) with the same seeded draws,
+    so num_return_sequences=2 works as written."""
+    import torch
+
+    ours, theirs = pair
+    torch.manual_seed(0)
+    expected = theirs(PROMPTS[0], num_return_sequences=2, max_new_tokens=6)
+    torch.manual_seed(0)
+    got = ours(PROMPTS[0], num_return_sequences=2, max_new_tokens=6)
+    assert len(got) == 2
+    assert_same(got, expected)
