@@ -476,11 +476,25 @@ class PreTrainedTokenizerFast(SpecialTokensMixin, SequenceBuildingMixin):
             **template_kwargs)
 
     # saving ---------------------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, revision: str | None = None,
+                    hub_dir: str | os.PathLike | None = None, **kwargs: Any) -> str:
+        """Commit the tokenizer files to ``repo_id`` ("org/name") in the local hub (``OPENFORMERS_HUB``
+        or ``hub_dir``) on branch ``revision`` (default ``main``), keeping the files already there (the
+        weights). Returns the commit id."""
+        from openformers.hub.local import push_to_hub
+
+        for key in ("private", "token", "create_pr", "safe_serialization", "use_temp_dir"):  # the Hub's options
+            kwargs.pop(key, None)
+        return push_to_hub(self, repo_id, commit_message, revision, hub_dir, model_card=False, **kwargs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, legacy_format: bool | None = None,
                         filename_prefix: str | None = None, push_to_hub: bool = False, **kwargs: Any) -> tuple[str, ...]:
-        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json to ``save_directory``."""
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json to ``save_directory``
+        (``push_to_hub=True`` then commits them to ``repo_id``, default the folder's name, in the local hub)."""
         if push_to_hub:
-            raise ValueError("push_to_hub is not supported by the tokenizer; save to a directory and upload it")
+            files = self.save_pretrained(save_directory, legacy_format, filename_prefix)
+            self.push_to_hub(kwargs.pop("repo_id", None) or Path(save_directory).name, **kwargs)
+            return files
         out = Path(save_directory)
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"save_pretrained: {out} exists and is not a directory")

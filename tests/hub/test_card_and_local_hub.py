@@ -128,3 +128,23 @@ def test_save_pretrained_model_card_and_trainer_push(tmp_path, monkeypatch):
     loaded = AutoModelForCausalLM.from_pretrained("acme/tiny-gpt2", local_files_only=True)
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_tokenizer_push_to_hub_keeps_the_model_files(tmp_path, monkeypatch):
+    from openformers import AutoModel, AutoTokenizer, embedded_model_path
+
+    monkeypatch.setenv("OPENFORMERS_HUB", str(tmp_path / "hub"))
+    hub = LocalHub()
+    model = _tiny_classifier(0)
+    first = model.push_to_hub("acme/with-tokenizer", commit_message="model")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path("minilm"))
+    second = tokenizer.push_to_hub("acme/with-tokenizer", commit_message="tokenizer", private=True)
+    assert second != first
+    snapshot = hub.snapshot_dir("acme/with-tokenizer", second)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in snapshot.iterdir()}
+    reloaded = AutoTokenizer.from_pretrained("acme/with-tokenizer")
+    assert reloaded("a test")["input_ids"] == tokenizer("a test")["input_ids"]
+    assert AutoModel.from_pretrained("acme/with-tokenizer", revision=first) is not None
+    # save_pretrained(push_to_hub=True) commits too, to the folder's name unless repo_id says otherwise
+    tokenizer.save_pretrained(tmp_path / "tok", push_to_hub=True, repo_id="acme/tok-only")
+    assert (hub.snapshot_dir("acme/tok-only") / "tokenizer.json").is_file()
