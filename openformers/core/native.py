@@ -10,8 +10,9 @@ kernels and PyTorch's operators share one pool of threads.
 
 Where there is no compiler, the build fails, or ``OPENFORMERS_NATIVE=0`` is set, ``get()`` returns
 None and callers use PyTorch's operators. A compile is logged once on the ``openformers.native``
-logger: INFO with the time and the cached file; a failure is a WARNING with the compiler's message
-and what runs instead (INFO where there is no compiler at all). The reason of a failure is kept in
+logger as a WARNING, so that a user sees by default, on stderr, the one pause it makes (the time and the
+cached file; ``openformers.utils.logging.set_verbosity_error()`` silences it); a failure is a WARNING
+with the compiler's message and what runs instead (INFO where there is no compiler at all). The reason of a failure is kept in
 ``error``, and the build is tried again only after :meth:`NativeLibrary.reset`. Every library registers itself: :func:`libraries` and
 :meth:`NativeLibrary.state` are what ``openformers env`` reports.
 
@@ -115,7 +116,7 @@ def target(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
 
 def build(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile ``source`` (once per source, flags, compiler and CPU) and return the library's path.
-    A compile logs one INFO line (the file, the time, where the library is cached).
+    A compile logs one WARNING line, shown by default (the file, the time, where the library is cached).
 
     Raises ``RuntimeError`` with the compiler's message when there is no compiler or the build fails.
     """
@@ -132,7 +133,7 @@ def build(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"building {source.name} with {cc} failed:\n{done.stderr.strip()[-2000:]}")
         os.replace(out, path)  # atomic: a concurrent build or reader never sees half a file
-    logger.info("compiled the native kernel %s in %.1f s (%s); cached at %s", source.name,
+    logger.warning("compiled the native kernel %s once in %.1f s (%s); cached at %s", source.name,
                 time.perf_counter() - start, " ".join(extra_flags) or "default flags", path)
     return path
 

@@ -77,7 +77,7 @@ def test_first_compile_logs_one_line_then_the_cache_is_used(cache, tmp_path, cap
     with caplog.at_level(logging.INFO, logger="openformers.native"):
         assert first.get() is not None and first.get() is not None
     lines = [r for r in caplog.records if r.name == "openformers.native"]
-    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING  # shown by default
     message = lines[0].getMessage()
     assert "pair_native.c" in message and str(cache) in message and " s " in message
     assert first.state() == ("loaded", str(first.path)) and first.path.parent == cache
@@ -89,6 +89,38 @@ def test_first_compile_logs_one_line_then_the_cache_is_used(cache, tmp_path, cap
         assert second.get() is not None
     assert not [r for r in caplog.records if r.name == "openformers.native"]
     assert first in native.libraries() and second in native.libraries()
+
+
+COMPILE_SCRIPT = """
+import ctypes, sys
+from pathlib import Path
+from openformers.core import native
+if sys.argv[2] == "quiet":
+    import openformers.utils.logging
+    openformers.utils.logging.set_verbosity_error()
+native.NativeLibrary(Path(sys.argv[1]), lambda lib: None).get()
+native.NativeLibrary(Path(sys.argv[1]), lambda lib: None).get()
+"""
+
+
+@needs_compiler
+@pytest.mark.parametrize("verbosity", ["default", "quiet"])
+def test_first_compile_prints_one_line_on_stderr_by_default(tmp_path, verbosity) -> None:
+    import os
+    import subprocess
+    import sys
+
+    source = _source(tmp_path)
+    env = {**os.environ, "OPENFORMERS_CACHE": str(tmp_path / "cache"), "OPENFORMERS_NATIVE": "1",
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    out = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(source), verbosity], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "pair_native.c" in line]
+    if verbosity == "quiet":  # set_verbosity_error() silences it
+        assert lines == [], out.stderr
+    else:
+        assert len(lines) == 1 and "compiled the native kernel pair_native.c once in" in lines[0], out.stderr
 
 
 @needs_compiler
