@@ -3,7 +3,9 @@
 ``no_init_weights()`` builds the module tree without memory or random initialisation;
 ``load_tensors`` then takes the checkpoint's tensors one at a time: renames by the model's rules,
 hands quantized layers every tensor under their name, reports missing, unexpected and
-mismatched tensors by name, and initialises only what the checkpoint lacked.
+mismatched tensors by name, and initialises only what the checkpoint lacked. A loading that takes
+longer than ``PROGRESS_DELAY`` seconds shows a tqdm bar ("Loading weights", one step a tensor) from
+then on; ``openformers.utils.progress.disable_progress_bars()`` hides it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from openformers.core.checkpoint import CheckpointError
+from openformers.utils import progress
 
 if TYPE_CHECKING:
     from openformers.core.modeling import PreTrainedModel
@@ -26,6 +29,9 @@ logger = logging.getLogger("openformers")
 # renames every architecture accepts on load (TensorFlow-era LayerNorm names)
 LEGACY_RULES: tuple[tuple[str, str], ...] = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
 
+# seconds a loading runs before its progress bar appears (quick loads draw nothing)
+PROGRESS_DELAY = 1.0
+
 
 def load_tensors(
     model: PreTrainedModel,
@@ -33,10 +39,23 @@ def load_tensors(
     dtype: torch.dtype,
     ignore_mismatched_sizes: bool,
     source: str,
+    progress_delay: float | None = None,
 ) -> dict[str, list[Any]]:
     """Fill ``model`` from ``(name, tensor)`` pairs; returns the loading info (missing, unexpected
-    and mismatched keys). ``source`` names the checkpoint in errors and warnings."""
+    and mismatched keys). ``source`` names the checkpoint in errors and warnings. A progress bar
+    shows once the loading has run ``progress_delay`` seconds (default ``PROGRESS_DELAY``)."""
     expected = dict(model.state_dict(keep_vars=True))
+    bar = progress.tqdm(total=len(expected), desc="Loading weights", unit="tensor", leave=False,
+                        delay=PROGRESS_DELAY if progress_delay is None else progress_delay)
+    try:
+        return _load_tensors(model, tensors, dtype, ignore_mismatched_sizes, source, expected, bar)
+    finally:
+        bar.close()
+
+
+def _load_tensors(model: PreTrainedModel, tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype,
+                  ignore_mismatched_sizes: bool, source: str, expected: dict[str, torch.Tensor],
+                  bar: Any) -> dict[str, list[Any]]:
     tied = model._tied_targets()
     prefix = model.base_model_prefix
     has_prefix_module = bool(prefix) and hasattr(model, prefix)
@@ -47,6 +66,7 @@ def load_tensors(
     # quantized layers take every tensor under their name (layouts differ between writers)
     owning = {n: m for n, m in model.named_modules() if getattr(m, "_loads_own_tensors", False)}
     for ckpt_name, tensor in tensors:
+        bar.update()
         name = apply_rules(ckpt_name, rules)
         if name not in expected and prefix:
             if has_prefix_module and f"{prefix}.{name}" in expected:

@@ -459,3 +459,25 @@ def test_peak_memory_while_loading(tmp_path):
     ratio = result["growth_kb"] / result["weights_kb"]
     print(f"peak RSS growth while loading: {ratio:.2f}x the weight size ({result['weights_kb'] / 1024:.1f} MiB)")
     assert 0.5 < ratio < 2.2, f"loading grew peak RSS by {ratio:.2f}x the weight size"
+
+
+def test_slow_loading_shows_a_progress_bar_unless_bars_are_disabled(saved, monkeypatch, capsys):
+    from openformers.core import state_loading
+    from openformers.utils import progress
+
+    # a tiny model loads in well under the default second: no bar
+    GPT2LMHeadModel.from_pretrained(saved[0])
+    assert "Loading weights" not in capsys.readouterr().err
+    # with the threshold at zero every loading counts as slow
+    monkeypatch.setattr(state_loading, "PROGRESS_DELAY", 0.0)
+    was_disabled = progress.are_progress_bars_disabled()
+    try:
+        progress.enable_progress_bars()
+        GPT2LMHeadModel.from_pretrained(saved[0])
+        err = capsys.readouterr().err
+        assert "Loading weights" in err and "tensor" in err, err
+        progress.disable_progress_bars()
+        GPT2LMHeadModel.from_pretrained(saved[0])
+        assert "Loading weights" not in capsys.readouterr().err
+    finally:
+        (progress.disable_progress_bars if was_disabled else progress.enable_progress_bars)()
