@@ -153,8 +153,15 @@ class PretrainedConfig:
         return cls.from_dict(read_config_file(Path(json_file)))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "PretrainedConfig":
-        """Load ``config.json`` from a directory, a json file, a cached repo id or an embedded name."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Load ``config.json`` from a directory, a json file, a cached repo id or an embedded name;
+        keyword arguments override its fields. Download options are accepted and ignored, like
+        ``AutoConfig.from_pretrained``; ``return_unused_kwargs=True`` returns ``(config, unused)``
+        with the keywords that are not fields of the config."""
+        from openformers.core.loading_options import NO_OP_MODEL_KWARGS
+
+        kwargs = {k: v for k, v in kwargs.items() if k not in NO_OP_MODEL_KWARGS}
+        return_unused = bool(kwargs.pop("return_unused_kwargs", False))
         config_dict, kwargs = load_config_dict(name_or_path, **kwargs)
         declared = config_dict.get("model_type")
         if cls.model_type and declared and declared != cls.model_type:
@@ -167,7 +174,16 @@ class PretrainedConfig:
                 f"{cls.__name__} (model_type={cls.model_type!r})",
                 stacklevel=2,
             )
-        return cls.from_dict(config_dict, **kwargs)
+        if not return_unused:
+            return cls.from_dict(config_dict, **kwargs)
+        config = cls.from_dict(config_dict)
+        unused = {}
+        for key, value in kwargs.items():
+            if key == "num_labels" or hasattr(config, key):
+                setattr(config, key, value)
+            else:
+                unused[key] = value
+        return config, unused
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"

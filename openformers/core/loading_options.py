@@ -32,7 +32,7 @@ NO_OP_MODEL_KWARGS: dict[str, str] = {
     "offload_buffers": "weights are never offloaded to disk",
     "max_memory": "device_map places whole models; per-device memory caps are not used",
     "disable_mmap": "safetensors files are read with the reader's own mapping",
-    "tqdm_class": "loading shows no progress bar of its own",
+    "tqdm_class": "the loading bar is the library's own tqdm (hidden by disable_progress_bars())",
     "use_kernels": "kernels from the Hub are never downloaded; the built-in fast paths are used",
     "allow_all_kernels": "kernels from the Hub are never downloaded",
     "kernel_config": "kernels from the Hub are never downloaded",

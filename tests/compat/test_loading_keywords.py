@@ -59,3 +59,19 @@ def test_config_keywords(minilm):
                                                                   hidden_dropout_prob=0.3, foo=1)
     assert unused == ref_unused == {"foo": 1}
     assert ours.hidden_dropout_prob == theirs.hidden_dropout_prob == 0.3
+
+
+def test_concrete_config_class_keywords(minilm):
+    import transformers
+
+    download = dict(resume_download=True, proxies=None, use_auth_token=None, force_download=True, mirror=None,
+                    _from_auto=True, _commit_hash=None)
+    config = of.BertConfig.from_pretrained(minilm, **download, hidden_dropout_prob=0.3)
+    theirs = transformers.BertConfig.from_pretrained(str(minilm), **download, hidden_dropout_prob=0.3)
+    assert config.hidden_dropout_prob == theirs.hidden_dropout_prob == 0.3
+    assert not set(download) & set(config.to_dict())
+    ours, unused = of.BertConfig.from_pretrained(minilm, return_unused_kwargs=True, hidden_dropout_prob=0.2, foo=1)
+    theirs, ref_unused = transformers.BertConfig.from_pretrained(str(minilm), return_unused_kwargs=True,
+                                                                 hidden_dropout_prob=0.2, foo=1)
+    assert unused == ref_unused == {"foo": 1}
+    assert ours.hidden_dropout_prob == theirs.hidden_dropout_prob == 0.2 and not hasattr(ours, "foo")
