@@ -436,13 +436,14 @@ class Trainer(CheckpointMixin, EvaluationMixin, ReportingMixin):
 
     def _update(self, model: nn.Module, group: list[dict[str, Any]]) -> tuple[float, int, float | None]:
         counts = [self._count_items(b) for b in group]
-        self.state.total_flos += sum(self.floating_point_ops(b) for b in group)
+        flos = sum(self.floating_point_ops(b) for b in group)
         total = sum(counts)
         world = 1
-        if self.distributed:
-            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+        if self.distributed:  # items and flos summed over every process in one all-reduce
+            t = torch.tensor([total, flos], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(t)
-            total, world = int(t.item()), torch.distributed.get_world_size()
+            total, flos, world = int(t[0].item()), float(t[1].item()), torch.distributed.get_world_size()
+        self.state.total_flos += flos
         loss_sum = 0.0
         for i, (batch, n) in enumerate(zip(group, counts)):
             engine = self.deepspeed_engine

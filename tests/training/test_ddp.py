@@ -30,3 +30,9 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     la = [float(x) for x in (tmp_path / "one" / "losses.txt").read_text().split()]
     lb = [float(x) for x in (tmp_path / "two" / "losses.txt").read_text().split()]
     assert len(la) == 3 and la == __import__("pytest").approx(lb, abs=1e-5)
+    # total_flos counts every process's work, the same on each rank (as the reference's store_flos)
+    (total_one, local_one), = [map(float, (tmp_path / "one" / "flos_0.txt").read_text().split())]
+    assert total_one == local_one > 0
+    ranks = [tuple(map(float, (tmp_path / "two" / f"flos_{r}.txt").read_text().split())) for r in (0, 1)]
+    assert ranks[0][0] == ranks[1][0] == __import__("pytest").approx(ranks[0][1] + ranks[1][1], rel=1e-12)
+    assert ranks[0][1] > 0 and ranks[1][1] > 0
