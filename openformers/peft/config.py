@@ -101,7 +101,7 @@ def _check_field_types(config: Any) -> None:
                 raise bad(f.name, value, "a string")
             continue
         if isinstance(default, bool):
-            if type(value) is not bool and not (f.name == "init_lora_weights" and isinstance(value, str)):
+            if type(value) is not bool and not (f.name in ("init_lora_weights", "init_weights") and isinstance(value, str)):
                 raise bad(f.name, value, "true or false")
         elif isinstance(default, (int, float)):
             if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > _MAX_RANK * 1e6:
@@ -155,6 +155,8 @@ class PeftType(str, enum.Enum):
     PROMPT_TUNING = "PROMPT_TUNING"
     P_TUNING = "P_TUNING"
     IA3 = "IA3"
+    LOHA = "LOHA"
+    LOKR = "LOKR"
 
 
 class TaskType(str, enum.Enum):
@@ -476,9 +478,81 @@ class PromptEncoderConfig(PromptLearningConfig):
             raise ValueError(f"PromptEncoderConfig: encoder_num_layers must be >= 1, got {self.encoder_num_layers}")
 
 
+@dataclass
+class LycorisConfig(PeftConfig):
+    """Fields LoHa and LoKr share (peft's names and defaults)."""
+
+    r: int = 8
+    alpha: int | float = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    use_effective_conv2d: bool = False  # applies to convolutions, which these adapters do not wrap here
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    init_weights: bool = True
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = type(self).__name__
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"{where}: r must be a positive integer (the adapter rank), got r={self.r!r}")
+        for name in ("rank_dropout", "module_dropout"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{where}: {name} must be in [0, 1], got {getattr(self, name)}")
+        if isinstance(self.target_modules, (set, tuple)):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.exclude_modules, (set, tuple)):
+            self.exclude_modules = list(self.exclude_modules)
+        if isinstance(self.layers_to_transform, int):
+            self.layers_to_transform = [self.layers_to_transform]
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError(f"{where}: layers_pattern only applies together with layers_to_transform")
+        if isinstance(self.target_modules, str) and self.layers_to_transform:
+            raise ValueError(f"{where}: layers_to_transform cannot be combined with a regex target_modules string")
+
+
+@dataclass
+class LoHaConfig(LycorisConfig):
+    """LoHa: ``delta W = ((w1_a @ w1_b) * (w2_a @ w2_b)) * alpha / r`` on the ``target_modules``
+    (a Hadamard product of two rank-``r`` products, so the update's rank can reach ``r**2``)."""
+
+    _peft_type: ClassVar[PeftType] = PeftType.LOHA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if type(self.init_weights) is not bool:
+            raise ValueError(f"LoHaConfig: init_weights must be true or false, got {self.init_weights!r}")
+
+
+@dataclass
+class LoKrConfig(LycorisConfig):
+    """LoKr: ``delta W = kron(w1, w2) * alpha / r`` on the ``target_modules``; each factor is a
+    full matrix or a rank-``r`` product (``decompose_both`` also splits ``w1``), sized by
+    splitting the layer's dimensions near their square roots (or by ``decompose_factor``)."""
+
+    decompose_both: bool = False
+    decompose_factor: int = -1
+    rank_dropout_scale: bool = False
+    init_weights: bool | str = True
+
+    _peft_type: ClassVar[PeftType] = PeftType.LOKR
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_weights not in (True, False, "lycoris"):
+            raise ValueError(f"LoKrConfig: init_weights must be true, false or 'lycoris', got {self.init_weights!r}")
+        if type(self.decompose_factor) is not int or (self.decompose_factor != -1 and self.decompose_factor < 1):
+            raise ValueError(f"LoKrConfig: decompose_factor must be -1 (near the square root) or a positive integer, "
+                             f"got {self.decompose_factor!r}")
+
+
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {
     "LORA": LoraConfig, "IA3": IA3Config, "PROMPT_TUNING": PromptTuningConfig, "PREFIX_TUNING": PrefixTuningConfig,
-    "P_TUNING": PromptEncoderConfig,
+    "P_TUNING": PromptEncoderConfig, "LOHA": LoHaConfig, "LOKR": LoKrConfig,
 }
 PEFT_TYPE_TO_CONFIG_MAPPING = CONFIG_CLASSES
 

@@ -33,9 +33,11 @@ from openformers.peft.config import (
 )
 from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding, PromptEncoder
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
-from openformers.peft.tuners import IA3Model, LoraModel, TunerModel
+from openformers.peft.tuners import IA3Model, LoHaModel, LoKrModel, LoraModel, TunerModel
 
-TUNERS: dict[PeftType, type[TunerModel]] = {PeftType.LORA: LoraModel, PeftType.IA3: IA3Model}
+TUNERS: dict[PeftType, type[TunerModel]] = {
+    PeftType.LORA: LoraModel, PeftType.IA3: IA3Model, PeftType.LOHA: LoHaModel, PeftType.LOKR: LoKrModel,
+}
 
 
 def _model_sizes(model: nn.Module) -> dict[str, int]:
@@ -377,7 +379,7 @@ class PeftModel(nn.Module):
 
     def _needs_tuner(self, what: str) -> None:
         if not isinstance(self.base_model, TunerModel):
-            raise ValueError(f"{what} applies to LoRA and IA3 adapters, not to {self.peft_type.value}")
+            raise ValueError(f"{what} applies to LoRA, IA3, LoHa and LoKr adapters, not to {self.peft_type.value}")
 
     # -- counting ----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Saved keys are the ``PeftModel`` parameter names without the adapter name:
 ``base_model.model.<path>.lora_A.weight`` (from ``...lora_A.<adapter>.weight``), DoRA's
-``...lora_magnitude_vector``, IA3's ``...ia3_l``, a ``modules_to_save`` copy under the original
+``...lora_magnitude_vector``, IA3's ``...ia3_l``, LoHa's ``...hada_w1_a`` and LoKr's ``...lokr_w1``, a ``modules_to_save`` copy under the original
 module's name (``base_model.model.score.weight``), and prompt learning's ``prompt_embeddings``.
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from openformers.peft.model import PeftModel
 
 # saved key parts that carry an adapter name right after them
-ADAPTER_MARKERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "ia3_l")
+ADAPTER_MARKERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "ia3_l",
+                   "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b",
+                   "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
 def _remove_adapter_name(key: str, adapter_name: str) -> str | None:
