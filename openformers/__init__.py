@@ -102,6 +102,8 @@ _EXPORTS: dict[str, str] = {
     "PromptTuningConfig": "openformers.peft",
     "PrefixTuningConfig": "openformers.peft",
     "IA3Config": "openformers.peft",
+    "LoHaConfig": "openformers.peft",
+    "LoKrConfig": "openformers.peft",
     "TaskType": "openformers.peft",
     "get_peft_config": "openformers.peft",
     "prepare_model_for_kbit_training": "openformers.peft",
