@@ -19,6 +19,7 @@ peft = pytest.importorskip("peft")
 CASES = [
     ("llama_lm", "LoHaConfig", dict(r=4, alpha=8)),
     ("bert_cls", "LoHaConfig", dict(r=2, alpha=4, rank_pattern={"value": 3}, alpha_pattern={"query": 2})),
+    ("llama_lm", "LoHaConfig", dict(r=3, alpha=5, target_modules=["k_proj", "o_proj"], layers_to_transform=[1])),
     ("llama_lm", "LoKrConfig", dict(r=8, alpha=8)),  # full w1 and w2
     ("llama_lm", "LoKrConfig", dict(r=1, alpha=2, decompose_both=True, target_modules=["q_proj", "v_proj", "down_proj"])),
     ("bert_cls", "LoKrConfig", dict(r=2, alpha=3, decompose_factor=4, init_weights="lycoris")),
@@ -105,3 +106,25 @@ def test_dropouts_and_errors(ref_dirs):
     _, gpt2 = load_pair(ref_dirs, "gpt2_lm")
     with pytest.raises(ValueError, match="nn.Linear"):
         get_peft_model(gpt2, LoHaConfig(task_type="CAUSAL_LM"))
+
+
+def test_several_adapters(ref_dirs, tmp_path):
+    _, ours = load_pair(ref_dirs, "llama_lm")
+    b = batch()
+    base = logits(ours, b)
+    po = get_peft_model(ours, LoHaConfig(task_type="CAUSAL_LM", r=2, init_weights=False))
+    first = logits(po, b)
+    po.add_adapter("second", LoHaConfig(task_type="CAUSAL_LM", r=3, init_weights=False))
+    assert_close(logits(po, b), first, atol=1e-6, what="the active adapter is still the first")
+    po.set_adapter("second")
+    second = logits(po, b)
+    assert (second - first).abs().max() > 1e-3 and (second - base).abs().max() > 1e-3
+    assert all(".second" in n for n, p in po.named_parameters() if p.requires_grad)
+    po.save_pretrained(tmp_path)
+    assert (tmp_path / "second/adapter_model.safetensors").is_file()
+    with pytest.raises(ValueError, match="LOKR"):
+        po.add_adapter("other", LoKrConfig(task_type="CAUSAL_LM"))
+    po.delete_adapter("second")
+    assert_close(logits(po, b), first, atol=1e-6, what="after deleting the second adapter")
+    again = ofp.PeftModel.from_pretrained(load_pair(ref_dirs, "llama_lm")[1], tmp_path / "second")
+    assert_close(logits(again, b), second, atol=1e-6, what="second adapter reloaded")
