@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning: LoRA (and DoRA), IA3, LoHa, LoKr, prompt tuning and prefix tuning.
+"""Parameter-efficient fine-tuning: LoRA (and DoRA), AdaLoRA, IA3, LoHa, LoKr, prompt tuning and prefix tuning.
 
 Adapters are injected into the model's own modules and saved as ``adapter_config.json`` +
 ``adapter_model.safetensors`` in the peft package's layout, so adapters move both ways
@@ -12,7 +12,9 @@ from openformers.peft.auto import (
     AutoPeftModelForSequenceClassification,
     AutoPeftModelForTokenClassification,
 )
+from openformers.peft.adalora import AdaLoraLinear, AdaLoraModel, RankAllocator
 from openformers.peft.config import (
+    AdaLoraConfig,
     IA3Config,
     LoHaConfig,
     LoKrConfig,
@@ -53,5 +55,5 @@ __all__ = [
     "PromptTuningConfig", "PromptTuningInit", "TaskType", "get_peft_model", "get_peft_model_state_dict",
     "max_logit_change", "PEFT_TYPE_TO_CONFIG_MAPPING", "PromptEncoderConfig", "PromptEncoderReparameterizationType",
     "get_peft_config", "prepare_model_for_kbit_training", "set_peft_model_state_dict",
-    "LoHaConfig", "LoHaLinear", "LoHaModel", "LoKrConfig", "LoKrLinear", "LoKrModel",
+    "AdaLoraConfig", "AdaLoraLinear", "AdaLoraModel", "RankAllocator", "LoHaConfig", "LoHaLinear", "LoHaModel", "LoKrConfig", "LoKrLinear", "LoKrModel",
 ]

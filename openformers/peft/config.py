@@ -83,6 +83,11 @@ def _check_field_types(config: Any) -> None:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise bad(f.name, value, "a list of module names")
             continue
+        if f.name == "rank_pattern" and getattr(config, "_peft_type", None) == PeftType.ADALORA:
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, list) and all(type(b) is bool for b in v) for k, v in value.items()):
+                raise bad(f.name, value, "an object mapping parameter names to lists of true/false (kept ranks)")
+            continue
         if f.name in _PATTERN_DICTS:
             rank = f.name == "rank_pattern"
             if not isinstance(value, dict) or not all(
@@ -157,6 +162,7 @@ class PeftType(str, enum.Enum):
     IA3 = "IA3"
     LOHA = "LOHA"
     LOKR = "LOKR"
+    ADALORA = "ADALORA"
 
 
 class TaskType(str, enum.Enum):
@@ -233,6 +239,8 @@ class PeftConfig:
         for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern or []:
             check_pattern(pattern, f"{type(self).__name__}.layers_pattern")
         for name in ("rank_pattern", "alpha_pattern"):
+            if name == "rank_pattern" and self._peft_type == PeftType.ADALORA:
+                continue  # parameter names, not patterns
             for pattern in getattr(self, name, None) or {}:
                 check_pattern(pattern, f"{type(self).__name__}.{name} key")
         if self._peft_type is not None:
@@ -550,9 +558,58 @@ class LoKrConfig(LycorisConfig):
                              f"got {self.decompose_factor!r}")
 
 
+@dataclass
+class AdaLoraConfig(LoraConfig):
+    """AdaLoRA: LoRA in SVD form (``B diag(E) A``) whose ranks are pruned while training, from
+    ``init_r`` per layer down to a total budget of ``target_r`` per layer, by the importance of each
+    singular value (``update_and_allocate`` after every optimizer step). ``r`` is not used.
+
+    Ranks are kept at ``init_r`` for ``tinit`` steps, shrink on a cubic schedule every ``deltaT``
+    steps, and stay fixed for the last ``tfinal`` of ``total_step`` steps. ``orth_reg_weight``
+    weights the orthogonality penalty on ``A`` and ``B`` added to the loss. ``rank_pattern``
+    records which ranks were kept (parameter name -> list of booleans)."""
+
+    target_r: int = 8
+    init_r: int = 12
+    tinit: int = 0
+    tfinal: int = 0
+    deltaT: int = 1
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+    total_step: int | None = None
+    rank_pattern: dict[str, list[bool]] | None = None
+
+    _peft_type: ClassVar[PeftType] = PeftType.ADALORA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.use_dora:
+            raise ValueError("AdaLoraConfig: AdaLoRA does not support DoRA (use_dora=True)")
+        if not isinstance(self.total_step, int) or self.total_step <= 0:
+            raise ValueError(f"AdaLoraConfig: total_step must be a positive integer (the number of training steps), "
+                             f"got {self.total_step!r}")
+        for name in ("target_r", "init_r", "deltaT"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"AdaLoraConfig: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.target_r > self.init_r:
+            raise ValueError(f"AdaLoraConfig: target_r={self.target_r} must not exceed init_r={self.init_r}")
+        if self.orth_reg_weight < 0:
+            raise ValueError(f"AdaLoraConfig: orth_reg_weight must be >= 0, got {self.orth_reg_weight}")
+        for name in ("beta1", "beta2"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"AdaLoraConfig: {name} must be in (0, 1), got {getattr(self, name)}")
+        if self.tinit < 0 or self.tfinal < 0 or self.tinit >= self.total_step - self.tfinal:
+            raise ValueError(
+                f"AdaLoraConfig: tinit={self.tinit} and tfinal={self.tfinal} leave no budgeting phase in "
+                f"total_step={self.total_step} steps; decrease tinit/tfinal or increase total_step"
+            )
+
+
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {
     "LORA": LoraConfig, "IA3": IA3Config, "PROMPT_TUNING": PromptTuningConfig, "PREFIX_TUNING": PrefixTuningConfig,
     "P_TUNING": PromptEncoderConfig, "LOHA": LoHaConfig, "LOKR": LoKrConfig,
+    "ADALORA": AdaLoraConfig,
 }
 PEFT_TYPE_TO_CONFIG_MAPPING = CONFIG_CLASSES
 

@@ -34,9 +34,11 @@ from openformers.peft.config import (
 from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding, PromptEncoder
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
 from openformers.peft.tuners import IA3Model, LoHaModel, LoKrModel, LoraModel, TunerModel
+from openformers.peft.adalora import AdaLoraModel
 
 TUNERS: dict[PeftType, type[TunerModel]] = {
     PeftType.LORA: LoraModel, PeftType.IA3: IA3Model, PeftType.LOHA: LoHaModel, PeftType.LOKR: LoKrModel,
+    PeftType.ADALORA: AdaLoraModel,
 }
 
 
@@ -373,7 +375,7 @@ class PeftModel(nn.Module):
 
     def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
                              combination_type: str = "svd", **kwargs: Any) -> None:
-        if not isinstance(self.base_model, LoraModel):
+        if not isinstance(self.base_model, LoraModel) or isinstance(self.base_model, AdaLoraModel):
             raise ValueError("add_weighted_adapter combines LoRA adapters only")
         self.base_model.add_weighted_adapter(adapters, weights, adapter_name, combination_type, **kwargs)
 

@@ -128,3 +128,72 @@ def test_several_adapters(ref_dirs, tmp_path):
     assert_close(logits(po, b), first, atol=1e-6, what="after deleting the second adapter")
     again = ofp.PeftModel.from_pretrained(load_pair(ref_dirs, "llama_lm")[1], tmp_path / "second")
     assert_close(logits(again, b), second, atol=1e-6, what="second adapter reloaded")
+
+
+def test_adalora_training_allocation_and_files(ref_dirs, tmp_path):
+    """AdaLoRA against peft: same loss (with the orthogonality penalty) and gradients, the same ranks pruned
+    at every step of the budget schedule, and the pruned adapter files load both ways."""
+    kw = dict(task_type="CAUSAL_LM", init_r=4, target_r=2, total_step=8, tinit=1, tfinal=2, deltaT=1, lora_alpha=16,
+              target_modules=["q_proj", "v_proj", "up_proj"], orth_reg_weight=0.3)
+    theirs, ours = load_pair(ref_dirs, "llama_lm")
+    pt = peft.get_peft_model(theirs, peft.AdaLoraConfig(**kw))
+    po = get_peft_model(ours, ofp.AdaLoraConfig(**kw))
+    own = dict(po.named_parameters())
+    assert {n for n, p in own.items() if p.requires_grad} == {n for n, p in pt.named_parameters() if p.requires_grad}
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for n, p in pt.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)  # non-zero singular values
+                own[n].copy_(p)
+    b = batch()
+    opt_t = torch.optim.SGD([p for p in pt.parameters() if p.requires_grad], lr=0.05)
+    opt_o = torch.optim.SGD([p for p in po.parameters() if p.requires_grad], lr=0.05)
+    pt.train()
+    po.train()
+    pruned = []
+    for step in range(10):
+        lt, lo = pt(**b, labels=b["input_ids"]).loss, po(**b, labels=b["input_ids"]).loss
+        assert_close(lo, lt, atol=1e-5, what=f"loss at step {step}")
+        lt.backward()
+        lo.backward()
+        for n, p in pt.named_parameters():
+            if p.requires_grad:
+                assert_close(own[n].grad, p.grad, atol=1e-5, what=f"grad of {n} at step {step}")
+        opt_t.step()
+        opt_o.step()
+        pt.base_model.update_and_allocate(step)
+        po.base_model.update_and_allocate(step)
+        opt_t.zero_grad()
+        opt_o.zero_grad()
+        assert po.peft_config["default"].rank_pattern == pt.peft_config["default"].rank_pattern, step
+        for n, p in pt.named_parameters():
+            if "lora_E" in n:
+                assert_close(own[n], p, atol=1e-5, what=f"{n} at step {step}")
+        pruned.append(sum(int((p == 0).sum()) for n, p in po.named_parameters() if "lora_E" in n))
+    assert pruned[0] == 0 and pruned[-1] == 6 * (4 - 2)  # budget reaches target_r per layer
+    pt.eval()
+    po.eval()
+    ref = logits(pt, b)
+    assert_close(logits(po, b), ref, atol=1e-5, what="after allocation")
+    pt.save_pretrained(tmp_path / "theirs")
+    po.save_pretrained(tmp_path / "ours")
+    from safetensors.torch import load_file
+
+    a, o = load_file(str(tmp_path / "theirs/adapter_model.safetensors")), load_file(str(tmp_path / "ours/adapter_model.safetensors"))
+    assert sorted(a) == sorted(o)
+    for k in a:
+        assert_close(o[k], a[k], atol=1e-5, what=k)
+    # pruned ranks are not saved: the file holds the budget, target_r ranks per layer on average
+    assert sum(v.shape[0] for k, v in o.items() if k.endswith("lora_E")) == 6 * 2
+    assert json.loads((tmp_path / "ours/adapter_config.json").read_text())["rank_pattern"] == \
+        json.loads((tmp_path / "theirs/adapter_config.json").read_text())["rank_pattern"]
+    loaded = ofp.PeftModel.from_pretrained(load_pair(ref_dirs, "llama_lm")[1], tmp_path / "theirs")
+    back = peft.PeftModel.from_pretrained(load_pair(ref_dirs, "llama_lm")[0], tmp_path / "ours").eval()
+    assert_close(logits(loaded, b), logits(back, b), atol=1e-5, what="reloaded AdaLoRA adapters")
+    with torch.no_grad():
+        unmerged = logits(loaded, b)
+        loaded.merge_adapter()
+        assert_close(logits(loaded, b), unmerged, atol=1e-5, what="merged AdaLoRA")
+    with pytest.raises(ValueError, match="total_step"):
+        ofp.AdaLoraConfig()
