@@ -104,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "IA3Config": "openformers.peft",
     "LoHaConfig": "openformers.peft",
     "LoKrConfig": "openformers.peft",
+    "AdaLoraConfig": "openformers.peft",
     "TaskType": "openformers.peft",
     "get_peft_config": "openformers.peft",
     "prepare_model_for_kbit_training": "openformers.peft",

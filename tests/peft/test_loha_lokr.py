@@ -152,6 +152,7 @@ def test_adalora_training_allocation_and_files(ref_dirs, tmp_path):
     pt.train()
     po.train()
     pruned = []
+    frozen = {n: p.detach().clone() for n, p in po.named_parameters() if not p.requires_grad}
     for step in range(10):
         lt, lo = pt(**b, labels=b["input_ids"]).loss, po(**b, labels=b["input_ids"]).loss
         assert_close(lo, lt, atol=1e-5, what=f"loss at step {step}")
@@ -172,6 +173,7 @@ def test_adalora_training_allocation_and_files(ref_dirs, tmp_path):
                 assert_close(own[n], p, atol=1e-5, what=f"{n} at step {step}")
         pruned.append(sum(int((p == 0).sum()) for n, p in po.named_parameters() if "lora_E" in n))
     assert pruned[0] == 0 and pruned[-1] == 6 * (4 - 2)  # budget reaches target_r per layer
+    assert all(torch.equal(p, frozen[n]) for n, p in po.named_parameters() if n in frozen)  # only the adapter trained
     pt.eval()
     po.eval()
     ref = logits(pt, b)
