@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning: LoRA (and DoRA), IA3, prompt tuning and prefix tuning.
+"""Parameter-efficient fine-tuning: LoRA (and DoRA), AdaLoRA, IA3, LoHa, LoKr, prompt tuning and prefix tuning.
 
 Adapters are injected into the model's own modules and saved as ``adapter_config.json`` +
 ``adapter_model.safetensors`` in the peft package's layout, so adapters move both ways
@@ -12,8 +12,12 @@ from openformers.peft.auto import (
     AutoPeftModelForSequenceClassification,
     AutoPeftModelForTokenClassification,
 )
+from openformers.peft.adalora import AdaLoraLinear, AdaLoraModel, RankAllocator
 from openformers.peft.config import (
+    AdaLoraConfig,
     IA3Config,
+    LoHaConfig,
+    LoKrConfig,
     LoraConfig,
     PeftConfig,
     PeftType,
@@ -29,6 +33,7 @@ from openformers.peft.config import (
 from openformers.peft.ia3 import IA3Linear
 from openformers.peft.kbit import max_logit_change, prepare_model_for_kbit_training
 from openformers.peft.lora import LoraEmbedding, LoraLinear
+from openformers.peft.lycoris import LoHaLinear, LoKrLinear
 from openformers.peft.model import (
     PeftModel,
     PeftModelForCausalLM,
@@ -39,7 +44,7 @@ from openformers.peft.model import (
     get_peft_model,
 )
 from openformers.peft.save_and_load import get_peft_model_state_dict, set_peft_model_state_dict
-from openformers.peft.tuners import IA3Model, LoraModel, ModulesToSaveWrapper
+from openformers.peft.tuners import IA3Model, LoHaModel, LoKrModel, LoraModel, ModulesToSaveWrapper
 
 __all__ = [
     "AutoPeftModel", "AutoPeftModelForCausalLM", "AutoPeftModelForFeatureExtraction", "AutoPeftModelForQuestionAnswering",
@@ -50,4 +55,5 @@ __all__ = [
     "PromptTuningConfig", "PromptTuningInit", "TaskType", "get_peft_model", "get_peft_model_state_dict",
     "max_logit_change", "PEFT_TYPE_TO_CONFIG_MAPPING", "PromptEncoderConfig", "PromptEncoderReparameterizationType",
     "get_peft_config", "prepare_model_for_kbit_training", "set_peft_model_state_dict",
+    "AdaLoraConfig", "AdaLoraLinear", "AdaLoraModel", "RankAllocator", "LoHaConfig", "LoHaLinear", "LoHaModel", "LoKrConfig", "LoKrLinear", "LoKrModel",
 ]

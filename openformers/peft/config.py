@@ -83,6 +83,11 @@ def _check_field_types(config: Any) -> None:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise bad(f.name, value, "a list of module names")
             continue
+        if f.name == "rank_pattern" and getattr(config, "_peft_type", None) == PeftType.ADALORA:
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, list) and all(type(b) is bool for b in v) for k, v in value.items()):
+                raise bad(f.name, value, "an object mapping parameter names to lists of true/false (kept ranks)")
+            continue
         if f.name in _PATTERN_DICTS:
             rank = f.name == "rank_pattern"
             if not isinstance(value, dict) or not all(
@@ -101,7 +106,7 @@ def _check_field_types(config: Any) -> None:
                 raise bad(f.name, value, "a string")
             continue
         if isinstance(default, bool):
-            if type(value) is not bool and not (f.name == "init_lora_weights" and isinstance(value, str)):
+            if type(value) is not bool and not (f.name in ("init_lora_weights", "init_weights") and isinstance(value, str)):
                 raise bad(f.name, value, "true or false")
         elif isinstance(default, (int, float)):
             if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > _MAX_RANK * 1e6:
@@ -155,6 +160,9 @@ class PeftType(str, enum.Enum):
     PROMPT_TUNING = "PROMPT_TUNING"
     P_TUNING = "P_TUNING"
     IA3 = "IA3"
+    LOHA = "LOHA"
+    LOKR = "LOKR"
+    ADALORA = "ADALORA"
 
 
 class TaskType(str, enum.Enum):
@@ -231,6 +239,8 @@ class PeftConfig:
         for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern or []:
             check_pattern(pattern, f"{type(self).__name__}.layers_pattern")
         for name in ("rank_pattern", "alpha_pattern"):
+            if name == "rank_pattern" and self._peft_type == PeftType.ADALORA:
+                continue  # parameter names, not patterns
             for pattern in getattr(self, name, None) or {}:
                 check_pattern(pattern, f"{type(self).__name__}.{name} key")
         if self._peft_type is not None:
@@ -476,9 +486,130 @@ class PromptEncoderConfig(PromptLearningConfig):
             raise ValueError(f"PromptEncoderConfig: encoder_num_layers must be >= 1, got {self.encoder_num_layers}")
 
 
+@dataclass
+class LycorisConfig(PeftConfig):
+    """Fields LoHa and LoKr share (peft's names and defaults)."""
+
+    r: int = 8
+    alpha: int | float = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+    use_effective_conv2d: bool = False  # applies to convolutions, which these adapters do not wrap here
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    init_weights: bool = True
+    layers_to_transform: list[int] | int | None = None
+    layers_pattern: list[str] | str | None = None
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = type(self).__name__
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"{where}: r must be a positive integer (the adapter rank), got r={self.r!r}")
+        for name in ("rank_dropout", "module_dropout"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{where}: {name} must be in [0, 1], got {getattr(self, name)}")
+        if isinstance(self.target_modules, (set, tuple)):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.exclude_modules, (set, tuple)):
+            self.exclude_modules = list(self.exclude_modules)
+        if isinstance(self.layers_to_transform, int):
+            self.layers_to_transform = [self.layers_to_transform]
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError(f"{where}: layers_pattern only applies together with layers_to_transform")
+        if isinstance(self.target_modules, str) and self.layers_to_transform:
+            raise ValueError(f"{where}: layers_to_transform cannot be combined with a regex target_modules string")
+
+
+@dataclass
+class LoHaConfig(LycorisConfig):
+    """LoHa: ``delta W = ((w1_a @ w1_b) * (w2_a @ w2_b)) * alpha / r`` on the ``target_modules``
+    (a Hadamard product of two rank-``r`` products, so the update's rank can reach ``r**2``)."""
+
+    _peft_type: ClassVar[PeftType] = PeftType.LOHA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if type(self.init_weights) is not bool:
+            raise ValueError(f"LoHaConfig: init_weights must be true or false, got {self.init_weights!r}")
+
+
+@dataclass
+class LoKrConfig(LycorisConfig):
+    """LoKr: ``delta W = kron(w1, w2) * alpha / r`` on the ``target_modules``; each factor is a
+    full matrix or a rank-``r`` product (``decompose_both`` also splits ``w1``), sized by
+    splitting the layer's dimensions near their square roots (or by ``decompose_factor``)."""
+
+    decompose_both: bool = False
+    decompose_factor: int = -1
+    rank_dropout_scale: bool = False
+    init_weights: bool | str = True
+
+    _peft_type: ClassVar[PeftType] = PeftType.LOKR
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_weights not in (True, False, "lycoris"):
+            raise ValueError(f"LoKrConfig: init_weights must be true, false or 'lycoris', got {self.init_weights!r}")
+        if type(self.decompose_factor) is not int or (self.decompose_factor != -1 and self.decompose_factor < 1):
+            raise ValueError(f"LoKrConfig: decompose_factor must be -1 (near the square root) or a positive integer, "
+                             f"got {self.decompose_factor!r}")
+
+
+@dataclass
+class AdaLoraConfig(LoraConfig):
+    """AdaLoRA: LoRA in SVD form (``B diag(E) A``) whose ranks are pruned while training, from
+    ``init_r`` per layer down to a total budget of ``target_r`` per layer, by the importance of each
+    singular value (``update_and_allocate`` after every optimizer step). ``r`` is not used.
+
+    Ranks are kept at ``init_r`` for ``tinit`` steps, shrink on a cubic schedule every ``deltaT``
+    steps, and stay fixed for the last ``tfinal`` of ``total_step`` steps. ``orth_reg_weight``
+    weights the orthogonality penalty on ``A`` and ``B`` added to the loss. ``rank_pattern``
+    records which ranks were kept (parameter name -> list of booleans)."""
+
+    target_r: int = 8
+    init_r: int = 12
+    tinit: int = 0
+    tfinal: int = 0
+    deltaT: int = 1
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+    total_step: int | None = None
+    rank_pattern: dict[str, list[bool]] | None = None
+
+    _peft_type: ClassVar[PeftType] = PeftType.ADALORA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.use_dora:
+            raise ValueError("AdaLoraConfig: AdaLoRA does not support DoRA (use_dora=True)")
+        if not isinstance(self.total_step, int) or self.total_step <= 0:
+            raise ValueError(f"AdaLoraConfig: total_step must be a positive integer (the number of training steps), "
+                             f"got {self.total_step!r}")
+        for name in ("target_r", "init_r", "deltaT"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"AdaLoraConfig: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.target_r > self.init_r:
+            raise ValueError(f"AdaLoraConfig: target_r={self.target_r} must not exceed init_r={self.init_r}")
+        if self.orth_reg_weight < 0:
+            raise ValueError(f"AdaLoraConfig: orth_reg_weight must be >= 0, got {self.orth_reg_weight}")
+        for name in ("beta1", "beta2"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"AdaLoraConfig: {name} must be in (0, 1), got {getattr(self, name)}")
+        if self.tinit < 0 or self.tfinal < 0 or self.tinit >= self.total_step - self.tfinal:
+            raise ValueError(
+                f"AdaLoraConfig: tinit={self.tinit} and tfinal={self.tfinal} leave no budgeting phase in "
+                f"total_step={self.total_step} steps; decrease tinit/tfinal or increase total_step"
+            )
+
+
 CONFIG_CLASSES: dict[str, type[PeftConfig]] = {
     "LORA": LoraConfig, "IA3": IA3Config, "PROMPT_TUNING": PromptTuningConfig, "PREFIX_TUNING": PrefixTuningConfig,
-    "P_TUNING": PromptEncoderConfig,
+    "P_TUNING": PromptEncoderConfig, "LOHA": LoHaConfig, "LOKR": LoKrConfig,
+    "ADALORA": AdaLoraConfig,
 }
 PEFT_TYPE_TO_CONFIG_MAPPING = CONFIG_CLASSES
 

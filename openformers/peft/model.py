@@ -33,9 +33,13 @@ from openformers.peft.config import (
 )
 from openformers.peft.prompt_encoders import PrefixEncoder, PromptEmbedding, PromptEncoder
 from openformers.peft.save_and_load import get_peft_model_state_dict, load_adapter_state, set_peft_model_state_dict
-from openformers.peft.tuners import IA3Model, LoraModel, TunerModel
+from openformers.peft.tuners import IA3Model, LoHaModel, LoKrModel, LoraModel, TunerModel
+from openformers.peft.adalora import AdaLoraModel
 
-TUNERS: dict[PeftType, type[TunerModel]] = {PeftType.LORA: LoraModel, PeftType.IA3: IA3Model}
+TUNERS: dict[PeftType, type[TunerModel]] = {
+    PeftType.LORA: LoraModel, PeftType.IA3: IA3Model, PeftType.LOHA: LoHaModel, PeftType.LOKR: LoKrModel,
+    PeftType.ADALORA: AdaLoraModel,
+}
 
 
 def _model_sizes(model: nn.Module) -> dict[str, int]:
@@ -371,13 +375,13 @@ class PeftModel(nn.Module):
 
     def add_weighted_adapter(self, adapters: list[str], weights: list[float], adapter_name: str,
                              combination_type: str = "svd", **kwargs: Any) -> None:
-        if not isinstance(self.base_model, LoraModel):
+        if not isinstance(self.base_model, LoraModel) or isinstance(self.base_model, AdaLoraModel):
             raise ValueError("add_weighted_adapter combines LoRA adapters only")
         self.base_model.add_weighted_adapter(adapters, weights, adapter_name, combination_type, **kwargs)
 
     def _needs_tuner(self, what: str) -> None:
         if not isinstance(self.base_model, TunerModel):
-            raise ValueError(f"{what} applies to LoRA and IA3 adapters, not to {self.peft_type.value}")
+            raise ValueError(f"{what} applies to LoRA, IA3, LoHa and LoKr adapters, not to {self.peft_type.value}")
 
     # -- counting ----------------------------------------------------------------------------
     def get_nb_trainable_parameters(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Saved keys are the ``PeftModel`` parameter names without the adapter name:
 ``base_model.model.<path>.lora_A.weight`` (from ``...lora_A.<adapter>.weight``), DoRA's
-``...lora_magnitude_vector``, IA3's ``...ia3_l``, a ``modules_to_save`` copy under the original
+``...lora_magnitude_vector``, IA3's ``...ia3_l``, LoHa's ``...hada_w1_a`` and LoKr's ``...lokr_w1``, a ``modules_to_save`` copy under the original
 module's name (``base_model.model.score.weight``), and prompt learning's ``prompt_embeddings``.
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from openformers.peft.model import PeftModel
 
 # saved key parts that carry an adapter name right after them
-ADAPTER_MARKERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "ia3_l")
+ADAPTER_MARKERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "ia3_l",
+                   "lora_E", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b",
+                   "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
 def _remove_adapter_name(key: str, adapter_name: str) -> str | None:
@@ -60,6 +62,12 @@ def get_peft_model_state_dict(model: PeftModel, state_dict: dict[str, torch.Tens
             continue
         elif parts[-1] == "bias" and (bias == "all" or (bias == "lora_only" and key.removesuffix(".base_layer.bias") in lora_bias_owners)):
             out[key] = value
+    if config.peft_type == "ADALORA" and config.rank_pattern:
+        from openformers.peft.adalora import resize_state_dict_by_rank_pattern
+
+        # saved without pruned ranks; the pattern is recorded with names free of the adapter name
+        config.rank_pattern = {k.replace(f".{adapter_name}", ""): v for k, v in config.rank_pattern.items()}
+        out = resize_state_dict_by_rank_pattern(out, config.rank_pattern, adapter_name)
     return out
 
 
@@ -106,6 +114,8 @@ def set_peft_model_state_dict(model: PeftModel, state: dict[str, torch.Tensor], 
         with torch.no_grad():
             weight.copy_(saved)
         state = {k: v for k, v in state.items() if k != "prompt_embeddings"}
+    if config.peft_type == "ADALORA" and config.rank_pattern:
+        model.base_model.resize_modules_by_rank_pattern(config.rank_pattern, adapter_name)
     own = model.state_dict(keep_vars=True)
     wrappers = [n for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]
     unexpected, mismatched, loaded = [], [], set()

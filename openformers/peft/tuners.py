@@ -1,6 +1,6 @@
 """Injection: find the ``target_modules`` of a model and replace them with adapter layers.
 
-``TunerModel`` (``LoraModel`` / ``IA3Model``) holds the original model as ``.model``, so the
+``TunerModel`` (``LoraModel`` / ``IA3Model`` / ``LoHaModel`` / ``LoKrModel``) holds the original model as ``.model``, so the
 parameter names are ``model.<original path>.lora_A.<adapter>.weight``; under ``PeftModel`` they
 read ``base_model.model....``, the names the peft package uses.
 """
@@ -24,6 +24,7 @@ from openformers.peft.config import (
 )
 from openformers.peft.ia3 import IA3Linear
 from openformers.peft.lora import AdapterLayer, LoraEmbedding, LoraLinear, is_linear_like, wrap_lora
+from openformers.peft.lycoris import LoHaLinear, LoKrLinear
 
 ALL_LINEAR = "all-linear"
 _LAYER_INDEX = re.compile(r"(?:^|.*\.)[^.]*\.(\d+)\.")
@@ -169,7 +170,7 @@ class TunerModel(nn.Module):
                 continue
             if ".modules_to_save." in key or ".original_module" in key or ".base_layer" in key:
                 continue
-            if ".lora_" in key or ".ia3_l" in key or not _matches(config, key):
+            if ".lora_" in key or ".ia3_l" in key or ".hada_" in key or ".lokr_" in key or not _matches(config, key):
                 continue
             matched.append(key)
             self._create_or_update(adapter_name, config, key, module)
@@ -425,3 +426,52 @@ class IA3Model(TunerModel):
         if isinstance(module, Conv1D):
             config.fan_in_fan_out = True
         self._replace(key, IA3Linear.from_base(module, adapter_name, ff, config.fan_in_fan_out, config.init_ia3_weights))
+
+
+class _LycorisModel(TunerModel):
+    """Shared injection of LoHa / LoKr layers (``nn.Linear`` targets only)."""
+
+    layer_cls: type = AdapterLayer
+
+    def _default_targets(self, config: Any) -> None:
+        mt = _model_type(self.model)
+        if mt not in LORA_TARGET_MODULES:  # peft uses LoRA's per-architecture defaults for these methods
+            raise ValueError(
+                f"{type(config).__name__}.target_modules is None and there is no default for model_type={mt!r}; pass "
+                f"target_modules (names, a regex or 'all-linear'); candidate module names: {_candidate_names(self.model)}"
+            )
+        config.target_modules = list(LORA_TARGET_MODULES[mt])
+
+    def _layer_args(self, config: Any) -> dict[str, Any]:
+        return dict(rank_dropout=config.rank_dropout, module_dropout=config.module_dropout, init_weights=config.init_weights)
+
+    def _create_or_update(self, adapter_name: str, config: Any, key: str, module: nn.Module) -> None:
+        r = _pattern_value(config.rank_pattern, key, config.r)
+        alpha = _pattern_value(config.alpha_pattern, key, config.alpha)
+        if isinstance(module, self.layer_cls):
+            module.update_layer(adapter_name, r, alpha, **self._layer_args(config))
+            return
+        if not isinstance(module, nn.Linear):
+            raise ValueError(
+                f"target module {key!r} ({type(module).__name__}) is not supported: {self.layer_cls.method} wraps "
+                f"nn.Linear layers; candidate module names: {_candidate_names(self.model)}"
+            )
+        self._replace(key, self.layer_cls.from_base(module, adapter_name, r, alpha, **self._layer_args(config)))
+
+
+class LoHaModel(_LycorisModel):
+    """The model with LoHa layers injected at ``target_modules``."""
+
+    prefix = "hada_"
+    layer_cls = LoHaLinear
+
+
+class LoKrModel(_LycorisModel):
+    """The model with LoKr layers injected at ``target_modules``."""
+
+    prefix = "lokr_"
+    layer_cls = LoKrLinear
+
+    def _layer_args(self, config: Any) -> dict[str, Any]:
+        return dict(super()._layer_args(config), decompose_both=config.decompose_both,
+                    decompose_factor=config.decompose_factor, rank_dropout_scale=config.rank_dropout_scale)
