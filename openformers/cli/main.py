@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("openformers.cli.generate", "generate text from a prompt"),
     "embed": ("openformers.cli.embed", "sentence embeddings with an encoder (default: the embedded MiniLM)"),
     "similarity": ("openformers.cli.embed", "cosine similarity of sentences to the first one"),
+    "serve": ("openformers.cli.serve", "an OpenAI-compatible HTTP server with continuous batching"),
 }
 
 
