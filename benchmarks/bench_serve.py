@@ -224,8 +224,7 @@ async def disconnect_phase(server: Server, prompts, clients: int, max_tokens: in
             await asyncio.sleep(0.25)
 
     task = asyncio.create_task(sampler())
-    stats = await load(server, prompts, clients, duration=max(8.0, 0.0), max_tokens=max_tokens, usage=True,
-                       disconnect_half=True)
+    stats = await load(server, prompts, clients, duration=8.0, max_tokens=max_tokens, usage=True, disconnect_half=True)
     flag["stop"] = True
     await task
     peak = max((v for _, v in samples), default=0)
@@ -326,9 +325,10 @@ def main() -> int:
             results[peer] = stats.report()
             print(f"{peer}: {json.dumps(results[peer])}", flush=True)
             if peer == "openformers" and not args.skip_robustness:
-                results["openformers_disconnect"] = asyncio.run(disconnect_phase(server, prompts, args.clients, args.max_tokens))
+                short = min(args.max_tokens, 32)  # the robustness phases need streams, not long ones
+                results["openformers_disconnect"] = asyncio.run(disconnect_phase(server, prompts, args.clients, short))
                 print(f"openformers disconnect half: {json.dumps(results['openformers_disconnect'])}", flush=True)
-                results["openformers_sigterm"] = asyncio.run(sigterm_phase(server, prompts, args.clients, args.max_tokens))
+                results["openformers_sigterm"] = asyncio.run(sigterm_phase(server, prompts, args.clients, short))
                 print(f"openformers SIGTERM under load: {json.dumps(results['openformers_sigterm'])}", flush=True)
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
             results[peer] = {"failed": f"{type(exc).__name__}: {exc}"}

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--max-model-len", type=int, default=2048,
                         help="positions per sequence, prompt + output (default: 2048 or the model's context if "
                              "shorter); the KV cache holds up to --max-batch-size times this many positions")
-    parser.add_argument("--prefill-chunk", type=int, default=512, help="prompt tokens computed per engine step")
+    parser.add_argument("--prefill-chunk", type=int, default=256,
+                        help="prompt tokens computed per engine step, between decode steps (smaller: steadier streams)")
     parser.add_argument("--max-body-mb", type=float, default=4.0, help="larger request bodies get 413")
     parser.add_argument("--api-key", default=os.environ.get("OPENFORMERS_API_KEY"),
                         help="require 'Authorization: Bearer KEY' on every route but /health (default: $OPENFORMERS_API_KEY)")

@@ -128,7 +128,7 @@ class Engine:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_batch_size: int = 16, max_len: int | None = None,
-                 prefill_chunk: int = 512, metrics: Any = None) -> None:
+                 prefill_chunk: int = 256, metrics: Any = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = int(max_batch_size)
@@ -387,7 +387,7 @@ class Engine:
             finish = "stop"
         if self.metrics is not None:
             self.metrics.generated_tokens(1)
-        r.sink(TokenEvent(token, text, logprob, top, finish))
+        self._emit(r, TokenEvent(token, text, logprob, top, finish))
         if finish is not None:
             self._finish(r, finish, emit=False)
 
@@ -443,7 +443,15 @@ class Engine:
         if self.metrics is not None:
             self.metrics.finished(reason)
         if emit:
-            r.sink(TokenEvent(-1, message, finish_reason=reason))
+            self._emit(r, TokenEvent(-1, message, finish_reason=reason))
+
+    @staticmethod
+    def _emit(r: Request, event: TokenEvent) -> None:
+        """Hand ``event`` to the request's consumer; a consumer that is gone cancels the request."""
+        try:
+            r.sink(event)
+        except Exception:  # e.g. the server's event loop closed: nobody reads this request any more
+            r.cancelled = True
 
     def _report(self) -> None:
         if self.metrics is not None:
