@@ -54,6 +54,7 @@ class Stats:
     status_503: int = 0
     status_other: int = 0
     disconnected: int = 0
+    no_done_marker: int = 0
     started_at: float = 0.0
     ended_at: float = 0.0
 
@@ -69,6 +70,7 @@ class Stats:
         return {"output_tokens_per_s": round(self.tokens / wall, 1), "completed": self.completed,
                 "truncated": self.truncated, "lost": self.lost, "5xx": self.status_5xx, "503": self.status_503,
                 "other_status": self.status_other, "disconnected_on_purpose": self.disconnected,
+                "completed_without_done_marker": self.no_done_marker,
                 "ttft_ms_p50": pct(self.ttft, 0.5), "ttft_ms_p99": pct(self.ttft, 0.99),
                 "itl_ms_p50": pct(self.itl, 0.5), "itl_ms_p99": pct(self.itl, 0.99)}
 
@@ -170,8 +172,10 @@ async def one_request(client: httpx.AsyncClient, server: Server, messages: list[
         stats.tokens += chunks
         return "lost"
     stats.tokens += usage_tokens if usage_tokens is not None else chunks
-    if done and finished:
+    if finished:  # a finish_reason, then a cleanly closed stream (transformers serve sends no [DONE])
         stats.completed += 1
+        if not done:
+            stats.no_done_marker += 1
         return "ok"
     stats.truncated += 1
     return "truncated"
