@@ -3,7 +3,8 @@
 N concurrent streaming chat clients (each a loop of requests) for T seconds against each server in
 turn, same model, same prompts (~``--prompt-tokens`` tokens), ``--max-tokens`` per answer:
 output tokens/s, time to first token and inter-token latency (p50/p99), 5xx answers, lost or
-truncated streams (no ``[DONE]`` or no finish_reason). Then, against openformers only:
+truncated streams (no finish_reason before the stream closed, or a broken connection; a stream
+without ``[DONE]`` is counted apart: transformers serve sends none). Then, against openformers only:
 
 - disconnects: half the clients hang up mid-stream; the running batch (``/metrics``) must fall;
 - SIGTERM under load: streams in flight finish with ``[DONE]``, new requests get 503, exit code 0.
