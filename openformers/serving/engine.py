@@ -294,8 +294,10 @@ class Engine:
         request.detok = StreamingDetokenizer(self.tokenizer, skip_special_tokens=True)
 
     # -- model calls -------------------------------------------------------------------------------------
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        kw: dict[str, Any] = {"attention_mask": mask, "past_key_values": self.cache, "use_cache": True}
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        kw: dict[str, Any] = {"past_key_values": self.cache, "use_cache": True}
+        if mask is not None:
+            kw["attention_mask"] = mask
         if "position_ids" in self.params or "**" in self.params:
             kw["position_ids"] = positions
         if "logits_to_keep" in self.params:
@@ -330,8 +332,9 @@ class Engine:
         past = max(lengths)
         lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
         ids = torch.tensor([[r.pending] for r in requests], dtype=torch.long, device=self.device)
-        # row i holds its own positions [0, length_i) and its new one at length_i
-        mask = (torch.arange(past + 1, device=self.device)[None] <= lens[:, None]).long()
+        # row i holds its own positions [0, length_i) and its new one at length_i; rows of one length need
+        # no mask (the model's plain causal path, as generate() takes for an unpadded batch)
+        mask = None if min(lengths) == past else (torch.arange(past + 1, device=self.device)[None] <= lens[:, None]).long()
         logits = self._forward(ids, mask, lens[:, None])
         for r in requests:
             r.cached += 1

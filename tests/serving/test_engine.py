@@ -147,3 +147,14 @@ def test_slot_cache_rows_of_different_lengths(model_and_tokenizer):
         for row, p in enumerate(prompts):
             alone = model(input_ids=torch.tensor([p + [int(nxt[row, 0])]])).logits[0, -1]
             torch.testing.assert_close(batched[row], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_rows_of_one_length_decode_without_a_mask(engine, model_and_tokenizer):
+    """Prompts of the same length decode in step (no mask: the plain causal path) and still match generate()."""
+    model, tokenizer = model_and_tokenizer
+    prompts = [tokenizer(f"alpha beta gamma {w}")["input_ids"] for w in ("delta", "omega", "kappa")]
+    assert len({len(p) for p in prompts}) == 1
+    events = _run_all(engine, prompts, [SamplingParams(max_tokens=6, temperature=0)] * 3)
+    for i, p in enumerate(prompts):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p):].tolist()
+        assert [e.token_id for e in events[i]] == ref
