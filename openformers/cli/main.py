@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("openformers.cli.export", "export a model to another runtime's format (onnx, gguf, coreml)"),
     "hub": ("openformers.cli.hub", "the local model hub: serve it over HTTP, list, log, branch, tag"),
     "launch": ("openformers.cli.launch", "run a training script on several processes or machines (torchrun, Accelerate's flags)"),
+    "serve": ("openformers.cli.serve", "an OpenAI-compatible HTTP server with continuous batching"),
 }
 
 

@@ -1,0 +1,93 @@
+"""A key/value cache of fixed slots shared by the requests of a continuous batch.
+
+Every layer keeps one buffer ``[slots, kv_heads, capacity, head_dim]``. A request owns one slot
+while it runs; its positions live at ``[0, length)`` of that slot, so slots of different lengths
+sit side by side. Before each forward the engine calls :meth:`SlotCache.bind` with the slots of the
+batch and their lengths; the model then sees an ordinary cache whose length is the longest bound
+slot (``past``), and :meth:`update` writes each row's new positions at that row's own length and
+returns the slots' first ``past + new`` positions. The attention mask the engine passes marks, per
+row, the positions ``[0, length]`` of its own sequence (the rest is another request's leftovers or
+empty), and the position ids are each row's own length: the row attends exactly as it would alone.
+
+The capacity grows (doubling, up to ``max_len``) as the longest sequence needs more, so memory
+follows what is in use rather than the model's full context.
+"""
+from __future__ import annotations
+
+import torch
+
+from openformers.modules.cache import Cache
+
+
+class SlotCache(Cache):
+    """Fixed slots of key/value positions, reused by request after request (see the module docstring)."""
+
+    def __init__(self, num_slots: int, max_len: int, initial_capacity: int = 256) -> None:
+        if num_slots <= 0 or max_len <= 0:
+            raise ValueError(f"SlotCache needs num_slots > 0 and max_len > 0, got {num_slots} and {max_len}")
+        self.num_slots = num_slots
+        self.max_len = max_len
+        self.capacity = min(initial_capacity, max_len)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._slots: torch.Tensor | None = None
+        self._range: tuple[int, int] | None = None  # (first, end) when the bound slots are consecutive
+        self._lengths: torch.Tensor | None = None
+        self._past = 0
+
+    def bind(self, slots: list[int], lengths: list[int], new: int = 1) -> None:
+        """Set the slots (in batch order), their filled lengths and the number of positions the next forward adds."""
+        new_len = max(lengths) + new
+        if new_len > self.capacity:
+            self.reserve(new_len)
+        self._slots = torch.tensor(slots, dtype=torch.long)
+        first = slots[0]
+        self._range = (first, first + len(slots)) if slots == list(range(first, first + len(slots))) else None
+        self._lengths = torch.tensor(lengths, dtype=torch.long)
+        self._past = max(lengths)
+
+    def reserve(self, length: int) -> None:
+        """Make room for ``length`` positions in every slot (the capacity doubles until it fits)."""
+        if length > self.max_len:
+            raise ValueError(f"SlotCache holds at most {self.max_len} positions per slot; {length} were asked for")
+        capacity = self.capacity
+        while capacity < length:
+            capacity = min(capacity * 2, self.max_len)
+        if capacity == self.capacity:
+            return
+        for store in (self.keys, self.values):
+            for i, buf in enumerate(store):
+                grown = buf.new_zeros(buf.shape[0], buf.shape[1], capacity, buf.shape[3])
+                grown[:, :, : self.capacity] = buf
+                store[i] = grown
+        self.capacity = capacity
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._past
+
+    def update(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # key, value: [b, kv_heads, q, head_dim], one row per bound slot
+        if self._slots is None:
+            raise ValueError("SlotCache.update() before bind(): the engine binds the batch's slots before each forward")
+        if layer_idx == len(self.keys):
+            shape = (self.num_slots, key.shape[1], self.capacity, key.shape[3])
+            self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
+            self.values.append(torch.zeros(shape[:3] + (value.shape[3],), dtype=value.dtype, device=value.device))
+        k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
+        b, q = key.shape[0], key.shape[2]
+        if q == 1:
+            k_buf[self._slots, :, self._lengths] = key[:, :, 0]
+            v_buf[self._slots, :, self._lengths] = value[:, :, 0]
+        else:
+            for row in range(b):
+                slot, start = int(self._slots[row]), int(self._lengths[row])
+                k_buf[slot, :, start : start + q] = key[row]
+                v_buf[slot, :, start : start + q] = value[row]
+        end = self._past + q
+        if self._range is not None:
+            first, stop = self._range
+            return k_buf[first:stop, :, :end], v_buf[first:stop, :, :end]
+        return k_buf[self._slots, :, :end], v_buf[self._slots, :, :end]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise ValueError("SlotCache serves one sequence per slot; beam search is not supported by the serving engine")
