@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "DataCollatorForLanguageModeling": "openformers.data.collators",
     "DataCollatorForTokenClassification": "openformers.data.collators",
     "DataCollatorForSeq2Seq": "openformers.data.collators",
+    "DataCollatorWithFlattening": "openformers.data.collators",
     "default_data_collator": "openformers.data.collators",
     # peft / quantization
     "LoraConfig": "openformers.peft",

@@ -231,3 +231,76 @@ class DataCollatorForLanguageModeling:
         randomised = torch.bernoulli(torch.full(labels.shape, random_share), generator=g).bool() & masked & ~replaced
         inputs[randomised] = torch.randint(len(self.tokenizer), labels.shape, dtype=inputs.dtype, generator=g)[randomised]
         return inputs, labels
+
+
+class DataCollatorWithFlattening:
+    """Padding-free batches: every example of the batch concatenated into one row ``[1, total]``.
+
+    Returns ``input_ids``, ``labels`` (the example's labels, or its ``input_ids``, with the first token
+    of every example set to ``separator_id`` so no example is scored on the one before it) and, with
+    ``return_position_ids``, ``position_ids`` restarting at ``position_ids_start`` for every example.
+    Decoder models see the restarts and attend within each example only (one block-diagonal causal
+    mask, built once per forward). ``return_flash_attn_kwargs`` adds the cumulative lengths
+    ``cu_seq_lens_q``/``cu_seq_lens_k`` and ``max_length_q``/``max_length_k``; ``return_seq_idx`` the
+    index of each token's example.
+    """
+
+    def __init__(self, *args: Any, return_position_ids: bool = True, separator_id: int = -100,
+                 return_flash_attn_kwargs: bool = False, return_seq_idx: bool = False, position_ids_start: int = 0,
+                 return_tensors: str = "pt") -> None:
+        if args:
+            raise TypeError(f"DataCollatorWithFlattening takes keyword arguments only, got {len(args)} positional")
+        self.return_position_ids = return_position_ids
+        self.separator_id = separator_id
+        self.return_flash_attn_kwargs = return_flash_attn_kwargs
+        self.return_seq_idx = return_seq_idx
+        self.position_ids_start = position_ids_start
+        self.return_tensors = return_tensors
+
+    def __call__(self, features: Sequence[Any], return_tensors: str | None = None,
+                 separator_id: int | None = None) -> dict[str, Any]:
+        return_tensors = self.return_tensors if return_tensors is None else return_tensors
+        separator_id = self.separator_id if separator_id is None else separator_id
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        feats = _as_dicts(features)
+        if not feats:
+            raise ValueError("DataCollatorWithFlattening got an empty batch")
+        with_labels = "labels" in feats[0]
+        input_ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        seq_idx: list[int] = []
+        cu_seq_lens = [0]
+        for i, f in enumerate(feats):
+            if "input_ids" not in f:
+                raise ValueError(f"example {i} has no 'input_ids'; DataCollatorWithFlattening needs tokenized examples")
+            ids = [int(t) for t in _plain(f["input_ids"])]
+            if not ids:
+                raise ValueError(f"example {i} has no tokens; drop empty examples before flattening")
+            source = [int(t) for t in _plain(f["labels"])] if with_labels else ids
+            if len(source) != len(ids):
+                raise ValueError(f"example {i}: {len(source)} labels for {len(ids)} input_ids")
+            input_ids += ids
+            labels += [separator_id] + source[1:]
+            positions += range(self.position_ids_start, self.position_ids_start + len(ids))
+            seq_idx += [i] * len(ids)
+            cu_seq_lens.append(cu_seq_lens[-1] + len(ids))
+        batch: dict[str, Any] = {"input_ids": [input_ids], "labels": [labels]}
+        if self.return_position_ids:
+            batch["position_ids"] = [positions]
+        if self.return_seq_idx:
+            batch["seq_idx"] = [seq_idx]
+        pt = return_tensors == "pt"
+        out: dict[str, Any] = {}
+        for key, value in batch.items():
+            dtype32 = key == "seq_idx"
+            if pt:
+                out[key] = torch.tensor(value, dtype=torch.int32 if dtype32 else torch.int64)
+            else:
+                out[key] = np.array(value, dtype=np.int32 if dtype32 else np.int64)
+        if self.return_flash_attn_kwargs:
+            lengths = torch.tensor(cu_seq_lens, dtype=torch.int32) if pt else np.array(cu_seq_lens, dtype=np.int32)
+            out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = lengths
+            out["max_length_q"] = out["max_length_k"] = max(b - a for a, b in zip(cu_seq_lens, cu_seq_lens[1:]))
+        return out

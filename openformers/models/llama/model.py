@@ -22,14 +22,16 @@ from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
 from openformers.modules.fused import fusable, fused_linear, project
 from openformers.modules.heads import causal_lm_loss
-from openformers.modules.masks import causal_mask
+from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
 from openformers.modules.packing import TokenPacking, causal_lm_packing, rows_of
 from openformers.modules.rotary import RotaryEmbedding, apply_rotary, apply_rotary_heads
 
-# keyword arguments that tokenizers or trainers pass and these models do not use
-_IGNORED_KWARGS = frozenset({"token_type_ids"})
+# keyword arguments that tokenizers or trainers pass and these models do not use (the flattening collator's
+# lengths are read from ``cu_seq_lens_q`` when no ``position_ids`` come with them)
+_IGNORED_KWARGS = frozenset({"token_type_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k",
+                             "seq_idx"})
 
 
 def _check_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> None:
@@ -166,10 +168,17 @@ class LlamaModel(LlamaPreTrainedModel):
         self.embed_tokens = value
 
     def _masks(
-        self, attention_mask: torch.Tensor | None, q_len: int, past_len: int, embeds: torch.Tensor
+        self, attention_mask: torch.Tensor | None, q_len: int, past_len: int, embeds: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
     ) -> list[torch.Tensor | None]:
-        """One additive mask per layer (None: plain causal), built once per distinct window."""
+        """One additive mask per layer (None: plain causal), built once per distinct window. Without an
+        attention mask or a cache, ``position_ids`` that restart inside a row mark several documents packed
+        in it (``DataCollatorWithFlattening``): each token attends within its own document."""
         windows = layer_sliding_windows(self.config)
+        documents = packed_sequence_ids(position_ids) if attention_mask is None and past_len == 0 else None
+        if documents is not None:
+            packed = {w: packed_causal_mask(documents, embeds.dtype, sliding_window=w) for w in set(windows)}
+            return [packed[w] for w in windows]
         if attention_mask is not None and attention_mask.dim() == 4:  # a ready-made [b, 1, q, k] mask
             mask = attention_mask
             if mask.dtype == torch.bool:
@@ -223,12 +232,14 @@ class LlamaModel(LlamaPreTrainedModel):
         cache = as_cache(past_key_values, use_cache)
         past_len = cache.get_seq_length() if cache is not None else 0
         q_len = inputs_embeds.shape[1]
+        if position_ids is None and kwargs.get("cu_seq_lens_q") is not None:
+            position_ids = positions_from_cu_seqlens(kwargs["cu_seq_lens_q"], inputs_embeds.device)
         if position_ids is None:
             if cache_position is not None:
                 position_ids = cache_position.view(1, -1)
             else:
                 position_ids = (torch.arange(q_len, device=inputs_embeds.device) + past_len)[None]
-        masks = self._masks(attention_mask, q_len, past_len, inputs_embeds)
+        masks = self._masks(attention_mask, q_len, past_len, inputs_embeds, position_ids)
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)  # [b or 1, seq, rot_dim]
         packing = _packing
 
@@ -262,9 +273,13 @@ class LlamaModel(LlamaPreTrainedModel):
 
 
 def _base_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Forward arguments for the base model, with return_dict forced on."""
+    """Forward arguments for the base model, with return_dict forced on (and the flattening collator's
+    ``cu_seq_lens_q`` passed on)."""
     _check_kwargs(model, kwargs)
-    return {"return_dict": True}
+    out: dict[str, Any] = {"return_dict": True}
+    if kwargs.get("cu_seq_lens_q") is not None:
+        out["cu_seq_lens_q"] = kwargs["cu_seq_lens_q"]
+    return out
 
 
 def _finish(model: nn.Module, out: Any, return_dict: bool | None) -> Any:
