@@ -142,7 +142,7 @@ import json, sys, time, torch
 dtype, batch, new_tokens, threads = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 from openformers import AutoModelForCausalLM
-from openformers.modules.packed_weights import packed_bytes
+from openformers.runtime.packed_weights import packed_bytes
 
 def status(key):
     with open("/proc/self/status") as f:

@@ -23,7 +23,7 @@ from openformers.core.outputs import (
 )
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
-from openformers.modules.fused import fusable, fused_linear
+from openformers.runtime.fused import fusable, fused_linear
 from openformers.modules.heads import (
     classifier_dropout,
     masked_lm_loss,

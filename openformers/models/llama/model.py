@@ -17,10 +17,10 @@ from openformers.core.outputs import (
     CausalLMOutputWithPast,
 )
 from openformers.models.llama.config import LlamaConfig
-from openformers.models.llama.decode import decode_plan
+from openformers.runtime.decode import decode_plan
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
-from openformers.modules.fused import fusable, fused_linear, project
+from openformers.runtime.fused import fusable, fused_linear, project
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
-from openformers.modules import packed_weights
-from openformers.modules.packed_weights import packed_bytes
+from openformers.runtime import packed_weights
+from openformers.runtime.packed_weights import packed_bytes
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
 
