@@ -15,6 +15,7 @@ the hidden states are bitwise equal (``tests/models/test_llama_decode_plan.py``)
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -30,6 +31,8 @@ from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
 from openformers.runtime.packed_weights import tensor_version
 from openformers.modules.rotary import apply_rotary_heads
+
+logger = logging.getLogger(__name__)
 
 # model -> its plan; nothing is stored on the model
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, DecodePlan]" = weakref.WeakKeyDictionary()
@@ -157,11 +160,20 @@ class DecodePlan:
         return hidden
 
 
-def _build(model: nn.Module) -> DecodePlan | None:
-    from openformers.models.llama.model import LlamaAttention, LlamaDecoderLayer
+# (layer, attention, mlp, input norm, post-attention norm) forwards whose arithmetic DecodePlan.__call__ repeats,
+# registered by the model files that define them (the runtime imports no model)
+_LAYOUTS: set[tuple] = set()
 
-    # (layer, attention, mlp, input norm, post-attention norm): the classes whose forward the plan repeats
-    expected = (LlamaDecoderLayer.forward, LlamaAttention.forward, GatedMLP.forward, RMSNorm.forward, RMSNorm.forward)
+
+def register_layer(layer: type[nn.Module], attention: type[nn.Module], mlp: type[nn.Module] = GatedMLP,
+                   norm: type[nn.Module] = RMSNorm) -> None:
+    """Declare that decoder layers of class ``layer`` (with ``self_attn`` of class ``attention``, ``mlp`` of class
+    ``mlp`` and two ``norm`` norms) compute a pre-norm Llama layer: RMSNorm, q/k/v products, rotary embedding over
+    q and k, cached attention, output product and residual, RMSNorm, gated MLP and residual."""
+    _LAYOUTS.add((layer.forward, attention.forward, mlp.forward, norm.forward, norm.forward))
+
+
+def _build(model: nn.Module) -> DecodePlan | None:
     layers = []
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
@@ -169,7 +181,9 @@ def _build(model: nn.Module) -> DecodePlan | None:
             return None
         found = (type(mods[0]).forward, type(mods[1]).forward, type(mods[6]).forward, type(mods[10]).forward,
                  type(mods[11]).forward)
-        if found != expected:
+        if found not in _LAYOUTS:
+            logger.debug("decode plan: %s is not a registered Llama-like layer; the module path runs",
+                         type(mods[0]).__name__)
             return None
         # the module path fuses q/k/v and gate/up (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain

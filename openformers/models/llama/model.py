@@ -17,7 +17,7 @@ from openformers.core.outputs import (
     CausalLMOutputWithPast,
 )
 from openformers.models.llama.config import LlamaConfig
-from openformers.runtime.decode import decode_plan
+from openformers.runtime.decode import decode_plan, register_layer
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
 from openformers.runtime.fused import fusable, fused_linear, project
@@ -358,3 +358,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return _finish(self, out, return_dict)
+
+
+register_layer(LlamaDecoderLayer, LlamaAttention)  # decode steps run through the runtime's plan (runtime/decode.py)
