@@ -80,6 +80,14 @@ def test_portable_build_gives_the_same_products():
     torch.testing.assert_close(portable(x, torch.float32), expect, rtol=1e-5, atol=1e-5 * expect.abs().max().item())
 
 
+def test_ctypes_view_matches_the_c_structures():
+    lib = native._LIBRARY.get()
+    if lib is None:
+        pytest.skip("no C compiler or OPENFORMERS_NATIVE=0")
+    assert native.struct_mismatch(lib) is None
+    assert native.library() is lib
+
+
 def test_pack_and_unpack_are_inverse():
     q, scale, zero = _weights(24, 128, seed=5)
     pairs = torch.stack([scale, zero], dim=-1).bfloat16()
