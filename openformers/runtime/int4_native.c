@@ -324,8 +324,24 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
                        int bf, int64_t r0, int64_t r1, float *y, int64_t ystride) {
     const int64_t in = w->in;
 #ifdef __AVX512F__
-    if (!bf && rows > 1) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
+    if (!bf) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
         const __mmask16 tail = (__mmask16)((1u << (in % 16)) - 1);
+        if (rows == 1) {  /* one activation row: 8 weight rows at a time, each read once as it lies */
+            for (; r0 + 8 <= r1; r0 += 8) {
+                const float *wr[8];
+                __m512 acc[8];
+                for (int k = 0; k < 8; k++) {
+                    wr[k] = (const float *)dense_row(w, r0 + k, 4);
+                    acc[k] = _mm512_setzero_ps();
+                }
+                for (int64_t i = 0; i < in; i += 16) {
+                    __mmask16 m = in - i >= 16 ? (__mmask16)0xffff : tail;
+                    __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+                    for (int k = 0; k < 8; k++) acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[k] + i), xv, acc[k]);
+                }
+                for (int k = 0; k < 8; k++) y[r0 + k] = _mm512_reduce_add_ps(acc[k]);
+            }
+        }
         for (; r0 + 4 <= r1; r0 += 4) {
             const float *w0 = (const float *)dense_row(w, r0, 4);
             for (int64_t b0 = 0; b0 < rows; b0 += 4) {
