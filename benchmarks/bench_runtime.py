@@ -3,8 +3,11 @@
 Each tree runs in its own child process (two versions of one package cannot share a process); the parent
 sends the same greedy-decoding runs to both in turn (old, new, old, new, ...) so the machine's load falls
 on both alike, and reports the best tokens/s of each, their ratio new / old, whether both produced the
-same tokens, and each child's peak RSS. Cases: the embedded SmolLM2-135M (GGUF dequantized) in float32 and
-bfloat16 at batch 1 and 8, and kept 4-bit (``GGUFQuantizationConfig``, bf16 activations) at batch 1 and 8.
+same tokens, and each child's peak RSS. Tokens per CPU-second are compared too: on a loaded machine
+with one thread per process they measure the code rather than the other load. Cases: the embedded
+SmolLM2-135M (GGUF dequantized) in float32 and bfloat16 at batch 1 and 8, kept 4-bit
+(``GGUFQuantizationConfig``, bf16 activations) at batch 1 and 8, and on request the embedded MiniLM
+encoder's forward over a padded batch of 128 tokens a row (``minilm-float32:32``, ``minilm-bfloat16:32``).
 
 Run: ``python benchmarks/bench_runtime.py --old /path/to/old/tree [--new .] [--iters 3] [--threads 2]``
 (a tree is a directory holding the ``openformers`` package, e.g. ``git archive <commit> openformers | tar -x -C DIR``).
@@ -21,10 +24,12 @@ from pathlib import Path
 CHILD = r"""
 import hashlib, json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-quantized = sys.argv[2] == "q4"
+quantized, encoder = sys.argv[2] == "q4", sys.argv[2] == "encoder"
 import openformers
-from openformers import AutoModelForCausalLM
-if quantized:
+from openformers import AutoModel, AutoModelForCausalLM
+if encoder:
+    model = AutoModel.from_pretrained("minilm").eval()
+elif quantized:
     from openformers.quantization import GGUFQuantizationConfig
     from openformers.core.hub import embedded_model_path
     gguf = embedded_model_path("smollm2")
@@ -44,13 +49,22 @@ for line in sys.stdin:
     if cmd.get("dtype") and not quantized and cmd["dtype"] != dtype:
         dtype = cmd["dtype"]
         model.to(getattr(torch, dtype))
-    ids = torch.randint(100, 49000, (cmd["batch"], 32), generator=torch.Generator().manual_seed(cmd["batch"]))
-    t0 = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cmd["tokens"], min_new_tokens=None,
-                         do_sample=False, eos_token_id=None, pad_token_id=0)
-    seconds = time.perf_counter() - t0
+    if encoder:  # a padded batch of [batch, 128]: one forward
+        ids = torch.randint(1000, 30000, (cmd["batch"], 128), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones_like(ids)
+        mask[1::2, 96:] = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = (out.float() * 64).round()
+    else:
+        ids = torch.randint(100, 49000, (cmd["batch"], 32), generator=torch.Generator().manual_seed(cmd["batch"]))
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cmd["tokens"], min_new_tokens=None,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     digest = hashlib.sha1(out.numpy().tobytes()).hexdigest()
-    print(json.dumps({"seconds": seconds, "tokens": digest, "peak_mb": peak()}), flush=True)
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "tokens": digest, "peak_mb": peak()}), flush=True)
 """
 
 
@@ -74,6 +88,11 @@ class Child:
         self.proc.wait()
 
 
+def _kind(case: str) -> str:
+    name = case.split(":")[0]
+    return "q4" if name == "q4" else "encoder" if name.startswith("minilm") else "float"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", type=Path, required=True)
@@ -81,35 +100,41 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cases", nargs="+", default=["float32:1", "float32:8", "bfloat16:1", "bfloat16:8", "q4:1", "q4:8"])
+    parser.add_argument("--cases", nargs="+", default=["float32:1", "float32:8", "bfloat16:1", "bfloat16:8", "q4:1", "q4:8"],
+                        help="dtype:batch; q4:batch (kept 4-bit); minilm-float32:32 / minilm-bfloat16:32 (encoder forward)")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     with open("/proc/loadavg") as f:
         print(f"load average at start: {f.read().split()[:3]}", flush=True)
     rows = []
-    for kind in ("float", "q4"):
-        cases = [c.split(":") for c in args.cases if (c.startswith("q4") == (kind == "q4"))]
+    for kind in ("float", "q4", "encoder"):
+        cases = [c.split(":") for c in args.cases if _kind(c) == kind]
         if not cases:
             continue
         children = {"old": Child(args.old, kind, args.threads), "new": Child(args.new, kind, args.threads)}
         for dtype, batch in cases:
             batch = int(batch)
-            cmd = {"dtype": None if dtype == "q4" else dtype, "batch": batch}
+            cmd = {"dtype": None if dtype == "q4" else dtype.replace("minilm-", ""), "batch": batch}
             for child in children.values():
                 child.run(**cmd, tokens=8)  # warm-up: kernels, allocator, copies
             best = {name: float("inf") for name in children}
+            best_cpu = {name: float("inf") for name in children}
             digests = {}
             for _ in range(args.iters):
                 for name, child in children.items():
                     r = child.run(**cmd, tokens=args.new_tokens)
                     best[name] = min(best[name], r["seconds"])
+                    best_cpu[name] = min(best_cpu[name], r["cpu"])
                     digests[name] = r["tokens"]
-            tok = {name: batch * args.new_tokens / s for name, s in best.items()}
+            per_run = batch * (128 if kind == "encoder" else args.new_tokens)  # encoder: tokens of one forward
+            tok = {name: per_run / s for name, s in best.items()}
+            tok_cpu = {name: per_run / s for name, s in best_cpu.items()}
             row = {"case": f"{dtype} b{batch}", "old_tok_s": tok["old"], "new_tok_s": tok["new"],
-                   "ratio": tok["new"] / tok["old"], "same_tokens": digests["old"] == digests["new"]}
+                   "ratio": tok["new"] / tok["old"], "cpu_ratio": tok_cpu["new"] / tok_cpu["old"],
+                   "same_tokens": digests["old"] == digests["new"]}
             rows.append(row)
             print(f"{row['case']:>12}  old {tok['old']:7.1f}  new {tok['new']:7.1f} tok/s  new/old {row['ratio']:.3f}  "
-                  f"same tokens {row['same_tokens']}", flush=True)
+                  f"per CPU-second new/old {row['cpu_ratio']:.3f}  same tokens {row['same_tokens']}", flush=True)
         peaks = {name: child.run(**cmd, tokens=1)["peak_mb"] for name, child in children.items()}
         print(f"{kind:>12}  peak RSS old {peaks['old']:.0f} MB  new {peaks['new']:.0f} MB  new/old "
               f"{peaks['new'] / peaks['old']:.3f}", flush=True)

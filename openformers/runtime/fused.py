@@ -86,6 +86,16 @@ def fused_linear(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     return fused_kernel(owner, slot, layers, x)(x)
 
 
+def grouped_outputs(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tuple(m(x) for m in layers)`` for layers that :func:`fusable` accepts: one product on a shared copy
+    where :func:`fused_kernel` makes one (views of its output), else each layer on its own weight (no
+    concatenation to split again)."""
+    first = layers[0]
+    if type(first) is nn.Linear and not wants_packed(x, first._parameters["weight"]):
+        return tuple(linear(x, m._parameters["weight"], m._parameters.get("bias")) for m in layers)
+    return fused_linear(owner, slot, layers, x).split([m.out_features for m in layers], dim=-1)
+
+
 def _int4_stamp(layers: tuple[nn.Module, ...]) -> tuple:
     tensors = [t for m in layers for t in (m.qweight, m.scales_and_zeros, m.bias) if t is not None]
     return tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in tensors)
