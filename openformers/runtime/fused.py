@@ -190,6 +190,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             blocks = _blocks(weight.shape[0], torch.get_num_threads())
             if blocks > 1 and weight.is_contiguous():
                 return _row_blocks(x, weight, bias, blocks)
+            if rows == 1 and weight.is_contiguous():
+                # one thread: the native row product reads the row-major weight ~2x faster than PyTorch's
+                y = int4_native.dense_matvec(weight, x)
+                if y is not None:
+                    return y if bias is None else y + bias
         elif x.dtype in _HALF and rows == 1:
             y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
             return y if bias is None else y + bias

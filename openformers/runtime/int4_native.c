@@ -422,6 +422,26 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
     }
 }
 
+/* y [out] = W x for a row-major float32 W [out][in] and one float32 row x [in], the rows split over the threads:
+ * PyTorch's one-thread product of one row reads a row-major weight at about half the speed */
+int of_dense_matvec(const float *w, int64_t out, int64_t in, const float *x, float *y, int threads) {
+    of_int4_weight d;
+    memset(&d, 0, sizeof d);
+    d.out = out;
+    d.in = in;
+    d.dense = w;
+    d.split1 = d.split2 = out;
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t tiles = (out + 3) / 4, r0 = tiles * t / n * 4, r1 = tiles * (t + 1) / n * 4;
+        if (r1 > out) r1 = out;
+        if (r0 < r1) dense_rows(&d, x, NULL, in, 1, 0, r0, r1, y, out);
+    }
+    return 0;
+}
+
 /* before a product (one thread): row b of the activations (x, stride `in`) in the form the weight wants,
  * at xa + b * xstride and sums + b * sstride */
 static void prepare(const of_int4_weight *w, const float *x, int64_t rows, int bf, uint16_t *xa, int64_t xstride,

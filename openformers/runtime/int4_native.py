@@ -48,6 +48,9 @@ def struct_mismatch(lib: ctypes.CDLL) -> str | None:
 
 def _setup(lib: ctypes.CDLL) -> None:
     lib.of_has_bf16_dot.restype = ctypes.c_int
+    lib.of_dense_matvec.restype = ctypes.c_int
+    lib.of_dense_matvec.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int]
     lib.of_layout.restype = ctypes.c_int64
     lib.of_layout.argtypes = [ctypes.c_int]
     lib.of_int4_matmul.restype = ctypes.c_int
@@ -225,3 +228,22 @@ def fused_kernel(layers: tuple[Any, ...]) -> NativeInt4 | None:
         _KERNELS[m] = (_stamp(m), NativeInt4(q[row: row + m.out_features], sz[pair: pair + n_pairs]))
         row, pair = row + m.out_features, pair + n_pairs
     return NativeInt4(q, sz)
+
+
+_FAST: list[bool] = []
+
+
+def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """``weight [out, in] @ x`` for a contiguous float32 CPU ``weight`` and one float32 row ``x`` (``[..., in]``
+    with one row), as ``[..., out]``; None where the library is not there or not built with AVX-512 BF16 (the
+    caller runs PyTorch's product)."""
+    if not _FAST:
+        _FAST.append(fast())
+    if not _FAST[0]:
+        return None
+    lib = library()
+    row = x.reshape(-1).contiguous()
+    y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
+    lib.of_dense_matvec(weight.data_ptr(), weight.shape[0], weight.shape[1], row.data_ptr(), y.data_ptr(),
+                        torch.get_num_threads())
+    return y
