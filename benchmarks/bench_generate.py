@@ -42,7 +42,7 @@ Decoding is bound by the bytes of weight read per step: float32 ~540 MB (113 MB 
 head. Both libraries read the same bytes in float; ours reads them faster: a float32 product of up
 to 64 rows is split into one contiguous block of output rows per thread (one batched matmul),
 and bf16 products (float32 ones of a batch) run on packed copies of the weights in oneDNN's layout
-(``modules/packed_weights.py``; extra memory, reported in RESULTS.md). Besides: q/k/v and gate/up
+(``runtime/packed_weights.py``; extra memory, reported in RESULTS.md). Besides: q/k/v and gate/up
 run as one matmul each, the dynamic cache appends in place, rotary runs once over the q and k
 heads, decode steps compute logits for the last position only and build no mask. Full history
 and what limits float32: benchmarks/RESULTS.md.
@@ -142,7 +142,7 @@ import json, sys, time, torch
 dtype, batch, new_tokens, threads = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
 from openformers import AutoModelForCausalLM
-from openformers.modules.packed_weights import packed_bytes
+from openformers.runtime.packed_weights import packed_bytes
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -161,7 +161,7 @@ print(json.dumps({"peak_mb": status("VmHWM"), "packed_mib": packed_bytes() / 2**
 
 
 def packed_memory(threads: int, new_tokens: int) -> list[dict]:
-    """Peak RSS and speed with and without the packed weight copies (modules/packed_weights.py),
+    """Peak RSS and speed with and without the packed weight copies (runtime/packed_weights.py),
     each case in its own process (the switch is read at import)."""
     import os
     import subprocess

@@ -7,7 +7,7 @@ decode step does (the 32 MB cache holds under a tenth). For each row count (1 = 
 step; more = a batch or a prompt) both paths run alternately, ``--passes`` times each; the table
 gives the best and the median pass and the ratio of the medians.
 
-``openformers`` is what a plain ``nn.Linear`` runs at inference (``openformers.modules.fused.project``),
+``openformers`` is what a plain ``nn.Linear`` runs at inference (``openformers.runtime.fused.project``),
 layout choice included: with several threads, up to 64 rows, one contiguous block of output rows
 per thread in one batched matmul, beyond, ``F.linear``; with one thread (``--threads 1``), float32
 weights stored ``[in, out]`` and ``F.linear`` on them. ``F.linear`` gets row-major weights, as in
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.fused import project
+from openformers.runtime.fused import project
 
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # [out, in] of SmolLM2's fused products
 

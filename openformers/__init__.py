@@ -10,6 +10,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# what core/ calls but the layers above it provide (core imports nothing above it: core/extensions.py)
+from openformers.core import extensions as _extensions  # noqa: E402
+
+for _name, _module, _attribute in (
+    ("generate", "openformers.generation.utils", "generate"),
+    ("generation_config", "openformers.generation.config", "GenerationConfig"),
+    ("read_gguf_model", "openformers.models.gguf_loading", "read_gguf_model"),
+    ("config_class_for", "openformers.models.auto", "config_class_for"),
+    ("resolve_quantization_config", "openformers.quantization", "resolve_quantization_config"),
+    ("quantize_model", "openformers.quantization", "quantize_model"),
+):
+    _extensions.provide(_name, _module, _attribute)
+
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # core

@@ -24,6 +24,7 @@ from openformers.core.checkpoint import (
     iter_checkpoint,
     save_state_dict,
 )
+from openformers.core import extensions
 from openformers.core.config import PretrainedConfig, load_config_dict
 from openformers.core.hub import contained_path, resolve_model_dir
 from openformers.core.state_loading import apply_rules, load_tensors, no_init_weights
@@ -222,9 +223,7 @@ class PreTrainedModel(nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """Generate tokens; see ``openformers.generation``."""
-        from openformers.generation.utils import generate
-
-        return generate(self, *args, **kwargs)
+        return extensions.get("generate")(self, *args, **kwargs)
 
     # -- saving -----------------------------------------------------------------------------
     def save_pretrained(
@@ -341,9 +340,7 @@ class PreTrainedModel(nn.Module):
         name = os.fspath(pretrained_model_name_or_path)
         gguf_path = _gguf_path(name, gguf_file, hub)
         if gguf_path is not None:
-            from openformers.models.gguf_loading import read_gguf_model
-
-            config_dict, tensors = read_gguf_model(gguf_path, cls, quantization_config=quantization_config)
+            config_dict, tensors = extensions.get("read_gguf_model")(gguf_path, cls, quantization_config=quantization_config)
             model_dir = gguf_path.parent
             if config is None:
                 config = cls._config_from_dict(config_dict, kwargs)
@@ -373,10 +370,8 @@ class PreTrainedModel(nn.Module):
             config.use_return_dict = bool(options["return_dict"])
         target_dtype = _resolve_dtype(dtype, config, file_dtype)
         if quantization_config is not None or getattr(config, "quantization_config", None) is not None:
-            from openformers.quantization import resolve_quantization_config
-
             # a checkpoint saved quantized brings its own config (and packed tensors)
-            quantization_config = resolve_quantization_config(quantization_config, config)
+            quantization_config = extensions.get("resolve_quantization_config")(quantization_config, config)
         if quantization_config is not None:
             config.quantization_config = quantization_config
 
@@ -387,9 +382,7 @@ class PreTrainedModel(nn.Module):
         info = load_tensors(model, tensors, target_dtype, ignore_mismatched_sizes, source=str(model_dir))
         config.dtype = str(target_dtype).replace("torch.", "")
         if quantization_config is not None:
-            from openformers.quantization import quantize_model
-
-            quantize_model(model, quantization_config)
+            extensions.get("quantize_model")(model, quantization_config)
         model._load_generation_config(model_dir)
         if options.get("generation_config") is not None:
             model.generation_config = options["generation_config"]
@@ -406,8 +399,7 @@ class PreTrainedModel(nn.Module):
         config_cls = cls.config_class
         declared = config_dict.get("model_type")
         if config_cls is PretrainedConfig or (declared and declared != config_cls.model_type):
-            from openformers.models.auto import config_class_for
-
+            config_class_for = extensions.get("config_class_for")
             if declared and config_cls is not PretrainedConfig and declared != config_cls.model_type:
                 logger.warning(
                     "config.json declares model_type=%r; loading it with %s (model_type=%r)",
@@ -422,10 +414,10 @@ class PreTrainedModel(nn.Module):
         if not getattr(self, "_is_causal_lm", False):
             return
         try:
-            from openformers.generation.config import GenerationConfig
-        except ImportError:
+            generation_config = extensions.get("generation_config")
+        except (LookupError, ImportError):
             return
-        self.generation_config = GenerationConfig.from_model(self.config, model_dir)
+        self.generation_config = generation_config.from_model(self.config, model_dir)
 
 def _gguf_path(name: str, gguf_file: str | None, hub: dict[str, Any]) -> Path | None:
     if gguf_file is not None:

@@ -1,6 +1,6 @@
 """Native kernels in C: compiled on first use with the system compiler and loaded with ``ctypes``.
 
-A kernel's C file sits beside the Python module that calls it (``quantization/int4_native.c``,
+A kernel's C file sits beside the Python module that calls it (``runtime/int4_native.c``,
 ``modules/dropout_native.c``) and ships in the wheel as package data. :class:`NativeLibrary` compiles
 it once (``-O3 -march=native -fopenmp``; ``$CC``, else ``cc`` or ``gcc``) into
 ``$OPENFORMERS_CACHE/native`` (default ``~/.cache/openformers/native``), keyed by a hash of the

@@ -1,7 +1,7 @@
 """CoreML export of the encoder families: ``to_coreml(model, "out/model.mlpackage", task=...)``.
 
-The model is captured with ``torch.export`` (plain module math: eval mode, autograd on, inside
-``fused.keep_layouts()``, masks always built) and converted by ``coremltools`` to an ML program
+The model is captured with ``torch.export`` (plain module math: eval mode and autograd on, so the
+inference runtime steps aside; masks always built) and converted by ``coremltools`` to an ML program
 with flexible batch and sequence sizes (up to the position table). Conversion runs anywhere;
 running the ``.mlpackage`` needs macOS (CoreML), so on Linux only its program (inputs, outputs,
 operations) can be checked.
@@ -60,7 +60,6 @@ def to_coreml(model: nn.Module | str | os.PathLike, output_path: str | os.PathLi
     batch = torch.export.Dim("batch_size", min=1, max=1024)
     seq = torch.export.Dim("sequence_length", min=1, max=limit)
 
-    from openformers.modules.fused import keep_layouts
 
     class _Named(nn.Module):  # named inputs, so the CoreML program's inputs carry the tokenizer's names
         def __init__(self, inner: nn.Module) -> None:
@@ -75,7 +74,7 @@ def to_coreml(model: nn.Module | str | os.PathLike, output_path: str | os.PathLi
     was_training = model.training
     model.eval()
     try:
-        with keep_layouts(), torch.enable_grad(), warnings.catch_warnings():
+        with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(
                 _Named(wrapper), tuple(values[n] for n in input_names),

@@ -1,8 +1,8 @@
 """ONNX export: ``to_onnx(model, output_dir, task=...)`` writes ``model.onnx`` with the config and
 tokenizer beside it, in the layout optimum's exports use (so onnxruntime tools read it).
 
-The graph is the plain module math: the model is traced in eval mode with autograd on and inside
-``fused.keep_layouts()``, so no inference fast path (fused projections, decode plans, packed
+The graph is the plain module math: the model is traced in eval mode with autograd on, so the
+inference runtime steps aside and no fast path (fused projections, decode plans, packed
 weights) is taken, and the masks are always built (``torch.compiler.is_exporting()``), so the
 graph does not depend on the example batch. The exporter is ``torch.onnx.export(dynamo=True)``
 (``torch.export`` then onnxscript), with dynamic batch and sequence axes.
@@ -253,12 +253,11 @@ def to_onnx(model: nn.Module | str | os.PathLike, output_dir: str | os.PathLike,
     if external_data is None:
         external_data = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8e9
 
-    from openformers.modules.fused import keep_layouts
 
     was_training = model.training
     model.eval()
     try:
-        with keep_layouts(), torch.enable_grad(), warnings.catch_warnings(), _quiet_exporter():
+        with torch.enable_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
             # the wrappers take varargs, which torch.export sees as one entry
             dynamic = [*dynamic[:3], tuple(dynamic[3:])] if head == "causal-lm" else [tuple(dynamic)]

@@ -13,7 +13,7 @@ only (summation order).
 It applies only where it is the same computation as ``F.linear``: float32 input, weight and
 bias on the CPU, autocast off, not while ``torch.compile`` traces, and oneDNN present. The
 weight must be dense, row-major or transposed (a row slice of a fused buffer of
-``modules/fused.py`` is): oneDNN takes a column block of a wider buffer (a slice of the
+``runtime/fused.py`` is): oneDNN takes a column block of a wider buffer (a slice of the
 ``[in, out]`` buffer fused.py makes for float32 at one thread) through a reference kernel about
 1000x slower, so such weights stay with ``F.linear``. A second
 derivative (``create_graph=True``) is taken through plain differentiable products. Set

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.fused import fusable, fused_linear, project
+from openformers.runtime.fused import fusable, fused_linear, project
 from openformers.modules.swiglu_native import swiglu
 
 # names as they appear in Hugging Face configs (``hidden_act``)

@@ -11,10 +11,10 @@ min and max, which loses precision. Embeddings and norms stay float; the LM head
 unless ``quantize_lm_head=True``.
 
 With the default bfloat16 ``compute_dtype`` on a machine with AVX-512 BF16 and a C compiler, the
-products run on the native kernel of ``int4_native.c`` (built on first use; ``int4_native.py``):
-at the first call a layer moves ``qweight`` and ``scales_and_zeros`` into that kernel's tiled order
-(the same bytes, no second copy), and a 4-bit Llama model decodes one sequence through
-``of_llama_step``, one native call for all layers (``models/llama/native_step.py``). Elsewhere
+products run on the native kernel of ``runtime/int4_native.c`` (built on first use): it reads a
+tiled copy of the weights that the runtime keeps (the layer's own buffers never change), and a 4-bit
+Llama model decodes through ``of_llama_step``, one native call for all layers
+(``runtime/native_step.py``). Elsewhere
 (another compute dtype, no compiler, ``OPENFORMERS_NATIVE=0``) the matmul is
 ``torch.ops.aten._weight_int4pack_mm_for_cpu``; activations are cast to ``compute_dtype`` and
 back. Decoding is bound by the bytes read per token, and the 4-bit weights are ~0.63 bytes per
@@ -37,8 +37,7 @@ import torch
 from torch import nn
 
 from openformers.modules.casts import apply_keeping_buffer_dtypes
-from openformers.modules.packed_weights import tensor_version
-from openformers.quantization import int4_native
+from openformers.runtime import int4_native
 
 # llama.cpp block kinds of the projections that become QuantizedLinear
 _LINEAR_KINDS = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
@@ -126,7 +125,11 @@ class QuantizedLinear(nn.Module):
 
     Buffers: ``qweight`` ``[out, in / 2]`` uint8 (packed for the CPU kernel) and
     ``scales_and_zeros`` ``[in / group_size, out, 2]`` in the compute dtype. ``bias`` stays float.
+    The buffers keep that layout for good: the native kernel reads a tiled copy that the runtime
+    holds (``runtime/int4_native.py``, the protocol of ``is_int4``).
     """
+
+    int4_linear = True  # the runtime's 4-bit layer protocol (runtime/int4_native.is_int4)
 
     def __init__(
         self,
@@ -150,7 +153,6 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("qweight", torch.empty(out_features, in_features // 2, dtype=torch.uint8, device=device))
         self.register_buffer("scales_and_zeros", torch.empty(in_features // group_size, out_features, 2, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
-        self._native_layout = False  # qweight holds PyTorch's packing (False) or the native kernel's (True)
 
     @classmethod
     def from_quantized(
@@ -192,11 +194,8 @@ class QuantizedLinear(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if not keep_vars and not self.qweight.is_meta:
             destination[prefix + "qweight"] = to_nibbles(self._values())
-            if self._native_layout:
-                destination[prefix + "scales_and_zeros"] = self._pairs().transpose(0, 1).contiguous()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        self._set_layout(False)  # the checkpoint holds PyTorch's order of the scales
         key = prefix + "qweight"
         if key in state_dict and state_dict[key].shape == self.qweight.shape:
             state_dict[key] = _pack(from_nibbles(state_dict[key]))
@@ -225,7 +224,6 @@ class QuantizedLinear(nn.Module):
             )
         if attr == "qweight" and tensor.dtype != torch.uint8:
             raise ValueError(f"qweight must be uint8 (two 4-bit values per byte), not {tensor.dtype}")
-        self._set_layout(False)
         if attr == "qweight":
             self.qweight = _pack(from_nibbles(tensor))
         elif attr == "bias":
@@ -235,11 +233,6 @@ class QuantizedLinear(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         """The float32 ``[out, in]`` weight this layer computes with."""
-        if self._native_layout:  # (128 + q) * scale + (zero - 136 * scale), as the native kernel computes it
-            pairs = self._pairs().float()
-            scale, zero = pairs[..., :1], pairs[..., 1:]
-            q = self._values().float().view(self.out_features, -1, self.group_size)
-            return ((128 + q) * scale + (zero - 136 * scale)).view(self.out_features, -1)
         eye = torch.eye(self.in_features)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.qweight, self.group_size, self.scales_and_zeros.float()).t().contiguous()
 
@@ -259,55 +252,19 @@ class QuantizedLinear(nn.Module):
         return y
 
     def _values(self) -> torch.Tensor:
-        """The ``[out, in]`` 4-bit values (0..15) behind ``qweight``, whichever layout it holds."""
-        if self._native_layout:
-            return int4_native.unpack(self.qweight)
+        """The ``[out, in]`` 4-bit values (0..15) behind ``qweight``."""
         return _unpack(self.qweight, self.out_features, self.in_features)
 
     def _pairs(self) -> torch.Tensor:
-        """``[out, groups, 2]``: each group's (scale, zero), whichever layout ``scales_and_zeros`` holds."""
-        if self._native_layout:
-            return int4_native.untile_pairs(self.scales_and_zeros.reshape(-1), self.out_features)
+        """``[out, groups, 2]``: each group's (scale, zero)."""
         return self.scales_and_zeros.transpose(0, 1)
 
-    def _set_layout(self, native: bool) -> None:
-        """Hold ``qweight`` and ``scales_and_zeros`` in the native kernel's layout (True) or PyTorch's."""
-        if native == self._native_layout or self.qweight.is_meta:
-            return
-        with torch.inference_mode(False):  # normal tensors (generate runs in inference mode): they have versions
-            q, pairs = self._values(), self._pairs()
-            if native:
-                qweight, sz = int4_native.pack(q, pairs)
-                self.qweight, self.scales_and_zeros = qweight, sz.view(-1, self.out_features, 2)
-            else:
-                self.qweight, self.scales_and_zeros = _pack(q), pairs.transpose(0, 1).contiguous()
-        self._native_layout = native
-
-    def _share_native(self, qweight: torch.Tensor, pairs: torch.Tensor) -> None:
-        """Hold views of a fused native layer's tensors (the same values, in the native layout)."""
-        self.qweight, self.scales_and_zeros = qweight, pairs.view(-1, self.out_features, 2)
-        self._native_layout = True
+    int4_values, int4_pairs = _values, _pairs  # the runtime's protocol
 
     def _native(self) -> int4_native.NativeInt4 | None:
-        """The native kernel over this layer, or None where PyTorch's kernel runs (see ``int4_native``).
-
-        The first call moves ``qweight`` and ``scales_and_zeros`` into the native layout (no second copy
-        of the weights); a compute dtype other than bfloat16 moves them back."""
-        qw, sz = self.qweight, self.scales_and_zeros
-        wanted = (sz.dtype == torch.bfloat16 and self.group_size == 32 and self.in_features % 64 == 0
-                  and qw.device.type == "cpu" and not qw.is_meta and int4_native.fast())
-        if wanted != self._native_layout:
-            self._set_layout(wanted)
-            qw, sz = self.qweight, self.scales_and_zeros
-        if not wanted:
-            return None
-        self._check_native_buffers(qw, sz)
-        cache = self.__dict__.setdefault("_native_cache", _NativeCache())
-        key = (qw.data_ptr(), tensor_version(qw), sz.data_ptr(), tensor_version(sz))
-        if cache.key != key:
-            cache.kernel = int4_native.NativeInt4(qw, sz.view(-1))
-            cache.key = key
-        return cache.kernel
+        """The native kernel over the runtime's tiled copy of this layer, or None where PyTorch's kernel runs."""
+        self._check_native_buffers(self.qweight, self.scales_and_zeros)
+        return int4_native.layer_kernel(self)
 
     def _check_native_buffers(self, qw: torch.Tensor, sz: torch.Tensor) -> None:
         """The buffers the native kernel will read by this layer's sizes must hold exactly that much
@@ -332,20 +289,6 @@ class QuantizedLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"group_size={self.group_size}, compute_dtype={self.compute_dtype}")
-
-
-class _NativeCache:
-    """A layer's native kernel and the tensor versions it was built from; copies start empty."""
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.kernel: int4_native.NativeInt4 | None = None
-
-    def __deepcopy__(self, memo: dict) -> "_NativeCache":
-        return _NativeCache()
-
-    def __reduce__(self):
-        return (_NativeCache, ())
 
 
 class _Int4MatMul(torch.autograd.Function):

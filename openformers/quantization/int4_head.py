@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.fused import tensor_version
+from openformers.runtime.packed_weights import tensor_version
 from openformers.quantization.gguf_linear import QuantizedLinear, quantize_int4
 
 

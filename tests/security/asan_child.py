@@ -68,7 +68,7 @@ def dropout_cases() -> None:
 
 
 def int4_cases(workdir: Path) -> None:
-    from openformers.quantization import int4_native
+    from openformers.runtime import int4_native
 
     _sanitized(int4_native._LIBRARY)
     if not int4_native.fast():

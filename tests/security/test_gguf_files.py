@@ -184,7 +184,7 @@ def test_quantized_layer_sizes_must_be_positive_integers():
 
 
 def test_native_kernel_refuses_buffers_replaced_with_another_shape():
-    from openformers.quantization import int4_native
+    from openformers.runtime import int4_native
 
     if not int4_native.fast():
         pytest.skip("the native int4 kernel does not run on this machine")

@@ -176,8 +176,8 @@ def test_jsonl_log_always_written(tmp_path):
 
 
 def test_evaluating_mid_training_keeps_resume_exact(tmp_path):
-    """Evaluation runs without the inference-time fused/re-laid-out weights, so a run resumed from
-    a checkpoint ends bitwise equal to the uninterrupted run that evaluated before that point."""
+    """Evaluation leaves the weights' storage alone (inference never changes a parameter), so a run
+    resumed from a checkpoint ends bitwise equal to the uninterrupted run that evaluated before that point."""
     import shutil
 
     from openformers import LlamaConfig, LlamaForCausalLM

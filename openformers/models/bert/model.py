@@ -23,7 +23,7 @@ from openformers.core.outputs import (
 )
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
-from openformers.modules.fused import fusable, fused_linear
+from openformers.runtime.fused import fusable, grouped_outputs
 from openformers.modules.heads import (
     classifier_dropout,
     masked_lm_loss,
@@ -63,10 +63,10 @@ def embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embeddin
 
 
 def project_qkv(owner: nn.Module, x: torch.Tensor, q: nn.Module, k: nn.Module, v: nn.Module):
-    """The three attention projections of ``x``: one fused matmul at inference (see ``modules/fused.py``)."""
+    """The three attention projections of ``x`` (at inference through ``runtime/fused.py``'s kernels)."""
     layers = (q, k, v)
     if fusable(*layers):
-        return fused_linear(owner, "_fused_qkv", layers, x).split([m.out_features for m in layers], dim=-1)
+        return grouped_outputs(owner, "_fused_qkv", layers, x)
     return q(x), k(x), v(x)
 
 

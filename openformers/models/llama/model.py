@@ -17,10 +17,10 @@ from openformers.core.outputs import (
     CausalLMOutputWithPast,
 )
 from openformers.models.llama.config import LlamaConfig
-from openformers.models.llama.decode import decode_plan
+from openformers.runtime.decode import decode_plan, register_layer
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
-from openformers.modules.fused import fusable, fused_linear, project
+from openformers.runtime.fused import fusable, fused_linear, project
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP
@@ -250,7 +250,7 @@ class LlamaModel(LlamaPreTrainedModel):
         hidden = inputs_embeds if packing is None else packing.pack(inputs_embeds)
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
-        # a decode step at inference: the same layers through a plan resolved once (models/llama/decode.py)
+        # a decode step at inference: the same layers through a plan resolved once (runtime/decode.py)
         plan = None if output_attentions or output_hidden_states else decode_plan(self, hidden, cache)
         if plan is not None:
             hidden = plan(hidden, cos, sin, masks, cache)
@@ -362,3 +362,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
         )
         return _finish(self, out, return_dict)
+
+
+register_layer(LlamaDecoderLayer, LlamaAttention)  # decode steps run through the runtime's plan (runtime/decode.py)

@@ -1,4 +1,4 @@
-"""Decode steps through ``models/llama/decode.py``'s plan give the module path's bits, and the plan
+"""Decode steps through ``runtime/decode.py``'s plan give the module path's bits, and the plan
 gives way whenever it no longer describes the model."""
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torch
 
 import openformers
 import openformers.models.llama.model as llama_model
-from openformers.models.llama import decode
-from openformers.modules.fused import keep_layouts
+from openformers.runtime import decode
 from tests.models.llama_family import tiny_config
 
 
@@ -83,11 +82,9 @@ def _step(model, ids):
     """Logits of one decode step after a prefill of ``ids``, and whether it ran through a plan."""
     with torch.no_grad():
         out = model(ids[:, :-1], use_cache=True)
-        holder = model.model.__dict__.get(decode._ATTR)
-        before = holder.plan if holder is not None else None
+        before = decode.plan_of(model.model)
         logits = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits
-    holder = model.model.__dict__.get(decode._ATTR)
-    return logits, holder.plan if holder is not None else None, before
+    return logits, decode.plan_of(model.model), before
 
 
 def _reference(model, ids, monkeypatch):
@@ -150,14 +147,11 @@ def test_hooks_and_patched_forwards_take_the_module_path(monkeypatch):
     assert _step(model, IDS)[1] is not None
 
 
-def test_adapters_training_and_kept_layouts_take_the_module_path(monkeypatch):
+def test_adapters_and_training_take_the_module_path(monkeypatch):
     from openformers.peft import LoraConfig, get_peft_model
 
     model = _model()
     _step(model, IDS)
-    with torch.no_grad(), keep_layouts():
-        cache = model(IDS[:, :-1], use_cache=True).past_key_values
-        assert decode.decode_plan(model.model, torch.zeros(1, 1, 64), cache) is None
     model.model.layers[1].train()
     assert _step(model, IDS)[1] is None
     model.eval()
@@ -178,9 +172,9 @@ def test_copies_start_without_the_plan():
     model = _model()
     _, plan, _ = _step(model, IDS)
     twin = copy.deepcopy(model)
-    assert twin.model.__dict__[decode._ATTR].plan is None
+    assert decode.plan_of(twin.model) is None
     restored = pickle.loads(pickle.dumps(model))
-    assert restored.model.__dict__[decode._ATTR].plan is None
+    assert decode.plan_of(restored.model) is None
     logits, twin_plan, _ = _step(twin, IDS)
     assert twin_plan is not None and twin_plan is not plan
     assert torch.equal(logits, _step(model, IDS)[0])
@@ -199,8 +193,8 @@ def test_one_token_prompt_runs_through_the_plan_from_the_first_step(dtype, monke
 
 
 def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
-    """float32 layouts follow the thread count (modules/fused.py): the plan resolves its kernels again,
-    drops those holding the old storage, and keeps the module path's bits."""
+    """The plan keys its kernels by the thread count (the row blocks follow it): a new count resolves them
+    again and keeps the module path's bits."""
     model = _model()
     ids = torch.randint(1, 128, (1, 7), generator=torch.Generator().manual_seed(1))
     before = torch.get_num_threads()
@@ -210,7 +204,7 @@ def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
             seq_module, logits_module = _generate(model, ids, plan=False, monkeypatch=monkeypatch)
             seq_plan, logits_plan = _generate(model, ids, plan=True, monkeypatch=monkeypatch)
             assert torch.equal(seq_plan, seq_module) and torch.equal(logits_plan, logits_module)
-            plan = model.model.__dict__[decode._ATTR].plan
-            assert list(plan.kernels) == [(torch.float32, 1, threads)]
+            plan = decode.plan_of(model.model)
+            assert (torch.float32, 1, threads) in plan.kernels
     finally:
         torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Packed inference copies of linear weights (modules/packed_weights.py): the same values as the
+"""Packed inference copies of linear weights (runtime/packed_weights.py): the same values as the
 plain path, rebuilt when a weight changes, bounded by the budget, invisible to copies, pickles and
 training."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
-from openformers.modules import packed_weights
-from openformers.modules.packed_weights import packed_bytes
+from openformers.runtime import packed_weights
+from openformers.runtime.packed_weights import packed_bytes
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
 

@@ -17,6 +17,7 @@
  * products accumulate in float32.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,29 @@ typedef struct {
     const uint8_t *q;
     const uint16_t *sz;
     int64_t out, in;
-    const void *dense;  /* of_llama_step only: a plain [out][in] weight in the activation dtype (q, sz unused) */
+    /* of_llama_step only: a plain weight in the activation dtype (q, sz unused), rows [0, split1) at dense,
+     * [split1, split2) at dense1 and [split2, out) at dense2 (each part [rows][in], splits multiples of 4), so
+     * the parameters of q/k/v or gate/up are read where they lie, with no fused copy */
+    const void *dense, *dense1, *dense2;
+    int64_t split1, split2;
 } of_int4_weight;
+
+/* row r of a dense weight of `size`-byte elements */
+static inline const void *dense_row(const of_int4_weight *w, int64_t r, int64_t size) {
+    if (r < w->split1) return (const char *)w->dense + r * w->in * size;
+    if (r < w->split2) return (const char *)w->dense1 + (r - w->split1) * w->in * size;
+    return (const char *)w->dense2 + (r - w->split2) * w->in * size;
+}
+
+/* sizes and offsets of the structures, for the ctypes mirror's check */
+int64_t of_layout(int what) {
+    switch (what) {
+        case 0: return (int64_t)sizeof(of_int4_weight);
+        case 1: return (int64_t)offsetof(of_int4_weight, dense);
+        case 2: return (int64_t)offsetof(of_int4_weight, split2);
+        default: return -1;
+    }
+}
 
 int of_has_bf16_dot(void) { return OF_BF16_DOT; }
 
@@ -302,10 +324,26 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
                        int bf, int64_t r0, int64_t r1, float *y, int64_t ystride) {
     const int64_t in = w->in;
 #ifdef __AVX512F__
-    if (!bf && rows > 1) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
+    if (!bf) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
         const __mmask16 tail = (__mmask16)((1u << (in % 16)) - 1);
+        if (rows == 1) {  /* one activation row: 8 weight rows at a time, each read once as it lies */
+            for (; r0 + 8 <= r1; r0 += 8) {
+                const float *wr[8];
+                __m512 acc[8];
+                for (int k = 0; k < 8; k++) {
+                    wr[k] = (const float *)dense_row(w, r0 + k, 4);
+                    acc[k] = _mm512_setzero_ps();
+                }
+                for (int64_t i = 0; i < in; i += 16) {
+                    __mmask16 m = in - i >= 16 ? (__mmask16)0xffff : tail;
+                    __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+                    for (int k = 0; k < 8; k++) acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[k] + i), xv, acc[k]);
+                }
+                for (int k = 0; k < 8; k++) y[r0 + k] = _mm512_reduce_add_ps(acc[k]);
+            }
+        }
         for (; r0 + 4 <= r1; r0 += 4) {
-            const float *w0 = (const float *)w->dense + r0 * in;
+            const float *w0 = (const float *)dense_row(w, r0, 4);
             for (int64_t b0 = 0; b0 < rows; b0 += 4) {
                 int nb = rows - b0 < 4 ? (int)(rows - b0) : 4;
                 const float *xr[4];
@@ -339,7 +377,7 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
 #endif
     if (!bf) {
         for (int64_t r = r0; r < r1; r++) {
-            const float *wr = (const float *)w->dense + r * in;
+            const float *wr = (const float *)dense_row(w, r, 4);
             for (int64_t b = 0; b < rows; b++) {
                 const float *xr = x + b * in;
                 float s = 0.f;
@@ -353,7 +391,7 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
     int64_t r = r0;
 #if OF_BF16_DOT
     for (; r + 4 <= r1; r += 4) {
-        const uint16_t *w0 = (const uint16_t *)w->dense + r * in;
+        const uint16_t *w0 = (const uint16_t *)dense_row(w, r, 2);
         for (int64_t b = 0; b < rows; b++) {
             const uint16_t *xr = xb + b * xstride;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -374,7 +412,7 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
     }
 #endif
     for (; r < r1; r++) {
-        const uint16_t *wr = (const uint16_t *)w->dense + r * in;
+        const uint16_t *wr = (const uint16_t *)dense_row(w, r, 2);
         for (int64_t b = 0; b < rows; b++) {
             const uint16_t *xr = xb + b * xstride;
             float s = 0.f;
@@ -382,6 +420,26 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
             y[b * ystride + r] = s;
         }
     }
+}
+
+/* y [out] = W x for a row-major float32 W [out][in] and one float32 row x [in], the rows split over the threads:
+ * PyTorch's one-thread product of one row reads a row-major weight at about half the speed */
+int of_dense_matvec(const float *w, int64_t out, int64_t in, const float *x, float *y, int threads) {
+    of_int4_weight d;
+    memset(&d, 0, sizeof d);
+    d.out = out;
+    d.in = in;
+    d.dense = w;
+    d.split1 = d.split2 = out;
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t tiles = (out + 3) / 4, r0 = tiles * t / n * 4, r1 = tiles * (t + 1) / n * 4;
+        if (r1 > out) r1 = out;
+        if (r0 < r1) dense_rows(&d, x, NULL, in, 1, 0, r0, r1, y, out);
+    }
+    return 0;
 }
 
 /* before a product (one thread): row b of the activations (x, stride `in`) in the form the weight wants,

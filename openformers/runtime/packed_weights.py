@@ -8,8 +8,7 @@ skips that: SmolLM2-135M bfloat16 batch-1 decoding is ~1.5x faster, float32 batc
 
 The copy is extra memory (the packed bytes of each weight used that way), so it is made only:
 
-* at inference (the callers in ``modules/fused.py`` run only without autograd and outside
-  ``keep_layouts``), on the CPU, for bfloat16 products of up to ``PACK_MAX_ROWS`` rows and
+* at inference (the callers in ``fused.py`` run only without autograd), on the CPU, for bfloat16 products of up to ``PACK_MAX_ROWS`` rows and
   float32 decode steps of 2 to ``PACK_MAX_ROWS`` sequences (one position each); a float32
   batch of one is as fast split across threads without a copy, and longer inputs run the
   ordinary GEMM;
@@ -18,8 +17,8 @@ The copy is extra memory (the packed bytes of each weight used that way), so it 
   ``OPENFORMERS_PACKED_WEIGHTS=0`` (or ``false``, ``no``, ``off``) in the environment, read at
   import, turns packing off.
 
-A copy belongs to the module that owns the weight (an attribute that copying and pickling the
-module leave out) and is rebuilt when a source weight is replaced, re-pointed or updated in place
+A copy is kept in a table of this module keyed weakly by the module that owns the weight (nothing is
+stored on the module: copying and pickling it carry no copy) and is rebuilt when a source weight is replaced, re-pointed or updated in place
 (identity, pointer and version counter; weights made under ``torch.inference_mode`` have no
 version counter, so an in-place change to one of those made inside inference mode is not seen).
 The copy dies with its module, and the budget gets its bytes back.
@@ -28,6 +27,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 
 import torch
 
@@ -39,18 +39,8 @@ _state = {
     "bytes": 0,
     "budget": None,
 }
-_ATTR = "_openformers_packed"
-
-
-class _Copies(dict):
-    """slot -> (weak references to the source tensors, their (pointer, version), packed weight).
-    Copying or pickling the owning module gives it an empty one."""
-
-    def __deepcopy__(self, memo: dict) -> "_Copies":
-        return _Copies()
-
-    def __reduce__(self):
-        return (_Copies, ())
+# owner module -> {slot: (weak references to the source tensors, their (pointer, version), packed weight)}
+_COPIES: "weakref.WeakKeyDictionary[object, dict[str, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def _budget() -> int:
@@ -123,14 +113,15 @@ def _current(entry: tuple, sources: tuple[torch.Tensor, ...]) -> bool:
     return True
 
 
-def _build(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> tuple | None:
-    copies = owner.__dict__.get(_ATTR)
-    if copies is None:
-        copies = owner.__dict__[_ATTR] = _Copies()
+def _build(owner: object, slot: str, weight: torch.Tensor | Callable[[], torch.Tensor],
+           sources: tuple[torch.Tensor, ...]) -> tuple | None:
+    copies = _COPIES.setdefault(owner, {})
     copies.pop(slot, None)  # an outdated copy goes before its replacement is made
-    nbytes = weight.numel() * weight.element_size()
+    nbytes = sum(t.numel() * t.element_size() for t in sources)
     if _state["bytes"] + nbytes > _budget():
         return None
+    if callable(weight):
+        weight = weight()
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
     except (RuntimeError, AttributeError):  # a build without oneDNN's linear ops
@@ -145,12 +136,14 @@ def _build(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.
 _LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
 
 
-def packed_weight(owner: object, slot: str, weight: torch.Tensor, sources: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-    """The packed copy of ``weight`` ([out, in]) kept on ``owner`` under ``slot`` and made from
-    ``sources`` (the parameters the weight is made of), made or remade when outdated. None when
+def packed_weight(owner: object, slot: str, weight: torch.Tensor | Callable[[], torch.Tensor],
+                  sources: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+    """The packed copy of ``weight`` ([out, in], or a function making it from ``sources``, called only when a
+    copy is made) kept for ``owner`` under ``slot`` and made from ``sources`` (the parameters the weight is
+    made of), made or remade when outdated. None when
     there is no copy and the budget or the kernel library does not allow one. Called at inference
     only, once per layer per decode step: the bookkeeping is kept to a few dictionary lookups."""
-    copies = owner.__dict__.get(_ATTR)
+    copies = _COPIES.get(owner)
     entry = None if copies is None else copies.get(slot)
     if entry is None or not _current(entry, sources):
         entry = _build(owner, slot, weight, sources)

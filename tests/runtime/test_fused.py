@@ -1,6 +1,5 @@
-"""Inference projections (modules/fused.py): fused groups share the layers' storage, weights keep
-their row-major layout, float32 products of a few rows split across threads, and nothing of it
-shows in values, training or checkpoints."""
+"""Inference projections (runtime/fused.py): grouped products give the plain path's values, float32
+products of a few rows split across threads, and the weights' storage never changes."""
 from __future__ import annotations
 
 import pytest
@@ -10,9 +9,7 @@ from torch import nn
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.modules.cache import DynamicCache
-from openformers.modules import packed_weights
-from openformers.modules import fused
-from openformers.modules.fused import transposed_layout
+from openformers.runtime import fused
 
 
 def _tiny(**kw) -> LlamaForCausalLM:
@@ -33,36 +30,36 @@ IDS = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(1))
 
 @pytest.fixture(autouse=True)
 def two_threads():
-    """The layouts depend on the thread count (float32 weights are stored [in, out] at one thread):
-    every test starts at two threads and leaves the count as it was."""
+    """The kernels depend on the thread count: every test starts at two threads and leaves the count as it was."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
 
 
-def test_fused_weights_share_storage_and_match_the_plain_path():
+def _layouts(model: nn.Module) -> dict:
+    return {k: (v.data_ptr(), v.stride(), v.is_contiguous()) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def test_grouped_products_match_the_plain_path_and_leave_the_weights_alone():
     model = _tiny(attention_bias=True)
     expected = model(IDS).logits.detach()  # grad enabled: plain per-layer path
-    before = _storages(model)
+    before, storages = _layouts(model), _storages(model)
     with torch.inference_mode():
         torch.testing.assert_close(model(IDS).logits, expected, rtol=0, atol=1e-5)
-    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
-    ptrs = {m.weight.untyped_storage().data_ptr() for m in (attn.q_proj, attn.k_proj, attn.v_proj)}
-    assert len(ptrs) == 1 and attn.q_proj.bias.untyped_storage().data_ptr() == attn.v_proj.bias.untyped_storage().data_ptr()
-    assert mlp.gate_proj.weight.untyped_storage().data_ptr() == mlp.up_proj.weight.untyped_storage().data_ptr()
-    assert _storages(model) <= before  # no second copy of any weight
-    # row-major slices of the fused buffer; the tied head and embeddings stay one parameter
-    assert attn.q_proj.weight.is_contiguous() and attn.o_proj.weight.is_contiguous()
-    assert model.lm_head.weight.is_contiguous() and model.lm_head.weight is model.model.embed_tokens.weight
+        model(IDS[:, :1])
+    assert _layouts(model) == before and _storages(model) == storages
+    attn = model.model.layers[0].self_attn
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     assert attn.q_proj.weight.requires_grad and not attn.q_proj.weight.is_inference()  # still trainable
-    # in-place updates reach the fused matmul (the buffer is the weights' storage)
+    # in-place updates are seen at the next call (a packed copy is remade from the new values)
     with torch.no_grad():
         attn.k_proj.weight.mul_(2.0)
     changed = model(IDS).logits.detach()
     assert not torch.allclose(changed, expected)
     with torch.no_grad():
         torch.testing.assert_close(model(IDS).logits, changed, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(IDS[:, :1]).logits, changed[:, :1], rtol=0, atol=1e-5)
 
 
 def test_training_and_checkpoints_after_inference(tmp_path):
@@ -76,8 +73,7 @@ def test_training_and_checkpoints_after_inference(tmp_path):
     loaded = LlamaForCausalLM.from_pretrained(tmp_path)
     for (name, a), b in zip(loaded.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
-    # a training step on the fused weights computes the gradients of the plain ones, bitwise: each
-    # fused weight is a row-major slice of the buffer and takes the kernel the plain weight takes
+    # a training step after inference computes the gradients of a model never run at inference, bitwise
     grads = []
     for m in (model, reference):
         m.train()
@@ -93,28 +89,22 @@ def test_training_and_checkpoints_after_inference(tmp_path):
         torch.testing.assert_close(model(IDS).logits, reference(IDS).logits.detach(), rtol=0, atol=1e-5)
 
 
-def test_cast_after_fusion_rebuilds_in_the_new_dtype(monkeypatch):
-    monkeypatch.setitem(packed_weights._state, "enabled", False)  # bf16 single rows fuse only without packed copies
+def test_cast_after_inference_runs_in_the_new_dtype():
     model = _tiny()
     with torch.inference_mode():
         model(IDS)
     model.to(torch.bfloat16)
-    attn = model.model.layers[1].self_attn
     expected = model(IDS).logits.detach()
+    before = _layouts(model)
     with torch.inference_mode():
         out = model(IDS).logits
-    assert out.dtype == torch.bfloat16 and attn.o_proj.weight.is_contiguous()
-    # half precision fuses single rows only (several rows run layer by layer, rounding as the plain path)
-    assert attn.q_proj.weight.untyped_storage().data_ptr() != attn.v_proj.weight.untyped_storage().data_ptr()
-    with torch.inference_mode():
         model(IDS[:1, :1])
-    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+    assert out.dtype == torch.bfloat16 and _layouts(model) == before
     torch.testing.assert_close(out.float(), expected.float(), rtol=0, atol=0.05)
     model.to(torch.float32)
     with torch.inference_mode():
-        model(IDS)
-    assert attn.q_proj.weight.dtype == torch.float32 and attn.q_proj.weight.is_contiguous()
-    assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+        out = model(IDS).logits
+    assert out.dtype == torch.float32 and all(p.is_contiguous() for p in model.parameters())
 
 
 def test_dynamic_cache_grows_in_place_like_concatenation():
@@ -177,23 +167,19 @@ def test_few_row_float32_products_split_across_threads_match_f_linear(monkeypatc
         torch.set_num_threads(before)
 
 
-def test_one_thread_stores_float32_weights_transposed_and_two_threads_row_major():
+def test_thread_count_changes_nothing_in_the_weights():
     model, reference = _tiny(attention_bias=True), _tiny(attention_bias=True)
-    attn = model.model.layers[0].self_attn
+    before = _layouts(model)
     with torch.no_grad():
         expected = reference(IDS).logits
         torch.set_num_threads(1)
         got = model(IDS[:, :1]).logits, model(IDS).logits
-        # one thread: the fused buffer and the tied head are stored [in, out], as the CPU GEMM reads a
-        # row fastest on one thread; the values stay those of the plain layers
-        assert transposed_layout(attn.q_proj.weight) and transposed_layout(attn.o_proj.weight)
-        assert transposed_layout(model.lm_head.weight) and model.lm_head.weight is model.model.embed_tokens.weight
-        assert attn.q_proj.weight.untyped_storage().data_ptr() == attn.v_proj.weight.untyped_storage().data_ptr()
+        assert _layouts(model) == before
         torch.testing.assert_close(got[1], expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(got[0], expected[:, :1], rtol=0, atol=1e-5)
         torch.set_num_threads(2)
         again = model(IDS).logits
-    assert attn.q_proj.weight.is_contiguous() and model.lm_head.weight.is_contiguous()
+    assert _layouts(model) == before
     torch.testing.assert_close(again, expected, rtol=0, atol=1e-5)
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)

@@ -3,7 +3,7 @@
 A decode step of SmolLM2-135M on 2 CPU cores is ~120 matrix products and a few hundred small
 operators. Between them the module path spends ~6 ms of a 28 ms bf16 step in Python: module calls,
 and for every product the checks that choose its kernel and find its fused or packed weight
-(``modules/fused.py``). At inference, for steps of one new position per sequence, ``LlamaModel``
+(``fused.py``). At inference, for steps of one new position per sequence, ``LlamaModel``
 runs its layers through a :class:`DecodePlan` instead: those choices are made once per dtype and
 batch size and kept as callables, and each step first checks that they still hold (the same
 modules, without hooks, patched ``forward`` methods or training mode, and the same parameter and
@@ -15,6 +15,7 @@ the hidden states are bitwise equal (``tests/models/test_llama_decode_plan.py``)
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -23,15 +24,18 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 
 from openformers.modules.attention import get_attention_backend
-from openformers.models.llama.native_step import native_step
+from openformers.runtime.native_step import native_step
 from openformers.modules.cache import Cache, DynamicCache
-from openformers.modules.fused import Kernel, fusable, fused_kernel, layouts_kept, project_kernel
+from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
-from openformers.modules.packed_weights import tensor_version
+from openformers.runtime.packed_weights import tensor_version
 from openformers.modules.rotary import apply_rotary_heads
 
-_ATTR = "_openformers_decode_plan"
+logger = logging.getLogger(__name__)
+
+# model -> its plan; nothing is stored on the model
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, DecodePlan]" = weakref.WeakKeyDictionary()
 
 
 def _global_hooks() -> bool:
@@ -95,7 +99,10 @@ class DecodePlan:
         for m in self.modules:  # _runs_as_itself, inlined: ~360 modules a step
             if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
                 return False
-        return _stamps(self.tensors) == self.stamps
+        tensors = self._sources()  # the same tensor objects (a replaced weight is a new one), not updated in place
+        if len(tensors) != len(self.tensors) or any(a is not b for a, b in zip(tensors, self.tensors)):
+            return False
+        return _stamps(tensors) == self.stamps
 
     def _resolve(self, hidden: torch.Tensor, key: tuple) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
         kernels = self.kernels.get(key)
@@ -110,8 +117,7 @@ class DecodePlan:
                     fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
                     project_kernel(down, act) if type(down) is nn.Linear else down,
                 ))
-            # resolving fuses and re-lays out weights (new pointers): stamp what the kernels hold now, and
-            # drop kernels of other keys that hold the weights' old storage
+            # stamp the tensors the kernels were made from; kernels of other keys made from older tensors go
             tensors = self._sources()
             stamps = _stamps(tensors)
             if stamps != self.stamps:
@@ -126,7 +132,7 @@ class DecodePlan:
         """The layers' output for ``hidden`` [b, 1, hidden_size]; the same operators as
         ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
         gate/up of ``GatedMLP.forward``."""
-        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())  # the thread count picks float32 layouts
+        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
         kernels = self._resolve(hidden, key)
         # one native call for all layers (native_step.py): sequences at one position, in a DynamicCache
         if type(cache) is DynamicCache and len(cache) == len(self.layers) and all(m is None for m in masks):
@@ -154,11 +160,20 @@ class DecodePlan:
         return hidden
 
 
-def _build(model: nn.Module) -> DecodePlan | None:
-    from openformers.models.llama.model import LlamaAttention, LlamaDecoderLayer
+# (layer, attention, mlp, input norm, post-attention norm) forwards whose arithmetic DecodePlan.__call__ repeats,
+# registered by the model files that define them (the runtime imports no model)
+_LAYOUTS: set[tuple] = set()
 
-    # (layer, attention, mlp, input norm, post-attention norm): the classes whose forward the plan repeats
-    expected = (LlamaDecoderLayer.forward, LlamaAttention.forward, GatedMLP.forward, RMSNorm.forward, RMSNorm.forward)
+
+def register_layer(layer: type[nn.Module], attention: type[nn.Module], mlp: type[nn.Module] = GatedMLP,
+                   norm: type[nn.Module] = RMSNorm) -> None:
+    """Declare that decoder layers of class ``layer`` (with ``self_attn`` of class ``attention``, ``mlp`` of class
+    ``mlp`` and two ``norm`` norms) compute a pre-norm Llama layer: RMSNorm, q/k/v products, rotary embedding over
+    q and k, cached attention, output product and residual, RMSNorm, gated MLP and residual."""
+    _LAYOUTS.add((layer.forward, attention.forward, mlp.forward, norm.forward, norm.forward))
+
+
+def _build(model: nn.Module) -> DecodePlan | None:
     layers = []
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
@@ -166,7 +181,9 @@ def _build(model: nn.Module) -> DecodePlan | None:
             return None
         found = (type(mods[0]).forward, type(mods[1]).forward, type(mods[6]).forward, type(mods[10]).forward,
                  type(mods[11]).forward)
-        if found != expected:
+        if found not in _LAYOUTS:
+            logger.debug("decode plan: %s is not a registered Llama-like layer; the module path runs",
+                         type(mods[0]).__name__)
             return None
         # the module path fuses q/k/v and gate/up (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain
@@ -180,30 +197,21 @@ def _build(model: nn.Module) -> DecodePlan | None:
 def decode_plan(model: nn.Module, hidden: torch.Tensor, cache: Any) -> DecodePlan | None:
     """The plan for a decode step of ``model`` (a ``LlamaModel``), or None when this step must take the
     module path: autograd recording, training, not the CPU, no cache, more than one new position a
-    sequence, weights kept in their layouts (``keep_layouts``), ``torch.compile`` tracing (it traces the
-    module path), or layers that are not plain Llama layers."""
+    sequence, ``torch.compile`` tracing (it traces the module path), or layers that are not plain Llama
+    layers."""
     if (torch.is_grad_enabled() or model.training or hidden.shape[1] != 1 or hidden.device.type != "cpu"
-            or not isinstance(cache, Cache) or layouts_kept() or _global_hooks() or torch.compiler.is_compiling()):
+            or not isinstance(cache, Cache) or _global_hooks() or torch.compiler.is_compiling()):
         return None
-    holder = model.__dict__.get(_ATTR)
-    plan = holder.plan if holder is not None else None
+    plan = _PLANS.get(model)
     if plan is not None and plan.valid(model):
         return plan
-    if holder is None:
-        holder = model.__dict__[_ATTR] = _Holder()
-    holder.plan = None  # drop what an outdated plan holds before building again
-    holder.plan = plan = _build(model)
+    _PLANS.pop(model, None)  # drop what an outdated plan holds before building again
+    plan = _build(model)
+    if plan is not None:
+        _PLANS[model] = plan
     return plan
 
 
-class _Holder:
-    """Keeps a model's plan; copying or pickling the model gives the copy an empty one."""
-
-    def __init__(self) -> None:
-        self.plan: DecodePlan | None = None
-
-    def __deepcopy__(self, memo: dict) -> "_Holder":
-        return _Holder()
-
-    def __reduce__(self):
-        return (_Holder, ())
+def plan_of(model: nn.Module) -> DecodePlan | None:
+    """The plan kept for ``model`` (a ``LlamaModel``), if any (for tests and diagnostics)."""
+    return _PLANS.get(model)

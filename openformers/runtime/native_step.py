@@ -1,9 +1,9 @@
-"""Decode steps of Llama models in one native call (``of_llama_step`` in ``quantization/int4_native.c``).
+"""Decode steps of Llama models in one native call (``of_llama_step`` in ``int4_native.c``).
 
 A decode step of one sequence on a few CPU cores spends as much time in Python and in several hundred
 small PyTorch operators as in reading the weights. Where every projection is either on the native 4-bit
-kernel (``QuantizedLinear``) or a plain row-major weight in the activations' dtype (float32 or bfloat16;
-fused q/k/v and gate/up buffers are), the decode plan (``decode.py``) hands the whole stack of layers to
+kernel (a 4-bit layer, ``int4_native.is_int4``) or a plain row-major weight in the activations' dtype
+(float32 or bfloat16; q/k/v and gate/up are read where each parameter lies), the decode plan (``decode.py``) hands the whole stack of layers to
 ``of_llama_step``: one call per step runs the norms, products, rotary embedding, attention over the
 cache (written in place through ``DynamicCache.reserve_all``) and residuals, with the activations
 rounded to bfloat16 wherever PyTorch's bfloat16 operators round them. :func:`native_step` says when it
@@ -20,8 +20,8 @@ from torch import nn
 
 from openformers.modules.cache import DynamicCache
 from openformers.modules.mlp import ACTIVATIONS
-from openformers.quantization import int4_native
-from openformers.quantization.int4_native import Int4Weight
+from openformers.runtime import int4_native
+from openformers.runtime.int4_native import Int4Weight, is_int4
 
 
 class _Layer(ctypes.Structure):
@@ -97,32 +97,35 @@ class NativeStep:
 
 
 def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tuple[Int4Weight, Any] | None:
-    """The ``of_int4_weight`` of a product of ``parts`` (fused when several): the native 4-bit kernel's
-    (``kernel.native`` of a fused kernel, or a lone ``QuantizedLinear``), or a plain weight in the
-    activation dtype whose rows are the parts' weights one after the other in memory (fused buffers are);
+    """The ``of_int4_weight`` of a product of ``parts`` (their outputs one after the other): the native 4-bit
+    kernel's (``kernel.native`` of a fused kernel, or a lone 4-bit layer's), or up to three plain row-major
+    weights in the activation dtype read where they lie (each part's rows a multiple of 4, but the last);
     None otherwise. Biases are not supported. Returns the structure and what it points into."""
     native = getattr(kernel, "native", None)
     if native is not None:
         return (native.struct, native) if kernel.bias is None else None
-    if len(parts) == 1 and hasattr(parts[0], "_native"):
-        native = parts[0]._native() if parts[0].bias is None else None
+    if len(parts) == 1 and is_int4(parts[0]):
+        native = int4_native.layer_kernel(parts[0]) if parts[0].bias is None else None
         return None if native is None else (native.struct, native)
+    if len(parts) > 3:
+        return None
     weights = []
     for m in parts:
         if type(m) is not nn.Linear or m.bias is not None:
             return None
         weights.append(m.weight)
     first = weights[0]
-    if first.dtype != dtype or first.device.type != "cpu":
+    if first.device.type != "cpu":
         return None
-    step = first.shape[1] * first.element_size()
-    ptr = first.data_ptr()
-    for w in weights:  # contiguous rows, each part right after the one before
-        if w.dtype != dtype or not w.is_contiguous() or w.shape[1] != first.shape[1] or w.data_ptr() != ptr:
+    for w in weights:
+        if w.dtype != dtype or not w.is_contiguous() or w.shape[1] != first.shape[1]:
             return None
-        ptr += w.shape[0] * step
+    if any(w.shape[0] % 4 for w in weights[:-1]):  # the kernel reads whole tiles of 4 rows from one part
+        return None
     out = sum(w.shape[0] for w in weights)
-    return Int4Weight(None, None, out, first.shape[1], first.data_ptr()), weights
+    ptrs = [w.data_ptr() for w in weights] + [None] * (3 - len(weights))
+    ends = [sum(w.shape[0] for w in weights[: i + 1]) for i in range(len(weights))] + [out] * (3 - len(weights))
+    return Int4Weight(None, None, out, first.shape[1], ptrs[0], ptrs[1], ptrs[2], ends[0], ends[1]), weights
 
 
 def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor,

@@ -9,9 +9,9 @@ from openformers import LlamaConfig, LlamaForCausalLM
 from openformers.core import native as core_native
 from openformers.modules.cache import DynamicCache
 from openformers.quantization import GGUFQuantizationConfig, QuantizedLinear
-from openformers.quantization import int4_native as native
+from openformers.runtime import int4_native as native
 
-from openformers.models.llama.decode import native_step as _REAL_STEP  # noqa: E402
+from openformers.runtime.decode import native_step as _REAL_STEP  # noqa: E402
 
 if core_native.compiler() is None:
     pytest.skip("no C compiler: the native kernel is not built here (PyTorch's kernel runs)", allow_module_level=True)
@@ -80,6 +80,14 @@ def test_portable_build_gives_the_same_products():
     torch.testing.assert_close(portable(x, torch.float32), expect, rtol=1e-5, atol=1e-5 * expect.abs().max().item())
 
 
+def test_ctypes_view_matches_the_c_structures():
+    lib = native._LIBRARY.get()
+    if lib is None:
+        pytest.skip("no C compiler or OPENFORMERS_NATIVE=0")
+    assert native.struct_mismatch(lib) is None
+    assert native.library() is lib
+
+
 def test_pack_and_unpack_are_inverse():
     q, scale, zero = _weights(24, 128, seed=5)
     pairs = torch.stack([scale, zero], dim=-1).bfloat16()
@@ -97,14 +105,17 @@ def _linear(out_f=64, in_f=128, compute_dtype=torch.bfloat16) -> QuantizedLinear
 
 
 @fast_only
-def test_layer_moves_to_the_native_layout_and_saves_the_same():
+def test_layer_keeps_its_buffers_and_runs_on_a_tiled_copy():
     layer = _linear()
     values, state = layer._values(), {k: v.clone() for k, v in layer.state_dict().items()}
     dense = layer.dequantize()
     x = torch.randn(2, 128, generator=torch.Generator().manual_seed(7))
+    buffers = {k: (v.data_ptr(), v.stride()) for k, v in layer.state_dict(keep_vars=True).items()}
     with torch.no_grad():
         y = layer(x)
-    assert layer._native_layout and torch.equal(layer._values(), values)
+    assert layer._native() is not None and torch.equal(layer._values(), values)
+    for k, v in layer.state_dict(keep_vars=True).items():  # running leaves the layer's storage alone
+        assert (v.data_ptr(), v.stride()) == buffers[k], k
     for k, v in layer.state_dict().items():  # the checkpoint layout does not depend on the kernel
         assert torch.equal(v, state[k]), k
     torch.testing.assert_close(layer.dequantize(), dense, rtol=0, atol=1e-6)
@@ -112,7 +123,6 @@ def test_layer_moves_to_the_native_layout_and_saves_the_same():
     torch.testing.assert_close(y.double(), expect, rtol=1e-4, atol=1e-4)
     fresh = _linear()
     fresh.load_state_dict(layer.state_dict())
-    assert not fresh._native_layout
     with torch.no_grad():
         assert torch.equal(fresh(x), y)
 
@@ -121,7 +131,7 @@ def test_float32_compute_dtype_keeps_pytorch_kernel():
     layer = _linear(compute_dtype=torch.float32)
     with torch.no_grad():
         layer(torch.randn(1, 128))
-    assert not layer._native_layout and layer._native() is None
+    assert layer._native() is None
 
 
 def test_disabled_by_environment(monkeypatch):
@@ -130,7 +140,7 @@ def test_disabled_by_environment(monkeypatch):
     layer = _linear()
     with torch.no_grad():
         layer(torch.randn(1, 128))
-    assert not layer._native_layout
+    assert layer._native() is None
 
 
 def test_cache_reserve_and_advance():
@@ -164,16 +174,18 @@ def _tiny_int4(dtype: torch.dtype, layers: int = 3, quantized: bool = True) -> L
 
 def _pick(model, native_on, monkeypatch):
     """Decode steps from now on: the native step (where it applies) or PyTorch's layers."""
-    from openformers.models.llama import decode
+    from openformers.runtime import decode
 
     monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
-    holder = model.model.__dict__.get("_openformers_decode_plan")
-    if holder is not None and holder.plan is not None:
-        holder.plan.native.clear()  # a kept native step would otherwise run either way
+    plan = decode.plan_of(model.model)
+    if plan is not None:
+        plan.native.clear()  # a kept native step would otherwise run either way
 
 
 def _native_used(model) -> bool:
-    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    from openformers.runtime import decode
+
+    plan = decode.plan_of(model.model)
     return any(step is not None for step in plan.native.values())
 
 
@@ -251,7 +263,9 @@ def test_native_decode_step_not_taken_for_batches_and_masks(monkeypatch):
     mask[0, :2] = 0
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
-    plan = model.model.__dict__["_openformers_decode_plan"].plan
+    from openformers.runtime import decode
+
+    plan = decode.plan_of(model.model)
     assert all(step is None for step in plan.native.values())
     # the same greedy tokens as each prompt alone (which does run the native step)
     for row in range(2):
@@ -273,7 +287,7 @@ def test_strided_rows_on_either_kernel(native_on, monkeypatch):
     assert not x.reshape(8, 128).is_contiguous()
     with torch.no_grad():
         got = layer(x)
-    assert layer._native_layout == native_on
+    assert (layer._native() is not None) == native_on
     expect = x.double().reshape(8, 128) @ layer.dequantize().double().t() + layer.bias.double()
     torch.testing.assert_close(got.double().reshape(8, -1), expect, rtol=2e-2, atol=5e-2)
 

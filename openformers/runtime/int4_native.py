@@ -5,6 +5,11 @@ projection: compute-bound, not bandwidth-bound, and three quarters of a llama.cp
 whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfloat16 dot products
 (``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
 
+A 4-bit layer (``quantization/gguf_linear.py``'s ``QuantizedLinear``, or any layer with the protocol of
+:func:`is_int4`) keeps PyTorch's layout as its own storage; the tiled copy the kernel reads belongs to
+this module (:func:`layer_kernel`), made on first use and remade when the layer's tensors change, so
+running a layer never changes its buffers.
+
 The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
 compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
 use PyTorch's kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
@@ -13,7 +18,9 @@ callers ask :func:`fast` before preferring it.
 from __future__ import annotations
 
 import ctypes
+import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +34,25 @@ class Int4Weight(ctypes.Structure):
     """``of_int4_weight``: the pointers of a :class:`NativeInt4` and its shape."""
 
     _fields_ = [("q", ctypes.c_void_p), ("sz", ctypes.c_void_p), ("out", ctypes.c_int64), ("in_", ctypes.c_int64),
-                ("dense", ctypes.c_void_p)]
+                ("dense", ctypes.c_void_p), ("dense1", ctypes.c_void_p), ("dense2", ctypes.c_void_p),
+                ("split1", ctypes.c_int64), ("split2", ctypes.c_int64)]
+
+
+def struct_mismatch(lib: ctypes.CDLL) -> str | None:
+    """None when this module's ctypes view of ``of_int4_weight`` has the C side's size and offsets; else
+    what differs (the library is then not used)."""
+    want = (ctypes.sizeof(Int4Weight), Int4Weight.dense.offset, Int4Weight.split2.offset)
+    got = tuple(int(lib.of_layout(i)) for i in range(3))
+    return None if want == got else f"of_int4_weight: ctypes (size, dense, split2) {want} != C {got}"
 
 
 def _setup(lib: ctypes.CDLL) -> None:
     lib.of_has_bf16_dot.restype = ctypes.c_int
+    lib.of_dense_matvec.restype = ctypes.c_int
+    lib.of_dense_matvec.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int]
+    lib.of_layout.restype = ctypes.c_int64
+    lib.of_layout.argtypes = [ctypes.c_int]
     lib.of_int4_matmul.restype = ctypes.c_int
     lib.of_int4_matmul.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p,
                                    ctypes.c_int, ctypes.c_int]
@@ -44,9 +65,19 @@ _LIBRARY = native.NativeLibrary(_SOURCE, _setup)
 build, load = _LIBRARY.build, _LIBRARY.load
 
 
+_CHECKED: dict[int, str | None] = {}
+
+
 def library() -> ctypes.CDLL | None:
-    """The built library, or None where it cannot be had (see the module docstring)."""
-    return _LIBRARY.get()
+    """The built library, or None where it cannot be had (see the module docstring) or where its structures
+    do not match this module's ctypes view of them."""
+    lib = _LIBRARY.get()
+    if lib is None:
+        return None
+    key = id(lib)
+    if key not in _CHECKED:
+        _CHECKED[key] = struct_mismatch(lib)
+    return None if _CHECKED[key] else lib
 
 
 def fast() -> bool:
@@ -103,7 +134,8 @@ class NativeInt4:
                 f"(contiguous: {sz.is_contiguous()}): build them with int4_native.pack")
         self.q, self.sz = q, sz
         self.out_features, self.in_features = q.shape[0], q.shape[1] * 2
-        self.struct = Int4Weight(q.data_ptr(), sz.data_ptr(), self.out_features, self.in_features)
+        self.struct = Int4Weight(q.data_ptr(), sz.data_ptr(), self.out_features, self.in_features, None, None, None,
+                                 self.out_features, self.out_features)
         self.ref = ctypes.byref(self.struct)
         self.lib = library()
         if self.lib is None:
@@ -130,3 +162,88 @@ class NativeInt4:
                                    int(out_dtype == torch.bfloat16), torch.get_num_threads()) != 0:
             raise MemoryError("the native int4 kernel could not allocate its activation scratch")
         return y
+
+
+def is_int4(module: Any) -> bool:
+    """True for a 4-bit linear layer of the protocol the runtime reads: a class attribute ``int4_linear = True``,
+    ``in_features``, ``out_features``, ``group_size``, ``bias``, ``compute_dtype``, the buffers ``qweight`` and
+    ``scales_and_zeros`` (PyTorch's ``_weight_int4pack_mm_for_cpu`` layout), and ``int4_values()`` (``[out, in]``
+    in 0..15) and ``int4_pairs()`` (``[out, groups, 2]``: each group's scale and zero, ``(q - 8) * scale + zero``)."""
+    return getattr(type(module), "int4_linear", False) is True
+
+
+def _wanted(layer: Any) -> bool:
+    qw, sz = layer.qweight, layer.scales_and_zeros
+    return (sz.dtype == torch.bfloat16 and layer.group_size == 32 and layer.in_features % 64 == 0
+            and qw.device.type == "cpu" and not qw.is_meta and fast())
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
+        return -1
+
+
+def _stamp(layer: Any) -> tuple:
+    qw, sz = layer.qweight, layer.scales_and_zeros
+    return (qw.data_ptr(), _version(qw), sz.data_ptr(), _version(sz))
+
+
+# layer -> (stamp of its buffers, its kernel over a tiled copy); a copy, never the layer's own storage
+_KERNELS: "weakref.WeakKeyDictionary[Any, tuple[tuple, NativeInt4]]" = weakref.WeakKeyDictionary()
+
+
+def layer_kernel(layer: Any) -> NativeInt4 | None:
+    """The native kernel over a tiled copy of ``layer``'s weights (an :func:`is_int4` layer), made or remade when
+    its buffers changed; None where PyTorch's kernel runs (no library, a compute dtype other than bfloat16, a
+    group size other than 32)."""
+    if not _wanted(layer):
+        return None
+    stamp = _stamp(layer)
+    entry = _KERNELS.get(layer)
+    if entry is not None and entry[0] == stamp:
+        return entry[1]
+    _KERNELS.pop(layer, None)  # the outdated copy goes before its replacement is made
+    with torch.inference_mode(False), torch.no_grad():
+        kernel = NativeInt4(*pack(layer.int4_values(), layer.int4_pairs()))
+    _KERNELS[layer] = (stamp, kernel)
+    return kernel
+
+
+def fused_kernel(layers: tuple[Any, ...]) -> NativeInt4 | None:
+    """One kernel over the tiled rows of ``layers`` one after the other (the product of all of them), or None
+    where :func:`layer_kernel` would give None for one of them. Each layer's own kernel then reads its rows of
+    the same copy (one copy of the weights)."""
+    if not all(_wanted(m) for m in layers):
+        return None
+    with torch.inference_mode(False), torch.no_grad():
+        parts = [pack(m.int4_values(), m.int4_pairs()) for m in layers]
+        q = torch.cat([p[0] for p in parts])
+        sz = torch.cat([p[1] for p in parts])
+    del parts
+    row = pair = 0
+    for m in layers:
+        n_pairs = m.out_features * (m.in_features // m.group_size) * 2
+        _KERNELS[m] = (_stamp(m), NativeInt4(q[row: row + m.out_features], sz[pair: pair + n_pairs]))
+        row, pair = row + m.out_features, pair + n_pairs
+    return NativeInt4(q, sz)
+
+
+_FAST: list[bool] = []
+
+
+def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """``weight [out, in] @ x`` for a contiguous float32 CPU ``weight`` and one float32 row ``x`` (``[..., in]``
+    with one row), as ``[..., out]``; None where the library is not there or not built with AVX-512 BF16 (the
+    caller runs PyTorch's product)."""
+    if not _FAST:
+        _FAST.append(fast())
+    if not _FAST[0]:
+        return None
+    lib = library()
+    row = x.reshape(-1).contiguous()
+    y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
+    lib.of_dense_matvec(weight.data_ptr(), weight.shape[0], weight.shape[1], row.data_ptr(), y.data_ptr(),
+                        torch.get_num_threads())
+    return y
