@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.rl.helpers import tiny_gpt2_dir, tokenizer
+from tests.rl.helpers import tiny_gpt2_dir
 
 
 def _loop_gae(values, rewards, mask, gamma, lam):
@@ -139,10 +139,9 @@ def _in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def ppo_setup(tmp_path):
-    from openformers import AutoModelForCausalLM
+    from tests.rl.helpers import tiny_word_llama, word_tokenizer
 
-    path = tiny_gpt2_dir(tmp_path / "gpt2")
-    return AutoModelForCausalLM.from_pretrained(path), tokenizer()
+    return tiny_word_llama(), word_tokenizer(tmp_path / "tok")
 
 
 def test_step_input_checks(ppo_setup):
