@@ -41,14 +41,29 @@ class _Model(ctypes.Structure):
                 ("layer", ctypes.POINTER(_Layer))]
 
 
-def _struct_error(name: str, w: Int4Weight, out: int, in_: int) -> str | None:
-    """What is wrong with one projection's ``of_int4_weight`` for a ``[out, in_]`` product, or None."""
+def _struct_error(name: str, w: Int4Weight, held: Any, out: int, in_: int, dtype: torch.dtype) -> str | None:
+    """What is wrong with one projection's ``of_int4_weight`` (and ``held``, what it points into) for a
+    ``[out, in_]`` product in ``dtype``, or None."""
     if (w.out, w.in_) != (out, in_):
         return f"{name} is [{w.out}, {w.in_}], the model's sizes need [{out}, {in_}]"
     if w.q:  # 4-bit: tiles of 4 rows, pairs of 32-value groups
         if w.out % 4 or w.in_ % 64:
             return f"{name} (4-bit) is [{w.out}, {w.in_}]: rows must be a multiple of 4 and columns of 64"
-    elif (not w.dense or not 0 <= w.split1 <= w.split2 <= w.out or (w.split1 % 4 and w.split1 != w.out)
+        if not isinstance(held, int4_native.NativeInt4) or (held.out_features, held.in_features) != (out, in_) \
+                or w.q != held.q.data_ptr() or w.sz != held.sz.data_ptr():
+            return f"{name} (4-bit) does not point into the kernel it holds"
+        return None
+    parts = held if isinstance(held, (list, tuple)) else ()
+    if not 1 <= len(parts) <= 3 or any(
+            not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != in_ or t.dtype != dtype
+            or not t.is_contiguous() or t.device.type != "cpu" for t in parts):
+        return f"{name} (plain) holds {[tuple(getattr(t, 'shape', ())) for t in parts]}; 1 to 3 contiguous " \
+               f"[rows, {in_}] {dtype} CPU weights wanted"
+    ends = [sum(t.shape[0] for t in parts[: i + 1]) for i in range(len(parts))] + [out] * (3 - len(parts))
+    ptrs = [t.data_ptr() for t in parts] + [None] * (3 - len(parts))
+    if ends[2] != out or (w.split1, w.split2) != tuple(ends[:2]) or [w.dense, w.dense1, w.dense2] != ptrs:
+        return f"{name} (plain) has splits {w.split1}, {w.split2} of {w.out} rows where its weights end at {ends}"
+    if (not w.dense or not 0 <= w.split1 <= w.split2 <= w.out or (w.split1 % 4 and w.split1 != w.out)
           or (w.split2 % 4 and w.split2 != w.out)):
         return f"{name} (plain) has splits {w.split1}, {w.split2} of {w.out} rows (multiples of 4 wanted)"
     return None
@@ -60,18 +75,18 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
     and the tensor. Run once per plan (the weights do not change between steps)."""
     if not layers or len(layers) != len(weights):
         return f"{len(layers)} layers and {len(weights)} weight sets"
-    attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
+    attn0, norm0 = layers[0][1], layers[0][10]
     hidden, h, kv, d = norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim
-    inter = mlp0.gate_proj.out_features
+    inter = layers[0][7].out_features
     if min(hidden, h, kv, d, inter) < 1 or h % kv or d % 2:
         return f"hidden {hidden}, heads {h}, kv heads {kv}, head dim {d}, intermediate {inter}"
     for i, (mods, found) in enumerate(zip(layers, weights)):
-        attn, mlp = mods[1], mods[6]
+        attn, gate, up = mods[1], mods[7], mods[8]
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim) != (h, kv, d):
             return f"layer {i}: heads {attn.num_heads}, kv heads {attn.num_key_value_heads}, head dim {attn.head_dim} " \
                    f"where layer 0 has {h}, {kv}, {d}"
-        if mlp.gate_proj.out_features != inter or mlp.up_proj.out_features != inter:
-            return f"layer {i}: intermediate size {mlp.gate_proj.out_features}/{mlp.up_proj.out_features} " \
+        if gate.out_features != inter or up.out_features != inter:
+            return f"layer {i}: intermediate size {gate.out_features}/{up.out_features} " \
                    f"where layer 0 has {inter}"
         for norm_name, norm in (("input_layernorm", mods[10]), ("post_attention_layernorm", mods[11])):
             wt = norm.weight
@@ -80,10 +95,10 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
                        f"{wt.is_contiguous()}); [{hidden}] contiguous {dtype} wanted"
         if len(found) != 4:
             return f"layer {i}: {len(found)} projections, 4 wanted"
-        for (name, out, in_), (struct, _) in zip(
+        for (name, out, in_), (struct, held) in zip(
                 (("qkv", (h + 2 * kv) * d, hidden), ("o", hidden, h * d), ("gate_up", 2 * inter, hidden),
                  ("down", hidden, inter)), found):
-            err = _struct_error(name, struct, out, in_)
+            err = _struct_error(name, struct, held, out, in_, dtype)
             if err is not None:
                 return f"layer {i} {err}"
     return None

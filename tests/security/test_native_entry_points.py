@@ -202,6 +202,31 @@ def test_llama_step_refuses_plain_weight_splits_off_the_tiles():
 
 
 @fast_only
+def test_llama_step_refuses_a_plain_weight_shorter_than_its_structure():
+    model = _model()
+    plan, _, weights, _ = _parts(model)
+    struct, held = weights[1][3]  # down: [64, 128]
+    weights[1][3] = (struct, [held[0][:32].clone()])
+    with pytest.raises(ValueError, match=r"layer 1 down is|layer 1 down \(plain\)"):
+        step_mod.NativeStep(int4_native.library(), plan.layers, weights, torch.float32)
+
+
+@fast_only
+def test_llama_step_refuses_a_4bit_structure_not_pointing_into_its_kernel():
+    model = _model(3)
+    from openformers.quantization import GGUFQuantizationConfig
+
+    GGUFQuantizationConfig().quantize_model(model)
+    model = model.to(torch.bfloat16).eval()
+    plan, _, weights, _ = _parts(model, torch.bfloat16)
+    struct, held = weights[2][3]
+    assert isinstance(held, int4_native.NativeInt4)
+    weights[2][3] = (struct, weights[0][1][1])  # another layer's kernel
+    with pytest.raises(ValueError, match="layer 2 down .4-bit. does not point into"):
+        step_mod.NativeStep(int4_native.library(), plan.layers, weights, torch.bfloat16)
+
+
+@fast_only
 def test_llama_step_refuses_a_norm_of_another_size_or_dtype():
     model = _model()
     plan, _, weights, _ = _parts(model)
