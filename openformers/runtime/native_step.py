@@ -163,7 +163,7 @@ class NativeStep:
             raise ValueError(f"of_llama_step: hidden states {tuple(hidden.shape)} {hidden.dtype}; "
                              f"[batch, 1, {m.hidden}] {self.dtype} wanted")
         b = hidden.shape[0]
-        if b < 1 or cos.shape != sin.shape or cos.shape[0] not in (1, b) or cos[0].numel() != m.head_dim:
+        if b < 1 or cos.shape != sin.shape or cos.shape[0] not in (1, b) or cos.numel() != cos.shape[0] * m.head_dim:
             raise ValueError(f"of_llama_step: cos {tuple(cos.shape)} and sin {tuple(sin.shape)} for a batch of {b}; "
                              f"[{b} or 1, 1, {m.head_dim}] each wanted")
         if b > 1 and not torch.equal(cos.amax(0), cos.amin(0)):
