@@ -81,6 +81,23 @@ def _mask_torch(seed: int, n: int, w: int, p: float, ids: torch.Tensor | None) -
     return pieces < _threshold(p)
 
 
+def _check(kernel: str, p: float | None, n: int, w: int, ids: torch.Tensor | None, **tensors: tuple) -> None:
+    """``0 < p < 1`` (unless None), ``ids`` (when given) ``n`` contiguous int64 values, and each named tensor contiguous CPU
+    memory of the (dtype, shape) given beside it: what ``kernel`` reads and writes."""
+    if p is not None and not 0.0 < p < 1.0:
+        raise ValueError(f"{kernel}: p={p}; 0 < p < 1 wanted")
+    if n < 0 or w < 0:
+        raise ValueError(f"{kernel}: {n} rows of {w} values")
+    if ids is not None and (ids.dtype != torch.int64 or not ids.is_contiguous() or ids.numel() != n
+                            or ids.device.type != "cpu"):
+        raise ValueError(f"{kernel}: ids is {tuple(ids.shape)} {ids.dtype}; {n} contiguous int64 CPU values wanted "
+                         "(one per row)")
+    for name, (t, dtype, shape) in tensors.items():
+        if t.dtype != dtype or tuple(t.shape) != shape or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"{kernel}: {name} is {tuple(t.shape)} {t.dtype} (contiguous: {t.is_contiguous()}); "
+                             f"contiguous {dtype} CPU {list(shape)} wanted")
+
+
 def seeded_mask(seed: int, n: int, w: int, p: float, ids: torch.Tensor | None = None) -> torch.Tensor:
     """The bool keep mask ``[n, w]`` of ``seed`` (row ``i`` hashed as row ``ids[i]`` when ``ids`` is given)."""
     lib = _LIBRARY.get()
@@ -88,6 +105,7 @@ def seeded_mask(seed: int, n: int, w: int, p: float, ids: torch.Tensor | None = 
         return _mask_torch(seed, n, w, p, ids)
     out = torch.empty(n, w, dtype=torch.bool)
     ids = None if ids is None else ids.to(torch.int64).contiguous()
+    _check("of_dropout_mask", None, n, w, ids, out=(out, torch.bool, (n, w)))
     if lib.of_dropout_mask(n, w, None if ids is None else ids.data_ptr(), seed, _threshold(p), out.data_ptr(),
                            torch.get_num_threads()) != 0:
         raise MemoryError("the dropout mask kernel could not allocate its row scratch")
@@ -128,7 +146,12 @@ class _DropoutProduct(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float, seed: int,  # type: ignore[override]
                 ids: torch.Tensor | None) -> torch.Tensor:
         lib = _LIBRARY.get()
+        if x.dim() != 2 or a.dim() != 2:
+            raise ValueError(f"of_dropout_product: x {tuple(x.shape)} and a {tuple(a.shape)}; [n, w] and [r, w] wanted")
         out = torch.empty(x.shape[0], a.shape[0], dtype=torch.float32)
+        n, w, r = x.shape[0], x.shape[1], a.shape[0]
+        _check("of_dropout_product", p, n, w, ids, x=(x, torch.float32, (n, w)), a=(a, torch.float32, (r, w)),
+               out=(out, torch.float32, (n, r)))
         if lib.of_dropout_product(x.data_ptr(), x.shape[0], x.shape[1], None if ids is None else ids.data_ptr(), seed,
                                   _threshold(p), 1.0 / (1.0 - p), a.data_ptr(), a.shape[0], out.data_ptr(),
                                   torch.get_num_threads()) != 0:
@@ -149,6 +172,12 @@ class _DropoutProduct(torch.autograd.Function):
         grad_x = torch.empty_like(x) if want_x else None
         grad_a = torch.empty_like(a) if want_a else None
         lib = _LIBRARY.get()
+        n, w, r = x.shape[0], x.shape[1], a.shape[0]
+        grads = {} if grad_x is None else {"grad_x": (grad_x, torch.float32, (n, w))}
+        if grad_a is not None:
+            grads["grad_a"] = (grad_a, torch.float32, (r, w))
+        _check("of_dropout_product_backward", p, n, w, ids, x=(x, torch.float32, (n, w)),
+               a=(a, torch.float32, (r, w)), g=(g, torch.float32, (n, r)), **grads)
         if lib.of_dropout_product_backward(
                 x.data_ptr(), x.shape[0], x.shape[1], None if ids is None else ids.data_ptr(), seed, _threshold(p),
                 1.0 / (1.0 - p), a.data_ptr(), a.shape[0], g.data_ptr(), None if grad_x is None else grad_x.data_ptr(),

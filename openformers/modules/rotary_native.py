@@ -33,7 +33,24 @@ def _strides(t: torch.Tensor, dims: tuple[int, ...]) -> ctypes.Array:
     return (ctypes.c_int64 * len(dims))(*(t.stride(i) if t.shape[i] > 1 else 0 for i in dims))
 
 
+def _check(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> str | None:
+    """What ``of_rotary`` could not read safely in these tensors, or None."""
+    for name, t in (("x", x), ("cos", cos), ("sin", sin)):
+        if t.dim() != 4 or t.dtype != torch.float32 or t.device.type != "cpu" or t.stride(-1) != 1:
+            return f"{name} is {tuple(t.shape)} {t.dtype} on {t.device} with strides {t.stride()}; 4-D float32 " \
+                   "CPU with a last stride of 1 wanted"
+    b, _, length, d = x.shape
+    if d % 2 or cos.shape != sin.shape or cos.stride() != sin.stride() or cos.shape[1] != 1 \
+            or cos.shape[0] not in (1, b) or cos.shape[2:] != x.shape[2:]:
+        return f"x {tuple(x.shape)}, cos {tuple(cos.shape)} and sin {tuple(sin.shape)} (strides {cos.stride()}, " \
+               f"{sin.stride()}); an even head size and cos, sin [{b} or 1, 1, {length}, {d}] of equal strides wanted"
+    return None
+
+
 def _run(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+    err = _check(x, cos, sin)
+    if err is not None:
+        raise ValueError(f"of_rotary: {err}")
     y = torch.empty_like(x)  # the input's layout (the projections' [b, seq, heads, d] memory)
     if y.stride(-1) != 1:
         y = torch.empty(x.shape, dtype=x.dtype)

@@ -29,10 +29,19 @@ def _setup(lib: ctypes.CDLL) -> None:
 _LIBRARY = NativeLibrary(Path(__file__).with_name("swiglu_native.c"), _setup)
 
 
+def _check(kernel: str, n: int, **tensors: torch.Tensor) -> None:
+    """Every buffer ``kernel`` reads or writes: contiguous float32 CPU memory of ``n`` values."""
+    for name, t in tensors.items():
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.numel() != n or t.device.type != "cpu":
+            raise ValueError(f"{kernel}: {name} is {tuple(t.shape)} {t.dtype} on {t.device} (contiguous: "
+                             f"{t.is_contiguous()}); contiguous float32 CPU values, {n} of them, wanted")
+
+
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out = torch.empty_like(gate, memory_format=torch.contiguous_format)
+        _check("of_swiglu", gate.numel(), gate=gate, up=up, out=out)
         _LIBRARY.get().of_swiglu(gate.data_ptr(), up.data_ptr(), out.data_ptr(), gate.numel(), torch.get_num_threads())
         ctx.save_for_backward(gate, up)
         return out
@@ -45,6 +54,7 @@ class _SwiGLU(torch.autograd.Function):
             return grad * up * (s * (1 + gate * (1 - s))), grad * (gate * s)
         grad = grad.contiguous()
         d_gate, d_up = torch.empty_like(gate), torch.empty_like(up)
+        _check("of_swiglu_backward", gate.numel(), grad=grad, gate=gate, up=up, d_gate=d_gate, d_up=d_up)
         _LIBRARY.get().of_swiglu_backward(grad.data_ptr(), gate.data_ptr(), up.data_ptr(), d_gate.data_ptr(),
                                           d_up.data_ptr(), gate.numel(), torch.get_num_threads())
         return d_gate, d_up

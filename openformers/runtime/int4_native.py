@@ -132,6 +132,14 @@ class NativeInt4:
                 f"NativeInt4 takes contiguous uint8 bytes and bfloat16 (scale, zero) pairs; got q {q.dtype} "
                 f"{tuple(q.shape)} (contiguous: {q.is_contiguous()}), sz {sz.dtype} {tuple(sz.shape)} "
                 f"(contiguous: {sz.is_contiguous()}): build them with int4_native.pack")
+        if q.dim() != 2 or q.shape[0] % 4 or (q.shape[1] * 2) % 64 or q.shape[0] == 0:
+            raise ValueError(f"NativeInt4: q is {tuple(q.shape)}; [out, in / 2] wanted with out a multiple of 4 and "
+                             "in a multiple of 64 (the kernel's tiles)")
+        if sz.numel() != q.shape[0] * (q.shape[1] * 2 // 32) * 2:
+            raise ValueError(f"NativeInt4: sz holds {sz.numel()} values; a [{q.shape[0]}, {q.shape[1] * 2}] weight "
+                             f"needs {q.shape[0] * (q.shape[1] * 2 // 32) * 2} (a scale and a zero per group of 32)")
+        if q.device.type != "cpu" or sz.device.type != "cpu":
+            raise ValueError(f"NativeInt4: q on {q.device} and sz on {sz.device}; the kernel reads CPU memory")
         self.q, self.sz = q, sz
         self.out_features, self.in_features = q.shape[0], q.shape[1] * 2
         self.struct = Int4Weight(q.data_ptr(), sz.data_ptr(), self.out_features, self.in_features, None, None, None,
@@ -153,10 +161,17 @@ class NativeInt4:
         """``x [rows, in]`` -> ``[rows, out]`` in ``out_dtype`` (float32 or bfloat16; by default ``x``'s dtype
         where it is one of those, else float32). Activations other than float32 and bfloat16 are cast to
         float32 first."""
+        if x.dim() != 2 or x.shape[1] != self.in_features or x.device.type != "cpu":
+            raise ValueError(f"of_int4_matmul: x is {tuple(x.shape)} on {x.device}; [rows, {self.in_features}] "
+                             "on the CPU wanted")
         if x.dtype not in (torch.float32, torch.bfloat16):
             x = x.float()
         out_dtype = x.dtype if out_dtype is None else out_dtype
+        if out_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"of_int4_matmul: out_dtype {out_dtype}; float32 or bfloat16 wanted")
         x = x.contiguous()
+        if x.shape[0] == 0:
+            return torch.empty(0, self.out_features, dtype=out_dtype)
         y = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
         if self.lib.of_int4_matmul(self.ref, x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], y.data_ptr(),
                                    int(out_dtype == torch.bfloat16), torch.get_num_threads()) != 0:
@@ -242,6 +257,10 @@ def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     if not _FAST[0]:
         return None
     lib = library()
+    if (weight.dim() != 2 or weight.dtype != torch.float32 or not weight.is_contiguous() or weight.device.type != "cpu"
+            or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] != weight.shape[1]
+            or x.numel() != weight.shape[1] or weight.shape[0] == 0):
+        return None  # not one float32 row for a contiguous float32 [out, in] weight: PyTorch's product
     row = x.reshape(-1).contiguous()
     y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
     lib.of_dense_matvec(weight.data_ptr(), weight.shape[0], weight.shape[1], row.data_ptr(), y.data_ptr(),

@@ -41,12 +41,83 @@ class _Model(ctypes.Structure):
                 ("layer", ctypes.POINTER(_Layer))]
 
 
+def _struct_error(name: str, w: Int4Weight, held: Any, out: int, in_: int, dtype: torch.dtype) -> str | None:
+    """What is wrong with one projection's ``of_int4_weight`` (and ``held``, what it points into) for a
+    ``[out, in_]`` product in ``dtype``, or None."""
+    if (w.out, w.in_) != (out, in_):
+        return f"{name} is [{w.out}, {w.in_}], the model's sizes need [{out}, {in_}]"
+    if w.q:  # 4-bit: tiles of 4 rows, pairs of 32-value groups
+        if w.out % 4 or w.in_ % 64:
+            return f"{name} (4-bit) is [{w.out}, {w.in_}]: rows must be a multiple of 4 and columns of 64"
+        if not isinstance(held, int4_native.NativeInt4) or (held.out_features, held.in_features) != (out, in_) \
+                or w.q != held.q.data_ptr() or w.sz != held.sz.data_ptr():
+            return f"{name} (4-bit) does not point into the kernel it holds"
+        return None
+    parts = held if isinstance(held, (list, tuple)) else ()
+    if not 1 <= len(parts) <= 3 or any(
+            not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != in_ or t.dtype != dtype
+            or not t.is_contiguous() or t.device.type != "cpu" for t in parts):
+        return f"{name} (plain) holds {[tuple(getattr(t, 'shape', ())) for t in parts]}; 1 to 3 contiguous " \
+               f"[rows, {in_}] {dtype} CPU weights wanted"
+    ends = [sum(t.shape[0] for t in parts[: i + 1]) for i in range(len(parts))] + [out] * (3 - len(parts))
+    ptrs = [t.data_ptr() for t in parts] + [None] * (3 - len(parts))
+    if ends[2] != out or (w.split1, w.split2) != tuple(ends[:2]) or [w.dense, w.dense1, w.dense2] != ptrs:
+        return f"{name} (plain) has splits {w.split1}, {w.split2} of {w.out} rows where its weights end at {ends}"
+    if (not w.dense or not 0 <= w.split1 <= w.split2 <= w.out or (w.split1 % 4 and w.split1 != w.out)
+          or (w.split2 % 4 and w.split2 != w.out)):
+        return f"{name} (plain) has splits {w.split1}, {w.split2} of {w.out} rows (multiples of 4 wanted)"
+    return None
+
+
+def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]], dtype: torch.dtype) -> str | None:
+    """None when every layer's projections, norms and sizes are what ``of_llama_step`` reads for the model-level
+    sizes (taken from layer 0, as the kernel applies them to every layer); else what differs, naming the layer
+    and the tensor. Run once per plan (the weights do not change between steps)."""
+    if not layers or len(layers) != len(weights):
+        return f"{len(layers)} layers and {len(weights)} weight sets"
+    attn0, norm0 = layers[0][1], layers[0][10]
+    hidden, h, kv, d = norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim
+    inter = layers[0][7].out_features
+    if min(hidden, h, kv, d, inter) < 1 or h % kv or d % 2:
+        return f"hidden {hidden}, heads {h}, kv heads {kv}, head dim {d}, intermediate {inter}"
+    for i, (mods, found) in enumerate(zip(layers, weights)):
+        attn, gate, up = mods[1], mods[7], mods[8]
+        if (attn.num_heads, attn.num_key_value_heads, attn.head_dim) != (h, kv, d):
+            return f"layer {i}: heads {attn.num_heads}, kv heads {attn.num_key_value_heads}, head dim {attn.head_dim} " \
+                   f"where layer 0 has {h}, {kv}, {d}"
+        if gate.out_features != inter or up.out_features != inter:
+            return f"layer {i}: intermediate size {gate.out_features}/{up.out_features} " \
+                   f"where layer 0 has {inter}"
+        for norm_name, norm in (("input_layernorm", mods[10]), ("post_attention_layernorm", mods[11])):
+            wt = norm.weight
+            if tuple(wt.shape) != (hidden,) or wt.dtype != dtype or not wt.is_contiguous() or wt.device.type != "cpu":
+                return f"layer {i} {norm_name}.weight is {tuple(wt.shape)} {wt.dtype} (contiguous: " \
+                       f"{wt.is_contiguous()}); [{hidden}] contiguous {dtype} wanted"
+        if len(found) != 4:
+            return f"layer {i}: {len(found)} projections, 4 wanted"
+        for (name, out, in_), (struct, held) in zip(
+                (("qkv", (h + 2 * kv) * d, hidden), ("o", hidden, h * d), ("gate_up", 2 * inter, hidden),
+                 ("down", hidden, inter)), found):
+            err = _struct_error(name, struct, held, out, in_, dtype)
+            if err is not None:
+                return f"layer {i} {err}"
+    return None
+
+
 class NativeStep:
-    """The layers of one model as ``of_llama_step``'s structures (weights held, cache pointers per step)."""
+    """The layers of one model as ``of_llama_step``'s structures (weights held, cache pointers per step).
+
+    Every layer's sizes are checked against the model-level sizes when it is built (:func:`check_layers`;
+    a ValueError names the layer and tensor); each call checks what can change between steps (the hidden
+    states, cos and sin, and the cache buffers' shape, dtype, layout and room)."""
 
     def __init__(self, lib: ctypes.CDLL, layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]],
                  dtype: torch.dtype) -> None:
+        err = check_layers(layers, weights, dtype)
+        if err is not None:
+            raise ValueError(f"of_llama_step: {err}")
         attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
+        self.dtype = dtype
         self.lib = lib
         self.count = len(layers)
         self.array = (_Layer * self.count)()
@@ -64,13 +135,37 @@ class NativeStep:
                             int(dtype == torch.bfloat16), self.array)
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
+        self.room = 0  # the least capacity of the buffers in self.caches (checked when they change)
+        self.batch = -1  # their batch size
         self.lock = threading.Lock()
+
+    def _buffer_error(self, i: int, bufs: Any, b: int) -> str | None:
+        """What is wrong with layer ``i``'s (key, value) buffers for ``of_llama_step``, or None."""
+        m = self.model
+        if len(bufs) != 2:
+            return f"layer {i}: {len(bufs)} cache buffers"
+        for name, t in zip(("key", "value"), bufs):
+            if (t.dim() != 4 or t.shape[0] != b or t.shape[1] != m.kv_heads or t.shape[3] != m.head_dim
+                    or t.dtype != self.dtype or not t.is_contiguous() or t.device.type != "cpu"):
+                return f"layer {i} {name} cache is {tuple(t.shape)} {t.dtype} (contiguous: {t.is_contiguous()}); " \
+                       f"contiguous [{b}, {m.kv_heads}, capacity, {m.head_dim}] {self.dtype} wanted"
+        if bufs[0].shape != bufs[1].shape:
+            return f"layer {i}: key cache {tuple(bufs[0].shape)} and value cache {tuple(bufs[1].shape)}"
+        return None
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
         """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
         not all at one position (``position_ids`` given per row without a mask) or the cache does not hold
         this batch in the activations' dtype, with every layer at one length."""
+        m = self.model
+        if (hidden.dim() != 3 or hidden.shape[1] != 1 or hidden.shape[2] != m.hidden or hidden.dtype != self.dtype
+                or hidden.device.type != "cpu"):
+            raise ValueError(f"of_llama_step: hidden states {tuple(hidden.shape)} {hidden.dtype}; "
+                             f"[batch, 1, {m.hidden}] {self.dtype} wanted")
         b = hidden.shape[0]
+        if b < 1 or cos.shape != sin.shape or cos.shape[0] not in (1, b) or cos.numel() != cos.shape[0] * m.head_dim:
+            raise ValueError(f"of_llama_step: cos {tuple(cos.shape)} and sin {tuple(sin.shape)} for a batch of {b}; "
+                             f"[{b} or 1, 1, {m.head_dim}] each wanted")
         if b > 1 and not torch.equal(cos.amax(0), cos.amin(0)):
             return None
         keys = cache.keys[0]
@@ -81,11 +176,29 @@ class NativeStep:
                 n, buffers = cache.reserve_all(1)
             except ValueError:  # layers of different lengths (a cache edited by hand): PyTorch's layers
                 return None
+            if len(buffers) != self.count:
+                return None
+            changed = self.batch != b
             for i, bufs in enumerate(buffers):
                 if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
+                    if self._buffer_error(i, bufs, b) is not None:  # a layout the kernel cannot read: PyTorch's layers
+                        self.caches[i] = None
+                        self.batch = -1
+                        return None
                     entry = self.array[i]
                     entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
                     self.caches[i] = bufs
+                    changed = True
+            if changed:
+                for i, bufs in enumerate(self.caches):
+                    if self._buffer_error(i, bufs, b) is not None:
+                        self.caches[i] = None
+                        self.batch = -1
+                        return None
+                self.room = min(int(e.capacity) for e in self.array)
+                self.batch = b
+            if n < 0 or n + 1 > self.room:
+                return None  # no room for the new position (the cache did not grow as reserve_all promises)
             out = hidden.clone(memory_format=torch.contiguous_format)
             cos32 = cos[0].reshape(-1).float().contiguous()  # no padding: every sequence is at the same position
             sin32 = sin[0].reshape(-1).float().contiguous()
@@ -144,6 +257,8 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     eps = layers[0][10].variance_epsilon
     if cos.shape[-1] != attn0.head_dim or attn0.head_dim % 2 or attn0.head_dim > 512:
         return None
+    if len(layers) != len(kernels) or not layers:
+        return None
     weights = []
     for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn) in zip(layers, kernels):
         if mlp.act_fn is not ACTIVATIONS["silu"] or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
@@ -158,4 +273,6 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
         if any(f is None for f in found):
             return None
         weights.append(found)
+    if check_layers(layers, weights, hidden.dtype) is not None:  # layers of different sizes: PyTorch's layers
+        return None
     return NativeStep(lib, layers, weights, hidden.dtype)
