@@ -11,14 +11,20 @@ import os
 import sys
 
 
+def _api_key() -> str | None:
+    from openformers.core import settings
+
+    return settings.get("OPENFORMERS_API_KEY")
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--model", default="smollm2", help="model directory, cached repo id, GGUF file or embedded name (default: smollm2)")
     parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: from --model)")
     parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --model's directory")
     parser.add_argument("--dtype", default="auto", help="auto (as from_pretrained loads it), float32 or bfloat16")
     parser.add_argument("--quantized", action="store_true", help="keep a GGUF model's 4-bit weights quantized in memory")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--max-batch-size", type=int, default=32, help="sequences decoded together (KV cache slots)")
     parser.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 429 with Retry-After")
     parser.add_argument("--max-model-len", type=int, default=2048,
@@ -27,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--prefill-chunk", type=int, default=256,
                         help="prompt tokens computed per engine step, between decode steps (smaller: steadier streams)")
     parser.add_argument("--max-body-mb", type=float, default=4.0, help="larger request bodies get 413")
-    parser.add_argument("--api-key", default=os.environ.get("OPENFORMERS_API_KEY"),
+    parser.add_argument("--api-key", default=_api_key(),
                         help="require 'Authorization: Bearer KEY' on every route but /health (default: $OPENFORMERS_API_KEY)")
     parser.add_argument("--embedding-model", default=None, help="an encoder served on /v1/embeddings, e.g. minilm")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help="uvicorn's log level: critical, error, warning, info, debug")
 
 
 def _model_id(name: str) -> str:

@@ -93,6 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENFORMERS_REUSE_FREED_MEMORY", "switch", True,
             "While `Trainer.train()` runs on CPU, glibc keeps freed memory for reuse instead of returning it; "
             "`0`: glibc's defaults.", "`1`"),
+    Setting("OPENFORMERS_API_KEY", "secret", None,
+            "API key `openformers serve` requires as `Authorization: Bearer KEY` (its `--api-key` default); unset: open.",
+            "unset"),
     Setting("OPENFORMERS_HUB_TOKEN", "secret", None,
             "Token that `openformers hub serve` requires for uploads (its `--token` default); unset: read-only.",
             "unset"),
