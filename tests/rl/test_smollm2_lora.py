@@ -5,7 +5,7 @@ import pytest
 import torch
 
 
-@pytest.mark.slow
+@pytest.mark.long  # several minutes on 2 cores: python -m pytest -m long tests/rl/test_smollm2_lora.py
 def test_sft_and_dpo_with_lora_on_keep_quantized_gguf(tmp_path):
     from openformers import AutoModelForCausalLM, AutoTokenizer
     from openformers.peft import LoraConfig
