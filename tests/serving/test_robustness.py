@@ -144,11 +144,12 @@ def test_queue_limit_answers_429_with_retry_after(server):
 
 def test_sigterm_drains_and_exits_0(server):
     """Last in this module: SIGTERM under a running stream -> new requests 503, the stream ends with [DONE], exit 0."""
+    # a long answer (200 tokens), so the stream is still running after SIGTERM even on a fast idle machine
     lines: list[str] = []
 
     def stream():
         with httpx.stream("POST", server.base + "/v1/chat/completions", headers=server.headers, timeout=60,
-                          json=_chat(max_tokens=40, temperature=0, stream=True)) as r:
+                          json=_chat(max_tokens=200, temperature=0, stream=True)) as r:
             lines.extend(line for line in r.iter_lines() if line)
 
     t = threading.Thread(target=stream)
