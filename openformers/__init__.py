@@ -20,6 +20,7 @@ for _name, _module, _attribute in (
     ("config_class_for", "openformers.models.auto", "config_class_for"),
     ("resolve_quantization_config", "openformers.quantization", "resolve_quantization_config"),
     ("quantize_model", "openformers.quantization", "quantize_model"),
+    ("inference_runner", "openformers.runtime.dispatch", "inference_runner"),
 ):
     _extensions.provide(_name, _module, _attribute)
 

@@ -48,6 +48,11 @@ def to_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[name]
 
 
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
+
+
 class PreTrainedModel(nn.Module):
     """Base of every model: ``from_pretrained``, ``save_pretrained`` and shared utilities."""
 
@@ -217,6 +222,17 @@ class PreTrainedModel(nn.Module):
             seen.add(id(p))
             total += p.numel()
         return total
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model. When no gradient is recorded, the runtime (``runtime/dispatch.py``) may run this
+        call on its own plan for the model: the same outputs, from copies it keeps, with no parameter
+        changed. Hooks on the model, compiling and exporting always take ``forward``."""
+        if not torch.is_grad_enabled() and not (self._forward_hooks or self._forward_pre_hooks
+                                                or torch.compiler.is_compiling() or _is_exporting()):
+            runner = extensions.get("inference_runner")(self, args, kwargs)
+            if runner is not None:
+                return runner(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
     def can_generate(self) -> bool:
         return self.get_output_embeddings() is not None and getattr(self, "_is_causal_lm", False)

@@ -1,0 +1,39 @@
+"""Which model calls the runtime runs on its own plan.
+
+``PreTrainedModel.__call__`` asks :func:`inference_runner` whenever no gradient is recorded (and the
+model has no hooks, and nothing is being compiled or exported). A family's runtime module registers a
+builder with :func:`register_runner`; the builder looks at the model and the call and returns a
+callable that gives the same outputs as ``model.forward`` would, or ``None`` when its plan does not
+cover the call (an unknown layer, a hook or adapter inside, an argument it does not handle), in which
+case the model's own ``forward`` runs. Builders keep what they make in tables of their own, keyed
+weakly by the model; nothing is stored on a module and no parameter is changed.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[..., Any]
+Builder = Callable[[nn.Module, tuple, dict], "Runner | None"]
+
+# model class -> builder; looked up along the model class's MRO, so a subclass inherits its family's
+_BUILDERS: dict[type, Builder] = {}
+
+
+def register_runner(model_class: type, builder: Builder) -> None:
+    """Let ``builder(model, args, kwargs)`` run inference calls of ``model_class`` and its subclasses."""
+    _BUILDERS[model_class] = builder
+
+
+def inference_runner(model: nn.Module, args: tuple, kwargs: dict) -> Runner | None:
+    """The runner for this call of ``model``, or ``None`` to run ``model.forward``."""
+    for cls in type(model).__mro__:
+        builder = _BUILDERS.get(cls)
+        if builder is not None:
+            return builder(model, args, kwargs)
+    return None
