@@ -83,8 +83,3 @@ class IA3Linear(AdapterLayer):
         bias = getattr(self.base_layer, "bias", None)
         if bias is not None and not self.is_feedforward:
             bias.data = bias.data * scale.to(bias.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        if merge:
-            self.merge()
-        return self.base_layer

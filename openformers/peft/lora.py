@@ -118,6 +118,12 @@ class AdapterLayer(nn.Module):
                     names.append(name)
         return names
 
+    def unloaded(self, merge: bool) -> nn.Module:
+        """The plain module that replaces this wrapper: the base layer, merged when ``merge``."""
+        if merge:
+            self.merge()
+        return self.base_layer
+
     def set_adapter(self, names: str | list[str], trainable: bool = True) -> None:
         names = [names] if isinstance(names, str) else list(names)
         for attr in self.adapter_layer_names:
@@ -441,11 +447,6 @@ class LoraEmbedding(AdapterLayer):
             name = self.merged_adapters.pop()
             w = self.base_layer.weight
             w.data = w.data - self.get_delta_weight(name).detach().to(w.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        if merge:
-            self.merge()
-        return self.base_layer
 
 
 def wrap_lora(module: nn.Module, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float,
