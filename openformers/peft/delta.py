@@ -25,9 +25,7 @@ class DeltaLinear(AdapterLayer):
         raise TypeError(f"{type(self).__name__} must define _add_update")
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if self.merged_adapters:

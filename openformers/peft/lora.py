@@ -118,6 +118,12 @@ class AdapterLayer(nn.Module):
                     names.append(name)
         return names
 
+    def _adapters_off(self) -> bool:
+        """True when the adapters are disabled (merged ones are taken back out of the base weight first)."""
+        if self.disable_adapters and self.merged_adapters:
+            self.unmerge()
+        return self.disable_adapters
+
     def unloaded(self, merge: bool) -> nn.Module:
         """The plain module that replaces this wrapper: the base layer, merged when ``merge``."""
         if merge:
@@ -253,9 +259,7 @@ class LoraLinear(AdapterLayer):
         return torch.linalg.norm(w + delta, dim=1)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         result = run_base(self.base_layer, x, *args, **kwargs)
         out_dtype = result.dtype
@@ -417,9 +421,7 @@ class LoraEmbedding(AdapterLayer):
         return (self.lora_embedding_B[adapter_name] @ self.lora_embedding_A[adapter_name]).T * self.scaling[adapter_name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         base = self.base_layer
