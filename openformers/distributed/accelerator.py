@@ -3,7 +3,9 @@
 The same script runs on one process, on ``n`` processes under ``openformers launch`` / torchrun
 (DDP), sharded with FSDP2 (``fsdp_plugin``) or under DeepSpeed ZeRO (``deepspeed_plugin``).
 Process-group set-up, model wrapping, gradient sync and full-state gathering are the Trainer's
-own (:mod:`openformers.distributed.state`, :mod:`openformers.distributed.fsdp`).
+own (:mod:`openformers.distributed.state`, :mod:`openformers.distributed.fsdp`). The process state
+(``PartialState``, ``AcceleratorState``), the optimizer and scheduler wrappers and the collectives
+over nested tensors live in ``accelerator_state``, ``optimizer`` and ``collectives``.
 """
 from __future__ import annotations
 
