@@ -174,6 +174,12 @@ class PretrainedConfig:
                 f"{cls.__name__} (model_type={cls.model_type!r})",
                 stacklevel=2,
             )
+        return cls._from_dict_and_kwargs(config_dict, kwargs, return_unused)
+
+    @classmethod
+    def _from_dict_and_kwargs(cls, config_dict: dict[str, Any], kwargs: dict[str, Any], return_unused: bool) -> Any:
+        """``from_dict`` with ``kwargs`` as overrides; with ``return_unused``, ``(config, unused)``: the keywords
+        that are not fields of the config are left off it and returned (``num_labels`` is always set)."""
         if not return_unused:
             return cls.from_dict(config_dict, **kwargs)
         config = cls.from_dict(config_dict)

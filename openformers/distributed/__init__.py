@@ -10,10 +10,10 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "Accelerator": "openformers.distributed.accelerator",
-    "PartialState": "openformers.distributed.accelerator",
-    "AcceleratorState": "openformers.distributed.accelerator",
-    "DistributedType": "openformers.distributed.accelerator",
-    "GradientAccumulationPlugin": "openformers.distributed.accelerator",
+    "PartialState": "openformers.distributed.accelerator_state",
+    "AcceleratorState": "openformers.distributed.accelerator_state",
+    "DistributedType": "openformers.distributed.accelerator_state",
+    "GradientAccumulationPlugin": "openformers.distributed.accelerator_state",
     "FullyShardedDataParallelPlugin": "openformers.distributed.fsdp",
     "DeepSpeedPlugin": "openformers.distributed.deepspeed",
     "skip_first_batches": "openformers.distributed.data",

@@ -3,17 +3,17 @@
 The same script runs on one process, on ``n`` processes under ``openformers launch`` / torchrun
 (DDP), sharded with FSDP2 (``fsdp_plugin``) or under DeepSpeed ZeRO (``deepspeed_plugin``).
 Process-group set-up, model wrapping, gradient sync and full-state gathering are the Trainer's
-own (:mod:`openformers.distributed.state`, :mod:`openformers.distributed.fsdp`).
+own (:mod:`openformers.distributed.state`, :mod:`openformers.distributed.fsdp`). The process state
+(``PartialState``, ``AcceleratorState``), the optimizer and scheduler wrappers and the collectives
+over nested tensors live in ``accelerator_state``, ``optimizer`` and ``collectives``.
 """
 from __future__ import annotations
 
 import contextlib
-import enum
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,213 +22,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from openformers.core.seed import set_seed as _set_seed
+from openformers.distributed import collectives
 from openformers.distributed import fsdp as fsdp_lib
 from openformers.distributed import state as dist
-from openformers.distributed.data import (
-    DataLoaderShard,
-    GradientState,
-    send_to_device,
-    skip_first_batches,
-    split_list,
+from openformers.distributed.accelerator_state import (  # noqa: F401  (public names of this module too)
+    AcceleratorState,
+    DistributedType,
+    GradientAccumulationPlugin,
+    PartialState,
 )
+from openformers.distributed.data import DataLoaderShard, GradientState, send_to_device, skip_first_batches
+from openformers.distributed.optimizer import AcceleratedOptimizer, AcceleratedScheduler
 
 MODEL_NAME, OPTIMIZER_NAME, SCHEDULER_NAME, SCALER_NAME = "model", "optimizer", "scheduler", "scaler.pt"
 RNG_STATE_NAME, DATALOADER_NAME, SHARDED_MODEL_NAME = "random_states", "dl_state_dict", "pytorch_model_fsdp"
 _PRECISIONS = ("no", "fp16", "bf16")
-
-
-class DistributedType(str, enum.Enum):
-    NO = "NO"
-    MULTI_CPU = "MULTI_CPU"
-    MULTI_GPU = "MULTI_GPU"
-    FSDP = "FSDP"
-    DEEPSPEED = "DEEPSPEED"
-    XLA = "XLA"  # never set here: scripts compare against it
-
-
-@dataclass
-class GradientAccumulationPlugin:
-    num_steps: int = 1
-    adjust_scheduler: bool = True
-    sync_with_dataloader: bool = True
-    sync_each_batch: bool = False
-
-
-class PartialState:
-    """This process's place in the run: joins the process group ``torchrun`` set up, if any."""
-
-    def __init__(self, cpu: bool = False, **kwargs: Any) -> None:
-        cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true")
-        self.use_distributed = dist.init_process_group(cpu=cpu, backend=kwargs.get("backend"),
-                                                       single_process_group=bool(kwargs.get("single_process_group")))
-        self.device = dist.process_device(cpu)
-        self.num_processes = dist.world_size()
-        self.process_index = dist.rank()
-        self.local_process_index = int(os.environ.get("LOCAL_RANK", 0))
-        self.num_machines = max(1, self.num_processes // int(os.environ.get("LOCAL_WORLD_SIZE", self.num_processes)))
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.process_index == 0
-
-    @property
-    def is_local_main_process(self) -> bool:
-        return self.local_process_index == 0
-
-    @property
-    def is_last_process(self) -> bool:
-        return self.process_index == self.num_processes - 1
-
-    def wait_for_everyone(self) -> None:
-        if self.use_distributed:
-            torch.distributed.barrier()
-
-    @contextlib.contextmanager
-    def main_process_first(self) -> Iterator[None]:
-        """The main process runs the block first (e.g. to fill a cache), the others after it."""
-        if not self.is_main_process:
-            self.wait_for_everyone()
-        yield
-        if self.is_main_process:
-            self.wait_for_everyone()
-
-    @contextlib.contextmanager
-    def local_main_process_first(self) -> Iterator[None]:
-        if not self.is_local_main_process:
-            self.wait_for_everyone()
-        yield
-        if self.is_local_main_process:
-            self.wait_for_everyone()
-
-    @contextlib.contextmanager
-    def split_between_processes(self, inputs: Any, apply_padding: bool = False) -> Iterator[Any]:
-        """This process's contiguous part of a list, tuple, dict of lists or tensor."""
-        if self.num_processes == 1:
-            yield inputs
-            return
-        yield split_list(inputs, self.num_processes, self.process_index, apply_padding)
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        if self.is_local_main_process:
-            print(*args, **kwargs)
-
-    def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return function(*args, **kwargs) if self.is_main_process else None
-
-        return run
-
-    def on_local_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return function(*args, **kwargs) if self.is_local_main_process else None
-
-        return run
-
-
-class AcceleratedOptimizer(torch.optim.Optimizer):
-    """The user's optimizer: steps and zeroes only on steps that synchronise gradients;
-    with a gradient scaler, ``step`` is the scaler's (skipped on overflow)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, gradient_state: GradientState,
-                 scaler: torch.amp.GradScaler | None = None) -> None:
-        self.optimizer = optimizer
-        self.scaler = scaler
-        self.gradient_state = gradient_state
-        self._is_overflow = False
-
-    # the wrapped optimizer's state is the state: no copy of its own
-    @property
-    def state(self) -> Any:  # type: ignore[override]
-        return self.optimizer.state
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value: list[dict[str, Any]]) -> None:
-        self.optimizer.param_groups = value
-
-    @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
-        return self.optimizer.defaults
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state_dict)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        if self.gradient_state.sync_gradients:
-            self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-        if not self.gradient_state.sync_gradients:
-            return None
-        if self.scaler is None:
-            self._is_overflow = False
-            return self.optimizer.step(closure)
-        scale = self.scaler.get_scale()
-        self.scaler.step(self.optimizer, closure)
-        self.scaler.update()
-        self._is_overflow = self.scaler.get_scale() < scale
-        return None
-
-    @property
-    def step_was_skipped(self) -> bool:
-        return self._is_overflow
-
-    def __repr__(self) -> str:
-        return f"AcceleratedOptimizer({self.optimizer!r})"
-
-
-class AcceleratedScheduler:
-    """Steps the user's scheduler with the optimizer: not on accumulating steps nor after a skipped
-    update; once per process (the schedule counts samples) unless batches are split."""
-
-    def __init__(self, scheduler: Any, optimizers: list[AcceleratedOptimizer], gradient_state: GradientState,
-                 num_processes: int, step_with_optimizer: bool = True, split_batches: bool = False) -> None:
-        self.scheduler = scheduler
-        self.optimizers = optimizers
-        self.gradient_state = gradient_state
-        self.num_processes = num_processes
-        self.step_with_optimizer = step_with_optimizer
-        self.split_batches = split_batches
-
-    def step(self, *args: Any, **kwargs: Any) -> None:
-        if not self.step_with_optimizer:
-            self.scheduler.step(*args, **kwargs)
-            return
-        if not self.gradient_state.sync_gradients:
-            return
-        if any(o.step_was_skipped for o in self.optimizers):
-            return
-        for _ in range(1 if self.split_batches else self.num_processes):
-            # past its total length a scheduler may raise (OneCycleLR): stop stepping there
-            total = getattr(self.scheduler, "total_steps", None)
-            if total is not None and self.scheduler.last_epoch >= total:
-                break
-            self.scheduler.step(*args, **kwargs)
-
-    def get_last_lr(self) -> list[float]:
-        return self.scheduler.get_last_lr()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state_dict)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "scheduler":
-            raise AttributeError(name)
-        return getattr(self.scheduler, name)
 
 
 def _autocast_forward(forward: Callable[..., Any], device_type: str, dtype: torch.dtype) -> Callable[..., Any]:
@@ -239,28 +47,6 @@ def _autocast_forward(forward: Callable[..., Any], device_type: str, dtype: torc
 
     run._openformers_autocast = True  # type: ignore[attr-defined]
     return run
-
-
-class AcceleratorState(PartialState):
-    """PartialState plus the run's precision and plugins (``Accelerator.state``)."""
-
-    def __init__(self, cpu: bool = False, mixed_precision: str = "no", fsdp_plugin: Any = None,
-                 deepspeed_plugin: Any = None, **kwargs: Any) -> None:
-        if fsdp_plugin is not None and not dist.launched_by_torchrun():
-            raise ValueError("Accelerator(fsdp_plugin=...) shards the model over processes: start the script with "
-                             "`openformers launch --num_processes N script.py` (or torchrun)")
-        super().__init__(cpu=cpu, single_process_group=fsdp_plugin is not None, **kwargs)
-        self.mixed_precision = mixed_precision
-        self.fsdp_plugin = fsdp_plugin
-        self.deepspeed_plugin = deepspeed_plugin
-        if deepspeed_plugin is not None:
-            self.distributed_type = DistributedType.DEEPSPEED
-        elif fsdp_plugin is not None:
-            self.distributed_type = DistributedType.FSDP
-        elif self.use_distributed:
-            self.distributed_type = DistributedType.MULTI_GPU if self.device.type == "cuda" else DistributedType.MULTI_CPU
-        else:
-            self.distributed_type = DistributedType.NO
 
 
 def _env_flag(name: str) -> bool:
@@ -618,21 +404,12 @@ class Accelerator:
     # -- collectives ----------------------------------------------------------------------------
     def gather(self, tensor: Any) -> Any:
         """Every process's tensors concatenated along the first dimension (nested structures kept)."""
-        if not self.use_distributed:
-            return tensor
-        return _recurse(tensor, self._gather_one)
-
-    def _gather_one(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.dim() == 0:
-            tensor = tensor[None]
-        out = [torch.empty_like(tensor) for _ in range(self.num_processes)]
-        torch.distributed.all_gather(out, tensor.contiguous())
-        return torch.cat(out, dim=0)
+        return collectives.gather(self.state, tensor)
 
     def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
         """``gather``, less the samples repeated to even out the last batch: over a whole evaluation
         loader, exactly the dataset's samples, in order."""
-        tensors = _all_tensors(input_data)
+        tensors = collectives.all_tensors(input_data)
         if use_gather_object or not tensors:
             data = self.gather_object(input_data if isinstance(input_data, list) else [input_data])
         else:
@@ -640,49 +417,18 @@ class Accelerator:
         remainder = self.gradient_state.remainder
         if not self.use_distributed or not self.gradient_state.end_of_dataloader or remainder <= 0:
             return data
-        return _recurse(data, lambda t: t[:remainder]) if not isinstance(data, list) or tensors else data[:remainder]
+        return collectives.recurse(data, lambda t: t[:remainder]) if not isinstance(data, list) or tensors else data[:remainder]
 
     def gather_object(self, obj: list[Any]) -> list[Any]:
-        if not self.use_distributed:
-            return obj
-        out: list[Any] = [None] * self.num_processes
-        torch.distributed.all_gather_object(out, obj)
-        return [x for part in out for x in part]
+        return collectives.gather_object(self.state, obj)
 
     def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
         """All-reduce (``sum`` or ``mean``) every tensor in ``tensor``; ``none`` returns it as is."""
-        if reduction not in ("sum", "mean", "none"):
-            raise ValueError(f"reduce(reduction={reduction!r}): choose 'sum', 'mean' or 'none'")
-
-        def one(t: torch.Tensor) -> torch.Tensor:
-            t = t.clone() * scale if scale != 1.0 else t.clone()
-            if self.use_distributed and reduction != "none":
-                torch.distributed.all_reduce(t)
-                if reduction == "mean":
-                    t = t / self.num_processes
-            return t
-
-        return _recurse(tensor, one)
+        return collectives.reduce(self.state, tensor, reduction, scale)
 
     def pad_across_processes(self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False) -> Any:
         """Pad ``tensor`` along ``dim`` to the largest size any process holds, so it can be gathered."""
-        def one(t: torch.Tensor) -> torch.Tensor:
-            if not self.use_distributed or t.dim() == 0:
-                return t
-            size = torch.tensor([t.shape[dim]], device=t.device)
-            sizes = self._gather_one(size)
-            longest = int(sizes.max())
-            if longest == t.shape[dim]:
-                return t
-            shape = list(t.shape)
-            shape[dim] = longest
-            out = t.new_full(shape, pad_index)
-            index = [slice(None)] * t.dim()
-            index[dim] = slice(longest - t.shape[dim], longest) if pad_first else slice(0, t.shape[dim])
-            out[tuple(index)] = t
-            return out
-
-        return _recurse(tensor, one)
+        return collectives.pad_across_processes(self.state, tensor, dim, pad_index, pad_first)
 
     # -- models ---------------------------------------------------------------------------------
     def unwrap_model(self, model: nn.Module, keep_fp32_wrapper: bool = True, keep_torch_compile: bool = True) -> nn.Module:
@@ -814,25 +560,3 @@ def set_seed(seed: int, device_specific: bool = False, deterministic: bool = Fal
 def _is_scheduler(obj: Any) -> bool:
     return isinstance(obj, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)) or (
         hasattr(obj, "step") and hasattr(obj, "optimizer") and hasattr(obj, "state_dict") and not isinstance(obj, torch.optim.Optimizer))
-
-
-def _recurse(data: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(data, torch.Tensor):
-        return fn(data)
-    if isinstance(data, Mapping):
-        return type(data)({k: _recurse(v, fn) for k, v in data.items()}) if not hasattr(data, "data") else {k: _recurse(v, fn) for k, v in data.items()}
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(_recurse(v, fn) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(_recurse(v, fn) for v in data)
-    return data
-
-
-def _all_tensors(data: Any) -> bool:
-    if isinstance(data, torch.Tensor):
-        return True
-    if isinstance(data, Mapping):
-        return all(_all_tensors(v) for v in data.values())
-    if isinstance(data, (list, tuple)):
-        return bool(data) and all(_all_tensors(v) for v in data)
-    return False

@@ -97,16 +97,7 @@ class AutoConfig:
             config_dict = read_gguf_config(path)
         else:
             config_dict, kwargs = load_config_dict(name_or_path, **kwargs)
-        if not return_unused:
-            return config_class_for(config_dict.get("model_type")).from_dict(config_dict, **kwargs)
-        config = config_class_for(config_dict.get("model_type")).from_dict(config_dict)
-        unused = {}
-        for key, value in kwargs.items():
-            if key == "num_labels" or hasattr(config, key):
-                setattr(config, key, value)
-            else:
-                unused[key] = value
-        return config, unused
+        return config_class_for(config_dict.get("model_type"))._from_dict_and_kwargs(config_dict, kwargs, return_unused)
 
 
 class _AutoModel:

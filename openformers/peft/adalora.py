@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from openformers.peft.config import AdaLoraConfig
-from openformers.peft.lora import AdapterLayer
+from openformers.peft.delta import DeltaLinear
 from openformers.peft.tuners import LoraModel, _candidate_names, _pattern_value
 
 
-class AdaLoraLinear(AdapterLayer):
+class AdaLoraLinear(DeltaLinear):
     """``base(x) + dropout(x) @ (lora_A * lora_E).T @ lora_B.T * scaling / (ranknum + 1e-5)``."""
 
+    method = "AdaLoRA"
     adapter_layer_names = ("lora_A", "lora_B", "lora_E")
 
     def __init__(self, base_layer: nn.Module) -> None:
@@ -76,43 +77,10 @@ class AdaLoraLinear(AdapterLayer):
         return (self.lora_B[adapter_name] @ (self.lora_A[adapter_name] * self.lora_E[adapter_name])
                 * self.scaling[adapter_name] / (self.ranknum[adapter_name] + 1e-5))
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged_adapters:
-            return result
-        for name in self.active_adapters:
-            if name not in self.lora_A:
-                continue
-            a, b, e = self.lora_A[name], self.lora_B[name], self.lora_E[name]
-            h = self.lora_dropout[name](x.to(a.dtype))
-            result = result + (h @ (a * e).T @ b.T) * self.scaling[name] / (self.ranknum[name] + 1e-5)
-        return result.to(x.dtype)
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        weight = self.base_layer.weight
-        for name in [n for n in (adapter_names or self.active_adapters) if n in self.lora_A and n not in self.merged_adapters]:
-            with torch.no_grad():
-                new = weight.data + self.get_delta_weight(name).to(weight.dtype)
-            if safe_merge and not torch.isfinite(new).all():
-                raise ValueError(f"merging AdaLoRA adapter {name!r} produced non-finite weights; the adapter is broken")
-            weight.data = new
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        weight = self.base_layer.weight
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            with torch.no_grad():
-                weight.data = weight.data - self.get_delta_weight(name).to(weight.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        if merge:
-            self.merge()
-        return self.base_layer
+    def _add_update(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        a, b, e = self.lora_A[name], self.lora_B[name], self.lora_E[name]
+        h = self.lora_dropout[name](x.to(a.dtype))
+        return result + (h @ (a * e).T @ b.T) * self.scaling[name] / (self.ranknum[name] + 1e-5)
 
 
 class RankAllocator:

@@ -51,9 +51,7 @@ class IA3Linear(AdapterLayer):
         return scale
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         scale = self._scale([n for n in self.active_adapters if n not in self.merged_adapters])
         if scale is None:
@@ -83,8 +81,3 @@ class IA3Linear(AdapterLayer):
         bias = getattr(self.base_layer, "bias", None)
         if bias is not None and not self.is_feedforward:
             bias.data = bias.data * scale.to(bias.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        if merge:
-            self.merge()
-        return self.base_layer

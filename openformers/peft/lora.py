@@ -118,6 +118,18 @@ class AdapterLayer(nn.Module):
                     names.append(name)
         return names
 
+    def _adapters_off(self) -> bool:
+        """True when the adapters are disabled (merged ones are taken back out of the base weight first)."""
+        if self.disable_adapters and self.merged_adapters:
+            self.unmerge()
+        return self.disable_adapters
+
+    def unloaded(self, merge: bool) -> nn.Module:
+        """The plain module that replaces this wrapper: the base layer, merged when ``merge``."""
+        if merge:
+            self.merge()
+        return self.base_layer
+
     def set_adapter(self, names: str | list[str], trainable: bool = True) -> None:
         names = [names] if isinstance(names, str) else list(names)
         for attr in self.adapter_layer_names:
@@ -247,9 +259,7 @@ class LoraLinear(AdapterLayer):
         return torch.linalg.norm(w + delta, dim=1)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         result = run_base(self.base_layer, x, *args, **kwargs)
         out_dtype = result.dtype
@@ -411,9 +421,7 @@ class LoraEmbedding(AdapterLayer):
         return (self.lora_embedding_B[adapter_name] @ self.lora_embedding_A[adapter_name]).T * self.scaling[adapter_name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
+        if self._adapters_off():
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         base = self.base_layer
@@ -441,11 +449,6 @@ class LoraEmbedding(AdapterLayer):
             name = self.merged_adapters.pop()
             w = self.base_layer.weight
             w.data = w.data - self.get_delta_weight(name).detach().to(w.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        if merge:
-            self.merge()
-        return self.base_layer
 
 
 def wrap_lora(module: nn.Module, adapter_name: str, r: int, lora_alpha: float, lora_dropout: float,

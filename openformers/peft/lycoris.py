@@ -17,13 +17,12 @@ LoKr only with ``rank_dropout_scale``).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.peft.lora import AdapterLayer
+from openformers.peft.delta import DeltaLinear
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -55,10 +54,8 @@ def _check_base(base_layer: nn.Module, method: str) -> None:
         )
 
 
-class LycorisLinear(AdapterLayer):
-    """Shared part of LoHa and LoKr on ``nn.Linear``: scaling, dropouts, forward, merging."""
-
-    method = ""
+class LycorisLinear(DeltaLinear):
+    """Shared part of LoHa and LoKr on ``nn.Linear``: scaling, dropouts and the dropped update."""
 
     def __init__(self, base_layer: nn.Module) -> None:
         _check_base(base_layer, self.method)
@@ -104,49 +101,11 @@ class LycorisLinear(AdapterLayer):
             weight = weight * keep[:, None]
         return weight
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        dtype = x.dtype
-        if self.disable_adapters:
-            if self.merged_adapters:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged_adapters:
-            return result
-        available = self.adapter_names()
-        for name in self.active_adapters:
-            if name not in available:
-                continue
-            if self.training and not bool(torch.rand(1) > self.module_dropout[name]):
-                continue  # module dropout: this layer's update is skipped for the step
-            delta = self.get_delta_weight(name, apply_rank_dropout=self.training and bool(self.rank_dropout[name]))
-            result = result + F.linear(x.to(delta.dtype), delta)
-        return result.to(dtype)
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        available = self.adapter_names()
-        names = [n for n in (adapter_names or self.active_adapters) if n in available and n not in self.merged_adapters]
-        weight = self.base_layer.weight
-        for name in names:
-            with torch.no_grad():
-                new = weight.data + self.get_delta_weight(name).to(weight.dtype)
-            if safe_merge and not torch.isfinite(new).all():
-                raise ValueError(f"merging {self.method} adapter {name!r} produced non-finite weights; the adapter is broken")
-            weight.data = new
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        weight = self.base_layer.weight
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            with torch.no_grad():
-                weight.data = weight.data - self.get_delta_weight(name).to(weight.dtype)
-
-    def unloaded(self, merge: bool) -> nn.Module:
-        """The plain ``nn.Linear`` that replaces this wrapper, merged when ``merge``."""
-        if merge:
-            self.merge()
-        return self.base_layer
+    def _add_update(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        if self.training and not bool(torch.rand(1) > self.module_dropout[name]):
+            return result  # module dropout: this layer's update is skipped for the step
+        delta = self.get_delta_weight(name, apply_rank_dropout=self.training and bool(self.rank_dropout[name]))
+        return result + F.linear(x.to(delta.dtype), delta)
 
     def extra_repr(self) -> str:
         return f"adapters={self.adapter_names()}, r={self.r}"

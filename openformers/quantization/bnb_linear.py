@@ -169,7 +169,15 @@ class _QuantizedLinearBase(nn.Module):
         if self.bias is not None:
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
-    # -- compute (subclasses define quantize_weight, dequantize and compute_dtype) ------------
+    # -- compute (subclasses define quantize_weight and dequantize) -----------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype: torch.dtype) -> None:
+        self._compute_dtype = dtype
+
     def weight_bytes(self) -> int:
         """Bytes of the packed weight and its scales (the bias excluded)."""
         return sum(b.numel() * b.element_size() for b in self.buffers(recurse=False) if b is not None)
@@ -363,14 +371,6 @@ class Linear4bit(_QuantizedLinearBase):
             self.nested_absmax if nested else None, self.nested_offset if nested else None,
             self.quant_map, self.nested_quant_map, self.nested_blocksize,
         )
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype: torch.dtype) -> None:
-        self._compute_dtype = dtype
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The ``[out, in]`` weight in ``dtype`` (default: the compute dtype).

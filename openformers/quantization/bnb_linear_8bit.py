@@ -98,14 +98,6 @@ class Linear8bitLt(_QuantizedLinearBase):
         self.register_buffer("weight", q)
         self.register_buffer("SCB", scb)
 
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype: torch.dtype) -> None:
-        self._compute_dtype = dtype
-
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         self._check_ready()
         dtype = dtype or self.compute_dtype

@@ -21,6 +21,7 @@ from openformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelFo
 from openformers.core.checkpoint import CheckpointError
 from openformers.core.hub import ModelNotFoundError
 from openformers.models.gpt2 import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
+from tests.hub_cache import make_hub_cache
 
 TINY = dict(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=32, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 IDS = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
@@ -154,17 +155,6 @@ def test_head_missing_from_checkpoint_is_reported(saved, caplog):
 
 
 # -- where files come from ----------------------------------------------------------------------
-def _make_hub_cache(root: Path, source: Path, repo: str = "org/name", commit: str = "a" * 40) -> Path:
-    repo_dir = root / f"models--{repo.replace('/', '--')}"
-    snap = repo_dir / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for f in source.iterdir():
-        (snap / f.name).write_bytes(f.read_bytes())
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    return snap
-
-
 def test_load_from_directory_and_auto(saved):
     path, model = saved
     for loaded in (GPT2LMHeadModel.from_pretrained(path), AutoModelForCausalLM.from_pretrained(str(path)),
@@ -176,7 +166,7 @@ def test_load_from_directory_and_auto(saved):
 def test_hub_cache_layout_offline_makes_no_network_call(saved, tmp_path, monkeypatch, no_network):
     path, model = saved
     # a second, stale snapshot must not be picked: refs/main names the commit
-    _make_hub_cache(tmp_path, path)
+    make_hub_cache(tmp_path, path)
     stale = tmp_path / "models--org--name" / "snapshots" / ("b" * 40)
     stale.mkdir()
     (stale / "config.json").write_text("{}")
@@ -198,7 +188,7 @@ def test_hub_cache_layout_offline_makes_no_network_call(saved, tmp_path, monkeyp
 
 def test_cache_dir_argument(saved, tmp_path, no_network):
     path, model = saved
-    _make_hub_cache(tmp_path / "elsewhere", path, repo="someone/tiny")
+    make_hub_cache(tmp_path / "elsewhere", path, repo="someone/tiny")
     loaded = AutoModelForCausalLM.from_pretrained("someone/tiny", cache_dir=tmp_path / "elsewhere", local_files_only=True)
     _same(loaded, model)
     assert no_network == []

@@ -21,3 +21,25 @@ def run_limited(code: str, *, limit_mb: int = 2500, timeout: float = 60.0, env: 
     script = _PRELUDE.format(limit=limit_mb << 20) + textwrap.dedent(code)
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT))
+
+
+def timed_load(path: Path | str, error: str = "ValueError", error_from: str | None = None) -> subprocess.CompletedProcess:
+    """``AutoModelForCausalLM.from_pretrained(path)`` under a 2000 MB cap: the child prints ``REFUSED <message>``
+    when it raises ``error`` (imported from module ``error_from``), then ``SECONDS <time it took>``."""
+    import_error = f"from {error_from} import {error}" if error_from else ""
+    return run_limited(f"""
+        import time
+        {import_error}
+        from openformers.models.auto import AutoModelForCausalLM
+        start = time.perf_counter()
+        try:
+            AutoModelForCausalLM.from_pretrained({str(path)!r})
+        except {error} as exc:
+            print("REFUSED", exc)
+        print("SECONDS", time.perf_counter() - start)
+    """, limit_mb=2000, timeout=60)
+
+
+def seconds_taken(proc: subprocess.CompletedProcess) -> float:
+    """The time a :func:`timed_load` child reported."""
+    return float(proc.stdout.split("SECONDS")[1])

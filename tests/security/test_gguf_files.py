@@ -14,7 +14,7 @@ from openformers.models.gguf_loading import read_gguf_config, read_gguf_model  #
 from openformers.quantization.gguf_linear import GGUFQuantizationConfig, QuantizedLinear  # noqa: E402
 
 from .ggufs import ARRAY, F32, STRING, U32, array, kv, raw_gguf, value, write_llama_gguf  # noqa: E402
-from .memory import run_limited  # noqa: E402
+from .memory import run_limited, seconds_taken, timed_load  # noqa: E402
 
 
 def _load(path, **kwargs):
@@ -80,20 +80,10 @@ def test_quantized_layer_refuses_tensors_of_another_shape():
 # -- 2. small file, huge allocation -----------------------------------------------------------
 def test_block_count_huge_under_memory_limit(tmp_path):
     path = write_llama_gguf(tmp_path / "blocks.gguf", qtype="F32", block_count=10**9)
-    proc = run_limited(f"""
-        import time
-        from openformers.core.gguf import GGUFError
-        from openformers.models.auto import AutoModelForCausalLM
-        start = time.perf_counter()
-        try:
-            AutoModelForCausalLM.from_pretrained({str(path)!r})
-        except GGUFError as exc:
-            print("REFUSED", exc)
-        print("SECONDS", time.perf_counter() - start)
-    """, limit_mb=2000, timeout=60)
+    proc = timed_load(path, "GGUFError", "openformers.core.gguf")
     assert "REFUSED" in proc.stdout, proc.stderr[-2000:]
     assert "block_count = 1000000000, but the file holds layers 0 to 1" in proc.stdout
-    assert float(proc.stdout.split("SECONDS")[1]) < 5
+    assert seconds_taken(proc) < 5
 
 
 def test_fewer_blocks_than_the_tensors_is_refused(tmp_path):

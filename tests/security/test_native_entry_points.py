@@ -39,22 +39,15 @@ def _int4(out_f=16, in_f=64):
 
 
 @fast_only
-def test_int4_x_with_the_wrong_in_features_is_refused():
+@pytest.mark.parametrize("x, kwargs, match", [
+    ((3, 32), {}, r"of_int4_matmul: x is \(3, 32\).*\[rows, 64\]"),  # the wrong in_features
+    ((64,), {}, "of_int4_matmul: x is"),  # the wrong rank
+    ((2, 64), {"out_dtype": torch.float16}, "out_dtype torch.float16"),  # neither float32 nor bfloat16 out
+], ids=["in-features", "rank", "out-dtype"])
+def test_int4_x_or_output_dtype_it_cannot_take_is_refused(x, kwargs, match):
     kernel = _int4()
-    with pytest.raises(ValueError, match=r"of_int4_matmul: x is \(3, 32\).*\[rows, 64\]"):
-        kernel(torch.randn(3, 32))
-
-
-@fast_only
-def test_int4_x_of_the_wrong_rank_is_refused():
-    with pytest.raises(ValueError, match="of_int4_matmul: x is"):
-        _int4()(torch.randn(64))
-
-
-@fast_only
-def test_int4_output_dtype_other_than_float32_or_bfloat16_is_refused():
-    with pytest.raises(ValueError, match="out_dtype torch.float16"):
-        _int4()(torch.randn(2, 64), out_dtype=torch.float16)
+    with pytest.raises(ValueError, match=match):
+        kernel(torch.randn(x), **kwargs)
 
 
 @fast_only
@@ -263,66 +256,56 @@ def _filled_cache(layers=2, batch=1, n=5, dtype=torch.float32):
 
 
 @fast_only
-def test_llama_step_refuses_hidden_states_of_another_width():
+@pytest.mark.parametrize("hidden, head_dim, match", [
+    ((1, 1, 32, torch.float32), 16, r"of_llama_step: hidden states \(1, 1, 32\).*\[batch, 1, 64\]"),
+    ((1, 1, 64, torch.bfloat16), 16, "hidden states .* torch.bfloat16"),
+    ((1, 1, 64, torch.float32), 8, r"of_llama_step: cos \(1, 1, 8\)"),
+], ids=["hidden-width", "hidden-dtype", "cos-head-size"])
+def test_llama_step_refuses_hidden_states_or_cos_it_cannot_take(hidden, head_dim, match):
     _, _, _, step = _parts(_model())
-    with pytest.raises(ValueError, match=r"of_llama_step: hidden states \(1, 1, 32\).*\[batch, 1, 64\]"):
-        _call(step, torch.randn(1, 1, 32), _filled_cache())
+    *shape, dtype = hidden
+    with pytest.raises(ValueError, match=match):
+        _call(step, torch.randn(*shape, dtype=dtype), _filled_cache(), head_dim=head_dim)
 
 
-@fast_only
-def test_llama_step_refuses_hidden_states_of_another_dtype():
+def _short(n, bufs):  # buffers exactly as long as what they hold: no room for the new position
+    return [(k[:, :, :n].clone(), v[:, :, :n].clone()) for k, v in bufs]
+
+
+def _strided(n, bufs):  # layer 1's keys not contiguous
+    k, v = bufs[1]
+    return [bufs[0], (k.transpose(1, 2).contiguous().transpose(1, 2), v)]
+
+
+def _other_batch(n, bufs):  # layer 1's cache for a batch of two
+    k, v = bufs[1]
+    return [bufs[0], (torch.cat([k, k]), torch.cat([v, v]))]
+
+
+def _step_on_buffers(monkeypatch, buffers):
+    """The step on a filled cache whose ``reserve_all`` hands out ``buffers(n, bufs)``: (output, cache)."""
     _, _, _, step = _parts(_model())
-    with pytest.raises(ValueError, match="hidden states .* torch.bfloat16"):
-        _call(step, torch.randn(1, 1, 64, dtype=torch.bfloat16), _filled_cache())
+    cache = _filled_cache()
+    real = cache.reserve_all
 
-
-@fast_only
-def test_llama_step_refuses_cos_of_another_head_size():
-    _, _, _, step = _parts(_model())
-    with pytest.raises(ValueError, match=r"of_llama_step: cos \(1, 1, 8\)"):
-        _call(step, torch.randn(1, 1, 64), _filled_cache(), head_dim=8)
+    def reserve_all(add):
+        n, bufs = real(add)
+        return n, buffers(n, bufs)
+    monkeypatch.setattr(cache, "reserve_all", reserve_all)
+    return _call(step, torch.randn(1, 1, 64), cache), cache
 
 
 @fast_only
 def test_llama_step_declines_a_cache_without_room(monkeypatch):
-    _, _, _, step = _parts(_model())
-    cache = _filled_cache()
-    real = cache.reserve_all
-
-    def short(add):  # buffers exactly as long as what they hold: no room for the new position
-        n, bufs = real(add)
-        return n, [(k[:, :, :n].clone(), v[:, :, :n].clone()) for k, v in bufs]
-    monkeypatch.setattr(cache, "reserve_all", short)
-    assert _call(step, torch.randn(1, 1, 64), cache) is None
+    out, cache = _step_on_buffers(monkeypatch, _short)
+    assert out is None
     assert cache.get_seq_length() == 5  # nothing written
 
 
 @fast_only
-def test_llama_step_declines_a_non_contiguous_cache_buffer(monkeypatch):
-    _, _, _, step = _parts(_model())
-    cache = _filled_cache()
-    real = cache.reserve_all
-
-    def strided(add):
-        n, bufs = real(add)
-        k, v = bufs[1]
-        return n, [bufs[0], (k.transpose(1, 2).contiguous().transpose(1, 2), v)]
-    monkeypatch.setattr(cache, "reserve_all", strided)
-    assert _call(step, torch.randn(1, 1, 64), cache) is None
-
-
-@fast_only
-def test_llama_step_declines_one_layers_cache_of_another_batch(monkeypatch):
-    _, _, _, step = _parts(_model())
-    cache = _filled_cache()
-    real = cache.reserve_all
-
-    def other(add):
-        n, bufs = real(add)
-        k, v = bufs[1]
-        return n, [bufs[0], (torch.cat([k, k]), torch.cat([v, v]))]
-    monkeypatch.setattr(cache, "reserve_all", other)
-    assert _call(step, torch.randn(1, 1, 64), cache) is None
+@pytest.mark.parametrize("buffers", [_strided, _other_batch], ids=["non-contiguous", "other-batch"])
+def test_llama_step_declines_one_layers_cache_buffer_it_cannot_read(monkeypatch, buffers):
+    assert _step_on_buffers(monkeypatch, buffers)[0] is None
 
 
 @fast_only
@@ -345,17 +328,14 @@ swiglu_here = pytest.mark.skipif(not swiglu_native._LIBRARY.runs_here(), reason=
 
 
 @swiglu_here
-def test_swiglu_up_of_another_size_is_refused():
+@pytest.mark.parametrize("up, match", [
+    (lambda: torch.randn(4, 4), "of_swiglu: up is \\(4, 4\\)"),  # another size
+    (lambda: torch.randn(8, 4).t(), "of_swiglu: up .*contiguous: False"),  # not contiguous
+], ids=["size", "non-contiguous"])
+def test_swiglu_up_it_cannot_read_is_refused(up, match):
     gate = torch.randn(4, 8, requires_grad=True)
-    with pytest.raises(ValueError, match="of_swiglu: up is \\(4, 4\\)"):
-        swiglu_native._SwiGLU.apply(gate, torch.randn(4, 4))
-
-
-@swiglu_here
-def test_swiglu_non_contiguous_input_is_refused():
-    gate = torch.randn(4, 8, requires_grad=True)
-    with pytest.raises(ValueError, match="of_swiglu: up .*contiguous: False"):
-        swiglu_native._SwiGLU.apply(gate, torch.randn(8, 4).t())
+    with pytest.raises(ValueError, match=match):
+        swiglu_native._SwiGLU.apply(gate, up())
 
 
 @swiglu_here
@@ -375,48 +355,36 @@ def _rot(x_shape=(2, 3, 5, 8), cos_shape=(1, 1, 5, 8)):
     return torch.randn(x_shape, requires_grad=True), torch.randn(cos_shape), torch.randn(cos_shape)
 
 
-@rotary_here
-def test_rotary_cos_shorter_than_the_sequence_is_refused():
-    x, cos, sin = _rot(cos_shape=(1, 1, 4, 8))
-    with pytest.raises(ValueError, match="of_rotary: x \\(2, 3, 5, 8\\), cos \\(1, 1, 4, 8\\)"):
-        rotary_native._Rotary.apply(x, cos, sin)
-
-
-@rotary_here
-def test_rotary_odd_head_size_is_refused():
-    x, cos, sin = _rot((1, 1, 5, 7), (1, 1, 5, 7))
-    with pytest.raises(ValueError, match="an even head size"):
-        rotary_native._Rotary.apply(x, cos, sin)
-
-
-@rotary_here
-def test_rotary_sin_of_other_strides_is_refused():
+def _rot_strided_sin():
     x, cos, _ = _rot()
-    sin = torch.randn(1, 1, 10, 8)[:, :, ::2]
-    with pytest.raises(ValueError, match="equal strides"):
-        rotary_native._Rotary.apply(x, cos, sin)
+    return x, cos, torch.randn(1, 1, 10, 8)[:, :, ::2]
 
 
-@rotary_here
-def test_rotary_last_stride_other_than_one_is_refused():
+def _rot_transposed_cos():
     x, _, _ = _rot()
     cos = torch.randn(1, 1, 8, 5).transpose(2, 3)
-    with pytest.raises(ValueError, match="of_rotary: cos .*last stride of 1"):
-        rotary_native._Rotary.apply(x, cos, cos)
+    return x, cos, cos
 
 
-@rotary_here
-def test_rotary_cos_of_another_batch_is_refused():
-    x, cos, sin = _rot(cos_shape=(3, 1, 5, 8))
-    with pytest.raises(ValueError, match="of_rotary"):
-        rotary_native._Rotary.apply(x, cos, sin)
-
-
-@rotary_here
-def test_rotary_float64_is_refused():
+def _rot_float64():
     x, cos, sin = _rot()
-    with pytest.raises(ValueError, match="of_rotary: cos .*torch.float64"):
-        rotary_native._Rotary.apply(x, cos.double(), sin.double())
+    return x, cos.double(), sin.double()
+
+
+@rotary_here
+@pytest.mark.parametrize("inputs, match", [
+    (lambda: _rot(cos_shape=(1, 1, 4, 8)), "of_rotary: x \\(2, 3, 5, 8\\), cos \\(1, 1, 4, 8\\)"),
+    (lambda: _rot((1, 1, 5, 7), (1, 1, 5, 7)), "an even head size"),
+    (_rot_strided_sin, "equal strides"),
+    (_rot_transposed_cos, "of_rotary: cos .*last stride of 1"),
+    (lambda: _rot(cos_shape=(3, 1, 5, 8)), "of_rotary"),
+    (_rot_float64, "of_rotary: cos .*torch.float64"),
+], ids=["cos-shorter-than-sequence", "odd-head-size", "sin-of-other-strides", "last-stride-not-one",
+        "cos-of-another-batch", "float64"])
+def test_rotary_inputs_it_cannot_read_are_refused(inputs, match):
+    x, cos, sin = inputs()
+    with pytest.raises(ValueError, match=match):
+        rotary_native._Rotary.apply(x, cos, sin)
 
 
 # ---- of_dropout_mask / of_dropout_product / of_dropout_product_backward ---------------------------------------
@@ -437,28 +405,20 @@ def test_keep_mask_ids_of_the_wrong_length_are_refused():
 
 
 @dropout_here
-def test_dropout_product_a_of_another_width_is_refused():
-    x, a = torch.randn(4, 8), torch.randn(3, 6)
-    with pytest.raises(ValueError, match="of_dropout_product: a is \\(3, 6\\).*\\[3, 8\\]"):
-        dropout_mod._DropoutProduct.apply(x, a, 0.5, 7, None)
-
-
-@dropout_here
 def test_dropout_product_ids_shorter_than_the_rows_are_refused():
     with pytest.raises(ValueError, match="of_dropout_product: ids"):
         dropout_mod.dropout_product(torch.randn(4, 8), torch.randn(3, 8), 0.5, ids=torch.arange(3))
 
 
 @dropout_here
-def test_dropout_product_p_out_of_range_is_refused():
-    with pytest.raises(ValueError, match="of_dropout_product: p=1.0"):
-        dropout_mod._DropoutProduct.apply(torch.randn(4, 8), torch.randn(3, 8), 1.0, 7, None)
-
-
-@dropout_here
-def test_dropout_product_non_contiguous_x_is_refused():
-    with pytest.raises(ValueError, match="of_dropout_product: x .*contiguous: False"):
-        dropout_mod._DropoutProduct.apply(torch.randn(8, 4).t(), torch.randn(3, 8), 0.5, 7, None)
+@pytest.mark.parametrize("x, a, p, match", [
+    (lambda: torch.randn(4, 8), (3, 6), 0.5, "of_dropout_product: a is \\(3, 6\\).*\\[3, 8\\]"),  # a of another width
+    (lambda: torch.randn(4, 8), (3, 8), 1.0, "of_dropout_product: p=1.0"),  # p out of range
+    (lambda: torch.randn(8, 4).t(), (3, 8), 0.5, "of_dropout_product: x .*contiguous: False"),  # x not contiguous
+], ids=["a-width", "p-range", "non-contiguous-x"])
+def test_dropout_product_inputs_it_cannot_take_are_refused(x, a, p, match):
+    with pytest.raises(ValueError, match=match):
+        dropout_mod._DropoutProduct.apply(x(), torch.randn(a), p, 7, None)
 
 
 @dropout_here

@@ -10,6 +10,7 @@ import pytest
 
 from openformers.core.checkpoint import CheckpointError
 from openformers.core.hub import UnsafePathError, check_repo_id, contained_path
+from tests.hub_cache import make_hub_cache
 
 
 def _sharded(tmp_path: Path, src: Path, shard_name: str) -> Path:
@@ -56,21 +57,10 @@ def test_weight_map_of_the_wrong_type_names_the_index(tmp_path, tiny_gpt2_dir):
         GPT2LMHeadModel.from_pretrained(model)
 
 
-def _cache(root: Path, src: Path, repo: str = "org/name", commit: str = "a" * 40) -> Path:
-    repo_dir = root / f"models--{repo.replace('/', '--')}"
-    snap = repo_dir / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for f in src.iterdir():
-        (snap / f.name).write_bytes(f.read_bytes())
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    return repo_dir
-
-
 @pytest.fixture
 def hub(tmp_path, tiny_gpt2_dir, monkeypatch):
     cache = tmp_path / "hub"
-    repo_dir = _cache(cache, tiny_gpt2_dir)
+    repo_dir = make_hub_cache(cache, tiny_gpt2_dir).parents[1]
     # a model outside the cache that an escaping name would reach
     victim = tmp_path / "victim"
     shutil.copytree(tiny_gpt2_dir, victim)

@@ -13,11 +13,16 @@ def _load(kind, path, **kwargs):
     return load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
 
 
-def test_csv_with_invalid_utf8_in_the_first_block_raises(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_bytes(b"text,label\nhello,1\nbad \xff\xfe here,0\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: invalid utf-8 at line 3, byte offset 23 \(bytes ff"):
-        _load("csv", path)
+@pytest.mark.parametrize("name, kind, data, match", [
+    ("bad.csv", "csv", b"text,label\nhello,1\nbad \xff\xfe here,0\n", r"bad\.csv: invalid utf-8 at line 3, byte offset 23 \(bytes ff"),
+    ("bad.csv.gz", "csv", gzip.compress(b"a\nok\n\xc3(\n"), r"bad\.csv\.gz: invalid utf-8 at line 3, byte offset 5"),
+    ("bad.txt", "text", b"one\ntw\x80o\n", r"bad\.txt: invalid utf-8 at line 2, byte offset 6"),
+], ids=["csv-first-block", "gzipped-csv", "text"])
+def test_invalid_utf8_raises_naming_file_line_and_offset(tmp_path, name, kind, data, match):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=match):
+        _load(kind, path)
 
 
 def test_csv_invalid_utf8_after_the_first_block(tmp_path):
@@ -42,26 +47,12 @@ def test_csv_in_another_encoding_still_loads(tmp_path):
     assert _load("csv", path, encoding="latin-1")["a"] == ["café"]
 
 
-def test_gzipped_csv_with_invalid_utf8_raises(tmp_path):
-    path = tmp_path / "bad.csv.gz"
-    path.write_bytes(gzip.compress(b"a\nok\n\xc3(\n"))
-    with pytest.raises(ValueError, match=r"bad\.csv\.gz: invalid utf-8 at line 3, byte offset 5"):
-        _load("csv", path)
-
-
 def test_json_lines_with_invalid_utf8_raises(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"a": "x"}\n{"a": "y\xc3"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl: invalid utf-8 at line 2, byte offset 19"):
         _load("json", path)
     assert _load("json", path, encoding_errors="replace")["a"] == ["x", "y\ufffd"]
-
-
-def test_text_with_invalid_utf8_raises(tmp_path):
-    path = tmp_path / "bad.txt"
-    path.write_bytes(b"one\ntw\x80o\n")
-    with pytest.raises(ValueError, match=r"bad\.txt: invalid utf-8 at line 2, byte offset 6"):
-        _load("text", path)
 
 
 def test_deeply_nested_json_names_the_file(tmp_path):

@@ -43,11 +43,10 @@ def parity(out: str, batch: int, fsdp: str) -> None:
     run(os.path.join(out, "parity"), batch, fsdp=fsdp, max_steps=3, learning_rate=1e-2, optim="sgd")
 
 
-def resume(out: str, batch: int, fsdp: str) -> None:
-    kw = dict(max_steps=4, learning_rate=3e-3, bf16=True, optim="adamw_torch", weight_decay=0.01)
-    full = os.path.join(out, "full")
+def resumed_from_step_2(out: str, full: str, again: str, batch: int, fsdp: str, **kw) -> None:
+    """OUT/<full> trained; then OUT/<again>, from other initial weights, resumed from its checkpoint-2."""
+    full, again = os.path.join(out, full), os.path.join(out, again)
     run(full, batch, fsdp=fsdp, **kw)
-    again = os.path.join(out, "resumed")
     if int(os.environ.get("RANK", 0)) == 0:
         Path(again).mkdir(parents=True)
         shutil.copytree(os.path.join(full, "checkpoint-2"), os.path.join(again, "checkpoint-2"))
@@ -56,23 +55,18 @@ def resume(out: str, batch: int, fsdp: str) -> None:
 
         torch.distributed.barrier()
     run(again, batch, fsdp=fsdp, resume=True, seed=1, **kw)
+
+
+def resume(out: str, batch: int, fsdp: str) -> None:
+    resumed_from_step_2(out, "full", "resumed", batch, fsdp, max_steps=4, learning_rate=3e-3, bf16=True,
+                        optim="adamw_torch", weight_decay=0.01)
 
 
 def sharded(out: str, batch: int, fsdp: str) -> None:
     """SHARDED_STATE_DICT checkpoints (torch.distributed.checkpoint): 4 AdamW steps saving every 2, then a run
     from other weights resumed from checkpoint-2 (the test resumes it on one process too)."""
-    kw = dict(max_steps=4, learning_rate=1e-3, optim="adamw_torch", sharded_checkpoint=bool(fsdp))
-    full = os.path.join(out, "dcp_full")
-    run(full, batch, fsdp=fsdp, **kw)
-    again = os.path.join(out, "dcp_resumed")
-    if int(os.environ.get("RANK", 0)) == 0:
-        Path(again).mkdir(parents=True)
-        shutil.copytree(os.path.join(full, "checkpoint-2"), os.path.join(again, "checkpoint-2"))
-    if fsdp:
-        import torch
-
-        torch.distributed.barrier()
-    run(again, batch, fsdp=fsdp, resume=True, seed=1, **kw)
+    resumed_from_step_2(out, "dcp_full", "dcp_resumed", batch, fsdp, max_steps=4, learning_rate=1e-3,
+                        optim="adamw_torch", sharded_checkpoint=bool(fsdp))
 
 
 if __name__ == "__main__":
