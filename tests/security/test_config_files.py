@@ -9,7 +9,7 @@ import pytest
 
 from openformers.core.checkpoint import CheckpointError
 
-from .memory import run_limited, seconds_taken, timed_load
+from .memory import run_limited, modules_built, timed_load
 
 
 def _copy(tmp_path, src, **changes):
@@ -75,7 +75,7 @@ def test_layer_count_far_beyond_the_checkpoint_fails_fast(tmp_path, tiny_gpt2_di
     model = _copy(tmp_path, tiny_gpt2_dir, n_layer=1024)
     proc = timed_load(model)
     assert "REFUSED" in proc.stdout, proc.stderr[-2000:]
-    assert seconds_taken(proc) < 5
+    assert modules_built(proc) < 50, proc.stdout  # refused before the layers are built, not after
 
 
 def test_weight_map_and_valid_config_still_load(tiny_gpt2_dir):

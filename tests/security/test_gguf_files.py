@@ -14,7 +14,7 @@ from openformers.models.gguf_loading import read_gguf_config, read_gguf_model  #
 from openformers.quantization.gguf_linear import GGUFQuantizationConfig, QuantizedLinear  # noqa: E402
 
 from .ggufs import ARRAY, F32, STRING, U32, array, kv, raw_gguf, value, write_llama_gguf  # noqa: E402
-from .memory import run_limited, seconds_taken, timed_load  # noqa: E402
+from .memory import run_limited, modules_built, timed_load  # noqa: E402
 
 
 def _load(path, **kwargs):
@@ -83,7 +83,7 @@ def test_block_count_huge_under_memory_limit(tmp_path):
     proc = timed_load(path, "GGUFError", "openformers.core.gguf")
     assert "REFUSED" in proc.stdout, proc.stderr[-2000:]
     assert "block_count = 1000000000, but the file holds layers 0 to 1" in proc.stdout
-    assert seconds_taken(proc) < 5
+    assert modules_built(proc) < 50, proc.stdout  # refused before the layers are built, not after
 
 
 def test_fewer_blocks_than_the_tensors_is_refused(tmp_path):
