@@ -23,6 +23,7 @@ from openformers.core.outputs import (
 )
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.heads import (
     classifier_dropout,
     masked_lm_loss,
@@ -178,6 +179,13 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
+    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
+        q="attention.self.query", k="attention.self.key", v="attention.self.value",
+        attention_out="attention.output.dense", attention_norm="attention.output.LayerNorm",
+        mlp_in="intermediate.dense", mlp_out="output.dense", mlp_norm="output.LayerNorm",
+    )
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.attention = BertAttention(config)
@@ -242,6 +250,8 @@ class BertModel(BertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` and (with ``add_pooling_layer``) ``pooler_output``."""
 
     embeddings_class: ClassVar[type[nn.Module]] = BertEmbeddings
+    encoder_stack: ClassVar[EncoderStack] = EncoderStack(
+        layers="encoder.layer", inputs=("input_ids", "token_type_ids", "position_ids", "inputs_embeds"), pooler="pooler")
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
@@ -306,6 +316,8 @@ def _finish(output_cls: type, return_dict: bool, loss: torch.Tensor | None, base
 
 class BertForSequenceClassification(BertPreTrainedModel):
     """Pooled output -> dropout -> classifier; loss by ``config.problem_type``."""
+
+    encoder_reads: ClassVar[str] = "first"  # the pooler reads the first position alone
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)

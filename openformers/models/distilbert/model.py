@@ -6,7 +6,7 @@ The layer stack (hidden-state and attention collection, gradient checkpointing) 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from openformers.models.bert.model import (
 )
 from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.heads import (
     masked_lm_loss,
     question_answering_logits,
@@ -107,6 +108,13 @@ class FFN(nn.Module):
 class TransformerBlock(nn.Module):
     """Post-norm block: LN(x + attn(x)), then LN(. + ffn(.))."""
 
+    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
+        q="attention.q_lin", k="attention.k_lin", v="attention.v_lin", attention_out="attention.out_lin",
+        attention_norm="sa_layer_norm", mlp_in="ffn.lin1", mlp_out="ffn.lin2", mlp_norm="output_layer_norm",
+        heads="n_heads", activation="activation",
+    )
+
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__()
         self.attention = MultiHeadSelfAttention(config)
@@ -136,6 +144,8 @@ class DistilBertPreTrainedModel(PreTrainedModel):
 
 class DistilBertModel(DistilBertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` (no pooler)."""
+
+    encoder_stack: ClassVar[EncoderStack] = EncoderStack(layers="transformer.layer")
 
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__(config)
@@ -179,6 +189,8 @@ def _base_kwargs(input_ids, attention_mask, inputs_embeds, output_attentions, ou
 
 class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
     """First token -> pre_classifier -> ReLU -> dropout -> classifier."""
+
+    encoder_reads: ClassVar[str] = "first"
 
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__(config)

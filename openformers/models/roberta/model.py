@@ -5,7 +5,7 @@ Only what differs from BERT lives here: position ids counted from ``padding_idx 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,8 @@ class RobertaClassificationHead(nn.Module):
 
 
 class RobertaForSequenceClassification(RobertaPreTrainedModel):
+    encoder_reads: ClassVar[str] = "first"  # the classification head reads the first position alone
+
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
