@@ -135,7 +135,7 @@ class _Product:
 class _Layer:
     """One described layer's products and norms."""
 
-    def __init__(self, layer: nn.Module, blocks: EncoderBlocks, activation: str, modules: list[nn.Module]) -> None:
+    def __init__(self, layer: nn.Module, activation: str, modules: list[nn.Module]) -> None:
         q, k, v, out, norm1, mlp_in, mlp_out, norm2 = modules
         self.qkv = _Product(layer, "encoder_qkv", (q, k, v), None)
         self.out = _Product(out, "encoder_out", (out,), None)
@@ -180,7 +180,7 @@ class _Rows:
 
 
 def rounded_rows(n: int, limit: int) -> int:
-    """``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
+    """(The rounding ``modules/packing.py`` gives causal-LM training rows, until that goes.) ``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
     step = max(16, 1 << max(n.bit_length() - 4, 0))
     return min(-(-n // step) * step, limit)
 
@@ -189,13 +189,12 @@ class EncoderPlan:
     """The described encoder ``model``'s layers as products and norms; ``key`` tells whether it still
     matches the model's modules and weights."""
 
-    def __init__(self, model: nn.Module, stack: EncoderStack, layers: list[tuple[nn.Module, EncoderBlocks, list]],
-                 key: tuple) -> None:
+    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, EncoderBlocks, list]], key: tuple) -> None:
         config = model.config
         blocks = layers[0][1]
         self.heads = getattr(config, blocks.heads)
         self.activation = getattr(config, blocks.activation)
-        self.layers = [_Layer(layer, b, self.activation, mods) for layer, b, mods in layers]
+        self.layers = [_Layer(layer, self.activation, mods) for layer, _, mods in layers]
         self.key = key
 
     def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None, first_only: bool) -> torch.Tensor:
@@ -236,6 +235,9 @@ class EncoderPlan:
 
 def _layers(model: nn.Module, stack: EncoderStack) -> tuple[list, tuple] | None:
     """The described layers with their modules, and the key of the plan they make; None when one is not plain."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        _why_not("a global module hook")
+        return None
     found, key = [], []
     for layer in _at(model, stack.layers):
         blocks = _described(type(layer), "blocks")
@@ -294,7 +296,7 @@ def _plan(model: nn.Module, stack: EncoderStack) -> EncoderPlan | None:
     plan = _PLANS.get(model)
     if plan is None or plan.key != key:
         _PLANS.pop(model, None)
-        plan = _PLANS[model] = EncoderPlan(model, stack, layers, key)
+        plan = _PLANS[model] = EncoderPlan(model, layers, key)
     return plan
 
 

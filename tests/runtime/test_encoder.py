@@ -110,6 +110,11 @@ def test_calls_it_does_not_cover_run_the_forward() -> None:
     handle = model.encoder.layer[1].intermediate.register_forward_hook(lambda *a: None)
     assert not runs_on_the_plan(model, input_ids=ids)
     handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        assert not runs_on_the_plan(model, input_ids=ids)
+    finally:
+        handle.remove()
     assert runs_on_the_plan(model, input_ids=ids)
     eager = model_of("bert", "Model", attn_implementation="eager")
     assert not runs_on_the_plan(eager, input_ids=ids)
