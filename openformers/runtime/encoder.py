@@ -157,10 +157,12 @@ class _Rows:
         if rows > real.numel():
             real = torch.cat([real, (~flat).nonzero().squeeze(1)[: rows - real.numel()]])
         self.index = real
+        # each position's row; a padding position left out reads row 0: attention masks it out as a key,
+        # and its query's output is dropped, so any finite value does
+        self.gather = torch.zeros(flat.numel(), dtype=torch.long, device=real.device)
+        self.gather[real] = torch.arange(real.numel(), device=real.device)
         # each sequence's first position among the rows (every row starts with a real token)
-        where = torch.empty(flat.numel(), dtype=torch.long, device=real.device)
-        where[real] = torch.arange(real.numel(), device=real.device)
-        self.first = where[torch.arange(self.batch, device=real.device) * self.seq]
+        self.first = self.gather[torch.arange(self.batch, device=real.device) * self.seq]
 
     @classmethod
     def worth_it(cls, attention_mask: torch.Tensor | None) -> _Rows | None:
@@ -175,8 +177,9 @@ class _Rows:
         return x.index_select(0, self.index)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """[rows, ...] -> [batch * seq, ...], zeros at the padding positions left out."""
-        return x.new_zeros((self.batch * self.seq, *x.shape[1:])).index_copy_(0, self.index, x)
+        """[rows, ...] -> [batch * seq, ...] for attention (one gather, no zero fill): the padding positions
+        left out hold row 0's values, which attention never reads."""
+        return x.index_select(0, self.gather)
 
 
 def rounded_rows(n: int, limit: int) -> int:
