@@ -4,9 +4,10 @@ Measures, side by side in one run:
   * import time of each library (``python -c "import ..."`` in fresh subprocesses, median)
   * load time and peak RSS of loading the MiniLM (each library in its own subprocess)
   * encoder throughput, batch 32 x 128 tokens, fp32 and bf16 (same weights, same inputs,
-    warm-up, interleaved timed iterations under torch.inference_mode), sequences/s and ratio
+    warm-up, interleaved timed iterations under torch.inference_mode), sequences/s and ratio; the
+    bf16 run also times transformers in fp32 in the same loop (the bf16 target is against it)
 
-Run: ``python benchmarks/bench_encoder.py [--iters 6] [--threads N] [--json out.json]``
+Run: ``python benchmarks/bench_encoder.py [--iters 6] [--threads N] [--dtypes fp32,bf16] [--json out.json]``
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def throughput(dtype_name: str, batch: int, seq: int, warmup: int, iters: int) -
         "openformers": openformers.AutoModel.from_pretrained("minilm", dtype=dtype),
         "transformers": transformers.AutoModel.from_pretrained(path, dtype=dtype).eval(),
     }
+    if dtype != torch.float32:
+        models["transformers_fp32"] = transformers.AutoModel.from_pretrained(path, dtype=torch.float32).eval()
     g = torch.Generator().manual_seed(0)
     inputs = {
         "input_ids": torch.randint(1000, models["openformers"].config.vocab_size, (batch, seq), generator=g),
@@ -84,7 +87,7 @@ def throughput(dtype_name: str, batch: int, seq: int, warmup: int, iters: int) -
     }
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
-        outs = {k: m(**inputs).last_hidden_state.float() for k, m in models.items()}
+        outs = {k: models[k](**inputs).last_hidden_state.float() for k in ("openformers", "transformers")}
         max_diff = (outs["openformers"] - outs["transformers"]).abs().max().item()
         for _ in range(warmup):
             for m in models.values():
@@ -96,19 +99,24 @@ def throughput(dtype_name: str, batch: int, seq: int, warmup: int, iters: int) -
                 times[name].append(time.perf_counter() - t0)
     result = {f"{k}_seq_per_s": batch / statistics.median(v) for k, v in times.items()}
     result["ratio"] = result["openformers_seq_per_s"] / result["transformers_seq_per_s"]
+    if "transformers_fp32_seq_per_s" in result:
+        result["ratio_vs_transformers_fp32"] = result["openformers_seq_per_s"] / result["transformers_fp32_seq_per_s"]
+        result["transformers_ratio_vs_fp32"] = result["transformers_seq_per_s"] / result["transformers_fp32_seq_per_s"]
     result["max_abs_diff"] = max_diff
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iters", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--import-runs", type=int, default=5)
-    parser.add_argument("--load-runs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--iters", type=int, default=6, help="timed iterations per library")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--import-runs", type=int, default=5, help="fresh-interpreter imports per library")
+    parser.add_argument("--load-runs", type=int, default=3, help="loads per library, each in its own process")
+    parser.add_argument("--batch", type=int, default=32, help="sequences per batch")
+    parser.add_argument("--seq", type=int, default=128, help="tokens per sequence")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="throughput runs, comma-separated (fp32, bf16)")
+    parser.add_argument("--skip-startup", action="store_true", help="leave out the import and load measures")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -122,21 +130,24 @@ def main() -> None:
     report["transformers"] = transformers.__version__
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
-    imports = {lib: import_time(lib, args.import_runs) for lib in ("openformers", "transformers")}
+    imports = {} if args.skip_startup else {lib: import_time(lib, args.import_runs) for lib in ("openformers", "transformers")}
     report["import_s"] = imports
     for lib, r in imports.items():
         print(f"import {lib} (median of {args.import_runs}): {r['total_s']:.3f} s with interpreter start-up, "
               f"{r['net_s']:.3f} s without")
-    loads = {lib: load_stats(lib, args.load_runs) for lib in ("openformers", "transformers")}
+    loads = {} if args.skip_startup else {lib: load_stats(lib, args.load_runs) for lib in ("openformers", "transformers")}
     report["load"] = loads
     for lib, r in loads.items():
         print(f"load MiniLM ({lib}, import included): {r['load_s']:.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
-    for dtype_name in ("fp32", "bf16"):
+    for dtype_name in args.dtypes.split(","):
         r = throughput(dtype_name, args.batch, args.seq, args.warmup, args.iters)
         report[f"throughput_{dtype_name}"] = r
         print(f"encoder {args.batch}x{args.seq} {dtype_name}: openformers {r['openformers_seq_per_s']:.1f} seq/s, "
               f"transformers {r['transformers_seq_per_s']:.1f} seq/s, ratio {r['ratio']:.3f} "
               f"(max |diff| {r['max_abs_diff']:.2e})")
+        if "ratio_vs_transformers_fp32" in r:
+            print(f"  same loop, transformers fp32 {r['transformers_fp32_seq_per_s']:.1f} seq/s: openformers {dtype_name} "
+                  f"{r['ratio_vs_transformers_fp32']:.3f}x of it, transformers {dtype_name} {r['transformers_ratio_vs_fp32']:.3f}x")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -21,19 +21,28 @@ logger = logging.getLogger(__name__)
 Runner = Callable[..., Any]
 Builder = Callable[[nn.Module, tuple, dict], "Runner | None"]
 
-# model class -> builder; looked up along the model class's MRO, so a subclass inherits its family's
-_BUILDERS: dict[type, Builder] = {}
+# model class -> its builders, in the order registered; looked up along the model class's MRO, so a subclass
+# inherits its family's; the first runner a builder gives runs the call
+_BUILDERS: dict[type, list[Builder]] = {}
 
 
 def register_runner(model_class: type, builder: Builder) -> None:
-    """Let ``builder(model, args, kwargs)`` run inference calls of ``model_class`` and its subclasses."""
-    _BUILDERS[model_class] = builder
+    """Let ``builder(model, args, kwargs)`` run inference calls of ``model_class`` and its subclasses (builders
+    that decline, returning None, leave the call to the next one)."""
+    builders = _BUILDERS.setdefault(model_class, [])
+    if builder not in builders:
+        builders.append(builder)
 
 
 def inference_runner(model: nn.Module, args: tuple, kwargs: dict) -> Runner | None:
     """The runner for this call of ``model``, or ``None`` to run ``model.forward``."""
     for cls in type(model).__mro__:
-        builder = _BUILDERS.get(cls)
-        if builder is not None:
-            return builder(model, args, kwargs)
+        for builder in _BUILDERS.get(cls, ()):
+            runner = builder(model, args, kwargs)
+            if runner is not None:
+                return runner
     return None
+
+
+# the runners this package ships register themselves on import (after register_runner exists)
+from openformers.runtime import encoder as _encoder  # noqa: E402,F401

@@ -276,30 +276,3 @@ def test_fused_qkv_inference_matches_and_tracks_weight_updates() -> None:
     model.to(torch.float64)
     with torch.no_grad():
         assert model(ids, mask).last_hidden_state.dtype == torch.float64
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_classification_last_layer_computes_first_position_only(train: bool) -> None:
-    """The head reads the first position alone, so the last layer computes only it; in training its
-    dropout draws the masks of the full layer: same logits, gradients and random stream after."""
-    torch.manual_seed(0)
-    config = ob.BertConfig(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, **TINY)
-    model = ob.BertForSequenceClassification(config).train(train)
-    ids, mask = random_batch(VOCAB)
-    labels = torch.tensor([0, 1])
-
-    def run(**flags) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        model.zero_grad()
-        torch.manual_seed(1)
-        out = model(ids, mask, labels=labels, **flags)  # hidden states asked for: every position is computed
-        out.loss.backward()
-        return out.logits, {n: p.grad.clone() for n, p in model.named_parameters()}, torch.get_rng_state()
-
-    fast_logits, fast_grads, fast_rng = run()
-    full_logits, full_grads, full_rng = run(output_hidden_states=True)
-    assert torch.equal(fast_rng, full_rng)
-    assert_close(fast_logits, full_logits, atol=1e-6, what="logits")
-    for name in full_grads:
-        assert_close(fast_grads[name], full_grads[name], atol=1e-6, what=name)
-    with torch.no_grad():
-        assert model.bert(ids, mask, _pooled_only=True).last_hidden_state.shape[1] == 1

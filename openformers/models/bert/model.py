@@ -23,7 +23,7 @@ from openformers.core.outputs import (
 )
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
-from openformers.runtime.fused import fusable, grouped_outputs
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.heads import (
     classifier_dropout,
     masked_lm_loss,
@@ -32,7 +32,6 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, dropout_rows, packing_for, rows_of, token_loss_only
 
 ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -60,39 +59,6 @@ def embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embeddin
     about 4 s). Passing the storage in skips it.
     """
     return nn.Embedding(num, dim, padding_idx=padding_idx, _weight=torch.empty(num, dim))
-
-
-def project_qkv(owner: nn.Module, x: torch.Tensor, q: nn.Module, k: nn.Module, v: nn.Module):
-    """The three attention projections of ``x`` (at inference through ``runtime/fused.py``'s kernels)."""
-    layers = (q, k, v)
-    if fusable(*layers):
-        return grouped_outputs(owner, "_fused_qkv", layers, x)
-    return q(x), k(x), v(x)
-
-
-def first_row_dropout(x: torch.Tensor, p: float, training: bool, full_shape: tuple[int, ...]) -> torch.Tensor:
-    """Dropout of ``x``, the first row (along dim -2) of a tensor of ``full_shape``, with the very
-    mask that dropout of the whole tensor would draw: the same random numbers are consumed, so the
-    first row and every later draw match the full computation."""
-    if not training or p == 0:
-        return x
-    if p == 1:
-        return x * 0
-    noise = torch.empty(full_shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p).div_(1 - p)
-    return x * noise[..., :1, :]
-
-
-def first_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-                          dropout: float) -> torch.Tensor:
-    """Attention of one query row ``q`` [b, h, 1, d] over all keys, with the attention dropout that
-    the full [b, h, k, k] attention would draw (see ``first_row_dropout``); returns [b, 1, h, d]."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    if mask is not None:
-        scores = scores + mask.to(scores.dtype)
-    weights = torch.softmax(scores, dim=-1)
-    k_len = k.shape[2]
-    weights = first_row_dropout(weights, dropout, True, (*weights.shape[:2], k_len, k_len))
-    return torch.matmul(weights, v).transpose(1, 2)
 
 
 # --- building blocks ---------------------------------------------------------------------
@@ -164,30 +130,18 @@ class BertSelfAttention(nn.Module):
         self.dropout_prob = config.attention_probs_dropout_prob
         self.config = config
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False, packing: TokenPacking | None = None):
-        """``packing``: ``x`` holds the real tokens' rows [n, hidden]; attention runs padded and the
-        output comes back packed."""
-        # [b, s, hidden] -> [b, heads, s, head_dim]; first_only: queries for the first position only
-        if first_only:
-            q, k, v = self.query(x[:, :1]), self.key(x), self.value(x)
-        else:
-            q, k, v = project_qkv(self, x, self.query, self.key, self.value)
-        if packing is not None:
-            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
-        b, s = k.shape[:2]
-        q = q.view(b, q.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        if first_only and self.training and self.dropout_prob > 0:
-            return first_query_attention(q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob).reshape(b, 1, -1), None
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        b, s, _ = x.shape
+        # [b, s, hidden] -> [b, heads, s, head_dim]
+        q = self.query(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.key(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.value(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
         attend = get_attention_backend(self.config.attn_implementation)
         out, weights = attend(
             q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob,
             output_attentions=output_attentions, training=self.training,
         )
-        out = out.reshape(b, q.shape[2], -1)
-        return (out if packing is None else packing.pack(out)), weights
+        return out.reshape(b, s, -1), weights  # [b, s, heads, head_dim] -> [b, s, hidden]
 
 
 class BertSelfOutput(nn.Module):
@@ -199,15 +153,8 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor, first_of: int | None = None) -> torch.Tensor:
-        """``first_of``: ``x`` is the first position of a sequence that long (dropout draws for all of it);
-        packed token rows (inside ``rows_of``) draw the padded tensor's mask."""
-        y = self.dense(x)
-        if first_of is None:
-            y = dropout_rows(self.dropout, y)
-        else:
-            y = first_row_dropout(y, self.dropout.p, self.training, (y.shape[0], first_of, y.shape[-1]))
-        return self.LayerNorm(y + residual)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -216,11 +163,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False, packing: TokenPacking | None = None):
-        out, weights = self.self(x, mask, output_attentions, first_only, packing)
-        if first_only:
-            return self.output(out, x[:, :1], first_of=x.shape[1]), weights
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        out, weights = self.self(x, mask, output_attentions)
         return self.output(out, x), weights
 
 
@@ -235,19 +179,23 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
+    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
+        q="attention.self.query", k="attention.self.key", v="attention.self.value",
+        attention_out="attention.output.dense", attention_norm="attention.output.LayerNorm",
+        mlp_in="intermediate.dense", mlp_out="output.dense", mlp_norm="output.LayerNorm",
+    )
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
         self.output = BertSelfOutput(config, in_features=config.intermediate_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False, packing: TokenPacking | None = None):
-        """``first_only``: the output at the first position only, [b, 1, hidden] (it attends to all);
-        ``packing``: ``x`` and the output are the real tokens' rows [n, hidden] (see modules/packing.py)."""
-        with rows_of(packing):  # an adapter's dropout on these rows finds the packing
-            y, weights = self.attention(x, mask, output_attentions, first_only, packing)
-            return self.output(self.intermediate(y), y, first_of=x.shape[1] if first_only else None), weights
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        """Post-norm: LN(x + attention(x)), then LN(. + MLP(.))."""
+        y, weights = self.attention(x, mask, output_attentions)
+        return self.output(self.intermediate(y), y), weights
 
 
 class BertEncoder(nn.Module):
@@ -261,32 +209,18 @@ class BertEncoder(nn.Module):
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False, output_attentions: bool = False,
-        first_only: bool = False, packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """``first_only`` (BertLayer stacks): the last layer computes the first position only;
-        ``packing``: the layers, which take ``first_only, packing`` after ``output_attentions``, work
-        on the real tokens' rows (``x`` in and out stays padded)."""
         hidden_states: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
-        last = len(self.layer) - 1
-        extra: tuple[Any, ...] = ()
-        if packing is not None:
-            x, extra = packing.pack(x), (False, packing)
-        for i, layer in enumerate(self.layer):
+        for layer in self.layer:
             if output_hidden_states:
-                hidden_states.append(x if packing is None else packing.unpack(x))
-            if first_only and i == last:
-                if packing is not None:
-                    x, packing, extra = packing.unpack(x), None, ()
-                x, weights = layer(x, mask, output_attentions, first_only=True)
-            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, weights = checkpoint(layer, x, mask, output_attentions, *extra, **self._checkpoint_kwargs)
+                hidden_states.append(x)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, weights = checkpoint(layer, x, mask, output_attentions, **self._checkpoint_kwargs)
             else:
-                x, weights = layer(x, mask, output_attentions, *extra)
+                x, weights = layer(x, mask, output_attentions)
             if output_attentions:
                 attentions.append(weights)
-        if packing is not None:
-            x = packing.unpack(x)
         if output_hidden_states:
             hidden_states.append(x)
         return x, (tuple(hidden_states) if output_hidden_states else None), (tuple(attentions) if output_attentions else None)
@@ -316,6 +250,8 @@ class BertModel(BertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` and (with ``add_pooling_layer``) ``pooler_output``."""
 
     embeddings_class: ClassVar[type[nn.Module]] = BertEmbeddings
+    encoder_stack: ClassVar[EncoderStack] = EncoderStack(
+        layers="encoder.layer", inputs=("input_ids", "token_type_ids", "position_ids", "inputs_embeds"), pooler="pooler")
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
@@ -340,28 +276,14 @@ class BertModel(BertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        *,
-        _pooled_only: bool = False,
-        _pad_free: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """``_pooled_only`` (for heads that read ``pooler_output`` alone): the last layer computes the
-        first position only, so ``last_hidden_state`` is [b, 1, hidden]; ignored when hidden states
-        or attentions are asked for. ``_pad_free``: the caller reads nothing at padding positions
-        (pooled heads; per-token losses that ignore them), so the layers may run on the real tokens
-        alone, in training and evaluation (``modules/packing.py``; ``last_hidden_state`` is then
-        zero at the padding positions left out). ``_pooled_only`` implies it."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
-        first_only = _pooled_only and self.pooler is not None and not (output_hidden_states or output_attentions)
-        packing = packing_for(first_only or _pad_free, attention_mask, output_hidden_states, output_attentions)
-        if first_only:
-            x, hidden_states, attentions = self.encoder(x, mask, first_only=True, packing=packing)
-        else:
-            x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions, packing=packing)
+        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
         pooled = self.pooler(x) if self.pooler is not None else None
         if not return_dict:
             return tuple(v for v in (x, pooled, hidden_states, attentions) if v is not None)
@@ -395,6 +317,8 @@ def _finish(output_cls: type, return_dict: bool, loss: torch.Tensor | None, base
 class BertForSequenceClassification(BertPreTrainedModel):
     """Pooled output -> dropout -> classifier; loss by ``config.problem_type``."""
 
+    encoder_reads: ClassVar[str] = "first"  # the pooler reads the first position alone
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -407,7 +331,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.bert, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pooled_only=True))
+            return_dict))
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         return _finish(SequenceClassifierOutput, return_dict, loss, out, logits=logits)
@@ -428,7 +352,7 @@ class BertForTokenClassification(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.base_model, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=token_loss_only(self.training, labels, attention_mask)))
+            return_dict))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -510,7 +434,7 @@ class BertForMaskedLM(BertPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.bert, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=token_loss_only(self.training, labels, attention_mask)))
+            return_dict))
         logits = self.cls(out.last_hidden_state)
         loss = None
         if labels is not None:

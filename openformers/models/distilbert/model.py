@@ -6,7 +6,7 @@ The layer stack (hidden-state and attention collection, gradient checkpointing) 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,11 +25,11 @@ from openformers.models.bert.model import (
     _finish,
     embedding,
     get_activation,
-    project_qkv,
     resolve_flags,
 )
 from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.heads import (
     masked_lm_loss,
     question_answering_logits,
@@ -37,7 +37,6 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import padding_mask
-from openformers.modules.packing import TokenPacking, dropout_rows, packing_for, rows_of, token_loss_only
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
@@ -80,24 +79,18 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout_prob = config.attention_dropout
         self.config = config
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                packing: TokenPacking | None = None):
-        """``packing``: ``x`` and the output are packed token rows; attention runs padded."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        b, s, _ = x.shape
         # [b, s, dim] -> [b, heads, s, head_dim]
-        q, k, v = project_qkv(self, x, self.q_lin, self.k_lin, self.v_lin)
-        if packing is not None:
-            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
-        b, s = k.shape[:2]
-        q = q.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+        q = self.q_lin(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_lin(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_lin(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         attend = get_attention_backend(self.config.attn_implementation)
         out, weights = attend(
             q, k, v, mask, 1.0 / math.sqrt(self.head_dim), self.dropout_prob,
             output_attentions=output_attentions, training=self.training,
         )
-        out = out.reshape(b, s, -1)
-        return self.out_lin(out if packing is None else packing.pack(out)), weights
+        return self.out_lin(out.reshape(b, s, -1)), weights
 
 
 class FFN(nn.Module):
@@ -109,12 +102,18 @@ class FFN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # packed token rows (inside rows_of) draw the padded tensor's mask
-        return dropout_rows(self.dropout, self.lin2(self.activation(self.lin1(x))))
+        return self.dropout(self.lin2(self.activation(self.lin1(x))))
 
 
 class TransformerBlock(nn.Module):
     """Post-norm block: LN(x + attn(x)), then LN(. + ffn(.))."""
+
+    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
+        q="attention.q_lin", k="attention.k_lin", v="attention.v_lin", attention_out="attention.out_lin",
+        attention_norm="sa_layer_norm", mlp_in="ffn.lin1", mlp_out="ffn.lin2", mlp_norm="output_layer_norm",
+        heads="n_heads", activation="activation",
+    )
 
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__()
@@ -123,14 +122,10 @@ class TransformerBlock(nn.Module):
         self.ffn = FFN(config)
         self.output_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                first_only: bool = False, packing: TokenPacking | None = None):
-        """``packing``: ``x`` and the output are the real tokens' rows (see modules/packing.py);
-        ``first_only`` is BERT's and never set for this block."""
-        with rows_of(packing):  # an adapter's dropout on these rows finds the packing
-            attn, weights = self.attention(x, mask, output_attentions, packing)
-            x = self.sa_layer_norm(attn + x)
-            return self.output_layer_norm(self.ffn(x) + x), weights
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        attn, weights = self.attention(x, mask, output_attentions)
+        x = self.sa_layer_norm(attn + x)
+        return self.output_layer_norm(self.ffn(x) + x), weights
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):
@@ -149,6 +144,8 @@ class DistilBertPreTrainedModel(PreTrainedModel):
 
 class DistilBertModel(DistilBertPreTrainedModel):
     """The bare encoder: ``last_hidden_state`` (no pooler)."""
+
+    encoder_stack: ClassVar[EncoderStack] = EncoderStack(layers="transformer.layer")
 
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__(config)
@@ -170,34 +167,30 @@ class DistilBertModel(DistilBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        *,
-        _pad_free: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """``_pad_free``: the caller reads nothing at padding positions, so the layers may run on
-        the real tokens alone (``modules/packing.py``; see ``BertModel``)."""
         output_attentions, output_hidden_states, return_dict = resolve_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = self.embeddings(input_ids, inputs_embeds)
         mask = padding_mask(attention_mask, x.dtype)
-        packing = packing_for(_pad_free, attention_mask, output_hidden_states, output_attentions)
-        x, hidden_states, attentions = self.transformer(x, mask, output_hidden_states, output_attentions, packing=packing)
+        x, hidden_states, attentions = self.transformer(x, mask, output_hidden_states, output_attentions)
         if not return_dict:
             return tuple(v for v in (x, hidden_states, attentions) if v is not None)
         return BaseModelOutput(last_hidden_state=x, hidden_states=hidden_states, attentions=attentions)
 
 
-def _base_kwargs(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-                 pad_free: bool = False) -> dict[str, Any]:
+def _base_kwargs(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states,
+                 return_dict) -> dict[str, Any]:
     return dict(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=return_dict,
-                _pad_free=pad_free)
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=return_dict)
 
 
 class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
     """First token -> pre_classifier -> ReLU -> dropout -> classifier."""
+
+    encoder_reads: ClassVar[str] = "first"
 
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__(config)
@@ -211,8 +204,7 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-            pad_free=True))  # the head reads the first position alone
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
         x = torch.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(x))
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
@@ -231,8 +223,7 @@ class DistilBertForTokenClassification(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-            token_loss_only(self.training, labels, attention_mask)))
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = token_classification_loss(logits, labels) if labels is not None else None
         return _finish(TokenClassifierOutput, return_dict, loss, out, logits=logits)
@@ -280,8 +271,7 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.distilbert, _base_kwargs(
-            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict,
-            token_loss_only(self.training, labels, attention_mask)))
+            input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, return_dict))
         x = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))
         logits = self.vocab_projector(x)
         loss = masked_lm_loss(logits, labels) if labels is not None else None

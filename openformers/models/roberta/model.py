@@ -5,7 +5,7 @@ Only what differs from BERT lives here: position ids counted from ``padding_idx 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,6 @@ from openformers.models.bert.model import (
 )
 from openformers.models.roberta.config import RobertaConfig, XLMRobertaConfig
 from openformers.modules.heads import classifier_dropout, masked_lm_loss, sequence_classification_loss
-from openformers.modules.packing import token_loss_only
 
 
 def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int, past_length: int = 0) -> torch.Tensor:
@@ -81,6 +80,8 @@ class RobertaClassificationHead(nn.Module):
 
 
 class RobertaForSequenceClassification(RobertaPreTrainedModel):
+    encoder_reads: ClassVar[str] = "first"  # the classification head reads the first position alone
+
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -92,7 +93,7 @@ class RobertaForSequenceClassification(RobertaPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.roberta, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=True))  # the head reads the first position alone
+            return_dict))
         logits = self.classifier(out.last_hidden_state)
         loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         return _finish(SequenceClassifierOutput, return_dict, loss, out, logits=logits)
@@ -155,7 +156,7 @@ class RobertaForMaskedLM(RobertaPreTrainedModel):
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs: Any) -> Any:
         out, return_dict = _encode(self, self.roberta, _inputs(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, output_attentions, output_hidden_states,
-            return_dict, _pad_free=token_loss_only(self.training, labels, attention_mask)))
+            return_dict))
         logits = self.lm_head(out.last_hidden_state)
         loss = masked_lm_loss(logits, labels) if labels is not None else None
         return _finish(MaskedLMOutput, return_dict, loss, out, logits=logits)

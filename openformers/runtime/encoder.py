@@ -1,0 +1,359 @@
+"""The runner of described encoders: inference calls of a post-norm BERT-like stack and of its heads.
+
+A family opts in with plain data (``modules/encoder_blocks.py``): its layer class declares ``blocks``,
+its model class ``encoder_stack``, and a head that reads the first position alone ``encoder_reads``.
+For an inference call (no gradient, eval mode) of such a model this module runs the same computation
+as the model's forward on its own kernels:
+
+* every product on a copy of its weights in oneDNN's blocked layout (``packed_weights.py``) for float32
+  and bfloat16 on the CPU; q, k and v as one product on one copy of their stacked weights; the
+  activation after the first MLP product and the residual after the attention and MLP outputs are
+  oneDNN post-ops of those products (no pass of their own over the activations);
+* attention through ``F.scaled_dot_product_attention``, with no mask when nothing is padded;
+* under a head that reads only the first position (sequence classification): the per-token work
+  (products, norms, activations) on the real tokens alone, gathered into rows and scattered back to
+  the padded layout only for attention; and the last layer for the first position alone (its keys
+  and values still come from every token). The last hidden state the head sees is zero elsewhere.
+
+It changes no parameter: the copies live in ``packed_weights.py``'s table, keyed weakly by each layer
+module, and a plan (the modules, their copies) in this module's table, keyed weakly by the model; the
+plan is remade when a module is replaced (an adapter), or a weight is replaced or updated in place.
+A call it does not cover runs the model's own ``forward``, module by module: training mode, hooks on
+any module of the stack, a module that is not a plain ``nn.Linear`` / ``nn.LayerNorm``, attentions or
+hidden states asked for, ``attn_implementation="eager"``, an unknown activation or argument. A debug
+log line says why, once per reason.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import weakref
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openformers.core.modeling import PreTrainedModel
+from openformers.core.outputs import BaseModelOutput, BaseModelOutputWithPooling
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
+from openformers.modules.masks import padding_mask
+from openformers.runtime.dispatch import register_runner
+from openformers.runtime.packed_weights import packed_weight, tensor_version
+
+logger = logging.getLogger(__name__)
+
+# activation name -> (oneDNN post-op, its algorithm) or a function applied after the product
+_POST_OPS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"),
+             "gelu_fast": ("gelu", "tanh"), "relu": ("relu", "")}
+_FUNCTIONS = {"gelu": F.gelu, "gelu_new": functools.partial(F.gelu, approximate="tanh"),
+              "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
+              "gelu_fast": functools.partial(F.gelu, approximate="tanh"), "relu": F.relu, "silu": F.silu,
+              "swish": F.silu, "tanh": torch.tanh}
+_LINEAR = torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+_ARGS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+                   "output_attentions", "output_hidden_states", "return_dict"})
+_LOGGED: set[str] = set()
+# the model whose next call is made by a head that reads the first position alone
+_FIRST_ONLY: ContextVar[nn.Module | None] = ContextVar("openformers_encoder_first_only", default=None)
+# model -> its plan
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, EncoderPlan]" = weakref.WeakKeyDictionary()
+
+
+def _why_not(reason: str) -> None:
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        logger.debug("runtime: %s; the module path runs", reason)
+
+
+def _declared(cls: type, attribute: str) -> type | None:
+    """The class along ``cls``'s MRO that declares ``attribute`` in its own body."""
+    return next((c for c in cls.__mro__ if attribute in c.__dict__), None)
+
+
+def _described(cls: type, attribute: str) -> Any:
+    """``cls``'s ``attribute`` where the class that declares it also defines the forward ``cls`` runs."""
+    owner = _declared(cls, attribute)
+    if owner is None:
+        return None
+    if cls.forward is not owner.forward:
+        _why_not(f"{cls.__name__} changes its forward without declaring its own {attribute}")
+        return None
+    return owner.__dict__[attribute]
+
+
+def _at(module: nn.Module, path: str) -> Any:
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _stamp(t: torch.Tensor | None) -> tuple:
+    return (None,) if t is None else (id(t), t.data_ptr(), tensor_version(t))
+
+
+class _Product:
+    """``act(x @ W.T + b) (+ residual)`` for one ``nn.Linear`` or a group reading one input (stacked), on a
+    packed copy of the weight where one is kept, else ``F.linear``."""
+
+    def __init__(self, owner: nn.Module, slot: str, layers: tuple[nn.Linear, ...], activation: str | None) -> None:
+        weights = tuple(m.weight for m in layers)
+        biases = tuple(m.bias for m in layers)
+        self.bias = None if biases[0] is None else (biases[0] if len(biases) == 1 else torch.cat(biases)).detach()
+        w = weights[0]
+        self.packed = None
+        if _LINEAR is not None and w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16):
+            self.packed = packed_weight(owner, slot, lambda: torch.cat(weights) if len(weights) > 1 else weights[0],
+                                        weights)
+        self.weight = None
+        if self.packed is None:
+            self.weight = (w if len(weights) == 1 else torch.cat(weights)).detach()
+        # the activation: a oneDNN post-op of the packed product where it has one, else a function after it
+        self.post_op = ("none", "") if activation is None else _POST_OPS.get(activation)
+        self.function = None if activation is None else _FUNCTIONS[activation]
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.packed is not None:
+            if residual is not None:
+                return _LINEAR.binary(x, residual, self.packed, self.bias, "add")
+            if self.post_op is not None:
+                return _LINEAR(x, self.packed, self.bias, self.post_op[0], [], self.post_op[1])
+            return self.function(_LINEAR(x, self.packed, self.bias, "none", [], ""))
+        y = F.linear(x, self.weight, self.bias)
+        if residual is not None:
+            return y + residual
+        return y if self.function is None else self.function(y)
+
+
+class _Layer:
+    """One described layer's products and norms."""
+
+    def __init__(self, layer: nn.Module, activation: str, modules: list[nn.Module]) -> None:
+        q, k, v, out, norm1, mlp_in, mlp_out, norm2 = modules
+        self.qkv = _Product(layer, "encoder_qkv", (q, k, v), None)
+        self.out = _Product(out, "encoder_out", (out,), None)
+        self.mlp_in = _Product(mlp_in, "encoder_mlp_in", (mlp_in,), activation)
+        self.mlp_out = _Product(mlp_out, "encoder_mlp_out", (mlp_out,), None)
+        self.norm1 = (norm1.weight, norm1.bias, norm1.eps, norm1.normalized_shape)
+        self.norm2 = (norm2.weight, norm2.bias, norm2.eps, norm2.normalized_shape)
+
+
+class _Rows:
+    """The real tokens of a padded [batch, seq] batch as rows, rounded up to a few row counts with padding
+    positions (kernels that build code per shape then build few)."""
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.batch, self.seq = attention_mask.shape
+        flat = attention_mask.reshape(-1) != 0
+        real = flat.nonzero().squeeze(1)
+        rows = rounded_rows(real.numel(), flat.numel())
+        if rows > real.numel():
+            real = torch.cat([real, (~flat).nonzero().squeeze(1)[: rows - real.numel()]])
+        self.index = real
+        # each position's row; a padding position left out reads row 0: attention masks it out as a key,
+        # and its query's output is dropped, so any finite value does
+        self.gather = torch.zeros(flat.numel(), dtype=torch.long, device=real.device)
+        self.gather[real] = torch.arange(real.numel(), device=real.device)
+        # each sequence's first position among the rows (every row starts with a real token)
+        self.first = self.gather[torch.arange(self.batch, device=real.device) * self.seq]
+
+    @classmethod
+    def worth_it(cls, attention_mask: torch.Tensor | None) -> _Rows | None:
+        if attention_mask is None or attention_mask.dim() != 2 or not bool(attention_mask[:, 0].all()):
+            return None
+        if rounded_rows(int(torch.count_nonzero(attention_mask)), attention_mask.numel()) >= attention_mask.numel():
+            return None
+        return cls(attention_mask)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch * seq, ...] -> [rows, ...]."""
+        return x.index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[rows, ...] -> [batch * seq, ...] for attention (one gather, no zero fill): the padding positions
+        left out hold row 0's values, which attention never reads."""
+        return x.index_select(0, self.gather)
+
+
+def rounded_rows(n: int, limit: int) -> int:
+    """(The rounding ``modules/packing.py`` gives causal-LM training rows, until that goes.) ``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
+    step = max(16, 1 << max(n.bit_length() - 4, 0))
+    return min(-(-n // step) * step, limit)
+
+
+class EncoderPlan:
+    """The described encoder ``model``'s layers as products and norms; ``key`` tells whether it still
+    matches the model's modules and weights."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, EncoderBlocks, list]], key: tuple) -> None:
+        config = model.config
+        blocks = layers[0][1]
+        self.heads = getattr(config, blocks.heads)
+        self.activation = getattr(config, blocks.activation)
+        self.layers = [_Layer(layer, self.activation, mods) for layer, _, mods in layers]
+        self.key = key
+
+    def run(self, x: torch.Tensor, attention_mask: torch.Tensor | None, first_only: bool) -> torch.Tensor:
+        """The layers over embeddings ``x`` [batch, seq, hidden]; with ``first_only`` the result is right at
+        the first position alone (zero elsewhere)."""
+        b, s, hidden = x.shape
+        heads, dim = self.heads, hidden // self.heads
+        mask = padding_mask(attention_mask, x.dtype)
+        rows = _Rows.worth_it(attention_mask) if first_only else None
+        h = x.reshape(b * s, hidden)
+        if rows is not None:
+            h = rows.pack(h)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            only_first = first_only and i == last
+            qkv = layer.qkv(h)
+            if rows is not None:
+                qkv = rows.unpack(qkv)
+            qkv = qkv.view(b, s, 3, heads, dim)
+            q = (qkv[:, :1, 0] if only_first else qkv[:, :, 0]).transpose(1, 2)  # [b, heads, q, dim]
+            k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(dim))
+            attn = attn.transpose(1, 2).reshape(-1, hidden)  # [b * q, hidden]
+            if only_first:  # the first position of each sequence alone from here on
+                residual = h.view(b, s, hidden)[:, 0] if rows is None else h.index_select(0, rows.first)
+            else:
+                residual = h
+                if rows is not None:
+                    attn = rows.pack(attn)
+            h = F.layer_norm(layer.out(attn, residual), layer.norm1[3], *layer.norm1[:3])
+            h = F.layer_norm(layer.mlp_out(layer.mlp_in(h), h), layer.norm2[3], *layer.norm2[:3])
+        if first_only:  # h: [b, hidden]
+            out = h.new_zeros(b, s, hidden)
+            out[:, 0] = h
+            return out
+        return h.view(b, s, hidden)
+
+
+def _layers(model: nn.Module, stack: EncoderStack) -> tuple[list, tuple] | None:
+    """The described layers with their modules, and the key of the plan they make; None when one is not plain."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        _why_not("a global module hook")
+        return None
+    found, key = [], []
+    for layer in _at(model, stack.layers):
+        blocks = _described(type(layer), "blocks")
+        if not isinstance(blocks, EncoderBlocks) or (blocks.norm, blocks.mlp) != ("post", "plain"):
+            _why_not(f"{type(layer).__name__} declares no encoder blocks the runtime runs")
+            return None
+        mods = [_at(layer, p) for p in (blocks.q, blocks.k, blocks.v, blocks.attention_out, blocks.attention_norm,
+                                        blocks.mlp_in, blocks.mlp_out, blocks.mlp_norm)]
+        for i, m in enumerate(mods):
+            if type(m) is not (nn.LayerNorm if i in (4, 7) else nn.Linear) or _hooked(m):
+                _why_not(f"a {type(m).__name__} in {type(layer).__name__} is not a plain module without hooks")
+                return None
+        for m in layer.modules():
+            if _hooked(m):
+                _why_not(f"a hook on {type(m).__name__}")
+                return None
+        found.append((layer, blocks, mods))
+        key.append(id(layer))
+        for m in mods:
+            key.extend(_stamp(m.weight) + _stamp(m.bias))
+    return found, tuple(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.forward)
+
+
+def _arguments(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any] | None:
+    try:
+        bound = _signature(type(model)).bind(model, *args, **kwargs)
+    except TypeError:
+        return None  # the forward raises the error
+    out = dict(bound.arguments)
+    out.pop("self", None)
+    extra = out.pop("kwargs", {})
+    if not set(out) <= _ARGS or any(v is not None for v in extra.values()):
+        return None
+    return out
+
+
+def _plan(model: nn.Module, stack: EncoderStack) -> EncoderPlan | None:
+    found = _layers(model, stack)
+    if found is None:
+        return None
+    layers, key = found
+    if not layers:
+        return None
+    config = model.config
+    blocks = layers[0][1]
+    activation = getattr(config, blocks.activation, None)
+    if activation not in _POST_OPS and activation not in _FUNCTIONS:
+        _why_not(f"activation {activation!r} is unknown to the encoder runner")
+        return None
+    key = key + (model.dtype, activation)
+    plan = _PLANS.get(model)
+    if plan is None or plan.key != key:
+        _PLANS.pop(model, None)
+        plan = _PLANS[model] = EncoderPlan(model, layers, key)
+    return plan
+
+
+def encoder_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """``runtime/dispatch.py``'s builder: a runner for a described encoder (or a head that reads the first
+    position alone, over one), else None."""
+    cls = type(model)
+    if model.training:
+        return None
+    if _described(cls, "encoder_reads") == "first":
+        base = getattr(model, model.base_model_prefix, None)
+        if base is None or _described(type(base), "encoder_stack") is None:
+            return None
+
+        def run_head(*a: Any, **kw: Any) -> Any:
+            token = _FIRST_ONLY.set(base)
+            try:
+                return model.forward(*a, **kw)
+            finally:
+                _FIRST_ONLY.reset(token)
+        return run_head
+    stack = _described(cls, "encoder_stack")
+    if not isinstance(stack, EncoderStack):
+        return None
+    config = model.config
+    if config.attn_implementation not in (None, "sdpa"):
+        _why_not(f"attn_implementation={config.attn_implementation!r}")
+        return None
+    a = _arguments(model, args, kwargs)
+    if a is None:
+        return None
+    for flag in ("output_attentions", "output_hidden_states"):
+        if (getattr(config, flag) if a.get(flag) is None else a[flag]):
+            return None
+    plan = _plan(model, stack)
+    if plan is None:
+        return None
+    first_only = _FIRST_ONLY.get() is model
+
+    def run(*_: Any, **__: Any) -> Any:
+        if (a.get("input_ids") is None) == (a.get("inputs_embeds") is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x = _at(model, stack.embeddings)(*(a.get(name) for name in stack.inputs))
+        x = plan.run(x, a.get("attention_mask"), first_only)
+        return_dict = a.get("return_dict")
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        if stack.pooler is None:
+            return BaseModelOutput(last_hidden_state=x) if return_dict else (x,)
+        pooler = _at(model, stack.pooler)
+        pooled = pooler(x) if pooler is not None else None
+        if not return_dict:
+            return tuple(t for t in (x, pooled) if t is not None)
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+    return run
+
+
+register_runner(PreTrainedModel, encoder_runner)
