@@ -37,3 +37,7 @@ def inference_runner(model: nn.Module, args: tuple, kwargs: dict) -> Runner | No
         if builder is not None:
             return builder(model, args, kwargs)
     return None
+
+
+# the runners this package ships register themselves on import (after register_runner exists)
+from openformers.runtime import decoder as _decoder  # noqa: E402,F401

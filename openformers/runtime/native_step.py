@@ -260,7 +260,10 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     if len(layers) != len(kernels) or not layers:
         return None
     weights = []
-    for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn) in zip(layers, kernels):
+    for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2, *qk_norms), (qkv_fn, o_fn, gu_fn, down_fn) in zip(
+            layers, kernels):
+        if any(n is not None for n in qk_norms):
+            return None
         if mlp.act_fn is not ACTIVATIONS["silu"] or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
             return None
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim, attn.scaling) != (
