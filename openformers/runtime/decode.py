@@ -83,8 +83,8 @@ class DecodePlan:
         self.modules = tuple(m for mods in layers for m in mods if m is not None)
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
         self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
-        self.tensors: tuple[torch.Tensor, ...] = ()
-        self.stamps: tuple = ()
+        self.tensors = self._sources()  # what the plan was made from, checked at every call (valid)
+        self.stamps = _stamps(self.tensors)
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
         # every tensor a kept kernel may hold: the projections' parameters and buffers
