@@ -71,8 +71,9 @@ def _arguments(model: nn.Module, args: tuple, kwargs: dict, known: frozenset) ->
 
 def _plan(stack: nn.Module, a: dict[str, Any]) -> DecodePlan | None:
     cfg = stack.config
-    if a.get("output_attentions", cfg.output_attentions) or a.get("output_hidden_states", cfg.output_hidden_states):
-        return None
+    for flag in ("output_attentions", "output_hidden_states"):
+        if (getattr(cfg, flag) if a.get(flag) is None else a[flag]):
+            return None
     ids = a.get("input_ids") if a.get("input_ids") is not None else a.get("inputs_embeds")
     if ids is None or ids.device.type != "cpu" or stack.training:
         return None
