@@ -236,3 +236,34 @@ def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
             assert (torch.float32, 1, threads) in plan.kernels
     finally:
         torch.set_num_threads(before)
+
+
+def test_layers_the_runtime_does_not_know_run_as_modules_and_say_why(caplog):
+    """A layer class that changes its forward without declaring its own blocks, or declares a block the runtime
+    does not run, takes the module path (the same logits as forward) and one debug line says why."""
+    import logging
+
+    from openformers.models.llama.model import LlamaDecoderLayer
+    from openformers.modules.blocks import DecoderBlocks
+
+    class Doubled(LlamaDecoderLayer):
+        def forward(self, hidden_states, *args, **kwargs):
+            out, weights = super().forward(hidden_states, *args, **kwargs)
+            return out * 2, weights
+
+    class Offset(LlamaDecoderLayer):
+        blocks = DecoderBlocks(norm_offset=1.0)
+
+    for cls, why in ((Doubled, "changes its forward"), (Offset, "name a block the runtime does not run")):
+        model = _model()
+        model.model.layers[1].__class__ = cls
+        decode._LOGGED.clear()
+        with caplog.at_level(logging.DEBUG, logger="openformers.runtime.decode"):
+            logits, plan, _ = _step(model, IDS)
+        assert plan is None
+        assert sum(why in r.getMessage() for r in caplog.records) == 1, caplog.text
+        with torch.no_grad():
+            cache = model(IDS[:, :-1], use_cache=True).past_key_values
+            expect = model.forward(IDS[:, -1:], past_key_values=cache, use_cache=True).logits
+        assert torch.equal(logits, expect)
+        caplog.clear()
