@@ -20,7 +20,11 @@ the other load; with ``--threads 1`` the CPU-time ratio is the fairer comparison
 the CPU int4 kernel; activations, embeddings and the LM head in bfloat16), with its ratio to
 transformers in the same row's dtype.
 
-Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--static] [--quantized] [--json out.json]``
+``--family qwen3`` runs a random Qwen3 of SmolLM2's shape (head_dim 64, q/k norm weights drawn in
+[0.5, 1.5]) against transformers' ``Qwen3ForCausalLM``.
+
+Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--family llama|qwen3] [--static]
+[--quantized] [--json out.json]``
 
 ``--packed-memory`` measures openformers alone: the peak RSS and tokens/s of the embedded SmolLM2
 with and without the packed weight copies (``OPENFORMERS_PACKED_WEIGHTS=1`` / ``0``), bf16 and
@@ -58,24 +62,34 @@ from pathlib import Path
 import torch
 
 
-def load_models(random_weights: bool):
+def load_models(random_weights: bool, family: str = "llama"):
     import transformers
 
     import openformers
 
     transformers.logging.set_verbosity_error()
-    if random_weights:
-        config = transformers.LlamaConfig(
+    if random_weights or family == "qwen3":
+        shape = dict(
             vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
             num_key_value_heads=3, max_position_embeddings=2048, rope_theta=100000.0, rms_norm_eps=1e-5,
             tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
         )
+        if family == "qwen3":  # Qwen3's layer (per-head q/k RMSNorms) at SmolLM2's shape
+            config, cls = transformers.Qwen3Config(**shape, head_dim=64), transformers.Qwen3ForCausalLM
+        else:
+            config, cls = transformers.LlamaConfig(**shape), transformers.LlamaForCausalLM
         torch.manual_seed(0)
         directory = Path(tempfile.mkdtemp(prefix="bench_generate_"))
-        transformers.LlamaForCausalLM(config).save_pretrained(directory)
+        model = cls(config)
+        if family == "qwen3":
+            with torch.no_grad():  # norm weights other than ones
+                for name, p in model.named_parameters():
+                    if name.endswith(("q_norm.weight", "k_norm.weight")):
+                        p.uniform_(0.5, 1.5)
+        model.save_pretrained(directory)
         theirs = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         ours = openformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-        return ours, theirs, "random Llama of SmolLM2-135M's shape"
+        return ours, theirs, f"random {'Qwen3' if family == 'qwen3' else 'Llama'} of SmolLM2-135M's shape"
     from openformers.core.hub import embedded_model_path
 
     gguf = embedded_model_path("smollm2")
@@ -188,6 +202,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--random", action="store_true", help="random weights of SmolLM2's shape instead of the GGUF")
+    parser.add_argument("--family", choices=["llama", "qwen3"], default="llama",
+                        help="qwen3: a random Qwen3 (per-head q/k norms) of SmolLM2's shape against transformers' "
+                             "Qwen3ForCausalLM (implies random weights)")
     parser.add_argument("--static", action="store_true", help="also time openformers with cache_implementation='static'")
     parser.add_argument("--quantized", action="store_true",
                         help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")
@@ -202,7 +219,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    ours, theirs, what = load_models(args.random)
+    ours, theirs, what = load_models(args.random, args.family)
     quantized = None
     if args.quantized:
         import openformers

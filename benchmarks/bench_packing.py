@@ -1,17 +1,15 @@
 """Packing benchmark: the same batches run packed (real tokens only) and padded, in one process.
 
-Two cases, each alternating packed and padded per batch (which goes first alternates by round),
-so machine load hits both sides alike; padding is switched off by making ``worth_it`` of the packing
-decline:
+The ``eval`` case alternates packed and padded per batch (which goes first alternates by round),
+so machine load hits both sides alike; padding is switched off by making ``worth_it`` of the runtime's
+rows decline: the embedded MiniLM with a 2-label sequence-classification head, batches of 32 rows of
+examples/data/sentiment/train.jsonl (dynamic padding), forward under ``torch.no_grad()``: the inference
+runtime's rows of real tokens (``openformers/runtime/encoder.py``, ``_Rows``).
 
-- ``eval``: the embedded MiniLM with a 2-label sequence-classification head, batches of 32 rows
-  of examples/data/sentiment/train.jsonl (dynamic padding), forward under ``torch.no_grad()``: the
-  inference runtime's rows of real tokens (``openformers/runtime/encoder.py``, ``_Rows``).
-- ``lora``: SmolLM2-135M + LoRA (r=8 on q/k/v/o, dropout 0.05), batches of 8 rows of 16 to 128
-  tokens cut from examples/data/instructions.jsonl (``DataCollatorForSeq2Seq``: labels -100 at
-  padding), forward + backward.
+Decoders do not pack padded batches: their packed training is several documents a row
+(``DataCollatorWithFlattening``).
 
-Run: ``python benchmarks/bench_packing.py [--cases eval,lora] [--rounds 2] [--threads 2]``
+Run: ``python benchmarks/bench_packing.py [--cases eval] [--rounds 2] [--threads 2]``
 """
 from __future__ import annotations
 
@@ -44,40 +42,14 @@ def eval_case() -> tuple[list, Callable]:
     return batches, step
 
 
-def lora_case() -> tuple[list, Callable]:
-    from openformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
-    from openformers.peft import LoraConfig, get_peft_model
-
-    tok = AutoTokenizer.from_pretrained("smollm2")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained("smollm2"), LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    model.train()
-    g = torch.Generator().manual_seed(0)
-    rows = [json.loads(line) for line in open(ROOT / "examples/data/instructions.jsonl", encoding="utf-8")][:64]
-    feats = []
-    for r in rows:
-        ids = tok(" ".join(str(v) for v in r.values()) * 8, truncation=True, max_length=128)["input_ids"]
-        ids = ids[: int(torch.randint(16, 129, (1,), generator=g))]
-        feats.append({"input_ids": ids, "labels": list(ids)})
-    collate = DataCollatorForSeq2Seq(tok)
-    batches = [collate(feats[i:i + 8]) for i in range(0, len(feats), 8)]
-
-    def step(batch):
-        model(**batch).loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    return batches, step
-
-
-CASES = {"eval": eval_case, "lora": lora_case}
+CASES = {"eval": eval_case}
 
 
 def measure(name: str, rounds: int) -> dict:
-    from openformers.modules import packing
     from openformers.runtime import encoder
 
     batches, step = CASES[name]()
-    owner = encoder._Rows if name == "eval" else packing.TokenPacking
+    owner = encoder._Rows
     original = owner.__dict__["worth_it"]
     padding = 1 - sum(float(b["attention_mask"].float().mean()) for b in batches) / len(batches)
     times: dict[bool, list[float]] = {True: [], False: []}
@@ -98,7 +70,7 @@ def measure(name: str, rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="eval,lora")
+    parser.add_argument("--cases", default="eval")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     opts = parser.parse_args()

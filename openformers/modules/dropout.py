@@ -16,8 +16,7 @@ cost ~7% of a LoRA step (masks drawn, applied, and applied again in the backward
 negligible. Where the native library is not there (no C compiler, ``OPENFORMERS_NATIVE=0``), the same
 masks are computed with PyTorch's integer operators and applied with PyTorch's.
 
-A packed layer's rows (``modules/packing.py``) hash with their row in the padded batch, so packed and
-padded runs drop the same values. These masks are not ``F.dropout``'s stream, so only LoRA's dropout
+These masks are not ``F.dropout``'s stream, so only LoRA's dropout
 uses them; the other dropouts keep ``F.dropout``, which the training tests compare with transformers
 mask for mask. Other devices keep ``bernoulli_``.
 """

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.runtime.fused import fusable, fused_linear, project
 from openformers.modules.swiglu_native import swiglu
 
 # names as they appear in Hugging Face configs (``hidden_act``)
@@ -50,11 +49,6 @@ class GatedMLP(nn.Module):
         self.act_fn = get_activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fusable(self.gate_proj, self.up_proj):  # inference: gate and up as one matmul
-            gate, up = fused_linear(self, "_fused_gate_up", (self.gate_proj, self.up_proj), x).split(
-                [self.gate_proj.out_features, self.up_proj.out_features], dim=-1
-            )
-            return project(self.down_proj, self.act_fn(gate) * up)
-        gate, up = project(self.gate_proj, x), project(self.up_proj, x)
+        gate, up = self.gate_proj(x), self.up_proj(x)
         fused = swiglu(gate, up) if self.act_fn is F.silu else None  # training on the CPU: one pass each way
-        return project(self.down_proj, fused if fused is not None else self.act_fn(gate) * up)
+        return self.down_proj(fused if fused is not None else self.act_fn(gate) * up)

@@ -17,8 +17,7 @@ from torch import nn
 
 from openformers.modules.conv1d import Conv1D
 from openformers.modules.dense import run_linear
-from openformers.modules.dropout import dropout_product
-from openformers.modules.packing import dropout_rows, packed_row_ids
+from openformers.modules.dropout import dropout as fast_dropout, dropout_product
 
 
 def is_linear_like(module: nn.Module) -> bool:
@@ -44,6 +43,14 @@ def base_weight(base: nn.Module, fan_in_fan_out: bool) -> torch.Tensor:
 def is_quantized(base: nn.Module) -> bool:
     return not isinstance(base, (nn.Linear, Conv1D, nn.Embedding)) and hasattr(base, "dequantize")
 
+
+
+def _adapter_dropout(dropout: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An adapter's ``dropout(x)``: a plain ``nn.Dropout`` draws its mask with ``modules/dropout.py`` (several
+    times faster on the CPU than ``F.dropout``, another random stream); anything else runs as itself."""
+    if isinstance(dropout, nn.Dropout) and not (dropout._forward_hooks or dropout._forward_pre_hooks):
+        return fast_dropout(x, dropout.p, dropout.training)
+    return dropout(x)
 
 class _FrozenQuantizedLinear(torch.autograd.Function):
     """``base(x)`` for a frozen quantized layer whose kernel has no backward: the input
@@ -274,22 +281,21 @@ class LoraLinear(AdapterLayer):
                                    lora_b.weight.t(), alpha=self.scaling[name])
                 result = flat.view(*result.shape[:-1], flat.shape[-1])
             else:
-                h = dropout_rows(self.lora_dropout[name], x.to(lora_a.weight.dtype), fast_mask=True)
+                h = _adapter_dropout(self.lora_dropout[name], x.to(lora_a.weight.dtype))
                 result = result + self._dora_term(name, x, h, result)
         return result.to(out_dtype)
 
     def _dropped_a(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``lora_A(dropout(x))``. The masks come from modules/dropout.py (a faster draw than peft's
         ``bernoulli_``), and on the CPU in float32 the dropout and the product run as one native kernel
-        that stores neither the mask nor the dropped ``x``. Packed token rows (modules/packing.py) draw
-        the padded tensor's mask."""
+        that stores neither the mask nor the dropped ``x``."""
         lora_a, drop = self.lora_A[name], self.lora_dropout[name]
         plain = not (lora_a._forward_hooks or lora_a._forward_pre_hooks or drop._forward_hooks or drop._forward_pre_hooks)
         if plain and isinstance(drop, nn.Dropout) and drop.training:
-            fused = dropout_product(x, lora_a.weight, drop.p, packed_row_ids(x))
+            fused = dropout_product(x, lora_a.weight, drop.p)
             if fused is not None:
                 return fused
-        return run_linear(lora_a, dropout_rows(drop, x.to(lora_a.weight.dtype), fast_mask=True))
+        return run_linear(lora_a, _adapter_dropout(drop, x.to(lora_a.weight.dtype)))
 
     def _dora_term(self, name: str, x: torch.Tensor, h: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         lora_a, lora_b = self.lora_A[name], self.lora_B[name]

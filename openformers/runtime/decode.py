@@ -1,17 +1,22 @@
-"""Decode steps of the Llama family without the per-module overhead.
+"""The layers of a described decoder stack on the runtime's kernels, prefill and decode steps alike.
+
+A family describes its layer from known blocks (``modules/blocks.py``: RMSNorm, rotary attention with
+optional per-head q/k norms and projection biases, gated MLP); :func:`plan_for` reads that description
+and the model's modules into a :class:`DecodePlan`, or says (one debug log line) why it cannot.
 
 A decode step of SmolLM2-135M on 2 CPU cores is ~120 matrix products and a few hundred small
-operators. Between them the module path spends ~6 ms of a 28 ms bf16 step in Python: module calls,
-and for every product the checks that choose its kernel and find its fused or packed weight
-(``fused.py``). At inference, for steps of one new position per sequence, ``LlamaModel``
-runs its layers through a :class:`DecodePlan` instead: those choices are made once per dtype and
-batch size and kept as callables, and each step first checks that they still hold (the same
-modules, without hooks, patched ``forward`` methods or training mode, and the same parameter and
-buffer tensors, not updated in place). Anything else (a new adapter, a hook, a weight loaded
-into) makes the step build a new plan or, when one cannot be made, take the module path.
+operators; module calls and per-product kernel choices cost ~6 ms of a 28 ms bf16 step. The plan runs
+the layers with q/k/v and gate/up as one product each on the copies of ``fused.py``, and for steps of
+one new position per sequence keeps those choices, once per dtype, batch size and thread count, as
+callables; before each step it checks that they still hold (the same modules, without hooks, patched
+``forward`` methods or training mode, and the same parameter and buffer tensors, not updated in
+place). Anything else (a new adapter, a hook, a weight loaded into) builds a new plan or, when one
+cannot be made, lets the model's own ``forward`` run. Where every projection can be read by the native
+kernel, a decode step is one native call (``native_step.py``).
 
-The arithmetic is the module path's, operator for operator, on the same kernels and weights, so
-the hidden states are bitwise equal (``tests/models/test_llama_decode_plan.py``).
+A step through kept kernels gives the bits of the same step with kernels resolved afresh
+(``tests/runtime/test_decode_plan.py``); against the module path (plain ``nn.Linear`` products) the
+values agree to rounding.
 """
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 
 from openformers.modules.attention import get_attention_backend
-from openformers.runtime.native_step import native_step
+from openformers.modules.blocks import DecoderBlocks
 from openformers.modules.cache import Cache, DynamicCache
-from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
-from openformers.runtime.packed_weights import tensor_version
 from openformers.modules.rotary import apply_rotary_heads
+from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
+from openformers.runtime.native_step import native_step
+from openformers.runtime.packed_weights import tensor_version
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +50,9 @@ def _global_hooks() -> bool:
 
 
 def _layer_modules(layer: nn.Module) -> tuple[nn.Module, ...] | None:
-    """(layer, attention, q, k, v, o, mlp, gate, up, down, input norm, post-attention norm), read through
-    ``_modules``; None when the layer is not laid out as a Llama layer."""
+    """(layer, attention, q, k, v, o, mlp, gate, up, down, input norm, post-attention norm, q norm, k norm), read
+    through ``_modules`` (the q and k norms None where the layer has none); None when the layer is not laid out
+    as a Llama layer."""
     get = layer._modules.get
     attn, mlp = get("self_attn"), get("mlp")
     if attn is None or mlp is None:
@@ -53,7 +60,9 @@ def _layer_modules(layer: nn.Module) -> tuple[nn.Module, ...] | None:
     a, m = attn._modules.get, mlp._modules.get
     mods = (layer, attn, a("q_proj"), a("k_proj"), a("v_proj"), a("o_proj"), mlp, m("gate_proj"), m("up_proj"),
             m("down_proj"), get("input_layernorm"), get("post_attention_layernorm"))
-    return None if any(x is None for x in mods) else mods
+    if any(x is None for x in mods):
+        return None
+    return mods + (a("q_norm"), a("k_norm"))
 
 
 def _runs_as_itself(m: nn.Module) -> bool:
@@ -71,24 +80,24 @@ class DecodePlan:
     def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, ...]]) -> None:
         self.model = weakref.ref(model)
         self.layers = layers
-        self.modules = tuple(m for mods in layers for m in mods)
+        self.modules = tuple(m for mods in layers for m in mods if m is not None)
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
         self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
-        self.tensors: tuple[torch.Tensor, ...] = ()
-        self.stamps: tuple = ()
+        self.tensors = self._sources()  # what the plan was made from, checked at every call (valid)
+        self.stamps = _stamps(self.tensors)
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
         # every tensor a kept kernel may hold: the projections' parameters and buffers
         out = []
         for mods in self.layers:
-            for m in mods[2:6] + mods[7:10]:
+            for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[12:] if n is not None):
                 out.extend(t for t in m._parameters.values() if t is not None)
                 out.extend(t for t in m._buffers.values() if t is not None)
         return tuple(out)
 
     def valid(self, model: nn.Module) -> bool:
         """The same modules in the same places, each running as itself, the same tensors (global hooks
-        are :func:`decode_plan`'s check)."""
+        are :func:`plan_for`'s check)."""
         if self.model() is not model:
             return False
         live = model.layers._modules
@@ -104,19 +113,24 @@ class DecodePlan:
             return False
         return _stamps(tensors) == self.stamps
 
+    def kernels_for(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
+        """Each layer's (q/k/v, o, gate/up, down) products for inputs like ``hidden``, resolved now."""
+        kernels = []
+        for layer, attn, q, k, v, o, mlp, gate, up, down, *_ in self.layers:
+            inner = torch.empty(*hidden.shape[:-1], attn.num_heads * attn.head_dim, dtype=hidden.dtype)
+            act = torch.empty(*hidden.shape[:-1], gate.out_features, dtype=hidden.dtype)
+            kernels.append((
+                fused_kernel(attn, "_fused_qkv", (q, k, v), hidden),
+                project_kernel(o, inner) if type(o) is nn.Linear else o,
+                fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
+                project_kernel(down, act) if type(down) is nn.Linear else down,
+            ))
+        return kernels
+
     def _resolve(self, hidden: torch.Tensor, key: tuple) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
         kernels = self.kernels.get(key)
         if kernels is None:
-            kernels = []
-            for layer, attn, q, k, v, o, mlp, gate, up, down, _, _ in self.layers:
-                inner = torch.empty(*hidden.shape[:-1], attn.num_heads * attn.head_dim, dtype=hidden.dtype)
-                act = torch.empty(*hidden.shape[:-1], gate.out_features, dtype=hidden.dtype)
-                kernels.append((
-                    fused_kernel(attn, "_fused_qkv", (q, k, v), hidden),
-                    project_kernel(o, inner) if type(o) is nn.Linear else o,
-                    fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
-                    project_kernel(down, act) if type(down) is nn.Linear else down,
-                ))
+            kernels = self.kernels_for(hidden)
             # stamp the tensors the kernels were made from; kernels of other keys made from older tensors go
             tensors = self._sources()
             stamps = _stamps(tensors)
@@ -128,10 +142,12 @@ class DecodePlan:
         return kernels
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
-                 cache: Cache) -> torch.Tensor:
-        """The layers' output for ``hidden`` [b, 1, hidden_size]; the same operators as
-        ``LlamaDecoderLayer.forward`` with the fused q/k/v of ``LlamaAttention.forward`` and the fused
-        gate/up of ``GatedMLP.forward``."""
+                 cache: Cache | None) -> torch.Tensor:
+        """The layers' output for ``hidden`` [b, seq, hidden_size]: a decode step (one position a sequence, a
+        cache) on the kernels kept for its dtype, batch and thread count, and in one native call where
+        :func:`native_step` allows; anything else (a prefill) on kernels resolved for it."""
+        if hidden.shape[1] != 1 or not isinstance(cache, Cache):
+            return self.run(hidden, cos, sin, masks, cache, self.kernels_for(hidden))
         key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
         kernels = self._resolve(hidden, key)
         # one native call for all layers (native_step.py): sequences at one position, in a DynamicCache
@@ -142,35 +158,76 @@ class DecodePlan:
             out = step(hidden, cos, sin, cache) if step is not None else None
             if out is not None:
                 return out
-        b = hidden.shape[0]
-        for (layer, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn), mask in zip(
-                self.layers, kernels, masks):
+        return self.run(hidden, cos, sin, masks, cache, kernels)
+
+    def run(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
+            cache: Cache | None, kernels: list[tuple[Kernel, Kernel, Kernel, Kernel]]) -> torch.Tensor:
+        """The described layer (modules/blocks.py) with q/k/v and gate/up as one product each: RMSNorm, q/k/v,
+        per-head q/k RMSNorms where declared, rotary over q and k, cached attention, output product and
+        residual, RMSNorm, gated MLP and residual."""
+        b, s = hidden.shape[:2]
+        for (_, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2, q_norm, k_norm), (qkv_fn, o_fn, gu_fn, down_fn), mask \
+                in zip(self.layers, kernels, masks):
             h, kv, d = attn.num_heads, attn.num_key_value_heads, attn.head_dim
-            qkv = qkv_fn(RMSNorm.forward(norm1, hidden)).view(b, 1, h + 2 * kv, d)
-            qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)
-            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+            qkv = qkv_fn(RMSNorm.forward(norm1, hidden)).view(b, s, h + 2 * kv, d)
+            if q_norm is None:
+                qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)  # [b, seq, heads + kv_heads, head_dim]
+                q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+            else:
+                q = apply_rotary_heads(RMSNorm.forward(q_norm, qkv[:, :, :h]), cos, sin).transpose(1, 2)
+                k = apply_rotary_heads(RMSNorm.forward(k_norm, qkv[:, :, h: h + kv]), cos, sin).transpose(1, 2)
             v = qkv[:, :, h + kv:].transpose(1, 2)
-            k, v = cache.update(attn.layer_idx, k, v)
+            if cache is not None:
+                k, v = cache.update(attn.layer_idx, k, v)
             backend = get_attention_backend(attn.config.attn_implementation)
             out, _ = backend(q, k, v, mask, attn.scaling, 0.0, is_causal=mask is None, output_attentions=False,
                              training=False)
-            hidden = hidden + o_fn(out.reshape(b, 1, -1))
+            hidden = hidden + o_fn(out.reshape(b, s, -1))
             g, u = gu_fn(RMSNorm.forward(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
             hidden = hidden + down_fn(mlp.act_fn(g) * u)
         return hidden
 
 
-# (layer, attention, mlp, input norm, post-attention norm) forwards whose arithmetic DecodePlan.__call__ repeats,
-# registered by the model files that define them (the runtime imports no model)
-_LAYOUTS: set[tuple] = set()
+# what the runtime knows how to run (modules/blocks.py); any other description runs the module path
+KNOWN = DecoderBlocks()
+_LOGGED: set[str] = set()
 
 
-def register_layer(layer: type[nn.Module], attention: type[nn.Module], mlp: type[nn.Module] = GatedMLP,
-                   norm: type[nn.Module] = RMSNorm) -> None:
-    """Declare that decoder layers of class ``layer`` (with ``self_attn`` of class ``attention``, ``mlp`` of class
-    ``mlp`` and two ``norm`` norms) compute a pre-norm Llama layer: RMSNorm, q/k/v products, rotary embedding over
-    q and k, cached attention, output product and residual, RMSNorm, gated MLP and residual."""
-    _LAYOUTS.add((layer.forward, attention.forward, mlp.forward, norm.forward, norm.forward))
+def _why_not(reason: str) -> None:
+    """One debug line per reason: why a model runs its module path."""
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        logger.debug("runtime: %s; the module path runs", reason)
+
+
+def _declared(cls: type, attribute: str) -> type | None:
+    """The class along ``cls``'s MRO that declares ``attribute`` in its own body."""
+    return next((c for c in cls.__mro__ if attribute in c.__dict__), None)
+
+
+def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
+    """Why a layer's modules are not the layer its class describes (``blocks``), or None. A class that changes
+    ``forward`` (its own or its attention's) without declaring its own ``blocks`` is not described."""
+    layer, attn, mlp, norm1, norm2, q_norm, k_norm = mods[0], mods[1], mods[6], mods[10], mods[11], mods[12], mods[13]
+    cls = type(layer)
+    owner = _declared(cls, "blocks")
+    if owner is None:
+        return f"{cls.__name__} declares no blocks (modules/blocks.py)"
+    if cls.forward is not owner.forward or type(attn).forward is not owner.attention_class.forward:
+        return f"{cls.__name__} changes its forward without declaring its own blocks"
+    blocks = owner.blocks
+    if not isinstance(blocks, DecoderBlocks) or (blocks.norm, blocks.norm_offset, blocks.attention, blocks.mlp,
+                                                 blocks.embedding_scale) != (KNOWN.norm, KNOWN.norm_offset,
+                                                                             KNOWN.attention, KNOWN.mlp,
+                                                                             KNOWN.embedding_scale):
+        return f"{cls.__name__}'s blocks {blocks} name a block the runtime does not run"
+    if type(mlp).forward is not GatedMLP.forward:
+        return f"{cls.__name__}.mlp is a {type(mlp).__name__}, not the gated MLP its blocks name"
+    norms = (norm1, norm2) + ((q_norm, k_norm) if blocks.qk_norm else ())
+    if any(n is None or type(n).forward is not RMSNorm.forward for n in norms) or (
+            not blocks.qk_norm and (q_norm is not None or k_norm is not None)):
+        return f"{cls.__name__}'s norms are not the RMSNorms its blocks name"
+    return None
 
 
 def _build(model: nn.Module) -> DecodePlan | None:
@@ -178,14 +235,13 @@ def _build(model: nn.Module) -> DecodePlan | None:
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
         if mods is None:
+            _why_not(f"{type(layer).__name__} is not laid out as a Llama layer")
             return None
-        found = (type(mods[0]).forward, type(mods[1]).forward, type(mods[6]).forward, type(mods[10]).forward,
-                 type(mods[11]).forward)
-        if found not in _LAYOUTS:
-            logger.debug("decode plan: %s is not a registered Llama-like layer; the module path runs",
-                         type(mods[0]).__name__)
+        err = layer_error(mods)
+        if err is not None:
+            _why_not(err)
             return None
-        # the module path fuses q/k/v and gate/up (plain or 4-bit layers, no hooks); o and down run as
+        # q/k/v and gate/up run as one product (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain
         if not fusable(*mods[2:5]) or not fusable(*mods[7:9]):
             return None
@@ -194,13 +250,11 @@ def _build(model: nn.Module) -> DecodePlan | None:
     return plan if all(_runs_as_itself(m) for m in plan.modules) else None
 
 
-def decode_plan(model: nn.Module, hidden: torch.Tensor, cache: Any) -> DecodePlan | None:
-    """The plan for a decode step of ``model`` (a ``LlamaModel``), or None when this step must take the
-    module path: autograd recording, training, not the CPU, no cache, more than one new position a
-    sequence, ``torch.compile`` tracing (it traces the module path), or layers that are not plain Llama
-    layers."""
-    if (torch.is_grad_enabled() or model.training or hidden.shape[1] != 1 or hidden.device.type != "cpu"
-            or not isinstance(cache, Cache) or _global_hooks() or torch.compiler.is_compiling()):
+def plan_for(model: nn.Module) -> DecodePlan | None:
+    """The plan for ``model`` (a described decoder stack with ``layers``), valid for this call, or None when its
+    layers must run as modules: training, ``torch.compile`` tracing, global hooks, or layers that are not what
+    their description says (a hook, an adapter, another class)."""
+    if model.training or _global_hooks() or torch.compiler.is_compiling():
         return None
     plan = _PLANS.get(model)
     if plan is not None and plan.valid(model):

@@ -46,3 +46,4 @@ def inference_runner(model: nn.Module, args: tuple, kwargs: dict) -> Runner | No
 
 # the runners this package ships register themselves on import (after register_runner exists)
 from openformers.runtime import encoder as _encoder  # noqa: E402,F401
+from openformers.runtime import decoder as _decoder  # noqa: E402,F401

@@ -183,7 +183,7 @@ class _Rows:
 
 
 def rounded_rows(n: int, limit: int) -> int:
-    """(The rounding ``modules/packing.py`` gives causal-LM training rows, until that goes.) ``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
+    """``n`` rounded up to a multiple of 16, or of n's power of two / 16 when larger; at most ``limit``."""
     step = max(16, 1 << max(n.bit_length() - 4, 0))
     return min(-(-n // step) * step, limit)
 

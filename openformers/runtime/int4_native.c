@@ -281,7 +281,7 @@ int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t r
 
 /* ---- one decode step of a Llama-family model (4-bit or plain projections) ----------------------------------
  * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
- * q/k/v product, rotary embedding, the new key and value written into the cache, attention over the
+ * q/k/v product, per-head q/k RMSNorms where the layer has them, rotary embedding, the new key and value written into the cache, attention over the
  * cache, the output product and residual, RMSNorm, the fused gate/up product, SiLU(gate) * up, the down
  * product and residual. With bf16 set, activations are bfloat16 and every operator rounds its result to
  * bfloat16 where PyTorch's bfloat16 operators do; the arithmetic inside each one is float32.
@@ -291,6 +291,8 @@ typedef struct {
     of_int4_weight qkv, o, gate_up, down;
     void *k_cache, *v_cache;     /* [kv_heads][capacity][head_dim] (activation dtype) */
     int64_t capacity;
+    const void *q_norm, *k_norm; /* [head_dim] RMSNorm weights over each query and key head (the qk_norm block),
+                                    applied before the rotary embedding; NULL: none */
 } of_llama_layer;
 
 typedef struct {
@@ -299,6 +301,18 @@ typedef struct {
     int bf16;
     of_llama_layer *layer;
 } of_llama;
+
+/* sizes and offsets of the step's structures, for the ctypes mirror's check (native_step.py) */
+int64_t of_step_layout(int what) {
+    switch (what) {
+        case 0: return (int64_t)sizeof(of_llama_layer);
+        case 1: return (int64_t)offsetof(of_llama_layer, capacity);
+        case 2: return (int64_t)offsetof(of_llama_layer, q_norm);
+        case 3: return (int64_t)sizeof(of_llama);
+        case 4: return (int64_t)offsetof(of_llama, layer);
+        default: return -1;
+    }
+}
 
 static inline float rnd(float v, int bf16) { return bf16 ? from_bf16(to_bf16(v)) : v; }
 static inline float get(const void *p, int64_t i, int bf16) {
@@ -557,6 +571,11 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
                     for (int64_t i = 0; i < qkv_n; i++) row[i] = rnd(row[i], bf);
                     for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
                         float *v = row + head * d, r[512];
+                        const void *head_norm = head < h ? L->q_norm : L->k_norm;
+                        if (head_norm) {  /* the per-head RMSNorm first */
+                            rms_norm(v, head_norm, d, m->eps, bf, r);
+                            memcpy(v, r, sizeof(float) * d);
+                        }
                         for (int64_t i = 0; i < d; i++) {
                             float rot = i < half ? -v[i + half] : v[i - half];
                             r[i] = rnd(rnd(v[i] * cos[i], bf) + rnd(rot * sin[i], bf), bf);

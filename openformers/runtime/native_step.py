@@ -12,6 +12,7 @@ applies; anything else keeps the plan's PyTorch path.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from typing import Any
 
@@ -24,12 +25,16 @@ from openformers.runtime import int4_native
 from openformers.runtime.int4_native import Int4Weight, is_int4
 
 
+logger = logging.getLogger(__name__)
+_LAYOUT_CHECKED: dict[Any, str | None] = {}  # library -> layout_mismatch's answer
+
+
 class _Layer(ctypes.Structure):
     """``of_llama_layer``."""
 
     _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("qkv", Int4Weight), ("o", Int4Weight),
                 ("gate_up", Int4Weight), ("down", Int4Weight), ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
-                ("capacity", ctypes.c_int64)]
+                ("capacity", ctypes.c_int64), ("q_norm", ctypes.c_void_p), ("k_norm", ctypes.c_void_p)]
 
 
 class _Model(ctypes.Structure):
@@ -39,6 +44,19 @@ class _Model(ctypes.Structure):
                 ("kv_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64), ("inter", ctypes.c_int64),
                 ("eps", ctypes.c_float), ("scaling", ctypes.c_float), ("bf16", ctypes.c_int),
                 ("layer", ctypes.POINTER(_Layer))]
+
+
+def layout_mismatch(lib: ctypes.CDLL) -> str | None:
+    """None when the ctypes views of ``of_llama_layer`` and ``of_llama`` have the C side's sizes and offsets
+    (``of_step_layout``); else what differs (the step is then not used)."""
+    want = (ctypes.sizeof(_Layer), _Layer.capacity.offset, _Layer.q_norm.offset, ctypes.sizeof(_Model),
+            _Model.layer.offset)
+    layout = getattr(lib, "of_step_layout", None)
+    if layout is None:
+        return "the library has no of_step_layout"
+    layout.restype, layout.argtypes = ctypes.c_int64, [ctypes.c_int]
+    got = tuple(int(layout(i)) for i in range(len(want)))
+    return None if want == got else f"of_llama_layer/of_llama: ctypes {want} != C {got}"
 
 
 def _struct_error(name: str, w: Int4Weight, held: Any, out: int, in_: int, dtype: torch.dtype) -> str | None:
@@ -88,11 +106,16 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
         if gate.out_features != inter or up.out_features != inter:
             return f"layer {i}: intermediate size {gate.out_features}/{up.out_features} " \
                    f"where layer 0 has {inter}"
-        for norm_name, norm in (("input_layernorm", mods[10]), ("post_attention_layernorm", mods[11])):
+        if (mods[12] is None) != (mods[13] is None):
+            return f"layer {i}: a q_norm without a k_norm or the other way round"
+        for norm_name, norm, size in (("input_layernorm", mods[10], hidden), ("post_attention_layernorm", mods[11], hidden),
+                                      ("self_attn.q_norm", mods[12], d), ("self_attn.k_norm", mods[13], d)):
+            if norm is None:
+                continue
             wt = norm.weight
-            if tuple(wt.shape) != (hidden,) or wt.dtype != dtype or not wt.is_contiguous() or wt.device.type != "cpu":
+            if tuple(wt.shape) != (size,) or wt.dtype != dtype or not wt.is_contiguous() or wt.device.type != "cpu":
                 return f"layer {i} {norm_name}.weight is {tuple(wt.shape)} {wt.dtype} (contiguous: " \
-                       f"{wt.is_contiguous()}); [{hidden}] contiguous {dtype} wanted"
+                       f"{wt.is_contiguous()}); [{size}] contiguous {dtype} wanted"
         if len(found) != 4:
             return f"layer {i}: {len(found)} projections, 4 wanted"
         for (name, out, in_), (struct, held) in zip(
@@ -126,6 +149,10 @@ class NativeStep:
             norm1, norm2 = mods[10], mods[11]
             entry = self.array[i]
             entry.norm1, entry.norm2 = norm1.weight.data_ptr(), norm2.weight.data_ptr()
+            for name, norm in (("q_norm", mods[12]), ("k_norm", mods[13])):
+                if norm is not None:
+                    setattr(entry, name, norm.weight.data_ptr())
+                    self.keep.append(norm.weight)
             for name, (struct, held) in zip(("qkv", "o", "gate_up", "down"), found):
                 setattr(entry, name, struct)
                 self.keep.append(held)
@@ -253,6 +280,12 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     lib = int4_native.library()
     if lib is None or not int4_native.fast():
         return None
+    if lib not in _LAYOUT_CHECKED:
+        _LAYOUT_CHECKED[lib] = layout_mismatch(lib)
+        if _LAYOUT_CHECKED[lib] is not None:
+            logger.warning("native decode step not used: %s (a stale build? remove the native cache)", _LAYOUT_CHECKED[lib])
+    if _LAYOUT_CHECKED[lib] is not None:
+        return None
     attn0 = layers[0][1]
     eps = layers[0][10].variance_epsilon
     if cos.shape[-1] != attn0.head_dim or attn0.head_dim % 2 or attn0.head_dim > 512:
@@ -260,7 +293,10 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     if len(layers) != len(kernels) or not layers:
         return None
     weights = []
-    for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2), (qkv_fn, o_fn, gu_fn, down_fn) in zip(layers, kernels):
+    for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2, *qk_norms), (qkv_fn, o_fn, gu_fn, down_fn) in zip(
+            layers, kernels):
+        if any(n is not None and (n.weight.dtype != hidden.dtype or n.variance_epsilon != eps) for n in qk_norms):
+            return None
         if mlp.act_fn is not ACTIVATIONS["silu"] or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
             return None
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim, attn.scaling) != (

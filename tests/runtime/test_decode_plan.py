@@ -1,5 +1,6 @@
-"""Decode steps through ``runtime/decode.py``'s plan give the module path's bits, and the plan
-gives way whenever it no longer describes the model."""
+"""Inference calls of described decoders run on ``runtime/decode.py``'s plan (through ``runtime/decoder.py``):
+decode steps on kept kernels give the bits of kernels resolved afresh, the module path's values to rounding
+and its greedy tokens, and the plan gives way whenever it no longer describes the model."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,7 @@ import pytest
 import torch
 
 import openformers
-import openformers.models.llama.model as llama_model
-from openformers.runtime import decode
+from openformers.runtime import decode, decoder
 from tests.models.llama_family import tiny_config
 
 
@@ -27,23 +27,44 @@ def _model(prefix: str = "Llama", dtype: torch.dtype = torch.float32, **override
     return getattr(openformers, f"{prefix}ForCausalLM")(config).to(dtype).eval()
 
 
-def _generate(model, ids, mask=None, *, plan: bool, monkeypatch, **kw):
-    monkeypatch.setattr(llama_model, "decode_plan", decode.decode_plan if plan else (lambda *a: None))
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                         return_dict_in_generate=True, output_logits=True, **kw)
+def _mode(monkeypatch, mode: str) -> None:
+    """"plan": the runtime as shipped; "fresh": every step resolves its kernels again (nothing kept);
+    "module": the model's own forward (no runner)."""
+    monkeypatch.setattr(decoder, "plan_for", (lambda m: None) if mode == "module" else decode.plan_for)
+    if mode == "fresh":
+        monkeypatch.setattr(decode.DecodePlan, "_resolve", lambda self, hidden, key: self.kernels_for(hidden))
+    else:
+        monkeypatch.setattr(decode.DecodePlan, "_resolve", _REAL_RESOLVE)
+
+
+_REAL_RESOLVE = decode.DecodePlan._resolve
+
+
+def _generate(model, ids, mask=None, *, plan: bool | str, monkeypatch, **kw):
+    _mode(monkeypatch, {True: "plan", False: "fresh"}.get(plan, plan))
+    try:
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                             return_dict_in_generate=True, output_logits=True, **kw)
+    finally:
+        _mode(monkeypatch, "plan")
     return out.sequences, torch.stack(out.logits)
 
 
 def _used(monkeypatch) -> list:
     built = []
-    real = decode.decode_plan
+    real = decode.plan_for
 
     def spy(*args):
         plan = real(*args)
         built.append(plan)
         return plan
-    monkeypatch.setattr(llama_model, "decode_plan", spy)
+    monkeypatch.setattr(decoder, "plan_for", spy)
     return built
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    tol = 1e-4 if a.dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
 CASES = [
@@ -54,6 +75,8 @@ CASES = [
     ("Mistral", torch.float32, 2, {"sliding_window": 4}),  # the window is passed while decoding
     ("Qwen2", torch.bfloat16, 2, {}),  # q/k/v biases
     ("Qwen2", torch.float32, 1, {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
+    ("Qwen3", torch.float32, 1, {}),  # per-head q/k norms: the qk_norm block
+    ("Qwen3", torch.bfloat16, 3, {}),
 ]
 
 
@@ -67,15 +90,19 @@ def test_plan_gives_the_module_path_bits(prefix, dtype, batch, overrides, cache,
         mask[1, :3] = 0  # a left-padded row: decode steps carry a mask
         ids[1, :3] = 0
     kw = {"cache_implementation": cache}
-    seq_module, logits_module = _generate(model, ids, mask, plan=False, monkeypatch=monkeypatch, **kw)
+    seq_fresh, logits_fresh = _generate(model, ids, mask, plan=False, monkeypatch=monkeypatch, **kw)
+    seq_module, logits_module = _generate(model, ids, mask, plan="module", monkeypatch=monkeypatch, **kw)
+    decode._PLANS.pop(model.model, None)
     built = _used(monkeypatch)
     seq_plan, logits_plan = model.generate(ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
                                            return_dict_in_generate=True, output_logits=True, **kw)[:2]
+    assert torch.equal(seq_plan, seq_fresh)
+    assert torch.equal(torch.stack(logits_plan), logits_fresh)
     assert torch.equal(seq_plan, seq_module)
-    assert torch.equal(torch.stack(logits_plan), logits_module)
-    # the prefill takes the module path, every decode step the plan
-    assert built[0] is None and len(built) == 12 and all(p is not None for p in built[1:])
-    assert len({id(p) for p in built[1:]}) == 1  # made once, kept across steps
+    _close(torch.stack(logits_plan), logits_module)
+    # the prefill and every decode step run on the plan, made once and kept across steps
+    assert len(built) == 12 and all(p is not None for p in built)
+    assert len({id(p) for p in built}) == 1
 
 
 def _step(model, ids):
@@ -88,11 +115,12 @@ def _step(model, ids):
 
 
 def _reference(model, ids, monkeypatch):
-    monkeypatch.setattr(llama_model, "decode_plan", lambda *a: None)
+    """The step's logits with kernels resolved afresh."""
+    _mode(monkeypatch, "fresh")
     try:
         return _step(model, ids)[0]
     finally:
-        monkeypatch.setattr(llama_model, "decode_plan", decode.decode_plan)
+        _mode(monkeypatch, "plan")
 
 
 IDS = torch.randint(1, 128, (1, 6), generator=torch.Generator().manual_seed(2))
@@ -107,7 +135,7 @@ def test_weight_updated_in_place_makes_a_new_plan(dtype, monkeypatch):
         model.model.layers[1].self_attn.k_proj.weight.mul_(1.5)
         model.model.layers[0].mlp.down_proj.weight.add_(0.01)
     logits, second, before = _step(model, IDS)
-    assert before is first and second is not first
+    assert second is not first and before is second  # the prefill after the update made the new plan
     assert torch.equal(logits, _reference(model, IDS, monkeypatch))
 
 
@@ -189,7 +217,7 @@ def test_one_token_prompt_runs_through_the_plan_from_the_first_step(dtype, monke
     out = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, return_dict_in_generate=True,
                          output_logits=True)
     assert torch.equal(out.sequences, seq_module) and torch.equal(torch.stack(out.logits), logits_module)
-    assert len(built) == 12 and all(p is not None for p in built)  # the one-token prefill too
+    assert len(built) == 12 and all(p is not None for p in built)
 
 
 def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
@@ -208,3 +236,34 @@ def test_a_new_thread_count_resolves_the_kernels_again(monkeypatch):
             assert (torch.float32, 1, threads) in plan.kernels
     finally:
         torch.set_num_threads(before)
+
+
+def test_layers_the_runtime_does_not_know_run_as_modules_and_say_why(caplog):
+    """A layer class that changes its forward without declaring its own blocks, or declares a block the runtime
+    does not run, takes the module path (the same logits as forward) and one debug line says why."""
+    import logging
+
+    from openformers.models.llama.model import LlamaDecoderLayer
+    from openformers.modules.blocks import DecoderBlocks
+
+    class Doubled(LlamaDecoderLayer):
+        def forward(self, hidden_states, *args, **kwargs):
+            out, weights = super().forward(hidden_states, *args, **kwargs)
+            return out * 2, weights
+
+    class Offset(LlamaDecoderLayer):
+        blocks = DecoderBlocks(norm_offset=1.0)
+
+    for cls, why in ((Doubled, "changes its forward"), (Offset, "name a block the runtime does not run")):
+        model = _model()
+        model.model.layers[1].__class__ = cls
+        decode._LOGGED.clear()
+        with caplog.at_level(logging.DEBUG, logger="openformers.runtime.decode"):
+            logits, plan, _ = _step(model, IDS)
+        assert plan is None
+        assert sum(why in r.getMessage() for r in caplog.records) == 1, caplog.text
+        with torch.no_grad():
+            cache = model(IDS[:, :-1], use_cache=True).past_key_values
+            expect = model.forward(IDS[:, -1:], past_key_values=cache, use_cache=True).logits
+        assert torch.equal(logits, expect)
+        caplog.clear()

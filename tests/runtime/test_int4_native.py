@@ -399,3 +399,33 @@ def test_native_step_gives_way_to_a_cache_of_uneven_layers(monkeypatch):
         cache.keys[1], cache.values[1] = cache.keys[1][..., :5, :], cache.values[1][..., :5, :]
         out = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits  # PyTorch's layers, no error
     assert torch.isfinite(out).all() and [k.shape[-2] for k in cache.keys] == [8, 6]
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_native_step_with_per_head_qk_norms(dtype, atol, monkeypatch):
+    """Qwen3's layer (the qk_norm block) in one native call: the q and k heads normed before the rotary, as
+    PyTorch's layers give them. Plain weights: the step runs them where the CPU lacks AVX-512 BF16 too."""
+    import openformers
+    from tests.models.llama_family import tiny_config
+
+    monkeypatch.setattr(native, "fast", lambda: True)
+    torch.manual_seed(0)
+    model = openformers.Qwen3ForCausalLM(openformers.Qwen3Config(**tiny_config())).to(dtype).eval()
+    with torch.no_grad():  # norm weights other than ones, so a missed norm shows
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(3))
+    got, used = _step(model, ids, True, monkeypatch)
+    assert used
+    expect, used = _step(model, ids, False, monkeypatch)
+    assert not used
+    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
+
+
+def test_step_structures_match_the_c_side():
+    """The ctypes views of of_llama_layer and of_llama have the library's sizes and offsets."""
+    from openformers.runtime import native_step
+
+    lib = native.library()
+    assert lib is not None and native_step.layout_mismatch(lib) is None

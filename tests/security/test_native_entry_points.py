@@ -134,7 +134,7 @@ def _parts(model, dtype=torch.float32):
     kernels = plan._resolve(hidden, (dtype, 1, torch.get_num_threads()))
     weights = [[step_mod._weight(parts, fn, dtype) for parts, fn in
                 (((q, k, v), qkv_fn), ((o,), o_fn), ((gate, up), gu_fn), ((down,), down_fn))]
-               for (_, _, q, k, v, o, _, gate, up, down, _, _), (qkv_fn, o_fn, gu_fn, down_fn) in zip(plan.layers, kernels)]
+               for (_, _, q, k, v, o, _, gate, up, down, *_), (qkv_fn, o_fn, gu_fn, down_fn) in zip(plan.layers, kernels)]
     return plan, kernels, weights, steps[0]
 
 

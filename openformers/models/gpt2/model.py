@@ -34,7 +34,6 @@ from openformers.modules.heads import (
     token_classification_loss,
 )
 from openformers.modules.masks import causal_mask
-from openformers.modules.packing import TokenPacking, causal_lm_packing, dropout_rows, rows_of
 
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -84,12 +83,8 @@ class GPT2Attention(nn.Module):
 
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None, output_attentions: bool,
-        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``packing``: ``hidden_states`` and the output are packed token rows (modules/packing.py)."""
         qkv = self.c_attn(hidden_states)
-        if packing is not None:
-            qkv = packing.unpack(qkv)
         b, t = qkv.shape[:2]
         q, k, v = qkv.split(self.embed_dim, dim=2)  # 3 x [b, t, E]
         # [b, t, E] -> [b, h, t, d]
@@ -106,8 +101,7 @@ class GPT2Attention(nn.Module):
             is_causal=mask is None, output_attentions=output_attentions, training=self.training,
         )  # out: [b, t, h, d]
         out = out.to(dtype).reshape(b, t, self.embed_dim)
-        out = self.c_proj(out if packing is None else packing.pack(out))
-        return dropout_rows(self.resid_dropout, out), (weights.to(dtype) if weights is not None else None)
+        return self.resid_dropout(self.c_proj(out)), (weights.to(dtype) if weights is not None else None)
 
 
 class GPT2MLP(nn.Module):
@@ -119,7 +113,7 @@ class GPT2MLP(nn.Module):
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return dropout_rows(self.dropout, self.c_proj(self.act(self.c_fc(hidden_states))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
 
 
 class GPT2Block(nn.Module):
@@ -133,12 +127,10 @@ class GPT2Block(nn.Module):
 
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor | None, cache: Cache | None, output_attentions: bool,
-        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with rows_of(packing):  # dropouts on packed rows draw the padded tensor's mask
-            attn_out, weights = self.attn(self.ln_1(hidden_states), mask, cache, output_attentions, packing)
-            hidden_states = hidden_states + attn_out
-            hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        attn_out, weights = self.attn(self.ln_1(hidden_states), mask, cache, output_attentions)
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
         return hidden_states, weights
 
 
@@ -200,12 +192,8 @@ class GPT2Model(GPT2PreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None, output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        *,
-        _packing: TokenPacking | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
-        """``_packing`` (from ``GPT2LMHeadModel`` in training): the blocks run on its rows
-        (modules/packing.py) and ``last_hidden_state`` is those rows, [n, n_embd]."""
         _check_kwargs(type(self).__name__, kwargs)
         cfg = self.config
         output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
@@ -236,9 +224,6 @@ class GPT2Model(GPT2PreTrainedModel):
             hidden = hidden + self.wte(token_type_ids.reshape(-1, t))  # GPT-2 embeds segment ids with wte
         hidden = self.drop(hidden)
         mask = self._mask(attention_mask, b, t, past_len, hidden.dtype, hidden.device)
-        packing = _packing
-        if packing is not None:
-            hidden = packing.pack(hidden)
 
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
@@ -246,14 +231,12 @@ class GPT2Model(GPT2PreTrainedModel):
             if output_hidden_states:
                 all_hidden += (hidden,)
             if self.gradient_checkpointing and self.training:
-                hidden, weights = checkpoint(block, hidden, mask, None, output_attentions, packing, **self._checkpoint_kwargs)
+                hidden, weights = checkpoint(block, hidden, mask, None, output_attentions, **self._checkpoint_kwargs)
             else:
-                hidden, weights = block(hidden, mask, cache, output_attentions, packing)
+                hidden, weights = block(hidden, mask, cache, output_attentions)
             if output_attentions:
                 all_attn += (weights,)
-        hidden = self.ln_f(hidden)
-        if packing is None:
-            hidden = hidden.view(*input_shape, self.embed_dim)
+        hidden = self.ln_f(hidden).view(*input_shape, self.embed_dim)
         if output_hidden_states:
             all_hidden += (hidden,)
         out = BaseModelOutputWithPast(
@@ -310,21 +293,15 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         logits_to_keep: int | torch.Tensor = 0, num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
-        """Training with labels that score no padding position runs on the real tokens only (see
-        ``LlamaForCausalLM``; the logits of the padding positions left out are zero)."""
+        """``logits_to_keep``: the last k positions' logits (0: all) or those at a 1D tensor of positions;
+        ``labels`` are shifted inside (-100 is ignored)."""
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        packing = causal_lm_packing(self, labels, attention_mask, past_key_values, logits_to_keep, output_hidden_states,
-                                    output_attentions)
         base = self.transformer(
             input_ids, past_key_values, attention_mask, token_type_ids, position_ids, inputs_embeds,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_dict=True, _packing=packing, **kwargs,
+            return_dict=True, **kwargs,
         )
         hidden = base.last_hidden_state
-        if packing is not None:  # hidden: the packed rows
-            loss, logits = packing.causal_lm_head(self.lm_head(hidden), labels, num_items_in_batch)
-            out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=base.past_key_values)
-            return out if return_dict else out.to_tuple()
         if isinstance(logits_to_keep, int):
             hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
         else:

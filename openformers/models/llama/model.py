@@ -1,7 +1,7 @@
 """Llama: pre-norm decoder with RMSNorm, rotary embeddings, grouped-query attention and SwiGLU.
 
-Mistral and Qwen2 reuse these classes; their differences (sliding window, projection biases)
-are config fields read here. The classification and question-answering heads are in heads.py.
+Mistral, Qwen2 and Qwen3 reuse these classes; their differences (sliding window, projection biases)
+are config fields read here, and Qwen3's per-head q/k norms a block its layer declares (``blocks``). The classification and question-answering heads are in heads.py.
 """
 from __future__ import annotations
 
@@ -17,16 +17,14 @@ from openformers.core.outputs import (
     CausalLMOutputWithPast,
 )
 from openformers.models.llama.config import LlamaConfig
-from openformers.runtime.decode import decode_plan, register_layer
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.blocks import DecoderBlocks
 from openformers.modules.cache import Cache, as_cache
-from openformers.runtime.fused import fusable, fused_linear, project
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
-from openformers.modules.packing import TokenPacking, causal_lm_packing, rows_of
-from openformers.modules.rotary import RotaryEmbedding, apply_rotary, apply_rotary_heads
+from openformers.modules.rotary import RotaryEmbedding, apply_rotary
 
 # keyword arguments that tokenizers or trainers pass and these models do not use (the flattening collator's
 # lengths are read from ``cu_seq_lens_q`` when no ``position_ids`` come with them)
@@ -54,9 +52,10 @@ def layer_sliding_windows(config: LlamaConfig) -> list[int | None]:
 
 
 class LlamaAttention(nn.Module):
-    """Multi-head attention with rotary embeddings and grouped key/value heads."""
+    """Multi-head attention with rotary embeddings and grouped key/value heads; with ``qk_norm``, an
+    RMSNorm over every query and key head (``q_norm``, ``k_norm``) before the rotary embedding (Qwen3)."""
 
-    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+    def __init__(self, config: LlamaConfig, layer_idx: int, qk_norm: bool = False) -> None:
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -65,11 +64,15 @@ class LlamaAttention(nn.Module):
         self.num_key_value_heads = config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         qkv_bias = bool(getattr(config, "attention_bias", False))
-        out_bias = bool(getattr(config, "attention_out_bias", qkv_bias))
+        out_bias = getattr(config, "attention_out_bias", None)  # None: as q, k and v
+        out_bias = qkv_bias if out_bias is None else bool(out_bias)
         self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=out_bias)
+        if qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
     def forward(
         self,
@@ -79,26 +82,17 @@ class LlamaAttention(nn.Module):
         mask: torch.Tensor | None,
         cache: Cache | None = None,
         output_attentions: bool = False,
-        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``packing``: ``hidden_states`` and the output are packed token rows [n, hidden]
-        (modules/packing.py); q, k and v go back to [b, seq, ...] for rotary and attention."""
-        b, q_len = (packing.batch, packing.seq) if packing is not None else hidden_states.shape[:2]
-        unpack = packing.unpack if packing is not None else (lambda t: t)
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        if fusable(*projections):
-            # inference: one matmul for q, k and v, one rotary pass over the q and k heads
-            h, kv = self.num_heads, self.num_key_value_heads
-            qkv = unpack(fused_linear(self, "_fused_qkv", projections, hidden_states)).view(b, q_len, h + 2 * kv, self.head_dim)
-            qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)  # [b, seq, heads + kv_heads, head_dim]
-            q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
-            v = qkv[:, :, h + kv :].transpose(1, 2)
-        else:
-            # [b, seq, hidden] -> [b, heads, seq, head_dim]
-            q = unpack(project(self.q_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            k = unpack(project(self.k_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            v = unpack(project(self.v_proj, hidden_states)).view(b, q_len, -1, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary(q, k, cos, sin)
+        b, q_len = hidden_states.shape[:2]
+        # [b, seq, hidden] -> [b, seq, heads, head_dim]
+        q = self.q_proj(hidden_states).view(b, q_len, -1, self.head_dim)
+        k = self.k_proj(hidden_states).view(b, q_len, -1, self.head_dim)
+        v = self.v_proj(hidden_states).view(b, q_len, -1, self.head_dim)
+        if "q_norm" in self._modules:  # per-head norms over head_dim
+            q, k = self.q_norm(q), self.k_norm(k)
+        # -> [b, heads, seq, head_dim]
+        q, k = apply_rotary(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+        v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # [b, kv_heads, past + seq, head_dim]
         backend = get_attention_backend(self.config.attn_implementation)
@@ -107,17 +101,21 @@ class LlamaAttention(nn.Module):
             is_causal=mask is None, output_attentions=output_attentions, training=self.training,
         )
         out = out.reshape(b, q_len, -1)  # out was [b, seq, heads, head_dim]
-        return project(self.o_proj, out if packing is None else packing.pack(out)), weights
+        return self.o_proj(out), weights
 
 
 class LlamaDecoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
 
-    attention_class: ClassVar[type[nn.Module]] = LlamaAttention  # a family with other attention math sets its own
+    ``blocks`` describes this forward to the inference runtime (modules/blocks.py); a subclass that
+    changes the math declares its own."""
+
+    blocks: ClassVar[DecoderBlocks] = DecoderBlocks()
+    attention_class: ClassVar[type[nn.Module]] = LlamaAttention
 
     def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
         super().__init__()
-        self.self_attn = self.attention_class(config, layer_idx)
+        self.self_attn = self.attention_class(config, layer_idx, qk_norm=self.blocks.qk_norm)
         self.mlp = GatedMLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -130,13 +128,10 @@ class LlamaDecoderLayer(nn.Module):
         mask: torch.Tensor | None,
         cache: Cache | None = None,
         output_attentions: bool = False,
-        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with rows_of(packing):  # an adapter's dropout on packed rows finds the packing
-            attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions,
-                                               packing)
-            hidden_states = hidden_states + attn_out
-            hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions)
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states, weights
 
 
@@ -152,6 +147,8 @@ class LlamaModel(LlamaPreTrainedModel):
     """The decoder stack; returns the final normed hidden states."""
 
     decoder_layer_class: ClassVar[type[nn.Module]] = LlamaDecoderLayer
+    # what the inference runtime reads of this forward: layer_inputs, the layers, norm (runtime/decoder.py)
+    decoder_role: ClassVar[str] = "stack"
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
@@ -198,6 +195,37 @@ class LlamaModel(LlamaPreTrainedModel):
                 )
         return [built[w] for w in windows]
 
+    def layer_inputs(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        past_key_values: Cache | tuple | None,
+        inputs_embeds: torch.Tensor | None,
+        use_cache: bool,
+        cache_position: torch.LongTensor | None = None,
+        cu_seq_lens_q: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Cache | None, list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
+        """What the layers read: (embeddings [b, seq, hidden], the cache, one mask per layer, cos, sin).
+        Also what the inference runtime feeds its own run of the layers."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        cache = as_cache(past_key_values, use_cache)
+        past_len = cache.get_seq_length() if cache is not None else 0
+        q_len = inputs_embeds.shape[1]
+        if position_ids is None and cu_seq_lens_q is not None:
+            position_ids = positions_from_cu_seqlens(cu_seq_lens_q, inputs_embeds.device)
+        if position_ids is None:
+            if cache_position is not None:
+                position_ids = cache_position.view(1, -1)
+            else:
+                position_ids = (torch.arange(q_len, device=inputs_embeds.device) + past_len)[None]
+        masks = self._masks(attention_mask, q_len, past_len, inputs_embeds, position_ids)
+        cos, sin = self.rotary_emb(inputs_embeds, position_ids)  # [b or 1, seq, rot_dim]
+        return inputs_embeds, cache, masks, cos, sin
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -210,17 +238,14 @@ class LlamaModel(LlamaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache_position: torch.LongTensor | None = None,
-        *,
-        _packing: TokenPacking | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast | tuple:
         """Run the decoder. Without ``position_ids`` positions continue from the cache length
         (or follow ``cache_position``); with left padding pass positions from the mask, e.g.
         ``(attention_mask.cumsum(-1) - 1).clamp(min=0)``. ``attention_mask`` covers cached and
         new positions. Returns ``past_key_values`` (a DynamicCache unless one is passed) when
-        ``use_cache``. ``_packing`` (from a head that reads nothing at padding, see
-        ``LlamaForCausalLM``): the layers run on its rows (modules/packing.py) and
-        ``last_hidden_state`` is those rows, [n, hidden]."""
+        ``use_cache``. Several documents packed in one row (``DataCollatorWithFlattening``): pass
+        ``position_ids`` restarting at each document (or its ``cu_seq_lens_q``) and no mask."""
         _check_kwargs(self, kwargs)
         cfg = self.config
         output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
@@ -229,39 +254,20 @@ class LlamaModel(LlamaPreTrainedModel):
         use_cache = getattr(cfg, "use_cache", True) if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False  # checkpointed layers recompute; a cache would be filled twice
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        cache = as_cache(past_key_values, use_cache)
-        past_len = cache.get_seq_length() if cache is not None else 0
-        q_len = inputs_embeds.shape[1]
-        if position_ids is None and kwargs.get("cu_seq_lens_q") is not None:
-            position_ids = positions_from_cu_seqlens(kwargs["cu_seq_lens_q"], inputs_embeds.device)
-        if position_ids is None:
-            if cache_position is not None:
-                position_ids = cache_position.view(1, -1)
-            else:
-                position_ids = (torch.arange(q_len, device=inputs_embeds.device) + past_len)[None]
-        masks = self._masks(attention_mask, q_len, past_len, inputs_embeds, position_ids)
-        cos, sin = self.rotary_emb(inputs_embeds, position_ids)  # [b or 1, seq, rot_dim]
-        packing = _packing
+        hidden, cache, masks, cos, sin = self.layer_inputs(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, cache_position,
+            kwargs.get("cu_seq_lens_q"))
 
-        hidden = inputs_embeds if packing is None else packing.pack(inputs_embeds)
         all_hidden: tuple[torch.Tensor, ...] = ()
         all_attn: tuple[torch.Tensor, ...] = ()
-        # a decode step at inference: the same layers through a plan resolved once (runtime/decode.py)
-        plan = None if output_attentions or output_hidden_states else decode_plan(self, hidden, cache)
-        if plan is not None:
-            hidden = plan(hidden, cos, sin, masks, cache)
-        for layer, mask in zip(self.layers if plan is None else (), masks):
+        for layer, mask in zip(self.layers, masks):
             if output_hidden_states:
                 all_hidden += (hidden,)
             if self.gradient_checkpointing and self.training:
-                hidden, weights = checkpoint(layer, hidden, cos, sin, mask, None, output_attentions, packing,
+                hidden, weights = checkpoint(layer, hidden, cos, sin, mask, None, output_attentions,
                                              **self._checkpoint_kwargs)
             else:
-                hidden, weights = layer(hidden, cos, sin, mask, cache, output_attentions, packing)
+                hidden, weights = layer(hidden, cos, sin, mask, cache, output_attentions)
             if output_attentions:
                 all_attn += (weights,)
         hidden = self.norm(hidden)
@@ -297,6 +303,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     base_model_class: ClassVar[type[LlamaModel]] = LlamaModel
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _is_causal_lm = True
+    # what the inference runtime reads of this forward: the stack, then lm_head (runtime/decoder.py)
+    decoder_role: ClassVar[str] = "causal_lm"
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
@@ -329,23 +337,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
         """``logits_to_keep``: an int k keeps the logits of the last k positions (0: all); a 1D
-        tensor keeps those positions. ``labels`` are shifted inside (-100 is ignored).
-
-        Training with labels that are -100 wherever a padding position would be scored: the
-        decoder and the head run on the real tokens only (modules/packing.py; the same loss and
-        gradients as the padded run); the returned logits are zero at the padding positions left out."""
-        packing = causal_lm_packing(self, labels, attention_mask, past_key_values, logits_to_keep, output_hidden_states,
-                                    output_attentions)
+        tensor keeps those positions. ``labels`` are shifted inside (-100 is ignored)."""
         outputs = self.model(
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-            output_attentions, output_hidden_states, cache_position=cache_position, _packing=packing,
-            **_base_kwargs(self, kwargs),
+            output_attentions, output_hidden_states, cache_position=cache_position, **_base_kwargs(self, kwargs),
         )
         hidden = outputs.last_hidden_state
-        if packing is not None:  # hidden: the packed rows
-            loss, logits = packing.causal_lm_head(project(self.lm_head, hidden), labels, num_items_in_batch)
-            out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
-            return _finish(self, out, return_dict)
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:
                 raise ValueError(f"logits_to_keep must be >= 0 (0 keeps every position), got {logits_to_keep}")
@@ -353,7 +350,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                 hidden = hidden[:, -logits_to_keep:]
         else:
             hidden = hidden[:, logits_to_keep.to(hidden.device)]
-        logits = project(self.lm_head, hidden)  # at inference: the CPU-friendly weight layout
+        logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
@@ -363,5 +360,3 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         )
         return _finish(self, out, return_dict)
 
-
-register_layer(LlamaDecoderLayer, LlamaAttention)  # decode steps run through the runtime's plan (runtime/decode.py)

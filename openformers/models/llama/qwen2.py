@@ -42,8 +42,10 @@ class Qwen2Config(LlamaConfig):
     model_type: ClassVar[str] = "qwen2"
     # fixed by the architecture: class-level constants, never written to config.json
     attention_bias: ClassVar[bool] = True
-    attention_out_bias: ClassVar[bool] = False
+    attention_out_bias: ClassVar[bool | None] = False
     mlp_bias: ClassVar[bool] = False
+    # LlamaConfig arguments that the class constants above fix: dropped from the arguments and the instance
+    _fixed_fields: ClassVar[tuple[str, ...]] = ("attention_bias", "mlp_bias", "pretraining_tp")
 
     def __init__(
         self,
@@ -74,7 +76,7 @@ class Qwen2Config(LlamaConfig):
         self.sliding_window = sliding_window if use_sliding_window else None
         self.max_window_layers = max_window_layers
         self.layer_types = sliding_layer_types(layer_types, self.sliding_window, max_window_layers, num_hidden_layers)
-        for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
+        for key in self._fixed_fields:
             kwargs.pop(key, None)
         super().__init__(
             vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
@@ -85,7 +87,7 @@ class Qwen2Config(LlamaConfig):
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=tie_word_embeddings,
             rope_parameters=rope_parameters, attention_dropout=attention_dropout, **kwargs,
         )
-        for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
+        for key in self._fixed_fields:
             self.__dict__.pop(key, None)
 
 
