@@ -133,6 +133,38 @@ def test_grpo_reward_model_and_weights(tok, tmp_path):
     torch.testing.assert_close(batch["advantages"], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_grpo_num_iterations_reuses_each_batch_of_rollouts(tok, tmp_path):
+    """num_iterations=2: rollouts every other optimizer step, each prompt batch served twice (an epoch has
+    twice the steps), and the sampling policy's log-probs kept, equal to the policy's own at sampling."""
+    from openformers.rl import GRPOConfig, GRPOTrainer
+
+    calls = []
+
+    def has_cat(completions, **_):
+        calls.append(len(completions))
+        return [float("cat" in c) for c in completions]
+
+    data = [{"prompt": f"say {w} :"} for w in ("cat", "dog", "sun", "moon")]
+    args = GRPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=4, num_iterations=2, gradient_accumulation_steps=2,
+                      num_train_epochs=1, learning_rate=1e-2, beta=0.1, logging_steps=1, save_strategy="no",
+                      report_to="none")
+    trainer = GRPOTrainer(tiny_word_llama(), reward_funcs=has_cat, args=args, train_dataset=data, processing_class=tok)
+    loader = trainer.get_train_dataloader()
+    batches = [tuple(r["prompt"] for r in b) for b in loader]
+    assert len(loader) == len(batches) == 8 and batches[:2] == batches[2:4] and batches[4:6] == batches[6:8]
+    assert set(batches[:2]) != set(batches[4:6])
+    rollout = trainer._generate_and_score(data[:1])
+    torch.testing.assert_close(rollout["old_per_token_logps"], trainer._per_token_logps(trainer.model, rollout))
+    calls.clear()
+    out = trainer.train()
+    assert out.global_step == 4 and calls == [4] * 4  # 2 micro-batches rolled out on steps 1 and 3 only
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 4 and losses[0] != losses[1]  # the second step sees the updated policy through the ratio
+    with pytest.raises(ValueError, match="num_iterations"):
+        GRPOConfig("o", num_iterations=0)
+
+
 def test_config_checks():
     from openformers.rl import DPOConfig, GRPOConfig, SFTConfig
 
