@@ -90,6 +90,23 @@ def test_dpo_reference_is_the_disabled_adapter_without_a_copy(tok, tmp_path):
     assert not torch.allclose(policy_logps, ref_logps)  # the adapter is back on after the block
 
 
+def test_dpo_and_reward_read_preference_pairs_alike(tok, tmp_path):
+    """One reader of preference pairs: the same text gives the same tokens to both trainers, and each
+    takes the other's token columns as they are."""
+    from openformers.rl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    dpo = DPOTrainer(tiny_word_llama(), args=DPOConfig(str(tmp_path / "d"), gradient_checkpointing=False),
+                     train_dataset=PAIRS[:1], processing_class=tok)
+    reward = RewardTrainer(tiny_word_llama(classifier=True), args=RewardConfig(str(tmp_path / "r"), gradient_checkpointing=False),
+                           train_dataset=PAIRS[:1], processing_class=tok)
+    d, r = dpo.train_dataset[0], reward.train_dataset[0]
+    assert d["prompt_ids"] == tok("pick :")["input_ids"] and d["chosen_ids"][-1] == tok.eos_token_id
+    assert r == {"chosen_input_ids": d["prompt_ids"] + d["chosen_ids"], "rejected_input_ids": d["prompt_ids"] + d["rejected_ids"]}
+    assert RewardTrainer._tokenize([d], tok, reward.args) == [r]
+    assert DPOTrainer._tokenize([r], tok, dpo.args) == [{"prompt_ids": [], "chosen_ids": r["chosen_input_ids"],
+                                                         "rejected_ids": r["rejected_input_ids"]}]
+
+
 def test_dpo_precomputed_reference_log_probs(tok, tmp_path):
     from openformers.rl import DPOConfig, DPOTrainer
     from openformers.rl.dpo import sequence_log_probs
