@@ -51,7 +51,7 @@ def test_sft_with_lora_teaches_smollm2_to_follow_the_chat_template(tmp_path):
 
     data = [json.loads(line) for line in
             (Path(__file__).parents[2] / "examples" / "data" / "instructions.jsonl").read_text().splitlines() if line]
-    held, train = data[:6], data[12:]
+    held, train = data[:4], data[12:]
     tok = AutoTokenizer.from_pretrained("smollm2")
     end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
@@ -64,7 +64,7 @@ def test_sft_with_lora_teaches_smollm2_to_follow_the_chat_template(tmp_path):
             ids = tok.apply_chat_template([{"role": "user", "content": row["instruction"]}], add_generation_prompt=True,
                                           return_tensors="pt")
             with torch.no_grad():
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=20,
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
                                      do_sample=False, eos_token_id=end_of_turn)
             out.append(gen[0, ids.shape[1]:].tolist())
         return out
@@ -78,7 +78,7 @@ def test_sft_with_lora_teaches_smollm2_to_follow_the_chat_template(tmp_path):
     assert not any(follows(a) for a in answers(model))
     convs = [{"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]}
              for r in train]
-    args = SFTConfig(str(tmp_path / "sft"), max_steps=20, per_device_train_batch_size=8, learning_rate=2e-3,
+    args = SFTConfig(str(tmp_path / "sft"), max_steps=12, per_device_train_batch_size=8, learning_rate=3e-3,
                      logging_steps=1, save_strategy="no", disable_tqdm=True, assistant_only_loss=True, max_length=96,
                      gradient_checkpointing=False, seed=0)
     trainer = SFTTrainer(model, args=args, train_dataset=convs, processing_class=tok,
