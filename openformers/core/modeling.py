@@ -27,6 +27,7 @@ from openformers.core.checkpoint import (
 from openformers.core import extensions
 from openformers.core.config import PretrainedConfig, load_config_dict
 from openformers.core.hub import contained_path, resolve_model_dir
+from openformers.core.inputs import check_token_ids, model_vocab_size
 from openformers.core.state_loading import apply_rules, load_tensors, no_init_weights
 
 logger = logging.getLogger("openformers")
@@ -226,7 +227,12 @@ class PreTrainedModel(nn.Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model. When no gradient is recorded, the runtime (``runtime/dispatch.py``) may run this
         call on its own plan for the model: the same outputs, from copies it keeps, with no parameter
-        changed. Hooks on the model, compiling and exporting always take ``forward``."""
+        changed. Hooks on the model, compiling and exporting always take ``forward``. ``input_ids`` is
+        checked first (``core/inputs.py``): a 1-D or empty batch, or ids outside the vocabulary, are refused
+        with an error that says what to do."""
+        if self.main_input_name == "input_ids":
+            check_token_ids(kwargs["input_ids"] if "input_ids" in kwargs else args[0] if args else None,
+                            model_vocab_size(self))
         if not torch.is_grad_enabled() and not (self._forward_hooks or self._forward_pre_hooks
                                                 or torch.compiler.is_compiling() or _is_exporting()):
             runner = extensions.get("inference_runner")(self, args, kwargs)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from openformers.core.inputs import check_token_ids, model_vocab_size
 from openformers.generation.config import GenerationConfig
 from openformers.generation.logits_process import (
     EpsilonLogitsWarper,
@@ -155,15 +156,7 @@ def check_input_lengths(model: torch.nn.Module, input_ids: torch.Tensor, max_len
     config = getattr(model, "config", None)
     if input_ids.shape[0] == 0:
         raise ValueError("input_ids holds no sequences (batch size 0); pass at least one prompt")
-    vocab = getattr(config, "vocab_size", None)
-    if isinstance(vocab, int) and input_ids.numel():
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"input_ids holds the token id {bad}, outside the model's vocabulary of {vocab} ids (0 to {vocab - 1}); "
-                f"encode the prompt with this model's tokenizer"
-            )
+    check_token_ids(input_ids, model_vocab_size(model))
     positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int) or positions <= 0:
         return

@@ -130,6 +130,7 @@ class GRPOConfig(_TRLArguments):
     epsilon: float = 0.2
     epsilon_high: float | None = None
     delta: float | None = None
+    use_bias_correction_kl: bool = True
     reward_weights: list[float] | None = None
     scale_rewards: Any = "group"
     loss_type: str = "dapo"
@@ -150,5 +151,6 @@ class GRPOConfig(_TRLArguments):
             raise ValueError("GRPO needs num_generations >= 2: advantages compare completions of one prompt")
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon
-        if self.num_iterations != 1:
-            raise ValueError("num_iterations > 1 is not supported: each batch of rollouts is used for one update")
+        if not isinstance(self.num_iterations, int) or self.num_iterations < 1:
+            raise ValueError(f"num_iterations={self.num_iterations!r} must be an integer >= 1 (the optimizer steps "
+                             "taken on each batch of rollouts)")

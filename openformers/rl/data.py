@@ -6,7 +6,7 @@ preference pairs (``"prompt"``/``"chosen"``/``"rejected"``, or ``"chosen"``/``"r
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -260,6 +260,22 @@ def tokenize_preference_example(example: dict[str, Any], tokenizer: Any, *, add_
         out[f"{key}_ids"] = full[n:]
         out["prompt_ids"] = prompt_ids[:n] if n < len(out["prompt_ids"]) else out["prompt_ids"]
     return out
+
+
+def preference_pairs(dataset: Any, tokenizer: Any) -> Iterator[tuple[dict[str, Any], dict[str, list[int]]]]:
+    """Each example of a preference dataset with its ``prompt_ids``/``chosen_ids``/``rejected_ids``: the
+    text (or conversational) columns tokenized by :func:`tokenize_preference_example`, or token columns
+    taken as they are (``prompt_ids``/``chosen_ids``/``rejected_ids``, or whole sequences in
+    ``chosen_input_ids``/``rejected_input_ids``). The DPO and reward trainers both read pairs this way."""
+    for example in rows(dataset):
+        if "chosen_ids" in example:
+            ids = {k: list(example.get(k) or []) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+        elif "chosen_input_ids" in example:
+            ids = {"prompt_ids": [], "chosen_ids": list(example["chosen_input_ids"]),
+                   "rejected_ids": list(example["rejected_input_ids"])}
+        else:
+            ids = tokenize_preference_example(example, tokenizer)
+        yield example, ids
 
 
 class PreferenceCollator:

@@ -11,7 +11,7 @@ from torch import nn
 
 from openformers.rl.base import RLTrainerMixin, apply_peft, disable_dropout, is_peft, load_model, load_tokenizer
 from openformers.rl.configs import DPOConfig
-from openformers.rl.data import PreferenceCollator, rows, tokenize_preference_example
+from openformers.rl.data import PreferenceCollator, preference_pairs
 from openformers.rl.losses import dpo_loss, token_log_probs
 from openformers.training.distributed import unwrap_model
 from openformers.training.trainer import Trainer
@@ -83,11 +83,7 @@ class DPOTrainer(RLTrainerMixin, Trainer):
         if dataset is None:
             return None
         out = []
-        for example in rows(dataset):
-            if "chosen_ids" in example:
-                row = {k: list(example[k]) for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
-            else:
-                row = tokenize_preference_example(example, tok)
+        for example, row in preference_pairs(dataset, tok):
             if args.max_length is not None:
                 p = row["prompt_ids"]
                 if len(p) >= args.max_length:

@@ -5,12 +5,20 @@ model being trained, adapter included), scores them with the reward functions, t
 into advantages relative to each prompt's group, then takes the clipped-surrogate loss (plus
 ``beta`` times the KL to the reference). Micro-batches are weighted so an accumulated step
 normalises as TRL's ``loss_type`` says (tokens of the whole step for ``dapo``).
+
+With ``num_iterations = n > 1`` each batch of rollouts serves ``n`` optimizer steps, as in TRL: the
+loader hands every step's prompts ``n`` times over (an epoch has ``n`` times the steps; an incomplete
+last step is dropped), the rollouts are made on the first of those steps, with the log-probabilities
+of the policy that sampled them (``old_per_token_logps``), and the later steps weigh each token by
+the ratio of the current policy to that old one, clipped to ``[1 - epsilon, 1 + epsilon_high]``.
+A run resumed between those steps makes new rollouts, as TRL does.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -28,6 +36,30 @@ RewardFunc = Callable[..., list[float]] | nn.Module | str
 
 def _rows_collator(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(features)
+
+
+class _RepeatedSteps:
+    """A training loader whose every run of ``accum`` batches (one optimizer step) comes ``times`` times
+    in a row; an incomplete last run is dropped. ``skip`` counts batches of the repeated sequence."""
+
+    def __init__(self, make: Callable[[int], Any], num_batches: int, accum: int, times: int, skip: int) -> None:
+        self.make, self.accum, self.times, self.skip = make, accum, times, skip
+        self.steps = num_batches // accum
+
+    def __len__(self) -> int:
+        return self.steps * self.accum * self.times
+
+    def __iter__(self) -> Iterator[Any]:
+        per_step = self.accum * self.times
+        done_steps, offset = divmod(self.skip, per_step)
+        batches = iter(self.make(done_steps * self.accum))
+        for _ in range(self.steps - done_steps):
+            step = list(itertools.islice(batches, self.accum))
+            if len(step) < self.accum:
+                return
+            for j in range(offset, per_step):
+                yield step[j % self.accum]
+            offset = 0
 
 
 class GRPOTrainer(RLTrainerMixin, Trainer):
@@ -87,11 +119,21 @@ class GRPOTrainer(RLTrainerMixin, Trainer):
         return [dict(f) for f in features]
 
     def _loader(self, dataset: Any, batch_size: int, **kw: Any) -> Any:
-        return super()._loader(dataset, max(1, batch_size // self.num_generations), **kw)
+        prompts = max(1, batch_size // self.num_generations)
+        times, accum = self.args.num_iterations, self.args.gradient_accumulation_steps
+        if times == 1 or not kw.get("shuffle"):  # evaluation: each batch once
+            return super()._loader(dataset, prompts, **kw)
+        skip = kw.pop("skip_batches", 0)
+        make = lambda skip_batches: super(GRPOTrainer, self)._loader(dataset, prompts, skip_batches=skip_batches, **kw)  # noqa: E731
+        return _RepeatedSteps(make, len(make(0)), accum, times, skip)
 
     def _update(self, model: nn.Module, group: list[Any]) -> tuple[float, int, float | None]:
-        rollouts = self._rollouts(group)
-        return super()._update(model, rollouts)
+        if self.args.num_iterations == 1:
+            return super()._update(model, self._rollouts(group))
+        # the loader repeats each step's prompts num_iterations times; the rollouts are made once
+        if getattr(self, "_buffered", None) is None or self.state.global_step % self.args.num_iterations == 0:
+            self._buffered = self._rollouts(group)
+        return super()._update(model, self._buffered)
 
     def _rollouts(self, group: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         batches = [self._generate_and_score(rows) for rows in group]
@@ -178,6 +220,9 @@ class GRPOTrainer(RLTrainerMixin, Trainer):
                                  "completion_mask": completion_mask, "advantages": advantages.to(self.device)}
         if args.beta != 0.0:
             batch["ref_per_token_logps"] = self._ref_logps(batch)
+        if was_training and args.num_iterations > 1:  # the sampling policy, for the ratios of the later steps
+            with self._autocast():
+                batch["old_per_token_logps"] = self._per_token_logps(model, batch)
         stats = {"reward": rewards.mean(), "reward_std": rewards.view(-1, g).std(1).mean(),
                  "completions/mean_length": completion_mask.sum(1).float().mean(),
                  "completions/clipped_ratio": truncated.float().mean()}
@@ -237,11 +282,12 @@ class GRPOTrainer(RLTrainerMixin, Trainer):
         logps = self._per_token_logps(model, inputs)
         args = self.args
         num_items = inputs["completion_mask"].sum() if args.loss_type != "dapo" else None
-        loss, kl = grpo_loss(logps, logps.detach(), inputs["advantages"], inputs["completion_mask"],
+        old = inputs.get("old_per_token_logps")  # absent when each rollout serves one step: ratio 1
+        loss, kl = grpo_loss(logps, logps.detach() if old is None else old, inputs["advantages"], inputs["completion_mask"],
                              ref_per_token_logps=inputs.get("ref_per_token_logps"), beta=args.beta,
                              epsilon_low=args.epsilon, epsilon_high=args.epsilon_high, delta=args.delta,
                              loss_type=args.loss_type, max_completion_length=args.max_completion_length,
-                             num_items=num_items)
+                             num_items=num_items, use_bias_correction_kl=args.use_bias_correction_kl)
         if kl is not None:
             mask = inputs["completion_mask"].to(kl.dtype)
             self._record(model, {"kl": ((kl.detach() * mask).sum() / mask.sum().clamp(min=1))})

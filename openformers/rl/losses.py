@@ -81,16 +81,20 @@ def grpo_loss(per_token_logps: torch.Tensor, old_per_token_logps: torch.Tensor, 
               completion_mask: torch.Tensor, *, ref_per_token_logps: torch.Tensor | None = None, beta: float = 0.0,
               epsilon_low: float = 0.2, epsilon_high: float = 0.2, delta: float | None = None,
               loss_type: str = "dapo", max_completion_length: int | None = None,
-              num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              num_items: float | torch.Tensor | None = None,
+              use_bias_correction_kl: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Clipped surrogate loss on [b, t] per-token log-probabilities; returns (loss, per-token KL or None).
 
     Normalisation by ``loss_type``: ``grpo`` mean over each sequence then over sequences; ``bnpo``
     over the batch's tokens; ``dr_grpo`` over ``b * max_completion_length``; ``dapo`` over
     ``num_items`` (the tokens of the whole generation batch; this batch's tokens when None).
+    ``use_bias_correction_kl`` weighs the KL by the (unclipped) ratio to the old policy, which makes its
+    gradient the unbiased reverse-KL gradient when rollouts are reused (a no-op while the ratio is 1).
     """
     mask = completion_mask.to(per_token_logps.dtype)
     ratio = torch.exp(per_token_logps - old_per_token_logps)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    unclipped = ratio
     if delta is not None:
         ratio = torch.clamp(ratio, max=delta)
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
@@ -101,6 +105,8 @@ def grpo_loss(per_token_logps: torch.Tensor, old_per_token_logps: torch.Tensor, 
             raise ValueError("grpo_loss: beta != 0 needs ref_per_token_logps")
         diff = ref_per_token_logps - per_token_logps
         kl = torch.exp(diff) - diff - 1
+        if use_bias_correction_kl:
+            kl = kl * unclipped
         per_token = per_token + beta * kl
     if loss_type == "grpo":
         return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean(), kl

@@ -9,7 +9,7 @@ from torch import nn
 
 from openformers.rl.base import RLTrainerMixin, apply_peft, disable_dropout, load_model, load_tokenizer
 from openformers.rl.configs import RewardConfig
-from openformers.rl.data import _pad, rows, tokenize_preference_example
+from openformers.rl.data import _pad, preference_pairs
 from openformers.rl.losses import reward_pairwise_loss
 from openformers.training.evaluation import EvalPrediction
 from openformers.training.trainer import Trainer
@@ -77,14 +77,9 @@ class RewardTrainer(RLTrainerMixin, Trainer):
         if dataset is None:
             return None
         out = []
-        for example in rows(dataset):
-            if "chosen_input_ids" in example:
-                row = {"chosen_input_ids": list(example["chosen_input_ids"]),
-                       "rejected_input_ids": list(example["rejected_input_ids"])}
-            else:
-                t = tokenize_preference_example(example, tok)
-                row = {"chosen_input_ids": t["prompt_ids"] + t["chosen_ids"],
-                       "rejected_input_ids": t["prompt_ids"] + t["rejected_ids"]}
+        for example, t in preference_pairs(dataset, tok):
+            row = {"chosen_input_ids": t["prompt_ids"] + t["chosen_ids"],
+                   "rejected_input_ids": t["prompt_ids"] + t["rejected_ids"]}
             if args.max_length is not None:  # TRL drops pairs longer than max_length
                 if max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"])) > args.max_length:
                     continue

@@ -90,6 +90,23 @@ def test_dpo_reference_is_the_disabled_adapter_without_a_copy(tok, tmp_path):
     assert not torch.allclose(policy_logps, ref_logps)  # the adapter is back on after the block
 
 
+def test_dpo_and_reward_read_preference_pairs_alike(tok, tmp_path):
+    """One reader of preference pairs: the same text gives the same tokens to both trainers, and each
+    takes the other's token columns as they are."""
+    from openformers.rl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    dpo = DPOTrainer(tiny_word_llama(), args=DPOConfig(str(tmp_path / "d"), gradient_checkpointing=False),
+                     train_dataset=PAIRS[:1], processing_class=tok)
+    reward = RewardTrainer(tiny_word_llama(classifier=True), args=RewardConfig(str(tmp_path / "r"), gradient_checkpointing=False),
+                           train_dataset=PAIRS[:1], processing_class=tok)
+    d, r = dpo.train_dataset[0], reward.train_dataset[0]
+    assert d["prompt_ids"] == tok("pick :")["input_ids"] and d["chosen_ids"][-1] == tok.eos_token_id
+    assert r == {"chosen_input_ids": d["prompt_ids"] + d["chosen_ids"], "rejected_input_ids": d["prompt_ids"] + d["rejected_ids"]}
+    assert RewardTrainer._tokenize([d], tok, reward.args) == [r]
+    assert DPOTrainer._tokenize([r], tok, dpo.args) == [{"prompt_ids": [], "chosen_ids": r["chosen_input_ids"],
+                                                         "rejected_ids": r["rejected_input_ids"]}]
+
+
 def test_dpo_precomputed_reference_log_probs(tok, tmp_path):
     from openformers.rl import DPOConfig, DPOTrainer
     from openformers.rl.dpo import sequence_log_probs
@@ -131,6 +148,38 @@ def test_grpo_reward_model_and_weights(tok, tmp_path):
     rewards = 0.5 * lengths + 2.0 * scores
     expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)
     torch.testing.assert_close(batch["advantages"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_grpo_num_iterations_reuses_each_batch_of_rollouts(tok, tmp_path):
+    """num_iterations=2: rollouts every other optimizer step, each prompt batch served twice (an epoch has
+    twice the steps), and the sampling policy's log-probs kept, equal to the policy's own at sampling."""
+    from openformers.rl import GRPOConfig, GRPOTrainer
+
+    calls = []
+
+    def has_cat(completions, **_):
+        calls.append(len(completions))
+        return [float("cat" in c) for c in completions]
+
+    data = [{"prompt": f"say {w} :"} for w in ("cat", "dog", "sun", "moon")]
+    args = GRPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=4, num_iterations=2, gradient_accumulation_steps=2,
+                      num_train_epochs=1, learning_rate=1e-2, beta=0.1, logging_steps=1, save_strategy="no",
+                      report_to="none")
+    trainer = GRPOTrainer(tiny_word_llama(), reward_funcs=has_cat, args=args, train_dataset=data, processing_class=tok)
+    loader = trainer.get_train_dataloader()
+    batches = [tuple(r["prompt"] for r in b) for b in loader]
+    assert len(loader) == len(batches) == 8 and batches[:2] == batches[2:4] and batches[4:6] == batches[6:8]
+    assert set(batches[:2]) != set(batches[4:6])
+    rollout = trainer._generate_and_score(data[:1])
+    torch.testing.assert_close(rollout["old_per_token_logps"], trainer._per_token_logps(trainer.model, rollout))
+    calls.clear()
+    out = trainer.train()
+    assert out.global_step == 4 and calls == [4] * 4  # 2 micro-batches rolled out on steps 1 and 3 only
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 4 and losses[0] != losses[1]  # the second step sees the updated policy through the ratio
+    with pytest.raises(ValueError, match="num_iterations"):
+        GRPOConfig("o", num_iterations=0)
 
 
 def test_config_checks():

@@ -187,6 +187,53 @@ def test_grpo_loss_matches_trl_on_fixed_rollouts(models, tmp_path, loss_type):
     torch.testing.assert_close(my_loss, their_loss, **TOL)
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_grpo_loss_with_old_policy_log_probs_matches_trl(models, tmp_path, loss_type):
+    """num_iterations > 1: the later steps on one batch of rollouts weigh tokens by the ratio to the log-probs
+    of the sampling policy, clipped by epsilon (below) and epsilon_high (above), on both sides."""
+    from openformers.rl import GRPOConfig, GRPOTrainer
+    from openformers.rl.losses import group_advantages
+
+    hf, ours, htok, tok = models
+    g, length = 4, 6
+    kw = dict(num_generations=g, max_completion_length=length, beta=0.04, loss_type=loss_type, num_iterations=3,
+              epsilon=0.2, epsilon_high=0.28)
+
+    def reward(completions, **_):
+        return [0.0] * len(completions)
+
+    data = [{"prompt": "Count:"}] * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = trl.GRPOTrainer(model=hf, reward_funcs=reward, args=_trl_args(trl.GRPOConfig, tmp_path, **kw),
+                                 train_dataset=datasets.Dataset.from_list(data), processing_class=htok)
+    mine = GRPOTrainer(ours, reward_funcs=reward, args=_our_args(GRPOConfig, tmp_path, **kw), train_dataset=data,
+                       processing_class=tok)
+    gen = torch.Generator().manual_seed(5)
+    prompt_ids = torch.tensor([[2, 65, 32, 42], [65, 32, 42, 43], [2, 2, 65, 32], [2, 2, 2, 65]])
+    prompt_mask = (torch.arange(4).unsqueeze(0) >= torch.tensor([1, 0, 2, 3]).unsqueeze(1)).long()
+    completion_ids = torch.randint(3, 49152, (4, length), generator=gen)
+    completion_mask = (torch.arange(length).unsqueeze(0) < torch.tensor([6, 4, 2, 5]).unsqueeze(1)).long()
+    advantages = group_advantages(torch.tensor([1.0, 0.0, 0.5, 2.0]), g, "group")
+    batch = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+             "completion_mask": completion_mask, "advantages": advantages,
+             "ref_per_token_logps": -torch.rand(4, length, generator=gen) * 10 - 1,
+             "num_items_in_batch": completion_mask.sum()}
+    hf.train(), ours.train()
+    with torch.no_grad():
+        current = mine._per_token_logps(ours, batch)
+    # the old policy a little away from the current one: ratios from about 0.6 to 1.6, so both clips bind
+    batch["old_per_token_logps"] = current + (torch.rand(4, length, generator=gen) - 0.5)
+    ratio = torch.exp(current - batch["old_per_token_logps"])[completion_mask.bool()]
+    assert (ratio < 0.8).any() and (ratio > 1.28).any()
+    theirs.current_gradient_accumulation_steps = 1
+    their_loss = theirs._compute_loss(hf, dict(batch))
+    my_loss = mine.compute_loss(ours, dict(batch))
+    torch.testing.assert_close(my_loss, their_loss, **TOL)
+    without_old = {k: v for k, v in batch.items() if k != "old_per_token_logps"}
+    assert not torch.allclose(mine.compute_loss(ours, without_old), my_loss)  # the ratios are used
+
+
 def test_grpo_advantages_match_trl_formula():
     """Group-relative advantages with TRL's scaling (std of the group, plus 1e-4)."""
     from openformers.rl.losses import group_advantages
