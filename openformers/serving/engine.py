@@ -5,7 +5,8 @@ One thread runs the model. Each turn of its loop it
 1. drops cancelled requests (their slots are free at once) and admits waiting requests into free
    slots of the :class:`~openformers.serving.cache.SlotCache` (a slot that still holds a prefix of
    the new prompt, e.g. the same system prompt, is preferred and that prefix is not computed again);
-2. runs prefill for admitted requests, up to ``prefill_chunk`` prompt tokens this turn (a long
+2. runs prefill for admitted requests, up to ``prefill_chunk`` prompt tokens this turn in one forward
+   (the chunks of several prompts left-padded into one batch, each row at its own positions; a long
    prompt is split over several turns, so running streams do not stall behind it);
 3. runs one decode step for every running request in one batched forward, samples each row with
    its own processors and random generator, and hands the new token (and its text) to the request.
@@ -216,11 +217,9 @@ class Engine:
     def _turn(self) -> None:
         self._drop_cancelled()
         self._admit()
-        budget = self.prefill_chunk
-        for request in [r for r in self.running if r.state == _PREFILL]:
-            if budget <= 0:
-                break
-            budget -= self._prefill(request, budget)
+        prefilling = [r for r in self.running if r.state == _PREFILL]
+        if prefilling:
+            self._prefill(prefilling)
         decoding = [r for r in self.running if r.state == _DECODE]
         if decoding:
             self._decode(decoding)
@@ -306,24 +305,54 @@ class Engine:
         logits = out.logits if hasattr(out, "logits") else out[0]
         return logits[:, -1, :].float()
 
-    def _prefill(self, request: Request, budget: int) -> int:
-        prompt = request.prompt_ids
-        start = request.cached
-        chunk = prompt[start : start + budget]
-        q = len(chunk)
-        self.cache.bind([request.slot], [start], q)
-        ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
-        mask = torch.ones(1, start + q, dtype=torch.long, device=self.device)
-        positions = torch.arange(start, start + q, device=self.device)[None]
+    def _prefill_batch(self, requests: list[Request]) -> list[tuple[Request, int]]:
+        """The rows of this turn's prefill: (request, chunk length) in arrival order, ``prefill_chunk`` prompt
+        tokens in all (a long prompt goes on next turn), with the left-padded batch at most twice that and the
+        longest bound slot plus the chunk width within ``max_len``."""
+        rows: list[tuple[Request, int]] = []
+        budget, width, past = self.prefill_chunk, 0, 0
+        for r in requests:
+            if budget <= 0:
+                break
+            n = min(len(r.prompt_ids) - r.cached, budget)
+            w, p = max(width, n), max(past, r.cached)
+            if rows and ((len(rows) + 1) * w > 2 * self.prefill_chunk or p + w > self.max_len):
+                continue
+            rows.append((r, n))
+            budget, width, past = budget - n, w, p
+        return rows
+
+    def _prefill(self, requests: list[Request]) -> None:
+        """One forward over the next prompt chunk of several requests (left-padded to the longest chunk)."""
+        rows = self._prefill_batch(requests)
+        starts = [r.cached for r, _ in rows]
+        counts = [n for _, n in rows]
+        q, past = max(counts), max(starts)
+        self.cache.bind([r.slot for r, _ in rows], starts, q, counts)
+        ids = torch.zeros(len(rows), q, dtype=torch.long, device=self.device)
+        for i, (r, n) in enumerate(rows):
+            ids[i, q - n:] = torch.tensor(r.prompt_ids[r.cached : r.cached + n], dtype=torch.long)
+        if len(rows) == 1:  # one sequence: no padding, the model's own causal mask (as generate() runs it)
+            mask = torch.ones(1, past + q, dtype=torch.long, device=self.device)
+            positions = torch.arange(past, past + q, device=self.device)[None]
+        else:
+            # query t of row i sits at position start_i + t - pad_i (padding queries at the first real one's)
+            pad = torch.tensor([q - n for n in counts], device=self.device)[:, None]
+            positions = torch.tensor(starts, device=self.device)[:, None] + (torch.arange(q, device=self.device)[None] - pad).clamp(min=0)
+            mask = (torch.arange(past + q, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         logits = self._forward(ids, mask, positions)
-        request.cached += q
-        self.slot_tokens[request.slot] = prompt[: request.cached]
-        if request.cached == len(prompt):
-            if self.metrics is not None:
-                self.metrics.prompt_tokens(len(prompt), request.reused)
-            request.state = _DECODE
-            self._sample([request], logits)
-        return q
+        done, rows_done = [], []
+        for i, (r, n) in enumerate(rows):
+            r.cached += n
+            self.slot_tokens[r.slot] = r.prompt_ids[: r.cached]
+            if r.cached == len(r.prompt_ids):
+                if self.metrics is not None:
+                    self.metrics.prompt_tokens(len(r.prompt_ids), r.reused)
+                r.state = _DECODE
+                done.append(r)
+                rows_done.append(i)
+        if done:
+            self._sample(done, logits[rows_done])
 
     def _decode(self, requests: list[Request]) -> None:
         requests.sort(key=lambda r: r.slot)
