@@ -39,6 +39,7 @@ class SlotCache(Cache):
         self._range: tuple[int, int] | None = None  # (first, end) when the bound slots are consecutive
         self._lengths: torch.Tensor | None = None
         self._rows: list[tuple[int, int, int]] = []  # (slot, length, count) of each row, for updates of q > 1
+        self._flat: tuple[int, torch.Tensor] | None = None  # (kv heads, flat row index of each new position)
         self._past = 0
 
     def bind(self, slots: list[int], lengths: list[int], new: int = 1, counts: list[int] | None = None) -> None:
@@ -57,6 +58,7 @@ class SlotCache(Cache):
         self._range = (first, first + len(slots)) if slots == list(range(first, first + len(slots))) else None
         self._lengths = torch.tensor(lengths, dtype=torch.long)
         self._rows = list(zip(slots, lengths, counts))
+        self._flat: tuple[int, torch.Tensor] | None = None
         self._past = max(lengths)
 
     def reserve(self, length: int) -> None:
@@ -88,9 +90,13 @@ class SlotCache(Cache):
             self.values.append(torch.zeros(shape[:3] + (value.shape[3],), dtype=value.dtype, device=value.device))
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
         q = key.shape[2]
-        if q == 1:
-            k_buf[self._slots, :, self._lengths] = key[:, :, 0]
-            v_buf[self._slots, :, self._lengths] = value[:, :, 0]
+        if q == 1:  # one position a row: one index_copy_ into the flattened buffers (rows of [slot, head, position])
+            heads, d = key.shape[1], key.shape[3]
+            if self._flat is None or self._flat[0] != heads:
+                index = (self._slots[:, None] * heads + torch.arange(heads)) * self.capacity + self._lengths[:, None]
+                self._flat = (heads, index.reshape(-1).to(key.device))
+            k_buf.view(-1, d).index_copy_(0, self._flat[1], key.reshape(-1, d))
+            v_buf.view(-1, value.shape[3]).index_copy_(0, self._flat[1], value.reshape(-1, value.shape[3]))
         else:
             for row, (slot, start, count) in enumerate(self._rows):
                 k_buf[slot, :, start : start + count] = key[row, :, q - count:]

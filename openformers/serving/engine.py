@@ -356,11 +356,20 @@ class Engine:
 
     def _decode(self, requests: list[Request]) -> None:
         requests.sort(key=lambda r: r.slot)
-        lengths = [r.cached for r in requests]
-        self.cache.bind([r.slot for r in requests], lengths, 1)
+        rows: list[Request | None] = list(requests)
+        lo, hi = requests[0].slot, requests[-1].slot + 1
+        if hi - lo > len(requests) and 2 * (hi - lo) <= 3 * len(requests):
+            # slots in between (free, or prefilling) run as idle rows, so the bound slots are consecutive and
+            # the cache hands attention a view of its buffers instead of gathering every layer's keys and values;
+            # an idle row writes one position past what its slot holds, which the slot's next owner overwrites
+            by_slot = {r.slot: r for r in requests}
+            rows = [by_slot.get(slot) for slot in range(lo, hi)]
+        slots = [r.slot if r is not None else lo + i for i, r in enumerate(rows)]
+        lengths = [r.cached if r is not None else self._held(slot) for r, slot in zip(rows, slots)]
+        self.cache.bind(slots, lengths, 1)
         past = max(lengths)
         lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
-        ids = torch.tensor([[r.pending] for r in requests], dtype=torch.long, device=self.device)
+        ids = torch.tensor([[r.pending if r is not None else 0] for r in rows], dtype=torch.long, device=self.device)
         # row i holds its own positions [0, length_i) and its new one at length_i; rows of one length need
         # no mask (the model's plain causal path, as generate() takes for an unpadded batch)
         mask = None if min(lengths) == past else (torch.arange(past + 1, device=self.device)[None] <= lens[:, None]).long()
@@ -370,7 +379,14 @@ class Engine:
             self.slot_tokens[r.slot].append(r.pending)
         if self.metrics is not None:
             self.metrics.batch(len(requests))
+        if len(rows) != len(requests):
+            logits = logits[[i for i, r in enumerate(rows) if r is not None]]
         self._sample(requests, logits)
+
+    def _held(self, slot: int) -> int:
+        """Positions slot ``slot`` holds now: its prefilling request's, or the prefix kept for reuse."""
+        owner = next((r for r in self.running if r.slot == slot), None)
+        return owner.cached if owner is not None else len(self.slot_tokens[slot])
 
     def _sample(self, requests: list[Request], logits: torch.Tensor) -> None:
         greedy = torch.argmax(logits, dim=-1).tolist()
