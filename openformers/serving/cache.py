@@ -9,6 +9,11 @@ returns the slots' first ``past + new`` positions. The attention mask the engine
 row, the positions ``[0, length]`` of its own sequence (the rest is another request's leftovers or
 empty), and the position ids are each row's own length: the row attends exactly as it would alone.
 
+Prefill of several requests in one forward binds each row with its own count of new tokens: the rows
+are left-padded to the longest chunk, and :meth:`update` writes only each row's last ``count`` new
+positions, at that row's length (the padding never reaches the cache); the engine's 4D mask and
+position ids place each row's queries at its own positions.
+
 The capacity grows (doubling, up to ``max_len``) as the longest sequence needs more, so memory
 follows what is in use rather than the model's full context.
 """
@@ -33,10 +38,18 @@ class SlotCache(Cache):
         self._slots: torch.Tensor | None = None
         self._range: tuple[int, int] | None = None  # (first, end) when the bound slots are consecutive
         self._lengths: torch.Tensor | None = None
+        self._rows: list[tuple[int, int, int]] = []  # (slot, length, count) of each row, for updates of q > 1
+        self._flat: tuple[int, torch.Tensor] | None = None  # (kv heads, flat row index of each new position)
         self._past = 0
 
-    def bind(self, slots: list[int], lengths: list[int], new: int = 1) -> None:
-        """Set the slots (in batch order), their filled lengths and the number of positions the next forward adds."""
+    def bind(self, slots: list[int], lengths: list[int], new: int = 1, counts: list[int] | None = None) -> None:
+        """Set the slots (in batch order), their filled lengths and the number of positions the next forward adds
+        (``new``, the input's width); ``counts`` (default: ``new`` each) is how many of a row's last ``new``
+        positions are real tokens, the rest left padding that is not written."""
+        if counts is None:
+            counts = [new] * len(slots)
+        if len(counts) != len(slots) or any(not 0 < c <= new for c in counts):
+            raise ValueError(f"SlotCache.bind: counts {counts} must give each of the {len(slots)} rows 1 to {new} tokens")
         new_len = max(lengths) + new
         if new_len > self.capacity:
             self.reserve(new_len)
@@ -44,6 +57,8 @@ class SlotCache(Cache):
         first = slots[0]
         self._range = (first, first + len(slots)) if slots == list(range(first, first + len(slots))) else None
         self._lengths = torch.tensor(lengths, dtype=torch.long)
+        self._rows = list(zip(slots, lengths, counts))
+        self._flat: tuple[int, torch.Tensor] | None = None
         self._past = max(lengths)
 
     def reserve(self, length: int) -> None:
@@ -74,15 +89,18 @@ class SlotCache(Cache):
             self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
             self.values.append(torch.zeros(shape[:3] + (value.shape[3],), dtype=value.dtype, device=value.device))
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
-        b, q = key.shape[0], key.shape[2]
-        if q == 1:
-            k_buf[self._slots, :, self._lengths] = key[:, :, 0]
-            v_buf[self._slots, :, self._lengths] = value[:, :, 0]
+        q = key.shape[2]
+        if q == 1:  # one position a row: one index_copy_ into the flattened buffers (rows of [slot, head, position])
+            heads, d = key.shape[1], key.shape[3]
+            if self._flat is None or self._flat[0] != heads:
+                index = (self._slots[:, None] * heads + torch.arange(heads)) * self.capacity + self._lengths[:, None]
+                self._flat = (heads, index.reshape(-1).to(key.device))
+            k_buf.view(-1, d).index_copy_(0, self._flat[1], key.reshape(-1, d))
+            v_buf.view(-1, value.shape[3]).index_copy_(0, self._flat[1], value.reshape(-1, value.shape[3]))
         else:
-            for row in range(b):
-                slot, start = int(self._slots[row]), int(self._lengths[row])
-                k_buf[slot, :, start : start + q] = key[row]
-                v_buf[slot, :, start : start + q] = value[row]
+            for row, (slot, start, count) in enumerate(self._rows):
+                k_buf[slot, :, start : start + count] = key[row, :, q - count:]
+                v_buf[slot, :, start : start + count] = value[row, :, q - count:]
         end = self._past + q
         if self._range is not None:
             first, stop = self._range

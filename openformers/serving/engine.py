@@ -5,7 +5,8 @@ One thread runs the model. Each turn of its loop it
 1. drops cancelled requests (their slots are free at once) and admits waiting requests into free
    slots of the :class:`~openformers.serving.cache.SlotCache` (a slot that still holds a prefix of
    the new prompt, e.g. the same system prompt, is preferred and that prefix is not computed again);
-2. runs prefill for admitted requests, up to ``prefill_chunk`` prompt tokens this turn (a long
+2. runs prefill for admitted requests, up to ``prefill_chunk`` prompt tokens this turn in one forward
+   (the chunks of several prompts left-padded into one batch, each row at its own positions; a long
    prompt is split over several turns, so running streams do not stall behind it);
 3. runs one decode step for every running request in one batched forward, samples each row with
    its own processors and random generator, and hands the new token (and its text) to the request.
@@ -216,11 +217,9 @@ class Engine:
     def _turn(self) -> None:
         self._drop_cancelled()
         self._admit()
-        budget = self.prefill_chunk
-        for request in [r for r in self.running if r.state == _PREFILL]:
-            if budget <= 0:
-                break
-            budget -= self._prefill(request, budget)
+        prefilling = [r for r in self.running if r.state == _PREFILL]
+        if prefilling:
+            self._prefill(prefilling)
         decoding = [r for r in self.running if r.state == _DECODE]
         if decoding:
             self._decode(decoding)
@@ -306,32 +305,71 @@ class Engine:
         logits = out.logits if hasattr(out, "logits") else out[0]
         return logits[:, -1, :].float()
 
-    def _prefill(self, request: Request, budget: int) -> int:
-        prompt = request.prompt_ids
-        start = request.cached
-        chunk = prompt[start : start + budget]
-        q = len(chunk)
-        self.cache.bind([request.slot], [start], q)
-        ids = torch.tensor([chunk], dtype=torch.long, device=self.device)
-        mask = torch.ones(1, start + q, dtype=torch.long, device=self.device)
-        positions = torch.arange(start, start + q, device=self.device)[None]
+    def _prefill_batch(self, requests: list[Request]) -> list[tuple[Request, int]]:
+        """The rows of this turn's prefill: (request, chunk length) in arrival order, ``prefill_chunk`` prompt
+        tokens in all (a long prompt goes on next turn), with the left-padded batch at most twice that and the
+        longest bound slot plus the chunk width within ``max_len``."""
+        rows: list[tuple[Request, int]] = []
+        budget, width, past = self.prefill_chunk, 0, 0
+        for r in requests:
+            if budget <= 0:
+                break
+            n = min(len(r.prompt_ids) - r.cached, budget)
+            w, p = max(width, n), max(past, r.cached)
+            if rows and ((len(rows) + 1) * w > 2 * self.prefill_chunk or p + w > self.max_len):
+                continue
+            rows.append((r, n))
+            budget, width, past = budget - n, w, p
+        return rows
+
+    def _prefill(self, requests: list[Request]) -> None:
+        """One forward over the next prompt chunk of several requests (left-padded to the longest chunk)."""
+        rows = self._prefill_batch(requests)
+        starts = [r.cached for r, _ in rows]
+        counts = [n for _, n in rows]
+        q, past = max(counts), max(starts)
+        self.cache.bind([r.slot for r, _ in rows], starts, q, counts)
+        ids = torch.zeros(len(rows), q, dtype=torch.long, device=self.device)
+        for i, (r, n) in enumerate(rows):
+            ids[i, q - n:] = torch.tensor(r.prompt_ids[r.cached : r.cached + n], dtype=torch.long)
+        if len(rows) == 1:  # one sequence: no padding, the model's own causal mask (as generate() runs it)
+            mask = torch.ones(1, past + q, dtype=torch.long, device=self.device)
+            positions = torch.arange(past, past + q, device=self.device)[None]
+        else:
+            # query t of row i sits at position start_i + t - pad_i (padding queries at the first real one's)
+            pad = torch.tensor([q - n for n in counts], device=self.device)[:, None]
+            positions = torch.tensor(starts, device=self.device)[:, None] + (torch.arange(q, device=self.device)[None] - pad).clamp(min=0)
+            mask = (torch.arange(past + q, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         logits = self._forward(ids, mask, positions)
-        request.cached += q
-        self.slot_tokens[request.slot] = prompt[: request.cached]
-        if request.cached == len(prompt):
-            if self.metrics is not None:
-                self.metrics.prompt_tokens(len(prompt), request.reused)
-            request.state = _DECODE
-            self._sample([request], logits)
-        return q
+        done, rows_done = [], []
+        for i, (r, n) in enumerate(rows):
+            r.cached += n
+            self.slot_tokens[r.slot] = r.prompt_ids[: r.cached]
+            if r.cached == len(r.prompt_ids):
+                if self.metrics is not None:
+                    self.metrics.prompt_tokens(len(r.prompt_ids), r.reused)
+                r.state = _DECODE
+                done.append(r)
+                rows_done.append(i)
+        if done:
+            self._sample(done, logits[rows_done])
 
     def _decode(self, requests: list[Request]) -> None:
         requests.sort(key=lambda r: r.slot)
-        lengths = [r.cached for r in requests]
-        self.cache.bind([r.slot for r in requests], lengths, 1)
+        rows: list[Request | None] = list(requests)
+        lo, hi = requests[0].slot, requests[-1].slot + 1
+        if hi - lo > len(requests) and 2 * (hi - lo) <= 3 * len(requests):
+            # slots in between (free, or prefilling) run as idle rows, so the bound slots are consecutive and
+            # the cache hands attention a view of its buffers instead of gathering every layer's keys and values;
+            # an idle row writes one position past what its slot holds, which the slot's next owner overwrites
+            by_slot = {r.slot: r for r in requests}
+            rows = [by_slot.get(slot) for slot in range(lo, hi)]
+        slots = [r.slot if r is not None else lo + i for i, r in enumerate(rows)]
+        lengths = [r.cached if r is not None else self._held(slot) for r, slot in zip(rows, slots)]
+        self.cache.bind(slots, lengths, 1)
         past = max(lengths)
         lens = torch.tensor(lengths, dtype=torch.long, device=self.device)
-        ids = torch.tensor([[r.pending] for r in requests], dtype=torch.long, device=self.device)
+        ids = torch.tensor([[r.pending if r is not None else 0] for r in rows], dtype=torch.long, device=self.device)
         # row i holds its own positions [0, length_i) and its new one at length_i; rows of one length need
         # no mask (the model's plain causal path, as generate() takes for an unpadded batch)
         mask = None if min(lengths) == past else (torch.arange(past + 1, device=self.device)[None] <= lens[:, None]).long()
@@ -341,7 +379,14 @@ class Engine:
             self.slot_tokens[r.slot].append(r.pending)
         if self.metrics is not None:
             self.metrics.batch(len(requests))
+        if len(rows) != len(requests):
+            logits = logits[[i for i, r in enumerate(rows) if r is not None]]
         self._sample(requests, logits)
+
+    def _held(self, slot: int) -> int:
+        """Positions slot ``slot`` holds now: its prefilling request's, or the prefix kept for reuse."""
+        owner = next((r for r in self.running if r.slot == slot), None)
+        return owner.cached if owner is not None else len(self.slot_tokens[slot])
 
     def _sample(self, requests: list[Request], logits: torch.Tensor) -> None:
         greedy = torch.argmax(logits, dim=-1).tolist()

@@ -159,3 +159,27 @@ def test_rows_of_one_length_decode_without_a_mask(engine, model_and_tokenizer):
     for i, p in enumerate(prompts):
         ref = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p):].tolist()
         assert [e.token_id for e in events[i]] == ref
+
+
+def test_prompts_are_prefilled_together_in_chunks(model_and_tokenizer):
+    """Waiting prompts of different lengths go through prefill as one left-padded batch (a long one over
+    several turns, beside decode steps of the others) and still give generate()'s tokens."""
+    model, tokenizer = model_and_tokenizer
+    prompts = [tokenizer("short one")["input_ids"], tokenizer("a middle sized prompt " * 3)["input_ids"],
+               tokenizer("a long prompt that needs more than one chunk " * 6)["input_ids"], tokenizer("tiny")["input_ids"]]
+    assert len(prompts[2]) > 40
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    eng = Engine(model, tokenizer, max_batch_size=4, prefill_chunk=40)
+    try:
+        threading.Timer(0.3, eng.start).start()  # all four are waiting at the engine's first turn
+        events = _run_all(eng, prompts, [SamplingParams(max_tokens=7, temperature=0)] * 4)
+    finally:
+        eng.stop()
+        handle.remove()
+    assert any(b > 1 and q > 1 for b, q in shapes), shapes  # several prompts in one prefill forward
+    assert all(b * q <= 80 for b, q in shapes), shapes  # chunked: the padded batch stays within twice the chunk
+    for i, p in enumerate(prompts):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=7, do_sample=False)[0, len(p):].tolist()
+        assert [e.token_id for e in events[i]] == ref, f"prompt {i}"
