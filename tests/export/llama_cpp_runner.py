@@ -69,11 +69,15 @@ class _PySync:
 
     _lib = None
     _log = None
+    errors: list[str] = []  # llama.cpp's warnings and errors, quoted when a load fails
 
     @classmethod
     def _quiet(cls, ffi):
         if cls._log is None:  # kept alive on the class: llama.cpp holds the pointer
-            cls._log = ffi.callback("void(enum ggml_log_level, const char *, void *)", lambda *_: None)
+            def log(level, text, _):
+                if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+                    cls.errors[:] = cls.errors[-20:] + [ffi.string(text).decode(errors="replace").strip()]
+            cls._log = ffi.callback("void(enum ggml_log_level, const char *, void *)", log)
         return cls._log
 
     def __init__(self, module, path: Path, n_ctx: int):
@@ -87,7 +91,7 @@ class _PySync:
         params = lib.llama_model_default_params()
         self.model = lib.llama_model_load_from_file(str(path).encode(), params)
         if self.model == ffi.NULL:
-            raise RuntimeError(f"llama.cpp could not load {path}")
+            raise RuntimeError(f"llama.cpp could not load {path}: " + " | ".join(self.errors[-3:]))
         ctx_params = lib.llama_context_default_params()
         ctx_params.n_ctx = ctx_params.n_batch = ctx_params.n_ubatch = n_ctx
         self.ctx = lib.llama_init_from_model(self.model, ctx_params)
