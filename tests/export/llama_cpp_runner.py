@@ -11,6 +11,7 @@ those four imports to the classic functions of the same name, nothing else chang
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import struct
 import tempfile
@@ -64,6 +65,10 @@ def _rebind_c23(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class _PySync:
     """llama-cpp-py-sync: the C API of llama.h through the package's own cffi declarations."""
 
@@ -94,6 +99,7 @@ class _PySync:
             raise RuntimeError(f"llama.cpp could not load {path}: " + " | ".join(self.errors[-3:]))
         ctx_params = lib.llama_context_default_params()
         ctx_params.n_ctx = ctx_params.n_batch = ctx_params.n_ubatch = n_ctx
+        ctx_params.n_threads = ctx_params.n_threads_batch = _threads()  # its default (4) oversubscribes 2 cores
         self.ctx = lib.llama_init_from_model(self.model, ctx_params)
         if self.ctx == ffi.NULL:
             lib.llama_model_free(self.model)
@@ -113,7 +119,10 @@ class _PySync:
                 for lib in folder.glob("lib*.so*"):
                     shutil.copy2(lib, copy / lib.name)
                     _rebind_c23(copy / lib.name)
-                cls._lib = ffi.dlopen(str(copy / "libllama.so"))
+                try:
+                    cls._lib = ffi.dlopen(str(copy / "libllama.so"))  # loads its libggml* neighbours with it
+                finally:
+                    shutil.rmtree(copy)  # a loaded library stays mapped
         return cls._lib
 
     def close(self) -> None:
@@ -151,7 +160,8 @@ class _LlamaCppPython:
     """llama-cpp-python's ``Llama`` with logits kept for every position."""
 
     def __init__(self, module, path: Path, n_ctx: int):
-        self.llm = module.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False)
+        self.llm = module.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=_threads(),
+                                logits_all=True, verbose=False)
 
     def close(self) -> None:
         self.llm.close()
