@@ -11,7 +11,6 @@ those four imports to the classic functions of the same name, nothing else chang
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import struct
 import tempfile
@@ -66,7 +65,9 @@ def _rebind_c23(path: Path) -> None:
 
 
 def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """One thread: ggml's threads meet at a spinning barrier after every operation, which turns a token into seconds
+    when the cores are shared with other work (a busy test machine); one thread has no barrier to wait at."""
+    return 1
 
 
 class _PySync:
@@ -99,7 +100,7 @@ class _PySync:
             raise RuntimeError(f"llama.cpp could not load {path}: " + " | ".join(self.errors[-3:]))
         ctx_params = lib.llama_context_default_params()
         ctx_params.n_ctx = ctx_params.n_batch = ctx_params.n_ubatch = n_ctx
-        ctx_params.n_threads = ctx_params.n_threads_batch = _threads()  # its default (4) oversubscribes 2 cores
+        ctx_params.n_threads = ctx_params.n_threads_batch = _threads()
         self.ctx = lib.llama_init_from_model(self.model, ctx_params)
         if self.ctx == ffi.NULL:
             lib.llama_model_free(self.model)
