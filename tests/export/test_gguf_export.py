@@ -191,34 +191,78 @@ def test_smollm2_round_trip_greedy(smollm2):
     assert agree >= 0.95, agree
 
 
-@pytest.mark.slow
-def test_smollm2_in_llama_cpp(smollm2):
-    """llama.cpp (llama-cpp-python, the 'bench' extra) reads our files: f16 gives our greedy tokens, q8_0 agrees
-    with our float32 model's top-1 on >= 95% of 256 positions."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+def _llama_cpp():
+    """The llama.cpp oracle, or a skip when neither binding is installed."""
+    from tests.export.llama_cpp_runner import LlamaCpp, binding
+
+    if binding() is None:
+        pytest.skip("llama.cpp: neither llama-cpp-python nor llama-cpp-py-sync (the 'test' extra) is installed")
+    return LlamaCpp
+
+
+def _first_difference(a: list[int], b: list[int]):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+@pytest.mark.parametrize("kind", ["f32", "f16"])
+def test_tiny_models_in_llama_cpp(tmp_path, family, kind):
+    """llama.cpp loads a tiny random model of each family from our file, with a small SentencePiece-style vocabulary:
+    its logits at every position equal ours, its greedy tokens (one decode per token, with its KV cache) are ours and
+    its tokenizer reads the vocabulary as we do."""
+    LlamaCpp = _llama_cpp()
+    tokenizer = _spm_tokenizer()
+    model = _tiny(family, torch.float16 if kind == "f16" else torch.float32, vocab_size=len(tokenizer))
+    path = save_gguf(model, tmp_path / f"{family}.gguf", tokenizer, kind)
+    # 12 + 4 positions, within Mistral's window (16): llama.cpp runs its "llama" architecture without the window
+    ids = torch.randint(3, len(tokenizer), (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(ids).logits[0]
+        greedy = model.generate(ids, max_new_tokens=4, do_sample=False, eos_token_id=None)[0, 12:].tolist()
+    text = "the quick brown fox, hello world"
+    with LlamaCpp(path, n_ctx=64) as llm:
+        theirs = torch.from_numpy(llm.logits(ids[0].tolist()))
+        assert llm.greedy(ids[0].tolist(), 4) == greedy
+        assert llm.tokenize(text) == tokenizer(text)["input_ids"]
+    assert ours.abs().max() > 0.3  # logits far from zero, so the bound below says something
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
+
+
+def _smollm2_in_llama_cpp(smollm2, n: int, text: str):
+    """f16: llama.cpp's greedy tokens from our prompt ids (one decode per token) equal ours from the same file, and
+    its tokenizer gives our ids for ``text``; q8_0: teacher-forced along our float32 model's greedy continuation,
+    llama.cpp's top-1 agrees with our float32 model's on >= 95% of the ``n`` positions."""
+    LlamaCpp = _llama_cpp()
     _, model, tokenizer, files = smollm2
     ids = _prompt(tokenizer)
+    start = ids.shape[1]
+    f16 = openformers.AutoModelForCausalLM.from_pretrained(files["f16"])  # the weights llama.cpp reads
     with torch.no_grad():
-        ours = model.generate(ids, max_new_tokens=256, do_sample=False, eos_token_id=None)
-        top1 = model(ours).logits[0, ids.shape[1] - 1 : -1].argmax(-1)
-    prompt = ids[0].tolist()
-    llm = llama_cpp.Llama(model_path=str(files["f16"]), n_ctx=512, logits_all=False, verbose=False)
-    tokens = []
-    for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
-        tokens.append(token)
-        if len(tokens) == 24:
-            break
-    assert tokens == ours[0, len(prompt) : len(prompt) + 24].tolist()
-    llm = llama_cpp.Llama(model_path=str(files["q8_0"]), n_ctx=512, logits_all=True, verbose=False)
-    seq = ours[0].tolist()
-    llm.eval(seq[:-1])
-    theirs = torch.tensor([int(llm.scores[i].argmax()) for i in range(len(prompt) - 1, len(seq) - 1)])
-    assert (theirs == top1).float().mean().item() >= 0.95
+        ours16 = f16.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None)[0, start:].tolist()
+        ours = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None)
+        top1 = model(ours).logits[0, start - 1 : -1].argmax(-1)
+    with LlamaCpp(files["f16"], n_ctx=start + n + 8) as llm:
+        assert llm.tokenize(text) == tokenizer(text)["input_ids"]
+        theirs16 = llm.greedy(ids[0].tolist(), n)
+    assert theirs16 == ours16, f"first different token at {_first_difference(theirs16, ours16)} of {n}"
+    with LlamaCpp(files["q8_0"], n_ctx=start + n + 8) as llm:
+        theirs = torch.from_numpy(llm.logits(ours[0, :-1].tolist())[start - 1 :].argmax(-1))
+    agree = (theirs == top1).float().mean().item()
+    assert agree >= 0.95, agree
 
 
-def test_sentencepiece_style_tokenizer(tmp_path):
-    """A BPE vocabulary with byte fallback (Llama 2, Mistral) is written as llama.cpp's "llama" model: scores from the
-    merge ranks, byte tokens typed as such; read back, it encodes as the original."""
+@pytest.mark.slow
+def test_smollm2_in_llama_cpp(smollm2):
+    _smollm2_in_llama_cpp(smollm2, 48, "Hello world, 12345 tokens!")
+
+
+@pytest.mark.long
+def test_smollm2_in_llama_cpp_256_tokens(smollm2):
+    _smollm2_in_llama_cpp(smollm2, 256, "The quick brown fox jumps over the lazy dog. It's 3:45 pm, 2 x 21 = 42.")
+
+
+def _spm_tokenizer():
+    """A small BPE vocabulary with byte fallback, as Llama 2 and Mistral ship (about 300 tokens)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
 
     from openformers.tokenization.base import PreTrainedTokenizerFast
@@ -230,8 +274,14 @@ def test_sentencepiece_style_tokenizer(tmp_path):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)],
                                   show_progress=False)
     backend.train_from_iterator(["the quick brown fox jumps over the lazy dog", "hello world, the weather is nice"] * 20, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        add_bos_token=True)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   add_bos_token=True)
+
+
+def test_sentencepiece_style_tokenizer(tmp_path):
+    """A BPE vocabulary with byte fallback (Llama 2, Mistral) is written as llama.cpp's "llama" model: scores from the
+    merge ranks, byte tokens typed as such; read back, it encodes as the original."""
+    tokenizer = _spm_tokenizer()
     model = _tiny("llama", vocab_size=len(tokenizer))
     path = save_gguf(model, tmp_path / "spm.gguf", tokenizer, "f16")
     meta = read_gguf_metadata(path)
