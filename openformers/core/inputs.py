@@ -22,12 +22,12 @@ def is_tracing() -> bool:
                 or torch.jit.is_tracing() or torch.jit.is_scripting())
 
 
-def check_token_ids(input_ids: Any, vocab_size: int | None, *, values: bool = True) -> None:
+def check_token_ids(input_ids: Any, vocab_size: int | None, *, values: bool = True, leading_dims: bool = False) -> None:
     """Refuse ``input_ids`` a model cannot embed, with an error naming the argument and the fix.
 
     ``input_ids`` must be a ``[batch, length]`` integer tensor with at least one row and one column
-    (GPT-2's extra leading dimensions stay allowed), and, when ``values`` is true, every id must lie in
-    ``[0, vocab_size)``.
+    (``leading_dims``: extra leading dimensions are allowed, as GPT-2 reads them), and, when ``values`` is
+    true, every id must lie in ``[0, vocab_size)``.
     """
     if isinstance(input_ids, (list, tuple)):
         raise TypeError(
@@ -41,6 +41,11 @@ def check_token_ids(input_ids: Any, vocab_size: int | None, *, values: bool = Tr
         raise ValueError(
             f"input_ids has shape {shape}, but the model reads a batch of shape [batch, length]; "
             "add the batch dimension: input_ids[None] (or input_ids.unsqueeze(0)) for one sequence"
+        )
+    if input_ids.dim() > 2 and not leading_dims:
+        raise ValueError(
+            f"input_ids has shape {shape}, but the model reads a batch of shape [batch, length]; "
+            "flatten the leading dimensions: input_ids.reshape(-1, input_ids.shape[-1])"
         )
     if input_ids.dtype not in _ID_DTYPES:
         raise ValueError(

@@ -69,6 +69,8 @@ class PreTrainedModel(nn.Module):
     _no_split_modules: ClassVar[tuple[str, ...]] = ()
     supports_gradient_checkpointing: ClassVar[bool] = True
     main_input_name: ClassVar[str] = "input_ids"
+    # True where forward reads input_ids of shape [..., batch, length] (GPT-2 flattens the leading dimensions)
+    accepts_leading_dims: ClassVar[bool] = False
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
@@ -232,7 +234,7 @@ class PreTrainedModel(nn.Module):
         with an error that says what to do."""
         if self.main_input_name == "input_ids":
             check_token_ids(kwargs["input_ids"] if "input_ids" in kwargs else args[0] if args else None,
-                            model_vocab_size(self))
+                            model_vocab_size(self), leading_dims=self.accepts_leading_dims)
         if not torch.is_grad_enabled() and not (self._forward_hooks or self._forward_pre_hooks
                                                 or torch.compiler.is_compiling() or _is_exporting()):
             runner = extensions.get("inference_runner")(self, args, kwargs)

@@ -122,21 +122,18 @@ def test_the_default_follows_the_cpu_and_the_blas() -> None:
         assert (native.cpu_vendor() != "") == ("vendor_id" in cpuinfo.read_text())
 
 
-def test_llama_and_lora_training_steps_use_it(monkeypatch) -> None:
+def test_lora_training_steps_use_it(monkeypatch) -> None:
+    """A LoRA layer's frozen base product, its input gradient and the adapter's A run through it. (A plain
+    ``nn.Linear`` of a model file runs ``F.linear``: model files hold no speed hooks.)"""
     from openformers.peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=64)
     ids = torch.randint(0, 96, (2, 9))
-    full = LlamaForCausalLM(cfg).train()
-    count = Count(monkeypatch)
-    full(ids, labels=ids).loss.backward()
-    # 7 projections a layer and the head; the first layer's q/k/v/gate/up inputs need a gradient
-    # too (the embeddings train): every product and every input gradient
-    assert count.calls == 2 * (7 * 2 + 1)
     lora = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                             task_type="CAUSAL_LM")).train()
     count = Count(monkeypatch)
     lora(ids, labels=ids).loss.backward()
-    assert count.calls > 2 * (7 * 2 + 1)  # the frozen products, their input gradients and the adapters' A
+    # 2 adapted projections a layer: the base product and its input gradient, the adapter's A product
+    assert count.calls >= 2 * 2 * 2

@@ -63,6 +63,16 @@ def test_one_dimensional_input_ids_say_to_add_the_batch_dimension(model, grad):
     assert model(torch.tensor([1, 2, 3])[None]) is not None
 
 
+def test_three_dimensional_input_ids_are_refused_where_the_family_does_not_read_them(model, grad):
+    ids = torch.tensor([[[1, 2, 3]], [[4, 5, 6]]])  # [2, 1, 3]
+    if type(model).accepts_leading_dims:  # GPT-2 flattens leading dimensions, as transformers' GPT-2 does
+        out = model(ids)
+        assert out.logits.shape[:3] == (2, 1, 3)
+        return
+    with pytest.raises(ValueError, match=r"input_ids has shape \(2, 1, 3\).*\[batch, length\].*reshape\(-1, "):
+        model(ids)
+
+
 @pytest.mark.parametrize("shape", [(0, 3), (2, 0)])
 def test_empty_batch_is_refused(model, grad, shape):
     with pytest.raises(ValueError, match=rf"input_ids has shape \({shape[0]}, {shape[1]}\): an empty batch"):

@@ -136,6 +136,7 @@ class GPT2Block(nn.Module):
 
 class GPT2PreTrainedModel(PreTrainedModel):
     config_class = GPT2Config
+    accepts_leading_dims = True  # input_ids [..., length]: the leading dimensions are flattened
     base_model_prefix = "transformer"
     _no_split_modules = ("GPT2Block",)
     # causal-bias buffers that old checkpoints (OpenAI's, DialoGPT) still carry
