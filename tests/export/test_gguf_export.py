@@ -248,6 +248,7 @@ def _smollm2_in_llama_cpp(smollm2, n: int, text: str):
     with LlamaCpp(files["q8_0"], n_ctx=start + n + 8) as llm:
         theirs = torch.from_numpy(llm.logits(ours[0, :-1].tolist())[start - 1 :].argmax(-1))
     agree = (theirs == top1).float().mean().item()
+    print(f"q8_0 top-1 agreement over {len(theirs)} tokens: {agree:.3f}")
     assert agree >= 0.95, agree
 
 
