@@ -6,6 +6,7 @@ sources change. Models never import this package: they describe themselves with 
 (``modules/blocks.py``), and ``PreTrainedModel.__call__`` asks ``dispatch.py`` for a runner.
 
 - ``dispatch.py``: ``register_runner`` / ``inference_runner``, the hook point of model calls without autograd.
+- ``describe.py``: which class declares a description, and the debug line saying why a model runs its module path.
 - ``decoder.py``: the runner of described decoders (stack and causal-LM head), registered on import.
 - ``decode.py``: a described stack's layers through a plan (prefill and decode steps, kernels kept per step).
 - ``fused.py``: the products of plain or 4-bit linear layers at inference (groups that read one input).

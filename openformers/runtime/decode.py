@@ -35,6 +35,7 @@ from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
 from openformers.modules.rotary import apply_rotary_heads
 from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
+from openformers.runtime.describe import _LOGGED, declared, why_not  # noqa: F401 (_LOGGED: tests reset it)
 from openformers.runtime.native_step import native_step
 from openformers.runtime.packed_weights import tensor_version
 
@@ -190,27 +191,12 @@ class DecodePlan:
 
 # what the runtime knows how to run (modules/blocks.py); any other description runs the module path
 KNOWN = DecoderBlocks()
-_LOGGED: set[str] = set()
-
-
-def _why_not(reason: str) -> None:
-    """One debug line per reason: why a model runs its module path."""
-    if reason not in _LOGGED:
-        _LOGGED.add(reason)
-        logger.debug("runtime: %s; the module path runs", reason)
-
-
-def _declared(cls: type, attribute: str) -> type | None:
-    """The class along ``cls``'s MRO that declares ``attribute`` in its own body."""
-    return next((c for c in cls.__mro__ if attribute in c.__dict__), None)
-
-
 def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     """Why a layer's modules are not the layer its class describes (``blocks``), or None. A class that changes
     ``forward`` (its own or its attention's) without declaring its own ``blocks`` is not described."""
     layer, attn, mlp, norm1, norm2, q_norm, k_norm = mods[0], mods[1], mods[6], mods[10], mods[11], mods[12], mods[13]
     cls = type(layer)
-    owner = _declared(cls, "blocks")
+    owner = declared(cls, "blocks")
     if owner is None:
         return f"{cls.__name__} declares no blocks (modules/blocks.py)"
     if cls.forward is not owner.forward or type(attn).forward is not owner.attention_class.forward:
@@ -235,11 +221,11 @@ def _build(model: nn.Module) -> DecodePlan | None:
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
         if mods is None:
-            _why_not(f"{type(layer).__name__} is not laid out as a Llama layer")
+            why_not(logger, f"{type(layer).__name__} is not laid out as a Llama layer")
             return None
         err = layer_error(mods)
         if err is not None:
-            _why_not(err)
+            why_not(logger, err)
             return None
         # q/k/v and gate/up run as one product (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain

@@ -27,7 +27,8 @@ from torch import nn
 from openformers.core.modeling import PreTrainedModel
 from openformers.core.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from openformers.modules.heads import causal_lm_loss
-from openformers.runtime.decode import DecodePlan, _declared, _why_not, plan_for
+from openformers.runtime.decode import DecodePlan, logger, plan_for  # its debug lines go on the plan's logger
+from openformers.runtime.describe import declared, why_not
 from openformers.runtime.dispatch import register_runner
 from openformers.runtime.fused import project
 
@@ -44,11 +45,11 @@ def _signature(cls: type) -> inspect.Signature:
 def _role(model: nn.Module) -> str | None:
     """The role the class that defines ``model``'s forward declares, or None."""
     cls = type(model)
-    owner = _declared(cls, "decoder_role")
+    owner = declared(cls, "decoder_role")
     if owner is None:
         return None
     if cls.forward is not owner.forward:
-        _why_not(f"{cls.__name__} changes its forward without declaring its own decoder_role")
+        why_not(logger, f"{cls.__name__} changes its forward without declaring its own decoder_role")
         return None
     return owner.decoder_role
 

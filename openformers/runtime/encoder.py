@@ -41,6 +41,7 @@ from openformers.core.modeling import PreTrainedModel
 from openformers.core.outputs import BaseModelOutput, BaseModelOutputWithPooling
 from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.masks import padding_mask
+from openformers.runtime.describe import declared, why_not
 from openformers.runtime.dispatch import register_runner
 from openformers.runtime.packed_weights import packed_weight, tensor_version
 
@@ -56,31 +57,19 @@ _FUNCTIONS = {"gelu": F.gelu, "gelu_new": functools.partial(F.gelu, approximate=
 _LINEAR = torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
 _ARGS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
                    "output_attentions", "output_hidden_states", "return_dict"})
-_LOGGED: set[str] = set()
 # the model whose next call is made by a head that reads the first position alone
 _FIRST_ONLY: ContextVar[nn.Module | None] = ContextVar("openformers_encoder_first_only", default=None)
 # model -> its plan
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, EncoderPlan]" = weakref.WeakKeyDictionary()
 
 
-def _why_not(reason: str) -> None:
-    if reason not in _LOGGED:
-        _LOGGED.add(reason)
-        logger.debug("runtime: %s; the module path runs", reason)
-
-
-def _declared(cls: type, attribute: str) -> type | None:
-    """The class along ``cls``'s MRO that declares ``attribute`` in its own body."""
-    return next((c for c in cls.__mro__ if attribute in c.__dict__), None)
-
-
 def _described(cls: type, attribute: str) -> Any:
     """``cls``'s ``attribute`` where the class that declares it also defines the forward ``cls`` runs."""
-    owner = _declared(cls, attribute)
+    owner = declared(cls, attribute)
     if owner is None:
         return None
     if cls.forward is not owner.forward:
-        _why_not(f"{cls.__name__} changes its forward without declaring its own {attribute}")
+        why_not(logger, f"{cls.__name__} changes its forward without declaring its own {attribute}")
         return None
     return owner.__dict__[attribute]
 
@@ -239,23 +228,23 @@ class EncoderPlan:
 def _layers(model: nn.Module, stack: EncoderStack) -> tuple[list, tuple] | None:
     """The described layers with their modules, and the key of the plan they make; None when one is not plain."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        _why_not("a global module hook")
+        why_not(logger, "a global module hook")
         return None
     found, key = [], []
     for layer in _at(model, stack.layers):
         blocks = _described(type(layer), "blocks")
         if not isinstance(blocks, EncoderBlocks) or (blocks.norm, blocks.mlp) != ("post", "plain"):
-            _why_not(f"{type(layer).__name__} declares no encoder blocks the runtime runs")
+            why_not(logger, f"{type(layer).__name__} declares no encoder blocks the runtime runs")
             return None
         mods = [_at(layer, p) for p in (blocks.q, blocks.k, blocks.v, blocks.attention_out, blocks.attention_norm,
                                         blocks.mlp_in, blocks.mlp_out, blocks.mlp_norm)]
         for i, m in enumerate(mods):
             if type(m) is not (nn.LayerNorm if i in (4, 7) else nn.Linear) or _hooked(m):
-                _why_not(f"a {type(m).__name__} in {type(layer).__name__} is not a plain module without hooks")
+                why_not(logger, f"a {type(m).__name__} in {type(layer).__name__} is not a plain module without hooks")
                 return None
         for m in layer.modules():
             if _hooked(m):
-                _why_not(f"a hook on {type(m).__name__}")
+                why_not(logger, f"a hook on {type(m).__name__}")
                 return None
         found.append((layer, blocks, mods))
         key.append(id(layer))
@@ -293,7 +282,7 @@ def _plan(model: nn.Module, stack: EncoderStack) -> EncoderPlan | None:
     blocks = layers[0][1]
     activation = getattr(config, blocks.activation, None)
     if activation not in _POST_OPS and activation not in _FUNCTIONS:
-        _why_not(f"activation {activation!r} is unknown to the encoder runner")
+        why_not(logger, f"activation {activation!r} is unknown to the encoder runner")
         return None
     key = key + (model.dtype, activation)
     plan = _PLANS.get(model)
@@ -326,7 +315,7 @@ def encoder_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
         return None
     config = model.config
     if config.attn_implementation not in (None, "sdpa"):
-        _why_not(f"attn_implementation={config.attn_implementation!r}")
+        why_not(logger, f"attn_implementation={config.attn_implementation!r}")
         return None
     a = _arguments(model, args, kwargs)
     if a is None:
