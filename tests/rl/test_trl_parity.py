@@ -148,16 +148,11 @@ def test_reward_loss_matches_trl(tmp_path, margin, center):
     torch.testing.assert_close(mine.compute_loss(ours, dict(my_batch)), theirs.compute_loss(hf, dict(their_batch)), **TOL)
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
-def test_grpo_loss_matches_trl_on_fixed_rollouts(models, tmp_path, loss_type):
-    """TRL's own loss computation (``GRPOTrainer._compute_loss``) on fixed rollouts, rewards and reference."""
+def _grpo_trainers(models, tmp_path, kw: dict):
+    """TRL's and our GRPOTrainer on the same models, settings and a constant reward (the tests feed fixed rollouts)."""
     from openformers.rl import GRPOConfig, GRPOTrainer
-    from openformers.rl.losses import group_advantages
 
     hf, ours, htok, tok = models
-    g, length = 4, 6
-    kw = dict(num_generations=g, max_completion_length=length, beta=0.05, loss_type=loss_type, temperature=0.7,
-              epsilon=0.2)
 
     def reward(completions, **_):
         return [0.0] * len(completions)
@@ -169,6 +164,20 @@ def test_grpo_loss_matches_trl_on_fixed_rollouts(models, tmp_path, loss_type):
                                  train_dataset=datasets.Dataset.from_list(data), processing_class=htok)
     mine = GRPOTrainer(ours, reward_funcs=reward, args=_our_args(GRPOConfig, tmp_path, **kw), train_dataset=data,
                        processing_class=tok)
+    return theirs, mine
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_grpo_loss_matches_trl_on_fixed_rollouts(models, tmp_path, loss_type):
+    """TRL's own loss computation (``GRPOTrainer._compute_loss``) on fixed rollouts, rewards and reference."""
+    from openformers.rl.losses import group_advantages
+
+    hf, ours, _, _ = models
+    g, length = 4, 6
+    kw = dict(num_generations=g, max_completion_length=length, beta=0.05, loss_type=loss_type, temperature=0.7,
+              epsilon=0.2)
+
+    theirs, mine = _grpo_trainers(models, tmp_path, kw)
     gen = torch.Generator().manual_seed(3)
     prompt_ids = torch.tensor([[2, 2, 65, 32], [2, 65, 32, 42], [65, 32, 42, 43], [2, 2, 2, 65]])
     prompt_mask = (torch.arange(4).unsqueeze(0) >= torch.tensor([2, 1, 0, 3]).unsqueeze(1)).long()
@@ -191,24 +200,14 @@ def test_grpo_loss_matches_trl_on_fixed_rollouts(models, tmp_path, loss_type):
 def test_grpo_loss_with_old_policy_log_probs_matches_trl(models, tmp_path, loss_type):
     """num_iterations > 1: the later steps on one batch of rollouts weigh tokens by the ratio to the log-probs
     of the sampling policy, clipped by epsilon (below) and epsilon_high (above), on both sides."""
-    from openformers.rl import GRPOConfig, GRPOTrainer
     from openformers.rl.losses import group_advantages
 
-    hf, ours, htok, tok = models
+    hf, ours, _, _ = models
     g, length = 4, 6
     kw = dict(num_generations=g, max_completion_length=length, beta=0.04, loss_type=loss_type, num_iterations=3,
               epsilon=0.2, epsilon_high=0.28)
 
-    def reward(completions, **_):
-        return [0.0] * len(completions)
-
-    data = [{"prompt": "Count:"}] * 4
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = trl.GRPOTrainer(model=hf, reward_funcs=reward, args=_trl_args(trl.GRPOConfig, tmp_path, **kw),
-                                 train_dataset=datasets.Dataset.from_list(data), processing_class=htok)
-    mine = GRPOTrainer(ours, reward_funcs=reward, args=_our_args(GRPOConfig, tmp_path, **kw), train_dataset=data,
-                       processing_class=tok)
+    theirs, mine = _grpo_trainers(models, tmp_path, kw)
     gen = torch.Generator().manual_seed(5)
     prompt_ids = torch.tensor([[2, 65, 32, 42], [65, 32, 42, 43], [2, 2, 65, 32], [2, 2, 2, 65]])
     prompt_mask = (torch.arange(4).unsqueeze(0) >= torch.tensor([1, 0, 2, 3]).unsqueeze(1)).long()
