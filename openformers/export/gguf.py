@@ -177,7 +177,16 @@ def _architecture(model: Any) -> str:
             f"has no field for them, so llama.cpp would attend to every position. Set use_sliding_window=False first "
             f"if that is what you want."
         )
-    return ARCHITECTURES[model_type]
+    arch = ARCHITECTURES[model_type]
+    if arch == "qwen3" and getattr(model.config, "attention_bias", False):
+        logger.warning("GGUF export: %s has attention biases; the file holds them and openformers reads them back, but "
+                       "llama.cpp's 'qwen3' architecture has no bias tensors and will refuse to load it",
+                       type(model).__name__)
+    if model_type == "mistral" and getattr(model.config, "sliding_window", None):
+        logger.warning("GGUF export: %s sets sliding_window=%s; llama.cpp's 'llama' architecture has no field for it and "
+                       "attends to every position, so its outputs differ from this model's past %s tokens",
+                       type(model).__name__, model.config.sliding_window, model.config.sliding_window)
+    return arch
 
 
 def _write_hparams(w: Any, model: Any, arch: str, dtype: str, name: str | None, gguf: Any) -> None:

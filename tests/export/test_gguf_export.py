@@ -308,3 +308,15 @@ def test_export_after_generate_with_one_thread(tmp_path):
     _, tensors = read_gguf_model(path)
     for name, t in tensors:
         assert torch.equal(t, expected[name]), name
+
+
+@pytest.mark.parametrize("family,words", [("qwen3-bias", "bias tensors"), ("mistral", "sliding_window=16"), ("llama", None)])
+def test_export_warns_what_llama_cpp_will_not_honour(tmp_path, caplog, family, words):
+    # the file is still written and reads back (previous test); the warning says what llama.cpp does with it
+    with caplog.at_level("WARNING", logger="openformers.export.gguf"):
+        save_gguf(_tiny(family), tmp_path / "m.gguf", dtype="f32")
+    said = [r.getMessage() for r in caplog.records if "llama.cpp" in r.getMessage() and "tokenizer" not in r.getMessage()]
+    if words is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and words in said[0], said
