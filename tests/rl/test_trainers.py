@@ -67,6 +67,32 @@ def test_sft_lora_trains_only_the_adapter(tok, tmp_path):
     assert any(float(p.detach().abs().sum()) > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
 
 
+def test_sft_qlora_on_a_4bit_nf4_base(tok, tmp_path):
+    """QLoRA: the base loaded in 4-bit NF4 (BitsAndBytesConfig), a LoRA trained on it by SFTTrainer; the packed
+    4-bit weights stay as loaded and the loss falls."""
+    from openformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from openformers.peft import LoraConfig
+    from openformers.rl import SFTConfig, SFTTrainer
+
+    tiny_word_llama().save_pretrained(tmp_path / "base")
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", quantization_config=q)
+    packed = {k: v.clone() for k, v in model.state_dict().items() if v.dtype == torch.uint8}
+    assert packed, "no 4-bit weight was loaded"
+    args = SFTConfig(str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=4, learning_rate=2e-2,
+                     logging_steps=1, save_strategy="no", disable_tqdm=True)
+    data = [{"prompt": "say :", "completion": " cat dog sun"}] * 8
+    trainer = SFTTrainer(model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0] - 0.2 and all(b <= a for a, b in zip(losses, losses[1:])), losses
+    assert all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
+    after = {k.replace(".base_layer", ""): v for k, v in trainer.model.get_base_model().state_dict().items()}
+    for k, v in packed.items():
+        assert torch.equal(after[k], v), k
+
+
 PAIRS = [{"prompt": "pick :", "chosen": " good cat", "rejected": " bad dog"}] * 4
 
 
