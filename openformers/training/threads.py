@@ -10,7 +10,8 @@ bits of every weight after a few steps. Measured on an AMD EPYC, 2 threads, load
 ``OMP_DYNAMIC=true`` LayerNorm's weight gradient equals the one-thread result, without it the
 two-thread result.
 
-:func:`static_thread_teams` turns the adjustment off for the span of ``train()`` and puts the
+:func:`static_thread_teams` turns the adjustment off for the span of ``train()`` (for the calling thread,
+whose setting it is) and puts the
 process's setting back afterwards. The OpenMP runtime is PyTorch's (the one its operators and the
 native kernels bind to); where none is found it does nothing.
 """
@@ -21,9 +22,7 @@ import ctypes
 import threading
 from typing import Iterator
 
-_lock = threading.Lock()
-_depth = 0
-_saved: int | None = None
+_local = threading.local()  # the setting is the calling thread's (an OpenMP ICV), so is the nesting
 
 
 def _openmp() -> ctypes.CDLL | None:
@@ -33,7 +32,7 @@ def _openmp() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(None)
         get, put = lib.omp_get_dynamic, lib.omp_set_dynamic
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no process-wide symbol table (Windows)
         return None
     get.argtypes, get.restype = [], ctypes.c_int
     put.argtypes, put.restype = [ctypes.c_int], None
@@ -50,22 +49,19 @@ def dynamic_teams() -> bool | None:
 def static_thread_teams(enabled: bool = True) -> Iterator[bool]:
     """Within: every OpenMP parallel region started from this thread gets ``torch.get_num_threads()``
     threads, whatever the load. Yields whether the setting had to be changed. Nested uses are fine."""
-    global _depth, _saved
     lib = _openmp() if enabled else None
     if lib is None:
         yield False
         return
-    with _lock:
-        if _depth == 0:
-            _saved = lib.omp_get_dynamic()
-            if _saved:
-                lib.omp_set_dynamic(0)
-        _depth += 1
-        changed = bool(_saved)
+    depth = getattr(_local, "depth", 0)
+    if depth == 0:
+        _local.saved = lib.omp_get_dynamic()
+        if _local.saved:
+            lib.omp_set_dynamic(0)
+    _local.depth = depth + 1
     try:
-        yield changed
+        yield bool(_local.saved)
     finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _saved:
-                lib.omp_set_dynamic(_saved)
+        _local.depth -= 1
+        if _local.depth == 0 and _local.saved:
+            lib.omp_set_dynamic(_local.saved)
