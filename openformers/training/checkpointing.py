@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def capture_rng_state() -> dict[str, Any]:
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "cpu": torch.get_rng_state(),
+        # not a generator: the CPU reductions split their work by thread, so the resumed run continues the
+        # same numbers only with the same count (restore_rng_state warns when it differs)
+        "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -67,6 +71,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    saved_threads = state.get("threads")
+    if isinstance(saved_threads, int) and saved_threads != torch.get_num_threads():
+        warnings.warn(f"the checkpoint was written by a run with {saved_threads} CPU threads and this one has "
+                      f"{torch.get_num_threads()}: CPU reductions split their work by thread, so the resumed run equals "
+                      f"an uninterrupted one only to rounding; call torch.set_num_threads({saved_threads}) before "
+                      f"train() for the same bits", stacklevel=2)
 
 
 def write_checkpoint(

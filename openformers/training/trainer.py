@@ -50,6 +50,7 @@ from openformers.training.sampling import EpochSampler
 from openformers.training.saving import CheckpointMixin
 from openformers.training.schedulers import get_scheduler
 from openformers.training.state import TrainerControl, TrainerState
+from openformers.training.threads import static_thread_teams
 
 
 class Trainer(CheckpointMixin, EvaluationMixin, ReportingMixin):
@@ -318,8 +319,11 @@ class Trainer(CheckpointMixin, EvaluationMixin, ReportingMixin):
         """Train; ``resume_from_checkpoint=True`` resumes from the newest complete checkpoint."""
         if kwargs:
             raise TypeError(f"train() got unknown arguments {sorted(kwargs)}")
-        # on CPU, freed buffers are reused rather than re-faulted every step (training/allocator.py)
-        with reuse_freed_memory(enabled=self.device.type == "cpu"):
+        # on CPU, freed buffers are reused rather than re-faulted every step (training/allocator.py), and
+        # every parallel region gets the same number of threads whatever the load (training/threads.py):
+        # reductions split by thread, so a shrunken team changes the last bits and breaks exact resume
+        cpu = self.device.type == "cpu"
+        with reuse_freed_memory(enabled=cpu), static_thread_teams(enabled=cpu):
             return self._train(resume_from_checkpoint, trial)
 
     def _train(self, resume_from_checkpoint: str | bool | None, trial: Any) -> TrainOutput:
