@@ -8,19 +8,22 @@
  *
  *     out[b, i, h] = softmax_j(scale * q[b, i, h] . k[b, j, h] + bias[b, j]) v[b, j, h]    (i < q_len)
  *
- * bias: an additive float32 [batch, seq] key mask (0 kept, -FLT_MAX left out) or NULL. Out: contiguous
+ * bias: an additive float32 [batch, seq] key mask (0 kept, -FLT_MAX left out) or NULL; the keys after a
+ * sequence's last kept one are skipped (right padding costs nothing). Out: contiguous
  * [batch, q_len, heads * dim] in the input's type, the layout the attention's output product reads.
  *
  * Everything is float32 inside: a head's q (times scale), k (transposed) and v are converted into a
  * thread's buffers, scores stay float32 through the softmax, and the weighted sum of v is rounded once.
  * The products are blocked for registers with GCC/Clang vector types (16 floats: one AVX-512 register,
  * two or four where vectors are shorter): 4 queries x 64 keys for the scores, 4 queries x 32 values
- * for the sum. Padding of the buffers (keys to a multiple of 64, dim to a multiple of 32, queries to 4)
+ * for the sum. Items (sequence, head) are shared out to the threads a few at a time as they come free (on a
+ * machine shared with other work one thread may be held up). Padding of the buffers (keys to a multiple of 64, dim to a multiple of 32, queries to 4)
  * is zero in q, k and v and -inf in the bias, so it adds nothing.
  *
  * exp is a branch-free polynomial (relative error ~2e-7 in [-87, 88]); inputs below -87 give
  * exp(-87) ~ 1.6e-38, which adds nothing next to the row maximum's exp(0) = 1.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -120,23 +123,36 @@ int of_encoder_attention(const void *qkv, int64_t row_stride, int64_t batch, int
             memset(buf, 0, sizeof(float) * (size_t)(2 * dp * sp + qp * dp)); /* the padding stays zero */
         float *kt = buf, *vb = kt + dp * sp, *qb = vb + sp * dp, *kb = qb + qp * dp, *sc = kb + sp;
         float row[dp];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t item = 0; item < items; item++) {
             if (buf == NULL) continue;
             const int64_t b = item / heads, h = item % heads;
             const int64_t base = b * seq * row_stride + h * dim;
-            for (int64_t j = 0; j < seq; j++) {
-                row_in(qkv, base + j * row_stride + hidden, bf16, dim, 1.0f, row);
-                for (int64_t c = 0; c < dim; c++) kt[c * sp + j] = row[c];
-                row_in(qkv, base + j * row_stride + 2 * hidden, bf16, dim, 1.0f, vb + j * dp);
+            /* keys after the last one kept add nothing: the blocks stop after it (all of them where none is kept) */
+            int64_t keys = seq;
+            if (bias != NULL) {
+                while (keys > 0 && bias[b * seq + keys - 1] == -FLT_MAX) keys--;
+                if (keys == 0) keys = seq;
+            }
+            const int64_t kp = round_up(keys, KB);
+            for (int64_t j = 0; j < kp; j++) {
+                if (j < keys) {
+                    row_in(qkv, base + j * row_stride + hidden, bf16, dim, 1.0f, row);
+                    for (int64_t c = 0; c < dim; c++) kt[c * sp + j] = row[c];
+                    row_in(qkv, base + j * row_stride + 2 * hidden, bf16, dim, 1.0f, vb + j * dp);
+                    kb[j] = bias != NULL ? bias[b * seq + j] : 0.0f;
+                } else { /* zero, as at first: an earlier item may have filled it */
+                    for (int64_t c = 0; c < dim; c++) kt[c * sp + j] = 0.0f;
+                    memset(vb + j * dp, 0, sizeof(float) * (size_t)dim);
+                    kb[j] = -INFINITY;
+                }
             }
             for (int64_t i = 0; i < q_len; i++) row_in(qkv, base + i * row_stride, bf16, dim, scale, qb + i * dp);
-            for (int64_t j = 0; j < sp; j++) kb[j] = j >= seq ? -INFINITY : (bias ? bias[b * seq + j] : 0.0f);
 
             for (int64_t i0 = 0; i0 < q_len; i0 += QB) {
                 const float *q0 = qb + i0 * dp;
                 /* scores: 4 queries x 64 keys in 16 registers, over the head's values */
-                for (int64_t j0 = 0; j0 < sp; j0 += KB) {
+                for (int64_t j0 = 0; j0 < kp; j0 += KB) {
                     v16 acc[QB][4];
                     for (int r = 0; r < QB; r++)
                         for (int u = 0; u < 4; u++) acc[r][u] = load(kb + j0 + 16 * u);
@@ -159,13 +175,13 @@ int of_encoder_attention(const void *qkv, int64_t row_stride, int64_t batch, int
                 for (int r = 0; r < QB; r++) {
                     float *s = sc + r * sp;
                     v16 m = load(s);
-                    for (int64_t j = 16; j < sp; j += 16) {
+                    for (int64_t j = 16; j < kp; j += 16) {
                         const v16 x = load(s + j);
                         m = pick(x > m, x, m);
                     }
                     const v16 mx = splat(hmax(m));
                     v16 sum = splat(0.0f);
-                    for (int64_t j = 0; j < sp; j += 16) {
+                    for (int64_t j = 0; j < kp; j += 16) {
                         const v16 e = vexp(load(s + j) - mx);
                         store(s + j, e);
                         sum += e;
@@ -176,7 +192,7 @@ int of_encoder_attention(const void *qkv, int64_t row_stride, int64_t batch, int
                 for (int64_t c0 = 0; c0 < dp; c0 += DB) {
                     v16 acc[QB][2];
                     for (int r = 0; r < QB; r++) acc[r][0] = acc[r][1] = splat(0.0f);
-                    for (int64_t j = 0; j < sp; j++) {
+                    for (int64_t j = 0; j < kp; j++) {
                         const float *vj = vb + j * dp + c0;
                         const v16 v0 = load(vj), v1 = load(vj + 16);
                         for (int r = 0; r < QB; r++) {

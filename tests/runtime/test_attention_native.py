@@ -23,22 +23,27 @@ def reference(qkv: torch.Tensor, b: int, s: int, h: int, d: int, mask: torch.Ten
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", [(2, 7, 3, 5), (3, 70, 2, 64), (2, 130, 4, 48), (4, 128, 12, 32)])
-@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("padded", ["none", "random", "right"])
 @pytest.mark.parametrize("first_only", [False, True])
-def test_it_gives_sdpa_outputs(shape: tuple, dtype: torch.dtype, padded: bool, first_only: bool) -> None:
+def test_it_gives_sdpa_outputs(shape: tuple, dtype: torch.dtype, padded: str, first_only: bool) -> None:
     b, s, h, d = shape
     g = torch.Generator().manual_seed(0)
     qkv = (torch.randn(b * s, 3 * h * d, generator=g) * 2).to(dtype)
     mask = None
-    if padded:
+    if padded == "random":
         mask = (torch.rand(b, s, generator=g) > 0.3).long()
         mask[:, 0] = 1
         mask[0] = 0  # every key left out: attends to all alike, as SDPA with the additive mask
+    elif padded == "right":  # the keys after the last real one are skipped
+        mask = (torch.arange(s)[None] < torch.tensor([s, 1] + [max(1, s // (i + 2)) for i in range(b - 2)])[:, None])
+        mask = mask.long()
     q_len = 1 if first_only else s
     bias = None if mask is None else attention_native.key_bias(mask)
     got = attention_native.encoder_attention(qkv, b, s, h, d, bias, 1 / math.sqrt(d), q_len)
     assert got is not None and got.dtype == dtype and got.shape == (b, q_len, h * d)
     want = reference(qkv, b, s, h, d, mask, q_len)
+    if padded == "right":  # a second call (one thread's buffers reused from item to item) gives the same
+        assert torch.equal(attention_native.encoder_attention(qkv, b, s, h, d, bias, 1 / math.sqrt(d), q_len), got)
     # float32 inside (sums in another order than SDPA's); in bfloat16 one rounding of the output
     atol, rtol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-2, 1e-2)
     torch.testing.assert_close(got.float(), want, atol=atol, rtol=rtol)
