@@ -53,7 +53,8 @@ def encoder_attention(qkv: torch.Tensor, batch: int, seq: int, heads: int, dim: 
     if (qkv.dim() != 2 or qkv.shape != (batch * seq, 3 * hidden) or qkv.stride(1) != 1 or not 0 < q_len <= seq
             or not available(qkv)):
         return None
-    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (batch, seq) or not bias.is_contiguous()):
+    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (batch, seq) or not bias.is_contiguous()
+                             or bias.device.type != "cpu"):
         return None
     out = torch.empty(batch, q_len, hidden, dtype=qkv.dtype, device=qkv.device)
     failed = _LIBRARY.get().of_encoder_attention(
