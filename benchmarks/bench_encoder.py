@@ -4,7 +4,8 @@ Measures, side by side in one run:
   * import time of each library (``python -c "import ..."`` in fresh subprocesses, median)
   * load time and peak RSS of loading the MiniLM (each library in its own subprocess)
   * encoder throughput, batch 32 x 128 tokens, fp32 and bf16 (same weights, same inputs,
-    warm-up, interleaved timed iterations under torch.inference_mode), sequences/s and ratio; the
+    warm-up, interleaved timed iterations under torch.inference_mode), sequences/s and ratio, also per
+    second of the process's CPU time (on a machine shared with other work, less hit by waits); the
     bf16 run also times transformers in fp32 in the same loop (the bf16 target is against it)
 
 Run: ``python benchmarks/bench_encoder.py [--iters 6] [--threads N] [--dtypes fp32,bf16] [--json out.json]``
@@ -86,6 +87,7 @@ def throughput(dtype_name: str, batch: int, seq: int, warmup: int, iters: int) -
         "token_type_ids": torch.zeros(batch, seq, dtype=torch.long),
     }
     times: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}  # process CPU seconds (all threads, spinning included)
     with torch.inference_mode():
         outs = {k: models[k](**inputs).last_hidden_state.float() for k in ("openformers", "transformers")}
         max_diff = (outs["openformers"] - outs["transformers"]).abs().max().item()
@@ -94,14 +96,19 @@ def throughput(dtype_name: str, batch: int, seq: int, warmup: int, iters: int) -
                 m(**inputs)
         for _ in range(iters):  # interleaved, so drift on a shared machine hits both alike
             for name, m in models.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 m(**inputs)
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     result = {f"{k}_seq_per_s": batch / statistics.median(v) for k, v in times.items()}
+    result.update({f"{k}_seq_per_cpu_s": batch / statistics.median(v) for k, v in cpu.items()})
     result["ratio"] = result["openformers_seq_per_s"] / result["transformers_seq_per_s"]
+    result["cpu_ratio"] = result["openformers_seq_per_cpu_s"] / result["transformers_seq_per_cpu_s"]
     if "transformers_fp32_seq_per_s" in result:
         result["ratio_vs_transformers_fp32"] = result["openformers_seq_per_s"] / result["transformers_fp32_seq_per_s"]
         result["transformers_ratio_vs_fp32"] = result["transformers_seq_per_s"] / result["transformers_fp32_seq_per_s"]
+        result["cpu_ratio_vs_transformers_fp32"] = (result["openformers_seq_per_cpu_s"]
+                                                    / result["transformers_fp32_seq_per_cpu_s"])
     result["max_abs_diff"] = max_diff
     return result
 
@@ -144,10 +151,12 @@ def main() -> None:
         report[f"throughput_{dtype_name}"] = r
         print(f"encoder {args.batch}x{args.seq} {dtype_name}: openformers {r['openformers_seq_per_s']:.1f} seq/s, "
               f"transformers {r['transformers_seq_per_s']:.1f} seq/s, ratio {r['ratio']:.3f} "
-              f"(max |diff| {r['max_abs_diff']:.2e})")
+              f"(max |diff| {r['max_abs_diff']:.2e}); per CPU second {r['openformers_seq_per_cpu_s']:.1f} / "
+              f"{r['transformers_seq_per_cpu_s']:.1f} seq, ratio {r['cpu_ratio']:.3f}")
         if "ratio_vs_transformers_fp32" in r:
             print(f"  same loop, transformers fp32 {r['transformers_fp32_seq_per_s']:.1f} seq/s: openformers {dtype_name} "
-                  f"{r['ratio_vs_transformers_fp32']:.3f}x of it, transformers {dtype_name} {r['transformers_ratio_vs_fp32']:.3f}x")
+                  f"{r['ratio_vs_transformers_fp32']:.3f}x of it (per CPU second {r['cpu_ratio_vs_transformers_fp32']:.3f}x), "
+                  f"transformers {dtype_name} {r['transformers_ratio_vs_fp32']:.3f}x")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

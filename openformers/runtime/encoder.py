@@ -9,7 +9,9 @@ as the model's forward on its own kernels:
   and bfloat16 on the CPU; q, k and v as one product on one copy of their stacked weights; the
   activation after the first MLP product and the residual after the attention and MLP outputs are
   oneDNN post-ops of those products (no pass of their own over the activations);
-* attention through ``F.scaled_dot_product_attention``, with no mask when nothing is padded;
+* attention as one native pass over the stacked q/k/v product's output on the CPU in float32 and bfloat16
+  (``attention_native.py``: float32 inside, the output written in the layout the next product reads),
+  else through ``F.scaled_dot_product_attention``, with no mask when nothing is padded;
 * under a head that reads only the first position (sequence classification): the per-token work
   (products, norms, activations) on the real tokens alone, gathered into rows and scattered back to
   the padded layout only for attention; and the last layer for the first position alone (its keys
@@ -41,6 +43,7 @@ from openformers.core.modeling import PreTrainedModel
 from openformers.core.outputs import BaseModelOutput, BaseModelOutputWithPooling
 from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.masks import padding_mask
+from openformers.runtime import attention_native
 from openformers.runtime.describe import declared, why_not
 from openformers.runtime.dispatch import register_runner
 from openformers.runtime.packed_weights import packed_weight, tensor_version
@@ -195,6 +198,9 @@ class EncoderPlan:
         b, s, hidden = x.shape
         heads, dim = self.heads, hidden // self.heads
         mask = padding_mask(attention_mask, x.dtype)
+        native = attention_native.available(x)
+        bias = attention_native.key_bias(attention_mask) if native and mask is not None else None
+        scale = 1.0 / math.sqrt(dim)
         rows = _Rows.worth_it(attention_mask) if first_only else None
         h = x.reshape(b * s, hidden)
         if rows is not None:
@@ -205,11 +211,15 @@ class EncoderPlan:
             qkv = layer.qkv(h)
             if rows is not None:
                 qkv = rows.unpack(qkv)
-            qkv = qkv.view(b, s, 3, heads, dim)
-            q = (qkv[:, :1, 0] if only_first else qkv[:, :, 0]).transpose(1, 2)  # [b, heads, q, dim]
-            k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(dim))
-            attn = attn.transpose(1, 2).reshape(-1, hidden)  # [b * q, hidden]
+            attn = attention_native.encoder_attention(qkv, b, s, heads, dim, bias, scale, 1 if only_first else s) \
+                if native else None
+            if attn is None:
+                qkv = qkv.view(b, s, 3, heads, dim)
+                q = (qkv[:, :1, 0] if only_first else qkv[:, :, 0]).transpose(1, 2)  # [b, heads, q, dim]
+                k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+                attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+                attn = attn.transpose(1, 2)
+            attn = attn.reshape(-1, hidden)  # [b * q, hidden]
             if only_first:  # the first position of each sequence alone from here on
                 residual = h.view(b, s, hidden)[:, 0] if rows is None else h.index_select(0, rows.first)
             else:

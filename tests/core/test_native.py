@@ -166,7 +166,8 @@ def test_disabled_missing_source_and_no_compiler(cache, tmp_path, monkeypatch, c
 @needs_compiler
 @pytest.mark.parametrize("module, attribute", [("openformers.modules.dropout", "_LIBRARY"),
                                                 ("openformers.modules.rotary_native", "_LIBRARY"),
-                                                ("openformers.modules.swiglu_native", "_LIBRARY")])
+                                                ("openformers.modules.swiglu_native", "_LIBRARY"),
+                                                ("openformers.runtime.attention_native", "_LIBRARY")])
 def test_the_package_kernels_are_registered_and_load(module, attribute) -> None:
     import importlib
 

@@ -69,6 +69,24 @@ def test_the_plan_gives_the_forward_outputs(family: str, head: str, dtype: torch
             assert_close(got[key], expected[key].detach(), atol=atol, mask=mask, what=key)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("head", ["Model", "ForSequenceClassification"])
+def test_without_the_native_attention_sdpa_gives_the_same(head: str, dtype: torch.dtype,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from openformers.runtime import attention_native
+
+    model = model_of("bert", head).to(dtype)
+    ids, mask = batch(0)
+    expected = model(input_ids=ids, attention_mask=mask)[0].detach()
+    with torch.inference_mode():
+        native = model(input_ids=ids, attention_mask=mask)[0]
+        monkeypatch.setattr(attention_native, "available", lambda x: False)
+        sdpa = model(input_ids=ids, attention_mask=mask)[0]
+    atol = 1e-5 if dtype == torch.float32 else 0.05
+    for got in (native, sdpa):
+        assert_close(got, expected, atol=atol, mask=mask if head == "Model" else None, what=head)
+
+
 @pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_sequence_classification_matches_transformers(family: str, left: bool, tmp_path: Path,

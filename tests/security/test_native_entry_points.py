@@ -14,7 +14,7 @@ from openformers.core import native as core_native
 from openformers.modules import dropout as dropout_mod
 from openformers.modules import rotary_native, swiglu_native
 from openformers.modules.cache import DynamicCache
-from openformers.runtime import decode, int4_native, native_step as step_mod
+from openformers.runtime import attention_native, decode, int4_native, native_step as step_mod
 
 if core_native.compiler() is None:
     pytest.skip("no C compiler: no native kernel is built here", allow_module_level=True)
@@ -437,3 +437,31 @@ def test_dropout_product_still_runs():
     out = dropout_mod.dropout_product(x, a, 0.5)
     out.sum().backward()
     assert out.shape == (4, 3) and x.grad.shape == (4, 8) and a.grad.shape == (3, 8)
+
+
+@pytest.mark.parametrize("case", ["dtype", "width", "queries", "row_stride", "bias_dtype", "bias_shape", "bias_strided"])
+def test_encoder_attention_declines_what_it_cannot_read(case):
+    b, s, h, d = 2, 4, 2, 4
+    qkv, bias, q_len = torch.randn(b * s, 3 * h * d), torch.zeros(b, s), s
+    if case == "dtype":
+        qkv = qkv.double()
+    elif case == "width":
+        qkv = qkv[:, :-1]
+    elif case == "queries":
+        q_len = s + 1
+    elif case == "row_stride":
+        qkv = torch.randn(3 * h * d, b * s).t()  # columns apart: not rows of values
+    elif case == "bias_dtype":
+        bias = bias.double()
+    elif case == "bias_shape":
+        bias = torch.zeros(b, s - 1)
+    else:
+        bias = torch.zeros(s, b).t()
+    assert attention_native.encoder_attention(qkv, b, s, h, d, bias, 0.5, q_len) is None
+
+
+def test_encoder_attention_still_runs():
+    if attention_native._LIBRARY.get() is None:
+        pytest.skip("attention_native is not built here")
+    out = attention_native.encoder_attention(torch.randn(2 * 4, 3 * 8), 2, 4, 2, 4, torch.zeros(2, 4), 0.5, 4)
+    assert out is not None and out.shape == (2, 4, 8)
