@@ -2,8 +2,10 @@
 
 PyTorch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``) takes ~55 us for one row of a SmolLM2
 projection: compute-bound, not bandwidth-bound, and three quarters of a llama.cpp decode step over the
-whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfloat16 dot products
-(``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
+whole model. ``int4_native.c`` multiplies the same 4-bit groups four rows at a time and writes float32 or
+bfloat16 results directly, with the instructions the CPU has (:func:`simd`): AVX-512 bfloat16 dot products
+(``vdpbf16ps``), else the nibbles unpacked to float32 and multiplied with AVX-512F or AVX2 + FMA. Every
+build rounds the activations to bfloat16 and sums in float32; they differ only in summation order.
 
 A 4-bit layer (``quantization/gguf_linear.py``'s ``QuantizedLinear``, or any layer with the protocol of
 :func:`is_int4`) keeps PyTorch's layout as its own storage; the tiled copy the kernel reads belongs to
@@ -12,8 +14,8 @@ running a layer never changes its buffers.
 
 The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
 compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
-use PyTorch's kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
-callers ask :func:`fast` before preferring it.
+use PyTorch's kernel. A CPU with neither AVX-512 nor AVX2 builds the portable loops of the same file
+(correct, not fast); callers ask :func:`fast` before preferring it.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ def struct_mismatch(lib: ctypes.CDLL) -> str | None:
 
 def _setup(lib: ctypes.CDLL) -> None:
     lib.of_has_bf16_dot.restype = ctypes.c_int
+    lib.of_simd.restype = ctypes.c_int
     lib.of_dense_matvec.restype = ctypes.c_int
     lib.of_dense_matvec.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int]
@@ -80,10 +83,22 @@ def library() -> ctypes.CDLL | None:
     return None if _CHECKED[key] else lib
 
 
+SIMD = {3: "AVX-512 BF16", 2: "AVX-512F", 1: "AVX2+FMA", 0: "portable"}
+
+
+def simd(lib: ctypes.CDLL | None = None) -> str | None:
+    """Which products ``lib`` (by default :func:`library`'s) runs: "AVX-512 BF16" (bfloat16 dot products),
+    "AVX-512F" or "AVX2+FMA" (float32 products of the unpacked nibbles), "portable" (plain loops); None where
+    there is no library."""
+    lib = library() if lib is None else lib
+    return None if lib is None else SIMD[int(lib.of_simd())]
+
+
 def fast() -> bool:
-    """The library is there and built with the AVX-512 BF16 dot products."""
+    """The library is there and built with SIMD products (AVX-512 or AVX2 + FMA), which run ahead of
+    PyTorch's kernels; the portable loops do not (``benchmarks/RESULTS.md``)."""
     lib = library()
-    return lib is not None and bool(lib.of_has_bf16_dot())
+    return lib is not None and int(lib.of_simd()) > 0
 
 
 def pack(q: torch.Tensor, sz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,8 +265,8 @@ _FAST: list[bool] = []
 
 def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``weight [out, in] @ x`` for a contiguous float32 CPU ``weight`` and one float32 row ``x`` (``[..., in]``
-    with one row), as ``[..., out]``; None where the library is not there or not built with AVX-512 BF16 (the
-    caller runs PyTorch's product)."""
+    with one row), as ``[..., out]``; None where the library is not there or has no SIMD products
+    (:func:`fast`; the caller runs PyTorch's product)."""
     if not _FAST:
         _FAST.append(fast())
     if not _FAST[0]:

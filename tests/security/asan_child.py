@@ -72,7 +72,7 @@ def int4_cases(workdir: Path) -> None:
 
     _sanitized(int4_native._LIBRARY)
     if not int4_native.fast():
-        print("int4: no AVX-512 BF16 here, the int4 kernels are not used (skipped)")
+        print("int4: neither AVX-512 nor AVX2 here, the int4 kernels are not used (skipped)")
         return
     for out_f, in_f in ((16, 64), (48, 128), (32, 192)):
         q = torch.randint(0, 16, (out_f, in_f), dtype=torch.uint8)
