@@ -14,7 +14,9 @@
  *       a value is (q - 8) * scale + zero, that is (128 + q) * scale + (zero - 136 * scale); 128 + q is
  *       the bfloat16 0x4300 | q.
  * Activations are rounded to bfloat16 (as PyTorch's int4 kernel does with its default compute dtype);
- * products accumulate in float32.
+ * products accumulate in float32. With AVX-512 BF16 the products are bfloat16 dot products; without it,
+ * float32 products of the unpacked nibbles and the rounded activations (AVX-512F/BW or AVX2 + FMA), which
+ * differ from the dot products only in summation order; elsewhere, portable loops (of_simd says which).
  */
 #include <math.h>
 #include <stddef.h>
@@ -194,7 +196,18 @@ static inline __m256 tile_offsets(const uint16_t *zt, const float *sums, __m256 
     return _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(8.f), sc, ze), xs, offs);
 }
 
-/* one row's t for one pair: its 32 bytes at q, the pair's arranged activations at x (lo) and x + 32 (hi) */
+/* t of unpacked nibbles (lo, hi) for one pair of arranged activations x (lo) and x + 32 (hi) */
+static inline vf row_dot(const vf *lo, const vf *hi, const float *x) {
+    vf t = vf_zero();
+    for (int c = 0; c < OF_CHUNKS; c++) {
+        t = vf_fma(lo[c], vf_load(x + c * OF_F32_LANES), t);
+        t = vf_fma(hi[c], vf_load(x + 32 + c * OF_F32_LANES), t);
+    }
+    return t;
+}
+
+/* one row's t for one pair: its 32 bytes at q, the pair's arranged activations at x (lo) and x + 32 (hi), in
+ * row_dot's order */
 static inline vf row_pair(const uint8_t *q, const float *x) {
     vf t = vf_zero();
     for (int c = 0; c < OF_CHUNKS; c++) {
@@ -307,48 +320,69 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
                             int64_t r0, int64_t r1, float *const *y32, uint16_t *const *y16) {
 #if OF_F32_LANES
     /* the sums of rows_product in the same order (the same bits for a row alone or in a block of 4); 4 weight
-     * rows a pass with 16 lanes (16 accumulators), 1 with 8 (AVX2 has 16 registers) */
+     * rows a pass with 16 lanes (16 accumulators), 1 with 8 (AVX2 has 16 registers). Named accumulators: an
+     * array of them would be kept in memory. */
     enum { ROWS = OF_F32_LANES == 16 ? 4 : 1 };
     const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
     for (int64_t r = r0; r < r1; r += 4) {
         float o[4][8];
         for (int kh = 0; kh < 4; kh += ROWS) {
-            vf acc[ROWS][4];
-            __m256 offs[4];
-            for (int j = 0; j < 4; j++) {
-                offs[j] = _mm256_setzero_ps();
-                for (int k = 0; k < ROWS; k++) acc[k][j] = vf_zero();
-            }
+            vf a00 = vf_zero(), a01 = a00, a02 = a00, a03 = a00;
+#if OF_F32_LANES == 16
+            vf a10 = a00, a11 = a00, a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            vf a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+#endif
+            __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
             const uint8_t *qt = w->q + r * rowbytes;
             const uint16_t *zt = w->sz + r * in / 16;
             for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
-                if (kh == 0)
-                    for (int j = 0; j < 4; j++) offs[j] = tile_offsets(zt, sums[j] + 2 * p, offs[j]);
-                for (int k = 0; k < ROWS; k++) {
-                    const uint8_t *q = qt + (kh + k) * 32;
-                    vf s = vf_scales(zt + (kh + k) * 4), lo[OF_CHUNKS], hi[OF_CHUNKS];
-                    for (int c = 0; c < OF_CHUNKS; c++) {
-                        vi v = vi_bytes(q + c * OF_F32_LANES);
-                        lo[c] = vf_low(v);
-                        hi[c] = vf_high(v);
-                    }
-                    for (int j = 0; j < 4; j++) {
-                        const float *x = xa[j] + p * 64;
-                        vf t = vf_zero();
-                        for (int c = 0; c < OF_CHUNKS; c++) {
-                            t = vf_fma(lo[c], vf_load(x + c * OF_F32_LANES), t);
-                            t = vf_fma(hi[c], vf_load(x + 32 + c * OF_F32_LANES), t);
-                        }
-                        acc[k][j] = vf_fma(s, t, acc[k][j]);
-                    }
+                const float *x0 = xa[0] + p * 64, *x1 = xa[1] + p * 64, *x2 = xa[2] + p * 64, *x3 = xa[3] + p * 64;
+                if (kh == 0) {
+                    f0 = tile_offsets(zt, sums[0] + 2 * p, f0);
+                    f1 = tile_offsets(zt, sums[1] + 2 * p, f1);
+                    f2 = tile_offsets(zt, sums[2] + 2 * p, f2);
+                    f3 = tile_offsets(zt, sums[3] + 2 * p, f3);
                 }
+#define OF_X4_ROW(k, c0, c1, c2, c3)                                                   \
+    {                                                                                  \
+        const uint8_t *q = qt + (kh + (k)) * 32;                                       \
+        vf s = vf_scales(zt + (kh + (k)) * 4), lo[OF_CHUNKS], hi[OF_CHUNKS];           \
+        for (int c = 0; c < OF_CHUNKS; c++) {                                          \
+            vi v = vi_bytes(q + c * OF_F32_LANES);                                     \
+            lo[c] = vf_low(v);                                                         \
+            hi[c] = vf_high(v);                                                        \
+        }                                                                              \
+        c0 = vf_fma(s, row_dot(lo, hi, x0), c0);                                       \
+        c1 = vf_fma(s, row_dot(lo, hi, x1), c1);                                       \
+        c2 = vf_fma(s, row_dot(lo, hi, x2), c2);                                       \
+        c3 = vf_fma(s, row_dot(lo, hi, x3), c3);                                       \
+    }
+                OF_X4_ROW(0, a00, a01, a02, a03)
+#if OF_F32_LANES == 16
+                OF_X4_ROW(1, a10, a11, a12, a13)
+                OF_X4_ROW(2, a20, a21, a22, a23)
+                OF_X4_ROW(3, a30, a31, a32, a33)
+#endif
+#undef OF_X4_ROW
             }
-            if (kh == 0)
-                for (int j = 0; j < 4; j++) _mm256_storeu_ps(o[j], offs[j]);
+            if (kh == 0) {
+                _mm256_storeu_ps(o[0], f0);
+                _mm256_storeu_ps(o[1], f1);
+                _mm256_storeu_ps(o[2], f2);
+                _mm256_storeu_ps(o[3], f3);
+            }
+            float sum[ROWS][4] = {
+                {vf_sum(a00), vf_sum(a01), vf_sum(a02), vf_sum(a03)},
+#if OF_F32_LANES == 16
+                {vf_sum(a10), vf_sum(a11), vf_sum(a12), vf_sum(a13)},
+                {vf_sum(a20), vf_sum(a21), vf_sum(a22), vf_sum(a23)},
+                {vf_sum(a30), vf_sum(a31), vf_sum(a32), vf_sum(a33)},
+#endif
+            };
             for (int j = 0; j < nx; j++)
                 for (int k = 0; k < ROWS; k++) {
                     int row = kh + k;
-                    float v = vf_sum(acc[k][j]) + o[j][2 * row] + o[j][2 * row + 1];
+                    float v = sum[k][j] + o[j][2 * row] + o[j][2 * row + 1];
                     if (y32) y32[j][r + row] = v; else y16[j][r + row] = to_bf16(v);
                 }
         }

@@ -64,7 +64,7 @@ def _setup(lib: ctypes.CDLL) -> None:
                                   ctypes.c_int64, ctypes.c_int]
 
 
-_LIBRARY = native.NativeLibrary(_SOURCE, _setup)
+_LIBRARY = native.NativeLibrary(_SOURCE, _setup, describe=lambda lib: f"{simd(lib)} products")
 build, load = _LIBRARY.build, _LIBRARY.load
 
 

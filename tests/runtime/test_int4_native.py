@@ -408,7 +408,7 @@ def test_native_step_gives_way_to_a_cache_of_uneven_layers(monkeypatch):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_native_step_with_per_head_qk_norms(dtype, atol, monkeypatch):
     """Qwen3's layer (the qk_norm block) in one native call: the q and k heads normed before the rotary, as
-    PyTorch's layers give them. Plain weights: the step runs them where the CPU lacks AVX-512 BF16 too."""
+    PyTorch's layers give them. Plain weights, the step forced on (it runs on the portable build too)."""
     import openformers
     from tests.models.llama_family import tiny_config
 
