@@ -14,12 +14,13 @@ running a layer never changes its buffers.
 
 The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
 compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
-use PyTorch's kernel. A CPU with neither AVX-512 nor AVX2 builds the portable loops of the same file
-(correct, not fast); callers ask :func:`fast` before preferring it.
+use PyTorch's kernel. A CPU with neither AVX-512 nor AVX2 builds the portable loops of the same file;
+callers ask :func:`fast` before preferring the library (on x86 always, elsewhere not).
 """
 from __future__ import annotations
 
 import ctypes
+import platform
 import weakref
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,15 @@ def simd(lib: ctypes.CDLL | None = None) -> str | None:
     return None if lib is None else SIMD[int(lib.of_simd())]
 
 
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
 def fast() -> bool:
-    """The library is there and built with SIMD products (AVX-512 or AVX2 + FMA), which run ahead of
-    PyTorch's kernels; the portable loops do not (``benchmarks/RESULTS.md``)."""
+    """The library is there and runs ahead of PyTorch's kernels: on x86 every build (the SIMD products, and
+    the portable loops, which on an x86-64 CPU without AVX2 are ~2x PyTorch's int4 kernel there:
+    ``benchmarks/RESULTS.md``); elsewhere, where this file has no SIMD path and nothing was measured, never."""
     lib = library()
-    return lib is not None and int(lib.of_simd()) > 0
+    return lib is not None and (_X86 or int(lib.of_simd()) > 0)
 
 
 def pack(q: torch.Tensor, sz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,8 +270,8 @@ _FAST: list[bool] = []
 
 def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``weight [out, in] @ x`` for a contiguous float32 CPU ``weight`` and one float32 row ``x`` (``[..., in]``
-    with one row), as ``[..., out]``; None where the library is not there or has no SIMD products
-    (:func:`fast`; the caller runs PyTorch's product)."""
+    with one row), as ``[..., out]``; None where the library is not there or not preferred (:func:`fast`; the
+    caller runs PyTorch's product)."""
     if not _FAST:
         _FAST.append(fast())
     if not _FAST[0]:

@@ -1,5 +1,6 @@
 """The builds of ``int4_native.c`` for CPUs without AVX-512 BF16: float32 products with AVX-512F/BW
-(``-mno-avx512bf16``, an Ice Lake's instructions) and with AVX2 + FMA (``-march=x86-64-v3``, a Zen 2/3's),
+(``-mno-avx512bf16``, an Ice Lake's instructions), with AVX2 + FMA (``-march=x86-64-v3``, a Zen 2/3's) and the
+portable loops (``-march=x86-64``),
 each built into its own cached library and loaded beside the default one. Their 4-bit products, dense rows
 and decode steps (Llama and Qwen3's per-head q/k norms, 4-bit and plain, float32 and bfloat16) against
 float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
@@ -20,6 +21,7 @@ if core_native.compiler() is None:
 VARIANTS = {
     "avx512f": (("-mno-avx512bf16",), ("avx512f", "avx512bw"), "AVX-512F"),
     "avx2": (("-march=x86-64-v3",), ("avx2", "fma", "bmi2", "f16c", "movbe"), "AVX2+FMA"),
+    "portable": (("-march=x86-64",), ("sse2",), "portable"),  # an x86-64 CPU without AVX2: the plain loops
 }
 
 
@@ -32,6 +34,8 @@ def variant_library(name: str):
     """The library of variant ``name``, built with its flags (cached like the default one); skips the test
     where this CPU lacks the variant's instructions."""
     flags, needs, simd = VARIANTS[name]
+    if not native._X86:
+        pytest.skip("the variants are x86 builds")
     missing = sorted(set(needs) - _cpu_flags())
     if missing:
         pytest.skip(f"this CPU lacks {', '.join(missing)}: the {name} build cannot run here")
