@@ -26,6 +26,13 @@ transformers in the same row's dtype.
 Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--family llama|qwen3] [--static]
 [--quantized] [--json out.json]``
 
+``--native-flags=FLAGS`` builds ``runtime/int4_native.c`` with these compiler flags added (its own cached library)
+and runs openformers on it, to measure on this CPU what a CPU without some instructions would run:
+``-mno-avx512bf16`` (AVX-512F/BW float32 products, an Ice Lake's), ``-march=x86-64-v3`` (AVX2 + FMA, a Zen 2/3's).
+For a fair comparison, hold PyTorch to the same instructions with its own switches, set before the run:
+``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2`` (or ``=AVX512_CORE`` for oneDNN
+without bf16); the header line says what each side runs.
+
 ``--packed-memory`` measures openformers alone: the peak RSS and tokens/s of the embedded SmolLM2
 with and without the packed weight copies (``OPENFORMERS_PACKED_WEIGHTS=1`` / ``0``), bf16 and
 float32 at batch 1 and 8, each case in its own process.
@@ -210,8 +217,17 @@ def main() -> None:
                         help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")
     parser.add_argument("--packed-memory", action="store_true",
                         help="openformers only: peak RSS and tok/s with and without the packed weight copies")
+    parser.add_argument("--native-flags", type=str, default=None,
+                        help="build and use int4_native.c with these extra compiler flags (e.g. -march=x86-64-v3)")
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
+    from openformers.runtime import int4_native
+
+    if args.native_flags:
+        lib = int4_native.load(int4_native.build(tuple(args.native_flags.split())))
+        int4_native.library = lambda: lib  # every caller asks the module for its library
+    print(f"int4_native: {int4_native.simd()} products ({args.native_flags or 'default flags'}); PyTorch's CPU "
+          f"capability {torch.backends.cpu.get_cpu_capability()}; load average {open('/proc/loadavg').read().split()[:3]}")
     if args.packed_memory:
         rows = packed_memory(args.threads or torch.get_num_threads(), args.new_tokens)
         if args.json:
@@ -249,8 +265,10 @@ def main() -> None:
                 if quantized is not None:
                     line += f"  {r['openformers_q4']:.1f} {r['ratio_q4']:.2f}x {r['ratio_q4_cpu']:.2f}x"
                 print(line, flush=True)
+    print(f"load average at the end {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": what, "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"model": what, "threads": torch.get_num_threads(), "rows": rows,
+                                               "native": int4_native.simd()}, indent=2))
 
 
 if __name__ == "__main__":

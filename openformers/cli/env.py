@@ -105,7 +105,7 @@ def kernels(build: bool = True) -> dict[str, Any]:
             lib.get()
         state, detail = lib.state()
         key = lib.source.resolve().relative_to(root).as_posix()
-        out["kernels"][key] = {"state": state, "detail": detail, "flags": list(lib.flags)}
+        out["kernels"][key] = {"state": state, "detail": detail, "flags": list(lib.flags), "runs": lib.runs()}
         claimed.add(lib.source.resolve())
     for source in sorted(root.rglob("*.c")):
         if source.resolve() not in claimed:
@@ -184,8 +184,9 @@ def _text(info: dict[str, Any]) -> str:
                       f"cache: {n['cache']}):"]
         for name, k in n["kernels"].items():
             detail = k["detail"].replace("\n", "\n      ")
+            runs = f"; {k['runs']}" if k.get("runs") else ""
             lines.append(f"  {name}: {k['state']}" + (f" -- {detail}" if k["state"] not in ("loaded", "built") else
-                                                      f" ({Path(k['detail']).name})"))
+                                                      f" ({Path(k['detail']).name}{runs})"))
     c = info["caches"]
     offline = c["offline"]["error"] if isinstance(c["offline"], dict) else c["offline"]
     lines += ["", "Caches:", f"  openformers: {c['openformers']}", f"  datasets: {c['datasets']}",

@@ -154,11 +154,13 @@ def libraries() -> list["NativeLibrary"]:
 class NativeLibrary:
     """One C file's library, built and loaded at the first :meth:`get`. ``setup(lib)`` sets the
     functions' ``argtypes`` and ``restype``; ``flags`` are added to :data:`FLAGS` for this file;
-    ``fallback`` says what runs where the library cannot be had (logged with the reason)."""
+    ``fallback`` says what runs where the library cannot be had (logged with the reason); ``describe(lib)``,
+    where given, says in a few words what the loaded build runs (:meth:`runs`, for ``openformers env``)."""
 
     def __init__(self, source: Path, setup: Callable[[ctypes.CDLL], None], flags: tuple[str, ...] = (),
-                 fallback: str = "PyTorch's operators") -> None:
+                 fallback: str = "PyTorch's operators", describe: Callable[[ctypes.CDLL], str] | None = None) -> None:
         self.source, self.setup, self.flags, self.fallback = Path(source), setup, tuple(flags), fallback
+        self.describe = describe
         self.error: str | None = None
         self.path: Path | None = None
         self._lib: ctypes.CDLL | None = None
@@ -204,6 +206,10 @@ class NativeLibrary:
                                self.error)
                 self._tried = True
             return self._lib
+
+    def runs(self) -> str | None:
+        """What the loaded build runs (``describe``'s words), or None (not loaded, or nothing to say)."""
+        return None if self._lib is None or self.describe is None else self.describe(self._lib)
 
     def reset(self) -> None:
         """Forget the outcome of the last :meth:`get` (after installing a compiler, say): the next one tries again."""

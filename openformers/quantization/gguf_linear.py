@@ -10,7 +10,7 @@ value is ``(q - 8) * scale + zero`` per group of 32): Q4_1 stores ``d * q + m``,
 min and max, which loses precision. Embeddings and norms stay float; the LM head stays float
 unless ``quantize_lm_head=True``.
 
-With the default bfloat16 ``compute_dtype`` on a machine with AVX-512 BF16 and a C compiler, the
+With the default bfloat16 ``compute_dtype`` on an x86-64 CPU and a C compiler, the
 products run on the native kernel of ``runtime/int4_native.c`` (built on first use): it reads a
 tiled copy of the weights that the runtime keeps (the layer's own buffers never change), and a 4-bit
 Llama model decodes through ``of_llama_step``, one native call for all layers

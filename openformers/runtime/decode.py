@@ -202,11 +202,15 @@ def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     if cls.forward is not owner.forward or type(attn).forward is not owner.attention_class.forward:
         return f"{cls.__name__} changes its forward without declaring its own blocks"
     blocks = owner.blocks
-    if not isinstance(blocks, DecoderBlocks) or (blocks.norm, blocks.norm_offset, blocks.attention, blocks.mlp,
-                                                 blocks.embedding_scale) != (KNOWN.norm, KNOWN.norm_offset,
-                                                                             KNOWN.attention, KNOWN.mlp,
-                                                                             KNOWN.embedding_scale):
-        return f"{cls.__name__}'s blocks {blocks} name a block the runtime does not run"
+    if not isinstance(blocks, DecoderBlocks):
+        return f"{cls.__name__}'s blocks {blocks!r} are not DecoderBlocks"
+    # the runtime's layer (and of_llama_step) runs plain RMSNorms (weight, no 1 + weight offset) and unscaled
+    # embeddings: any other value of these fields runs the module path
+    other = [f"{name}={getattr(blocks, name)!r} (the runtime runs {getattr(KNOWN, name)!r})"
+             for name in ("norm", "norm_offset", "attention", "mlp", "embedding_scale")
+             if getattr(blocks, name) != getattr(KNOWN, name)]
+    if other:
+        return f"{cls.__name__}'s blocks name a block the runtime does not run: {', '.join(other)}"
     if type(mlp).forward is not GatedMLP.forward:
         return f"{cls.__name__}.mlp is a {type(mlp).__name__}, not the gated MLP its blocks name"
     norms = (norm1, norm2) + ((q_norm, k_norm) if blocks.qk_norm else ())

@@ -14,7 +14,9 @@
  *       a value is (q - 8) * scale + zero, that is (128 + q) * scale + (zero - 136 * scale); 128 + q is
  *       the bfloat16 0x4300 | q.
  * Activations are rounded to bfloat16 (as PyTorch's int4 kernel does with its default compute dtype);
- * products accumulate in float32.
+ * products accumulate in float32. With AVX-512 BF16 the products are bfloat16 dot products; without it,
+ * float32 products of the unpacked nibbles and the rounded activations (AVX-512F/BW or AVX2 + FMA), which
+ * differ from the dot products only in summation order; elsewhere, portable loops (of_simd says which).
  */
 #include <math.h>
 #include <stddef.h>
@@ -29,6 +31,32 @@
 #define OF_BF16_DOT 1
 #else
 #define OF_BF16_DOT 0
+#endif
+/* Without the bfloat16 dot product, the 4-bit products unpack the nibbles to float32 and multiply them with
+ * the bfloat16-rounded activations widened to float32 (held as float32 in the arranged order): 16 lanes
+ * with AVX-512F/BW (Intel Skylake-X to Ice Lake), 8 with AVX2 and FMA (AMD Zen 2/3, Intel Haswell on). */
+#if !OF_BF16_DOT && defined(__AVX512F__) && defined(__AVX512BW__)
+#define OF_F32_LANES 16
+#elif !OF_BF16_DOT && defined(__AVX2__) && defined(__FMA__)
+#define OF_F32_LANES 8
+#else
+#define OF_F32_LANES 0
+#endif
+/* the dense float32 / bfloat16 weight rows of the step: 16 lanes with AVX-512F, 8 with AVX2 and FMA */
+#if defined(__AVX512F__)
+#define OF_DENSE_LANES 16
+#elif defined(__AVX2__) && defined(__FMA__)
+#define OF_DENSE_LANES 8
+#else
+#define OF_DENSE_LANES 0
+#endif
+
+/* an arranged activation of a 4-bit product: bfloat16 bits for the dot product (and the portable loop), the
+ * same bfloat16 value as a float32 for the float32 products */
+#if OF_F32_LANES
+typedef float of_act;
+#else
+typedef uint16_t of_act;
 #endif
 
 typedef struct {
@@ -61,6 +89,10 @@ int64_t of_layout(int what) {
 
 int of_has_bf16_dot(void) { return OF_BF16_DOT; }
 
+/* which products this build runs: 3 the AVX-512 bfloat16 dot products, 2 float32 with AVX-512F/BW, 1 float32
+ * with AVX2 and FMA, 0 the portable loops only */
+int of_simd(void) { return OF_BF16_DOT ? 3 : OF_F32_LANES == 16 ? 2 : OF_F32_LANES == 8 ? 1 : 0; }
+
 static inline uint16_t to_bf16(float f) {  /* round to nearest even, as PyTorch's casts do */
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -76,13 +108,22 @@ static inline float from_bf16(uint16_t h) {
     return f;
 }
 
-/* x (float32 when x_bf16 == 0, else bfloat16 bits) -> the pair-interleaved bfloat16 activations
- * `arranged` [in] (per pair of groups: 32 low-nibble partners, then 32 high-nibble partners) and the
+/* an arranged activation's value */
+static inline float act_value(of_act a) {
+#if OF_F32_LANES
+    return a;
+#else
+    return from_bf16(a);
+#endif
+}
+
+/* x (float32 when x_bf16 == 0, else bfloat16 bits) -> the pair-interleaved activations rounded to bfloat16
+ * `arranged` [in] (of_act: per pair of groups, 32 low-nibble partners, then 32 high-nibble partners) and the
  * float sums of the rounded activations per group, `sums` [in / 32]. */
-void of_arrange(const void *x, int x_bf16, int64_t in, uint16_t *arranged, float *sums) {
+static void arrange(const void *x, int x_bf16, int64_t in, of_act *arranged, float *sums) {
     int64_t pairs = in / 64;
     for (int64_t p = 0; p < pairs; p++) {
-        uint16_t *lo = arranged + p * 64, *hi = lo + 32;
+        of_act *lo = arranged + p * 64, *hi = lo + 32;
         for (int g = 0; g < 2; g++) {
             float s = 0.f;
             for (int j = 0; j < 32; j++) {
@@ -91,19 +132,125 @@ void of_arrange(const void *x, int x_bf16, int64_t in, uint16_t *arranged, float
                 s += from_bf16(b);
                 int jj = j & 15;
                 int pos = 4 * (jj / 2) + 2 * g + (jj % 2);
+#if OF_F32_LANES
+                if (j < 16) lo[pos] = from_bf16(b); else hi[pos] = from_bf16(b);
+#else
                 if (j < 16) lo[pos] = b; else hi[pos] = b;
+#endif
             }
             sums[p * 2 + g] = s;
         }
     }
 }
 
+#if OF_F32_LANES
+/* The float32 products: a row's 32 bytes of a pair of groups in chunks of L = OF_F32_LANES bytes; lane i of
+ * chunk c is byte c * L + i, its low nibble multiplies lo[c * L + i] and its high nibble hi[c * L + i], and
+ * it belongs to group (i / 2) % 2 (L is a multiple of 4). Per row and pair, t = sum over the chunks of
+ * q * x in float32, then acc += scales * t; per group sum (q - 8) * s * x + z * x = s * sum q x + (z - 8 s) sum x. */
+#define OF_CHUNKS (32 / OF_F32_LANES)
+#if OF_F32_LANES == 16
+typedef __m512 vf;
+typedef __m512i vi;
+static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
+static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline float vf_sum(vf v) { return _mm512_reduce_add_ps(v); }
+static inline vi vi_bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+static inline vf vf_low(vi v) { return _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15))); }
+static inline vf vf_high(vi v) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4)); }
+/* (scale, zero) of g0 and g1 as bfloat16 -> lanes s0, s0, s1, s1, ... */
+static inline vf vf_scales(const uint16_t *z) {
+    int64_t b;
+    memcpy(&b, z, 8);
+    return _mm512_permute_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi64(b), 16)), 0x50);
+}
+#else
+typedef __m256 vf;
+typedef __m256i vi;
+static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
+static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline float vf_sum(vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline vi vi_bytes(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+static inline vf vf_low(vi v) { return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15))); }
+static inline vf vf_high(vi v) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4)); }
+static inline vf vf_scales(const uint16_t *z) {
+    int64_t b;
+    memcpy(&b, z, 8);
+    return _mm256_permute_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_set1_epi64x(b), 16)), 0x50);
+}
+#endif
+
+/* the offset terms of a tile's 4 rows for one pair: lanes 2k, 2k + 1 of the result are row k's (z - 8 s) * sum x
+ * of groups g0, g1, added to offs */
+static inline __m256 tile_offsets(const uint16_t *zt, const float *sums, __m256 offs) {
+    __m256i sz = _mm256_loadu_si256((const __m256i *)zt);  /* 32-bit lane 2k + g: zero << 16 | scale */
+    __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(sz, 16));
+    __m256 ze = _mm256_castsi256_ps(_mm256_and_si256(sz, _mm256_set1_epi32((int)0xffff0000u)));
+    __m256 xs = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)sums));
+    return _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(8.f), sc, ze), xs, offs);
+}
+
+/* t of unpacked nibbles (lo, hi) for one pair of arranged activations x (lo) and x + 32 (hi) */
+static inline vf row_dot(const vf *lo, const vf *hi, const float *x) {
+    vf t = vf_zero();
+    for (int c = 0; c < OF_CHUNKS; c++) {
+        t = vf_fma(lo[c], vf_load(x + c * OF_F32_LANES), t);
+        t = vf_fma(hi[c], vf_load(x + 32 + c * OF_F32_LANES), t);
+    }
+    return t;
+}
+
+/* one row's t for one pair: its 32 bytes at q, the pair's arranged activations at x (lo) and x + 32 (hi), in
+ * row_dot's order */
+static inline vf row_pair(const uint8_t *q, const float *x) {
+    vf t = vf_zero();
+    for (int c = 0; c < OF_CHUNKS; c++) {
+        vi v = vi_bytes(q + c * OF_F32_LANES);
+        t = vf_fma(vf_low(v), vf_load(x + c * OF_F32_LANES), t);
+        t = vf_fma(vf_high(v), vf_load(x + 32 + c * OF_F32_LANES), t);
+    }
+    return t;
+}
+#endif
+
 /* rows [r0, r1) of y = W x (r0 and r1 multiples of 4), written as float32 into y32 or as bfloat16 into y16
  * (one is NULL). Per group, sum (q - 8) * s * x + z * x = s * sum (128 + q) x + (z - 136 s) * sum x. */
-static void rows_product(const of_int4_weight *w, const uint16_t *xa, const float *sums, int64_t r0, int64_t r1,
+static void rows_product(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t r0, int64_t r1,
                          float *y32, uint16_t *y16) {
     const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
-#if OF_BF16_DOT
+#if OF_F32_LANES
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        vf acc0 = vf_zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        __m256 offs = _mm256_setzero_ps();
+        const uint8_t *qt = w->q + r * rowbytes;
+        const uint16_t *zt = w->sz + r * in / 16;
+        for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
+            const float *x = xa + p * 64;
+            _mm_prefetch((const char *)(qt + 1024), _MM_HINT_T0);
+            _mm_prefetch((const char *)(qt + 1088), _MM_HINT_T0);
+            offs = tile_offsets(zt, sums + 2 * p, offs);
+            acc0 = vf_fma(vf_scales(zt), row_pair(qt, x), acc0);
+            acc1 = vf_fma(vf_scales(zt + 4), row_pair(qt + 32, x), acc1);
+            acc2 = vf_fma(vf_scales(zt + 8), row_pair(qt + 64, x), acc2);
+            acc3 = vf_fma(vf_scales(zt + 12), row_pair(qt + 96, x), acc3);
+        }
+        float off[8];
+        _mm256_storeu_ps(off, offs);
+        float res[4] = {vf_sum(acc0), vf_sum(acc1), vf_sum(acc2), vf_sum(acc3)};
+        for (int k = 0; k < 4; k++) {
+            float v = res[k] + off[2 * k] + off[2 * k + 1];
+            if (y32) y32[r + k] = v; else y16[r + k] = to_bf16(v);
+        }
+    }
+    r0 = r;
+#elif OF_BF16_DOT
     const __m512i nib = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
     const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
     const __m256 k136 = _mm256_set1_ps(136.f);
@@ -151,13 +298,13 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
         const uint16_t *zt = w->sz + (r / 4) * 4 * in / 16 + (r % 4) * 4;
         float acc = 0.f;
         for (int64_t p = 0; p < pairs; p++) {
-            const uint16_t *lo = xa + p * 64, *hi = lo + 32;
+            const of_act *lo = xa + p * 64, *hi = lo + 32;
             for (int g = 0; g < 2; g++) {
                 float t = 0.f;
                 for (int jj = 0; jj < 16; jj++) {
                     int pos = 4 * (jj / 2) + 2 * g + (jj % 2);
                     uint8_t b = qt[p * 128 + pos];
-                    t += (float)(128 + (b & 15)) * from_bf16(lo[pos]) + (float)(128 + (b >> 4)) * from_bf16(hi[pos]);
+                    t += (float)(128 + (b & 15)) * act_value(lo[pos]) + (float)(128 + (b >> 4)) * act_value(hi[pos]);
                 }
                 float sc = from_bf16(zt[p * 16 + 2 * g]), ze = from_bf16(zt[p * 16 + 2 * g + 1]);
                 acc += sc * t + (ze - 136.f * sc) * sums[2 * p + g];
@@ -169,9 +316,78 @@ static void rows_product(const of_int4_weight *w, const uint16_t *xa, const floa
 
 /* tiles [r0, r1) of Y = X W^T for up to 4 prepared rows of X at once (nx of them; the others are read but
  * not written): each weight tile is unpacked once for all of them. y32 / y16: output row pointers. */
-static void rows_product_x4(const of_int4_weight *w, const uint16_t *const *xa, const float *const *sums, int nx,
+static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, const float *const *sums, int nx,
                             int64_t r0, int64_t r1, float *const *y32, uint16_t *const *y16) {
-#if OF_BF16_DOT
+#if OF_F32_LANES
+    /* the sums of rows_product in the same order (the same bits for a row alone or in a block of 4); 4 weight
+     * rows a pass with 16 lanes (16 accumulators), 1 with 8 (AVX2 has 16 registers). Named accumulators: an
+     * array of them would be kept in memory. */
+    enum { ROWS = OF_F32_LANES == 16 ? 4 : 1 };
+    const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
+    for (int64_t r = r0; r < r1; r += 4) {
+        float o[4][8];
+        for (int kh = 0; kh < 4; kh += ROWS) {
+            vf a00 = vf_zero(), a01 = a00, a02 = a00, a03 = a00;
+#if OF_F32_LANES == 16
+            vf a10 = a00, a11 = a00, a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            vf a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+#endif
+            __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+            const uint8_t *qt = w->q + r * rowbytes;
+            const uint16_t *zt = w->sz + r * in / 16;
+            for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
+                const float *x0 = xa[0] + p * 64, *x1 = xa[1] + p * 64, *x2 = xa[2] + p * 64, *x3 = xa[3] + p * 64;
+                if (kh == 0) {
+                    f0 = tile_offsets(zt, sums[0] + 2 * p, f0);
+                    f1 = tile_offsets(zt, sums[1] + 2 * p, f1);
+                    f2 = tile_offsets(zt, sums[2] + 2 * p, f2);
+                    f3 = tile_offsets(zt, sums[3] + 2 * p, f3);
+                }
+#define OF_X4_ROW(k, c0, c1, c2, c3)                                                   \
+    {                                                                                  \
+        const uint8_t *q = qt + (kh + (k)) * 32;                                       \
+        vf s = vf_scales(zt + (kh + (k)) * 4), lo[OF_CHUNKS], hi[OF_CHUNKS];           \
+        for (int c = 0; c < OF_CHUNKS; c++) {                                          \
+            vi v = vi_bytes(q + c * OF_F32_LANES);                                     \
+            lo[c] = vf_low(v);                                                         \
+            hi[c] = vf_high(v);                                                        \
+        }                                                                              \
+        c0 = vf_fma(s, row_dot(lo, hi, x0), c0);                                       \
+        c1 = vf_fma(s, row_dot(lo, hi, x1), c1);                                       \
+        c2 = vf_fma(s, row_dot(lo, hi, x2), c2);                                       \
+        c3 = vf_fma(s, row_dot(lo, hi, x3), c3);                                       \
+    }
+                OF_X4_ROW(0, a00, a01, a02, a03)
+#if OF_F32_LANES == 16
+                OF_X4_ROW(1, a10, a11, a12, a13)
+                OF_X4_ROW(2, a20, a21, a22, a23)
+                OF_X4_ROW(3, a30, a31, a32, a33)
+#endif
+#undef OF_X4_ROW
+            }
+            if (kh == 0) {
+                _mm256_storeu_ps(o[0], f0);
+                _mm256_storeu_ps(o[1], f1);
+                _mm256_storeu_ps(o[2], f2);
+                _mm256_storeu_ps(o[3], f3);
+            }
+            float sum[ROWS][4] = {
+                {vf_sum(a00), vf_sum(a01), vf_sum(a02), vf_sum(a03)},
+#if OF_F32_LANES == 16
+                {vf_sum(a10), vf_sum(a11), vf_sum(a12), vf_sum(a13)},
+                {vf_sum(a20), vf_sum(a21), vf_sum(a22), vf_sum(a23)},
+                {vf_sum(a30), vf_sum(a31), vf_sum(a32), vf_sum(a33)},
+#endif
+            };
+            for (int j = 0; j < nx; j++)
+                for (int k = 0; k < ROWS; k++) {
+                    int row = kh + k;
+                    float v = sum[k][j] + o[j][2 * row] + o[j][2 * row + 1];
+                    if (y32) y32[j][r + row] = v; else y16[j][r + row] = to_bf16(v);
+                }
+        }
+    }
+#elif OF_BF16_DOT
     const int64_t in = w->in, pairs = in / 64, rowbytes = in / 2;
     const __m512i nib = _mm512_set1_epi16(0x0f), bias = _mm512_set1_epi16(0x4300);
     const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
@@ -231,7 +447,7 @@ static void rows_product_x4(const of_int4_weight *w, const uint16_t *const *xa, 
 
 /* Y = X W^T for `rows` prepared rows (xa: rows * in, sums: rows * in / 32), tiles split over the threads;
  * each thread runs its tiles for every block of 4 rows while they are in its cache. */
-static void product(const of_int4_weight *w, const uint16_t *xa, const float *sums, int64_t rows, char *y, int y_bf16,
+static void product(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t rows, char *y, int y_bf16,
                     int threads) {
     const int64_t tiles = w->out / 4, in = w->in, groups = in / 32, ysize = y_bf16 ? 2 : 4;
     if (tiles < 8) threads = 1;
@@ -247,7 +463,7 @@ static void product(const of_int4_weight *w, const uint16_t *xa, const float *su
             }
             for (int64_t i = 0; i < rows; i += 4) {
                 int nx = rows - i < 4 ? (int)(rows - i) : 4;
-                const uint16_t *xs[4];
+                const of_act *xs[4];
                 const float *ss[4];
                 float *y32[4];
                 uint16_t *y16[4];
@@ -269,11 +485,11 @@ static void product(const of_int4_weight *w, const uint16_t *xa, const float *su
 int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t rows, void *y, int y_bf16,
                    int threads) {
     const int64_t in = w->in, groups = in / 32;
-    uint16_t *xa = (uint16_t *)malloc(rows * (in * 2 + groups * 4) + 64);
+    of_act *xa = (of_act *)malloc(rows * (in * sizeof(of_act) + groups * 4) + 64);
     if (!xa) return -1;
     float *sums = (float *)(xa + rows * in);
     for (int64_t i = 0; i < rows; i++)
-        of_arrange((const char *)x + i * in * (x_bf16 ? 2 : 4), x_bf16, in, xa + i * in, sums + i * groups);
+        arrange((const char *)x + i * in * (x_bf16 ? 2 : 4), x_bf16, in, xa + i * in, sums + i * groups);
     product(w, xa, sums, rows, (char *)y, y_bf16, threads);
     free(xa);
     return 0;
@@ -331,13 +547,21 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
     for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
 }
 
+#if OF_DENSE_LANES == 8
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
 /* Y = X W^T of a dense [out][in] weight for `rows` activation rows, weight rows [r0, r1): float32 (x: rows of
  * float32, stride in) or bfloat16 (xb: rows of bfloat16, stride xstride); y rows of stride ystride. Each
  * block of weight rows is read once for all activation rows. */
 static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *xb, int64_t xstride, int64_t rows,
                        int bf, int64_t r0, int64_t r1, float *y, int64_t ystride) {
     const int64_t in = w->in;
-#ifdef __AVX512F__
+#if OF_DENSE_LANES == 16
     if (!bf) {  /* 4 weight rows x 4 activation rows of float32 products in registers */
         const __mmask16 tail = (__mmask16)((1u << (in % 16)) - 1);
         if (rows == 1) {  /* one activation row: 8 weight rows at a time, each read once as it lies */
@@ -388,6 +612,56 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
             }
         }
     }
+#elif OF_DENSE_LANES == 8
+    if (!bf) {  /* 2 weight rows x 4 activation rows of float32 products in registers (AVX2 has 16) */
+        static const int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+        const __m256i tail = _mm256_loadu_si256((const __m256i *)(ones + 8 - in % 8));  /* the first in % 8 lanes */
+        const int64_t body = in - in % 8;
+        if (rows == 1) {  /* one activation row: 8 weight rows at a time, each read once as it lies */
+            for (; r0 + 8 <= r1; r0 += 8) {
+                const float *wr[8];
+                __m256 acc[8];
+                for (int k = 0; k < 8; k++) {
+                    wr[k] = (const float *)dense_row(w, r0 + k, 4);
+                    acc[k] = _mm256_setzero_ps();
+                }
+                for (int64_t i = 0; i < body; i += 8) {
+                    __m256 xv = _mm256_loadu_ps(x + i);
+                    for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(wr[k] + i), xv, acc[k]);
+                }
+                if (body < in) {
+                    __m256 xv = _mm256_maskload_ps(x + body, tail);
+                    for (int k = 0; k < 8; k++)
+                        acc[k] = _mm256_fmadd_ps(_mm256_maskload_ps(wr[k] + body, tail), xv, acc[k]);
+                }
+                for (int k = 0; k < 8; k++) y[r0 + k] = sum8(acc[k]);
+            }
+        }
+        for (; r0 + 2 <= r1; r0 += 2) {
+            const float *w0 = (const float *)dense_row(w, r0, 4), *w1 = (const float *)dense_row(w, r0 + 1, 4);
+            for (int64_t b0 = 0; b0 < rows; b0 += 4) {
+                int nb = rows - b0 < 4 ? (int)(rows - b0) : 4;
+                const float *xr[4];
+                for (int j = 0; j < 4; j++) xr[j] = x + (b0 + (j < nb ? j : 0)) * in;
+                __m256 acc[2][4];
+                for (int j = 0; j < 4; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+                for (int64_t i = 0; i < in; i += 8) {
+                    int full = i < body;
+                    __m256 v0 = full ? _mm256_loadu_ps(w0 + i) : _mm256_maskload_ps(w0 + i, tail);
+                    __m256 v1 = full ? _mm256_loadu_ps(w1 + i) : _mm256_maskload_ps(w1 + i, tail);
+                    for (int j = 0; j < 4; j++) {
+                        __m256 xv = full ? _mm256_loadu_ps(xr[j] + i) : _mm256_maskload_ps(xr[j] + i, tail);
+                        acc[0][j] = _mm256_fmadd_ps(v0, xv, acc[0][j]);
+                        acc[1][j] = _mm256_fmadd_ps(v1, xv, acc[1][j]);
+                    }
+                }
+                for (int j = 0; j < nb; j++) {
+                    y[(b0 + j) * ystride + r0] = sum8(acc[0][j]);
+                    y[(b0 + j) * ystride + r0 + 1] = sum8(acc[1][j]);
+                }
+            }
+        }
+    }
 #endif
     if (!bf) {
         for (int64_t r = r0; r < r1; r++) {
@@ -419,6 +693,45 @@ static void dense_rows(const of_int4_weight *w, const float *x, const uint16_t *
             }
             float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
                           _mm512_reduce_add_ps(a3)};
+            for (; i < in; i++)
+                for (int k = 0; k < 4; k++) s[k] += from_bf16(w0[k * in + i]) * from_bf16(xr[i]);
+            for (int k = 0; k < 4; k++) y[b * ystride + r + k] = s[k];
+        }
+    }
+#elif OF_DENSE_LANES
+    /* no bfloat16 dot product: the weights and activations widened to float32 (exact), float32 products */
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = (const uint16_t *)dense_row(w, r, 2);
+        for (int64_t b = 0; b < rows; b++) {
+            const uint16_t *xr = xb + b * xstride;
+            float s[4];
+            int64_t i = 0;
+#if OF_DENSE_LANES == 16
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define OF_WIDEN(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+            for (; i + 16 <= in; i += 16) {
+                __m512 xv = OF_WIDEN(xr + i);
+                a0 = _mm512_fmadd_ps(OF_WIDEN(w0 + i), xv, a0);
+                a1 = _mm512_fmadd_ps(OF_WIDEN(w0 + in + i), xv, a1);
+                a2 = _mm512_fmadd_ps(OF_WIDEN(w0 + 2 * in + i), xv, a2);
+                a3 = _mm512_fmadd_ps(OF_WIDEN(w0 + 3 * in + i), xv, a3);
+            }
+#undef OF_WIDEN
+            s[0] = _mm512_reduce_add_ps(a0), s[1] = _mm512_reduce_add_ps(a1);
+            s[2] = _mm512_reduce_add_ps(a2), s[3] = _mm512_reduce_add_ps(a3);
+#else
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define OF_WIDEN(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+            for (; i + 8 <= in; i += 8) {
+                __m256 xv = OF_WIDEN(xr + i);
+                a0 = _mm256_fmadd_ps(OF_WIDEN(w0 + i), xv, a0);
+                a1 = _mm256_fmadd_ps(OF_WIDEN(w0 + in + i), xv, a1);
+                a2 = _mm256_fmadd_ps(OF_WIDEN(w0 + 2 * in + i), xv, a2);
+                a3 = _mm256_fmadd_ps(OF_WIDEN(w0 + 3 * in + i), xv, a3);
+            }
+#undef OF_WIDEN
+            s[0] = sum8(a0), s[1] = sum8(a1), s[2] = sum8(a2), s[3] = sum8(a3);
+#endif
             for (; i < in; i++)
                 for (int k = 0; k < 4; k++) s[k] += from_bf16(w0[k * in + i]) * from_bf16(xr[i]);
             for (int k = 0; k < 4; k++) y[b * ystride + r + k] = s[k];
@@ -458,39 +771,39 @@ int of_dense_matvec(const float *w, int64_t out, int64_t in, const float *x, flo
 
 /* before a product (one thread): row b of the activations (x, stride `in`) in the form the weight wants,
  * at xa + b * xstride and sums + b * sstride */
-static void prepare(const of_int4_weight *w, const float *x, int64_t rows, int bf, uint16_t *xa, int64_t xstride,
+static void prepare(const of_int4_weight *w, const float *x, int64_t rows, int bf, void *xa, int64_t xstride,
                     float *sums, int64_t sstride) {
     for (int64_t b = 0; b < rows; b++) {
         const float *xr = x + b * w->in;
-        if (!w->dense) of_arrange(xr, 0, w->in, xa + b * xstride, sums + b * sstride);
-        else if (bf) for (int64_t i = 0; i < w->in; i++) xa[b * xstride + i] = to_bf16(xr[i]);
+        if (!w->dense) arrange(xr, 0, w->in, (of_act *)xa + b * xstride, sums + b * sstride);
+        else if (bf) for (int64_t i = 0; i < w->in; i++) ((uint16_t *)xa)[b * xstride + i] = to_bf16(xr[i]);
     }
 }
 
 /* this thread's share of Y = X W^T (whole tiles of 4 weight rows), y rows of stride w->out */
-static void share(const of_int4_weight *w, const float *x, int64_t rows, int bf, const uint16_t *xa, int64_t xstride,
+static void share(const of_int4_weight *w, const float *x, int64_t rows, int bf, const void *xa, int64_t xstride,
                   const float *sums, int64_t sstride, float *y, int t, int n) {
     int64_t tiles = w->out / 4, t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
     if (t == n - 1 && w->dense) t1 = (w->out + 3) / 4;  /* a dense weight's last rows need not fill a tile */
     int64_t r1 = t1 * 4 < w->out ? t1 * 4 : w->out;
     if (t0 * 4 >= r1) return;
     if (w->dense) {
-        dense_rows(w, x, xa, xstride, rows, bf, t0 * 4, r1, y, w->out);
+        dense_rows(w, x, (const uint16_t *)xa, xstride, rows, bf, t0 * 4, r1, y, w->out);
         return;
     }
     if (rows == 1) {
-        rows_product(w, xa, sums, t0 * 4, r1, y, NULL);
+        rows_product(w, (const of_act *)xa, sums, t0 * 4, r1, y, NULL);
         return;
     }
     for (int64_t c0 = t0 * 4; c0 < r1; c0 += 64)  /* 64 weight rows at a time, all activation rows */
         for (int64_t i = 0; i < rows; i += 4) {
             int nx = rows - i < 4 ? (int)(rows - i) : 4;
-            const uint16_t *xs[4];
+            const of_act *xs[4];
             const float *ss[4];
             float *ys[4];
             for (int j = 0; j < 4; j++) {
                 int64_t row = i + (j < nx ? j : 0);
-                xs[j] = xa + row * xstride;
+                xs[j] = (const of_act *)xa + row * xstride;
                 ss[j] = sums + row * sstride;
                 ys[j] = y + row * w->out;
             }
@@ -546,7 +859,7 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
     const int bf = m->bf16;
     if (threads < 1) threads = 1;
     float *x = malloc(sizeof(float) * (B * (3 * H + qkv_n + h * d + 3 * I + G) + (T + 16) * threads + 64));
-    uint16_t *xa = malloc(sizeof(uint16_t) * B * widest);
+    void *xa = malloc(sizeof(of_act) * B * widest);  /* arranged 4-bit activations, or bfloat16 ones */
     if (!x || !xa) { free(x); free(xa); return -1; }
     float *xn = x + B * H, *tmp = xn + B * H, *qkv = tmp + B * H, *att = qkv + B * qkv_n, *gu = att + B * h * d;
     float *act = gu + B * 2 * I, *sums = act + B * I, *score = sums + B * G;
@@ -619,9 +932,10 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
                         a[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
                     }
                     if (!L->down.dense) {
-                        if (p1 > p0) of_arrange(a + p0 * 64, 0, (p1 - p0) * 64, xa + b * widest + p0 * 64, sums + b * G + p0 * 2);
+                        if (p1 > p0)
+                            arrange(a + p0 * 64, 0, (p1 - p0) * 64, (of_act *)xa + b * widest + p0 * 64, sums + b * G + p0 * 2);
                     } else if (bf) {
-                        for (int64_t i = p0 * 64; i < i1; i++) xa[b * widest + i] = to_bf16(a[i]);
+                        for (int64_t i = p0 * 64; i < i1; i++) ((uint16_t *)xa)[b * widest + i] = to_bf16(a[i]);
                     }
                 }
             }

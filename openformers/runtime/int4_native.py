@@ -2,8 +2,10 @@
 
 PyTorch's CPU int4 kernel (``_weight_int4pack_mm_for_cpu``) takes ~55 us for one row of a SmolLM2
 projection: compute-bound, not bandwidth-bound, and three quarters of a llama.cpp decode step over the
-whole model. ``int4_native.c`` multiplies the same 4-bit groups with AVX-512 bfloat16 dot products
-(``vdpbf16ps``), four rows at a time, and writes float32 or bfloat16 results directly.
+whole model. ``int4_native.c`` multiplies the same 4-bit groups four rows at a time and writes float32 or
+bfloat16 results directly, with the instructions the CPU has (:func:`simd`): AVX-512 bfloat16 dot products
+(``vdpbf16ps``), else the nibbles unpacked to float32 and multiplied with AVX-512F or AVX2 + FMA. Every
+build rounds the activations to bfloat16 and sums in float32; they differ only in summation order.
 
 A 4-bit layer (``quantization/gguf_linear.py``'s ``QuantizedLinear``, or any layer with the protocol of
 :func:`is_int4`) keeps PyTorch's layout as its own storage; the tiled copy the kernel reads belongs to
@@ -12,12 +14,13 @@ running a layer never changes its buffers.
 
 The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
 compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
-use PyTorch's kernel. A machine without AVX-512 BF16 builds the portable loop of the same file (correct, not fast);
-callers ask :func:`fast` before preferring it.
+use PyTorch's kernel. A CPU with neither AVX-512 nor AVX2 builds the portable loops of the same file;
+callers ask :func:`fast` before preferring the library (on x86 always, elsewhere not).
 """
 from __future__ import annotations
 
 import ctypes
+import platform
 import weakref
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ def struct_mismatch(lib: ctypes.CDLL) -> str | None:
 
 def _setup(lib: ctypes.CDLL) -> None:
     lib.of_has_bf16_dot.restype = ctypes.c_int
+    lib.of_simd.restype = ctypes.c_int
     lib.of_dense_matvec.restype = ctypes.c_int
     lib.of_dense_matvec.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int]
@@ -61,7 +65,7 @@ def _setup(lib: ctypes.CDLL) -> None:
                                   ctypes.c_int64, ctypes.c_int]
 
 
-_LIBRARY = native.NativeLibrary(_SOURCE, _setup)
+_LIBRARY = native.NativeLibrary(_SOURCE, _setup, describe=lambda lib: f"{simd(lib)} products")
 build, load = _LIBRARY.build, _LIBRARY.load
 
 
@@ -80,10 +84,26 @@ def library() -> ctypes.CDLL | None:
     return None if _CHECKED[key] else lib
 
 
+SIMD = {3: "AVX-512 BF16", 2: "AVX-512F", 1: "AVX2+FMA", 0: "portable"}
+
+
+def simd(lib: ctypes.CDLL | None = None) -> str | None:
+    """Which products ``lib`` (by default :func:`library`'s) runs: "AVX-512 BF16" (bfloat16 dot products),
+    "AVX-512F" or "AVX2+FMA" (float32 products of the unpacked nibbles), "portable" (plain loops); None where
+    there is no library."""
+    lib = library() if lib is None else lib
+    return None if lib is None else SIMD[int(lib.of_simd())]
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
 def fast() -> bool:
-    """The library is there and built with the AVX-512 BF16 dot products."""
+    """The library is there and runs ahead of PyTorch's kernels: on x86 every build (the SIMD products, and
+    the portable loops, which on an x86-64 CPU without AVX2 are ~2x PyTorch's int4 kernel there:
+    ``benchmarks/RESULTS.md``); elsewhere, where this file has no SIMD path and nothing was measured, never."""
     lib = library()
-    return lib is not None and bool(lib.of_has_bf16_dot())
+    return lib is not None and (_X86 or int(lib.of_simd()) > 0)
 
 
 def pack(q: torch.Tensor, sz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,7 +270,7 @@ _FAST: list[bool] = []
 
 def dense_matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """``weight [out, in] @ x`` for a contiguous float32 CPU ``weight`` and one float32 row ``x`` (``[..., in]``
-    with one row), as ``[..., out]``; None where the library is not there or not built with AVX-512 BF16 (the
+    with one row), as ``[..., out]``; None where the library is not there or not preferred (:func:`fast`; the
     caller runs PyTorch's product)."""
     if not _FAST:
         _FAST.append(fast())

@@ -51,6 +51,10 @@ def test_json_report_from_the_command_line(tmp_path) -> None:
     expected = "loaded" if native.compiler() else "failed"
     for name, kernel in info["native"]["kernels"].items():
         assert kernel["state"] == expected, (name, kernel)
+    if native.compiler():  # the 4-bit kernel says which products its build runs (runtime/int4_native.py)
+        from openformers.runtime import int4_native
+
+        assert info["native"]["kernels"]["runtime/int4_native.c"]["runs"] == f"{int4_native.simd()} products"
 
 
 def test_text_report(monkeypatch, capsys) -> None:

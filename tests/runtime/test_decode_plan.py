@@ -251,10 +251,14 @@ def test_layers_the_runtime_does_not_know_run_as_modules_and_say_why(caplog):
             out, weights = super().forward(hidden_states, *args, **kwargs)
             return out * 2, weights
 
-    class Offset(LlamaDecoderLayer):
+    class Offset(LlamaDecoderLayer):  # Gemma-style norms, 1 + weight
         blocks = DecoderBlocks(norm_offset=1.0)
 
-    for cls, why in ((Doubled, "changes its forward"), (Offset, "name a block the runtime does not run")):
+    class Scaled(LlamaDecoderLayer):  # embeddings times sqrt(hidden size)
+        blocks = DecoderBlocks(embedding_scale=8.0)
+
+    for cls, why in ((Doubled, "changes its forward"), (Offset, "norm_offset=1.0 (the runtime runs 0.0)"),
+                     (Scaled, "embedding_scale=8.0 (the runtime runs None)")):
         model = _model()
         model.model.layers[1].__class__ = cls
         decode._LOGGED.clear()

@@ -41,16 +41,20 @@ def _reference(q, scale, zero, x):
 
 
 FAST = native.fast()
-# where the CPU lacks AVX-512 BF16, layers and decode steps keep PyTorch's kernels (the portable build is
-# still tested below)
-fast_only = pytest.mark.skipif(not FAST, reason="no AVX-512 BF16 here: the native products and step are not used")
+# off x86, layers and decode steps keep PyTorch's kernels (the portable build is still tested below)
+fast_only = pytest.mark.skipif(not FAST, reason="not an x86 CPU: the native products and step are not used")
 
 
 def test_the_library_builds_with_the_fast_products_here():
     native.build()  # raises with the compiler's message on failure
     assert native.library() is not None
-    if "avx512_bf16" in core_native.cpu():  # the CPU's flags, as the build key reads them
-        assert FAST, "this CPU has AVX-512 BF16: the fast products must be built"
+    flags = core_native.cpu()  # the CPU's flags, as the build key reads them
+    if "avx512_bf16" in flags:
+        assert native.simd() == "AVX-512 BF16", "this CPU has AVX-512 BF16: the bfloat16 dot products must be built"
+    if " avx2" in flags and " fma" in flags:
+        assert native.simd() in ("AVX-512 BF16", "AVX-512F", "AVX2+FMA"), "this CPU has AVX2 and FMA: SIMD products"
+    if native._X86:
+        assert FAST
 
 
 @pytest.mark.parametrize("out_f,in_f", [(16, 64), (20, 128), (96, 576), (576, 1536)])
@@ -69,8 +73,9 @@ def test_products_match_float64(out_f, in_f, rows, x_dtype):
 
 
 def test_portable_build_gives_the_same_products():
-    lib = native.load(native.build(("-mno-avx512bf16",)))
-    assert lib.of_has_bf16_dot() == 0
+    # -march=x86-64: neither AVX-512 nor AVX2, the portable loops (the SIMD builds: test_int4_simd.py)
+    lib = native.load(native.build(("-march=x86-64",)))
+    assert lib.of_has_bf16_dot() == 0 and native.simd(lib) == "portable"
     q, scale, zero = _weights(40, 192, seed=3)
     fast = native.NativeInt4.from_values(q, scale, zero)
     portable = native.NativeInt4.from_values(q, scale, zero)
@@ -404,7 +409,7 @@ def test_native_step_gives_way_to_a_cache_of_uneven_layers(monkeypatch):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_native_step_with_per_head_qk_norms(dtype, atol, monkeypatch):
     """Qwen3's layer (the qk_norm block) in one native call: the q and k heads normed before the rotary, as
-    PyTorch's layers give them. Plain weights: the step runs them where the CPU lacks AVX-512 BF16 too."""
+    PyTorch's layers give them. Plain weights, the step forced on (it runs on the portable build too)."""
     import openformers
     from tests.models.llama_family import tiny_config
 

@@ -13,9 +13,13 @@ import torch
 ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-O1")
 
 
-def _sanitized(library) -> None:
+# the int4 builds for CPUs without AVX-512 BF16 (tests/runtime/test_int4_simd.py): "int4:avx2", "int4:avx512f"
+INT4_VARIANTS = {"avx2": ("-march=x86-64-v3",), "avx512f": ("-mno-avx512bf16",)}
+
+
+def _sanitized(library, extra: tuple[str, ...] = ()) -> None:
     """Swap a NativeLibrary's loaded library for an AddressSanitizer build of the same source."""
-    path = library.build(ASAN_FLAGS)
+    path = library.build(ASAN_FLAGS + extra)
     with library._lock:
         library._lib, library._tried, library.error = library.load(path), True, None
 
@@ -67,12 +71,13 @@ def dropout_cases() -> None:
         dropout_mod.seeded_mask(1234, rows, w, 0.25)
 
 
-def int4_cases(workdir: Path) -> None:
+def int4_cases(workdir: Path, variant: str = "") -> None:
     from openformers.runtime import int4_native
 
-    _sanitized(int4_native._LIBRARY)
+    _sanitized(int4_native._LIBRARY, INT4_VARIANTS[variant] if variant else ())
+    int4_native._FAST.clear()
     if not int4_native.fast():
-        print("int4: no AVX-512 BF16 here, the int4 kernels are not used (skipped)")
+        print("int4: not an x86 CPU, the int4 kernels are not used (skipped)")
         return
     for out_f, in_f in ((16, 64), (48, 128), (32, 192)):
         q = torch.randint(0, 16, (out_f, in_f), dtype=torch.uint8)
@@ -116,8 +121,8 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         for name in sys.argv[1:] or ("swiglu", "rotary", "dropout", "int4"):
-            if name == "int4":
-                int4_cases(Path(tmp))
+            if name.startswith("int4"):
+                int4_cases(Path(tmp), name.partition(":")[2])
             else:
                 globals()[f"{name}_cases"]()
             print(f"{name}: ok", flush=True)

@@ -19,7 +19,7 @@ from openformers.runtime import attention_native, decode, int4_native, native_st
 if core_native.compiler() is None:
     pytest.skip("no C compiler: no native kernel is built here", allow_module_level=True)
 
-fast_only = pytest.mark.skipif(not int4_native.fast(), reason="int4_native is not built with AVX-512 BF16 here")
+fast_only = pytest.mark.skipif(not int4_native.fast(), reason="int4_native is not preferred here (not an x86 CPU)")
 
 
 @pytest.fixture(autouse=True)
