@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from openformers.modules.dense import train_linear
+
 
 class Conv1D(nn.Module):
     """``y = x @ weight + bias`` with ``weight`` of shape [nx, nf].
@@ -41,10 +43,9 @@ class Conv1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.nx:
             raise ValueError(f"Conv1D expects inputs with last dimension {self.nx}, got shape {tuple(x.shape)}")
-        out_shape = (*x.shape[:-1], self.nf)
-        # [N, nx] @ [nx, nf] + [nf] -> [N, nf]
-        y = torch.addmm(self.bias, x.reshape(-1, self.nx), self.weight)
-        return y.view(out_shape)
+        # [..., nx] @ [nx, nf] + [nf] -> [..., nf]: F.linear on the [nf, nx] view of the weight, through
+        # train_linear (oneDNN for recorded float32 CPU products, as modules/dense.py's Linear)
+        return train_linear(x, self.weight.t(), self.bias)
 
     def extra_repr(self) -> str:
         return f"nf={self.nf}, nx={self.nx}"

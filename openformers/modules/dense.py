@@ -77,20 +77,36 @@ class _OneDNNLinear(torch.autograd.Function):
                 grad_x = _product(grad_rows, weight.t(), None)
             grad_x = grad_x.view(*grad.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_w = grad_rows.t() @ x.reshape(-1, x.shape[-1])
+            rows = x.reshape(-1, x.shape[-1])
+            if weight.is_contiguous():
+                grad_w = grad_rows.t() @ rows
+            else:  # a weight stored [in, out] (Conv1D): its gradient made in that layout, no copy to lay it out
+                grad_w = (rows.t() @ grad_rows).t()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(0)
         return grad_x, grad_w, grad_b
 
 
+def _plain(weight: torch.Tensor) -> bool:
+    """A weight that is a plain tensor or parameter (not a tensor subclass such as a DTensor)."""
+    return type(weight) is nn.Parameter or type(weight) is torch.Tensor
+
+
+def _tracing() -> bool:
+    """``torch.compile`` or ``torch.export`` (ONNX and Core ML export included), ``torch.jit`` tracing or a
+    ``torch.func`` transform: their graphs get ``F.linear``, which every one of them knows."""
+    return (torch.compiler.is_compiling() or torch._C._is_tracing() or torch._C._are_functorch_transforms_active())
+
+
 def train_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``; float32 CPU products made while autograd records run through
     oneDNN (see the module docstring)."""
-    if (_state["enabled"] and torch.is_grad_enabled() and x.dtype == torch.float32 and weight.dtype == torch.float32
+    if (_state["enabled"] and torch.is_grad_enabled() and not _tracing() and type(x) is torch.Tensor and _plain(weight)
+            and (bias is None or _plain(bias)) and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu" and weight.dim() == 2 and x.dim() >= 2
             and (weight.is_contiguous() or weight.t().is_contiguous())
             and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.dim() == 1))
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+            and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
         if x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad):
             return _OneDNNLinear.apply(x, weight, bias)
         # nothing to differentiate (a frozen layer under the first trainable one): the product alone
@@ -98,8 +114,28 @@ def train_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return F.linear(x, weight, bias)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose forward is :func:`train_linear`: the building block of the model files.
+
+    The same module as ``nn.Linear`` in every other respect (a subclass: ``weight`` [out, in] and
+    ``bias``, the same initialisation, ``state_dict`` keys and ``repr``), so whatever recognises or
+    replaces ``nn.Linear`` (adapters, quantization, the runtime's inference plans, export) takes it
+    as one; :func:`is_plain_linear` is the test for "a linear layer running the plain product".
+    Outside recorded float32 CPU products it is ``F.linear`` (see the module docstring).
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return train_linear(input, self.weight, self.bias)
+
+
+def is_plain_linear(module: nn.Module) -> bool:
+    """True for ``nn.Linear`` and :class:`Linear` themselves (not subclasses with their own forward)."""
+    return type(module) is nn.Linear or type(module) is Linear
+
+
 def run_linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, through :func:`train_linear` for a plain ``nn.Linear`` without hooks."""
-    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+    """``module(x)``, through :func:`train_linear` for a plain linear layer (:func:`is_plain_linear`) without
+    hooks."""
+    if is_plain_linear(module) and not (module._forward_hooks or module._forward_pre_hooks):
         return train_linear(x, module._parameters["weight"], module._parameters.get("bias"))
     return module(x)
