@@ -1,7 +1,9 @@
 """GPT-2's ``Conv1D``: a linear layer whose weight is stored as [in_features, out_features].
 
 OpenAI's checkpoints keep that layout, so the parameter is kept as-is (no transpose on load
-or save). LoRA's ``fan_in_fan_out=True`` refers to this layout.
+or save). LoRA's ``fan_in_fan_out=True`` refers to this layout. The product is
+:func:`~openformers.modules.dense.train_linear` on the weight's ``[out, in]`` view, like the model
+files' ``Linear``.
 """
 from __future__ import annotations
 

@@ -1,23 +1,34 @@
-"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN where that is faster.
+"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN where that is faster,
+and :class:`Linear`, the ``nn.Linear`` the model files build their linear layers from.
 
 PyTorch's x86 wheels run a float32 CPU product through their BLAS, Intel's MKL. On an AMD CPU
-oneDNN's GEMM (shipped in the same wheels) is faster at training shapes: on an AMD EPYC with 2
-threads, 512 rows through SmolLM2's projections took 15-35% less time, and its 49152-way LM head
-25-35% less, with the weight as it is (no packed copy, no extra memory). On an Intel Xeon MKL is
-the faster one (the same products 8-20% faster than oneDNN; a LoRA step on SmolLM2 10% faster), so
-by default oneDNN is used unless the CPU is Intel's and the BLAS is MKL (:func:`prefers_onednn`).
-:func:`train_linear` runs the forward product, the input gradient and the bias gradient there; the
-weight gradient (full fine-tuning) stays a BLAS product. Values differ from BLAS's in the last bits
-only (summation order).
+oneDNN's GEMM (shipped in the same wheels) is faster at training shapes: on an AMD EPYC, 512 rows
+through a layer (forward, input and weight gradients) took 17-35% less time at one thread for the
+projections of SmolLM2, GPT-2, MiniLM and BERT-base, and their 50k-way LM heads 32-33% less
+(``benchmarks/bench_train_products.py``), with the weight as it is (no packed copy, no extra memory).
+On an Intel Xeon MKL is the faster one (the same products 8-20% faster than oneDNN; a LoRA step on
+SmolLM2 10% faster), so by default oneDNN is used unless the CPU is Intel's and the BLAS is MKL
+(:func:`prefers_onednn`). :func:`train_linear` runs the forward product, the input gradient and the
+bias gradient there; the weight gradient stays a BLAS product. Values differ from BLAS's in the last
+bits only (summation order).
+
+Model files use :class:`Linear` where they would write ``nn.Linear`` (``Linear(in, out, bias=...)``):
+a subclass with nothing but its forward changed, so parameters, initialisation and ``state_dict`` are
+``nn.Linear``'s, and whatever recognises ``nn.Linear`` (adapters, quantization, export, the runtime's
+inference plans through :func:`is_plain_linear`) takes it as one. GPT-2's ``Conv1D`` (weight stored
+``[in, out]``) runs :func:`train_linear` on the transposed view. A layer with few outputs (a
+classification head) costs some tens of microseconds more a call this way (the autograd function),
+nothing next to a training step.
 
 It applies only where it is the same computation as ``F.linear``: float32 input, weight and
-bias on the CPU, autocast off, not while ``torch.compile`` traces, and oneDNN present. The
-weight must be dense, row-major or transposed (a row slice of a fused buffer of
-``runtime/fused.py`` is): oneDNN takes a column block of a wider buffer (a slice of the
-``[in, out]`` buffer fused.py makes for float32 at one thread) through a reference kernel about
-1000x slower, so such weights stay with ``F.linear``. A second
-derivative (``create_graph=True``) is taken through plain differentiable products. Set
-``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere, ``=1`` to use oneDNN whatever the CPU.
+bias on the CPU (plain tensors, not subclasses such as DTensor), autocast off, autograd recording,
+and no graph being captured (``torch.compile``, ``torch.export`` and the ONNX and Core ML exports built
+on it, ``torch.jit.trace``, ``torch.func`` transforms): those get ``F.linear``. The weight must be
+dense, row-major or transposed: oneDNN takes a column block of a wider buffer through a reference
+kernel about 1000x slower, so such weights stay with ``F.linear``. A second derivative
+(``create_graph=True``) is taken through plain differentiable products. Set
+``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere (then :class:`Linear` is ``nn.Linear``
+bit for bit), ``=1`` to use oneDNN whatever the CPU.
 """
 from __future__ import annotations
 
