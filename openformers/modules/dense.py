@@ -21,7 +21,8 @@ classification head) costs some tens of microseconds more a call this way (the a
 nothing next to a training step.
 
 It applies only where it is the same computation as ``F.linear``: float32 input, weight and
-bias on the CPU (plain tensors, not subclasses such as DTensor), autocast off, autograd recording,
+bias on the CPU (plain tensors: not subclasses such as DTensor, nor DeepSpeed ZeRO-3's partitioned
+parameters), autocast off, autograd recording,
 and no graph being captured (``torch.compile``, ``torch.export`` and the ONNX and Core ML exports built
 on it, ``torch.jit.trace``, ``torch.func`` transforms): those get ``F.linear``. The weight must be
 dense, row-major or transposed: oneDNN takes a column block of a wider buffer through a reference
@@ -99,8 +100,13 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _plain(weight: torch.Tensor) -> bool:
-    """A weight that is a plain tensor or parameter (not a tensor subclass such as a DTensor)."""
-    return type(weight) is nn.Parameter or type(weight) is torch.Tensor
+    """A weight that is a plain tensor or parameter (not a tensor subclass such as a DTensor), and not a
+    parameter DeepSpeed ZeRO-3 partitions (``ds_id``; it gathers and frees those around each module and
+    routes ``F.linear`` through its own autograd function for them)."""
+    if not (type(weight) is nn.Parameter or type(weight) is torch.Tensor):
+        return False
+    base = weight._base
+    return not (hasattr(weight, "ds_id") or (base is not None and hasattr(base, "ds_id")))
 
 
 def _tracing() -> bool:

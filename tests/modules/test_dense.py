@@ -82,7 +82,7 @@ def test_second_derivative(monkeypatch) -> None:
     torch.testing.assert_close(gw, rw, atol=1e-3, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["no_grad", "bfloat16", "autocast", "disabled", "sliced_weight"])
+@pytest.mark.parametrize("case", ["no_grad", "bfloat16", "autocast", "disabled", "sliced_weight", "zero3", "subclass"])
 def test_other_cases_are_f_linear(case: str, monkeypatch) -> None:
     x, w, b = _inputs(False, True)
     count = Count(monkeypatch)
@@ -99,6 +99,22 @@ def test_other_cases_are_f_linear(case: str, monkeypatch) -> None:
         buf = torch.zeros(w.shape[1], w.shape[0] + 32)
         buf[:, : w.shape[0]] = w.detach().t()
         y = train_linear(x, buf[:, : w.shape[0]].t(), b)
+    elif case == "zero3":  # a parameter DeepSpeed ZeRO-3 partitions: its own F.linear handles it
+        p = torch.nn.Parameter(w.detach().clone())
+        p.ds_id = 0
+        y = train_linear(x, p, b)
+        assert count.calls == 0
+        train_linear(x, torch.nn.Parameter(w.detach().t().contiguous()).t(), b)  # a view, no ds_id: oneDNN
+        assert count.calls == 1
+        count.calls = 0
+        q = torch.nn.Parameter(w.detach().t().contiguous())
+        q.ds_id = 1
+        y = train_linear(x, q.t(), b)  # a view of a partitioned parameter (Conv1D's weight.t())
+    elif case == "subclass":  # a tensor subclass (DTensor, ...) keeps its own dispatch
+        class Tagged(torch.Tensor):
+            pass
+        y = train_linear(x, w.detach().as_subclass(Tagged).requires_grad_(True), b)
+        y = y.as_subclass(torch.Tensor)
     else:
         monkeypatch.setitem(dense._state, "enabled", False)
         y = train_linear(x, w, b)
