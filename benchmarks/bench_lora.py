@@ -24,8 +24,15 @@ libraries' models in one process, one plain-loop step of each in turn (ours insi
 ``reuse_freed_memory()``, as its Trainer runs), ``--steps`` steps each after ``--warmup``; the ratio of
 the median step times. Memory is not measured there (one process holds both models).
 
+``--interleaved --full`` measures a full fine-tune step instead (every parameter trained, no adapter,
+AdamW lr 1e-5, or plain SGD with ``--optimizer sgd``, which keeps no state): openformers and
+transformers in one process stepping in turn, openformers twice a round, with its float32 training
+products as they are (``modules/dense.py``: oneDNN where the CPU prefers it) and with them on
+``F.linear`` (as before the model files used ``dense.Linear``; one model and optimizer for both, the
+switch flipped per step).
+
 Run: ``python benchmarks/bench_lora.py [--steps 8] [--warmup 2] [--batch-size 8] [--seq-len 64]
-[--rounds 2] [--threads 0] [--trainer | --interleaved] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
+[--rounds 2] [--threads 0] [--trainer | --interleaved [--full [--optimizer adamw|sgd]]] [--json out.json]`` or ``python benchmarks/bench_lora.py --qlora
 [--steps 3] [--batch-size 4] [--compute-dtype float32|bfloat16]``
 """
 from __future__ import annotations
@@ -234,6 +241,68 @@ print(json.dumps({lib: statistics.median(t[warmup:]) for lib, t in times.items()
 """.replace("LORA_SETTINGS", LORA_SETTINGS)
 
 
+FULL_CHILD = r"""
+import contextlib, json, statistics, sys, time, warnings
+weights, steps, warmup, batch, seq, threads, optimizer = sys.argv[1:8]
+steps, warmup, batch, seq, threads = int(steps), int(warmup), int(batch), int(seq), int(threads)
+import torch
+if threads:
+    torch.set_num_threads(threads)
+warnings.filterwarnings("ignore")
+import transformers
+from openformers import AutoModelForCausalLM
+from openformers.modules import dense
+from openformers.training.allocator import reuse_freed_memory
+transformers.logging.set_verbosity_error()
+torch.manual_seed(0)
+ours = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+theirs = transformers.AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+# ours runs twice a round, its products as they are and on F.linear: one model and optimizer (the cost of a
+# step does not depend on the weights' values), so two models fit in memory, not three
+runs = {"openformers": (ours, dense._state["enabled"], reuse_freed_memory),
+        "openformers, F.linear": (ours, False, reuse_freed_memory),
+        "transformers": (theirs, False, contextlib.nullcontext)}
+make = (lambda p: torch.optim.AdamW(p, lr=1e-5)) if optimizer == "adamw" else (lambda p: torch.optim.SGD(p, lr=1e-5))
+optims = {id(m): make(m.parameters()) for m in (ours, theirs)}
+for m in (ours, theirs):
+    m.train()
+g = torch.Generator().manual_seed(0)
+times = {lib: [] for lib in runs}
+for i in range(steps):
+    ids = torch.randint(10, 49000, (batch, seq), generator=g)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    for lib, (model, onednn, scope) in runs.items():
+        dense._state["enabled"] = onednn
+        with scope():
+            t0 = time.perf_counter()
+            model(**b).loss.backward()
+            optims[id(model)].step(); optims[id(model)].zero_grad(set_to_none=True)
+            times[lib].append(time.perf_counter() - t0)
+print(json.dumps({"onednn": runs["openformers"][1], "step_s": {lib: statistics.median(t[warmup:]) for lib, t in times.items()}}))
+"""
+
+
+def run_full_interleaved(ns: argparse.Namespace, weights: Path) -> dict[str, float]:
+    """Median full fine-tune step times: ours with its products as they are, ours on F.linear, transformers."""
+    out = subprocess.run([sys.executable, "-c", FULL_CHILD, str(weights), str(ns.steps), str(ns.warmup),
+                          str(ns.batch_size), str(ns.seq_len), str(ns.threads), ns.optimizer],
+                         capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"interleaved full fine-tune run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    steps = result["step_s"]
+    tokens = ns.batch_size * ns.seq_len
+    print(f"full fine-tune, SmolLM2-135M fp32, {ns.optimizer}, plain loop, ours and theirs in one process stepping in "
+          f"turn (ours twice: its products as they are, then on F.linear), batch "
+          f"{ns.batch_size} x {ns.seq_len} tokens, median of {ns.steps - ns.warmup} steps each; oneDNN products "
+          f"{'on' if result['onednn'] else 'off (this CPU prefers the BLAS, or OPENFORMERS_ONEDNN_LINEAR=0)'}")
+    for lib, step in steps.items():
+        print(f"{lib:22s}{tokens / step:10.1f} tokens/s{step:9.2f} s a step")
+    print(f"openformers / openformers on F.linear: {steps['openformers, F.linear'] / steps['openformers']:.2f}x; "
+          f"openformers / transformers: {steps['transformers'] / steps['openformers']:.2f}x (speed ratios)")
+    return steps
+
+
 def run_interleaved(ns: argparse.Namespace, weights: Path) -> dict[str, float]:
     """Median step times of both libraries, stepping in turn in one process."""
     out = subprocess.run([sys.executable, "-c", INTERLEAVED_CHILD, str(weights), str(ns.steps), str(ns.warmup),
@@ -305,13 +374,18 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--interleaved", action="store_true",
                         help="speed only: both libraries in one process, a step of each in turn")
+    parser.add_argument("--full", action="store_true", help="with --interleaved: a full fine-tune step, no adapter")
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                        help="with --full: AdamW, or SGD (no optimizer state: less memory)")
     ns = parser.parse_args(argv)
+    if ns.full and not ns.interleaved:
+        parser.error("--full is measured with --interleaved only: add --interleaved")
     if ns.qlora:
         return run_qlora(ns)
     with tempfile.TemporaryDirectory() as tmp:
         weights = prepare_weights(Path(tmp) / "smollm2")
         if ns.interleaved:
-            steps = run_interleaved(ns, weights)
+            steps = (run_full_interleaved if ns.full else run_interleaved)(ns, weights)
             if ns.json:
                 Path(ns.json).write_text(json.dumps({"settings": vars(ns), "step_s": steps}, indent=2))
             return steps

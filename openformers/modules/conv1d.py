@@ -1,12 +1,16 @@
 """GPT-2's ``Conv1D``: a linear layer whose weight is stored as [in_features, out_features].
 
 OpenAI's checkpoints keep that layout, so the parameter is kept as-is (no transpose on load
-or save). LoRA's ``fan_in_fan_out=True`` refers to this layout.
+or save). LoRA's ``fan_in_fan_out=True`` refers to this layout. The product is
+:func:`~openformers.modules.dense.train_linear` on the weight's ``[out, in]`` view, like the model
+files' ``Linear``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from openformers.modules.dense import train_linear
 
 
 class Conv1D(nn.Module):
@@ -41,10 +45,9 @@ class Conv1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.nx:
             raise ValueError(f"Conv1D expects inputs with last dimension {self.nx}, got shape {tuple(x.shape)}")
-        out_shape = (*x.shape[:-1], self.nf)
-        # [N, nx] @ [nx, nf] + [nf] -> [N, nf]
-        y = torch.addmm(self.bias, x.reshape(-1, self.nx), self.weight)
-        return y.view(out_shape)
+        # [..., nx] @ [nx, nf] + [nf] -> [..., nf]: F.linear on the [nf, nx] view of the weight, through
+        # train_linear (oneDNN for recorded float32 CPU products, as modules/dense.py's Linear)
+        return train_linear(x, self.weight.t(), self.bias)
 
     def extra_repr(self) -> str:
         return f"nf={self.nf}, nx={self.nx}"

@@ -1,23 +1,35 @@
-"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN where that is faster.
+"""Float32 ``F.linear`` for training on the CPU, forward and backward through oneDNN where that is faster,
+and :class:`Linear`, the ``nn.Linear`` the model files build their linear layers from.
 
 PyTorch's x86 wheels run a float32 CPU product through their BLAS, Intel's MKL. On an AMD CPU
-oneDNN's GEMM (shipped in the same wheels) is faster at training shapes: on an AMD EPYC with 2
-threads, 512 rows through SmolLM2's projections took 15-35% less time, and its 49152-way LM head
-25-35% less, with the weight as it is (no packed copy, no extra memory). On an Intel Xeon MKL is
-the faster one (the same products 8-20% faster than oneDNN; a LoRA step on SmolLM2 10% faster), so
-by default oneDNN is used unless the CPU is Intel's and the BLAS is MKL (:func:`prefers_onednn`).
-:func:`train_linear` runs the forward product, the input gradient and the bias gradient there; the
-weight gradient (full fine-tuning) stays a BLAS product. Values differ from BLAS's in the last bits
-only (summation order).
+oneDNN's GEMM (shipped in the same wheels) is faster at training shapes: on an AMD EPYC, 512 rows
+through a layer (forward, input and weight gradients) took 17-35% less time at one thread for the
+projections of SmolLM2, GPT-2, MiniLM and BERT-base, and their 50k-way LM heads 32-33% less
+(``benchmarks/bench_train_products.py``), with the weight as it is (no packed copy, no extra memory).
+On an Intel Xeon MKL is the faster one (the same products 8-20% faster than oneDNN; a LoRA step on
+SmolLM2 10% faster), so by default oneDNN is used unless the CPU is Intel's and the BLAS is MKL
+(:func:`prefers_onednn`). :func:`train_linear` runs the forward product, the input gradient and the
+bias gradient there; the weight gradient stays a BLAS product. Values differ from BLAS's in the last
+bits only (summation order).
+
+Model files use :class:`Linear` where they would write ``nn.Linear`` (``Linear(in, out, bias=...)``):
+a subclass with nothing but its forward changed, so parameters, initialisation and ``state_dict`` are
+``nn.Linear``'s, and whatever recognises ``nn.Linear`` (adapters, quantization, export, the runtime's
+inference plans through :func:`is_plain_linear`) takes it as one. GPT-2's ``Conv1D`` (weight stored
+``[in, out]``) runs :func:`train_linear` on the transposed view. A layer with few outputs (a
+classification head) costs some tens of microseconds more a call this way (the autograd function),
+nothing next to a training step.
 
 It applies only where it is the same computation as ``F.linear``: float32 input, weight and
-bias on the CPU, autocast off, not while ``torch.compile`` traces, and oneDNN present. The
-weight must be dense, row-major or transposed (a row slice of a fused buffer of
-``runtime/fused.py`` is): oneDNN takes a column block of a wider buffer (a slice of the
-``[in, out]`` buffer fused.py makes for float32 at one thread) through a reference kernel about
-1000x slower, so such weights stay with ``F.linear``. A second
-derivative (``create_graph=True``) is taken through plain differentiable products. Set
-``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere, ``=1`` to use oneDNN whatever the CPU.
+bias on the CPU (plain tensors: not subclasses such as DTensor, nor DeepSpeed ZeRO-3's partitioned
+parameters), autocast off, autograd recording,
+and no graph being captured (``torch.compile``, ``torch.export`` and the ONNX and Core ML exports built
+on it, ``torch.jit.trace``, ``torch.func`` transforms): those get ``F.linear``. The weight must be
+dense, row-major or transposed: oneDNN takes a column block of a wider buffer through a reference
+kernel about 1000x slower, so such weights stay with ``F.linear``. A second derivative
+(``create_graph=True``) is taken through plain differentiable products. Set
+``OPENFORMERS_ONEDNN_LINEAR=0`` to use ``F.linear`` everywhere (then :class:`Linear` is ``nn.Linear``
+bit for bit), ``=1`` to use oneDNN whatever the CPU.
 """
 from __future__ import annotations
 
@@ -77,20 +89,41 @@ class _OneDNNLinear(torch.autograd.Function):
                 grad_x = _product(grad_rows, weight.t(), None)
             grad_x = grad_x.view(*grad.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_w = grad_rows.t() @ x.reshape(-1, x.shape[-1])
+            rows = x.reshape(-1, x.shape[-1])
+            if weight.is_contiguous():
+                grad_w = grad_rows.t() @ rows
+            else:  # a weight stored [in, out] (Conv1D): its gradient made in that layout, no copy to lay it out
+                grad_w = (rows.t() @ grad_rows).t()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(0)
         return grad_x, grad_w, grad_b
 
 
+def _plain(weight: torch.Tensor) -> bool:
+    """A weight that is a plain tensor or parameter (not a tensor subclass such as a DTensor), and not a
+    parameter DeepSpeed ZeRO-3 partitions (``ds_id``; it gathers and frees those around each module and
+    routes ``F.linear`` through its own autograd function for them)."""
+    if not (type(weight) is nn.Parameter or type(weight) is torch.Tensor):
+        return False
+    base = weight._base
+    return not (hasattr(weight, "ds_id") or (base is not None and hasattr(base, "ds_id")))
+
+
+def _tracing() -> bool:
+    """``torch.compile`` or ``torch.export`` (ONNX and Core ML export included), ``torch.jit`` tracing or a
+    ``torch.func`` transform: their graphs get ``F.linear``, which every one of them knows."""
+    return (torch.compiler.is_compiling() or torch._C._is_tracing() or torch._C._are_functorch_transforms_active())
+
+
 def train_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``; float32 CPU products made while autograd records run through
     oneDNN (see the module docstring)."""
-    if (_state["enabled"] and torch.is_grad_enabled() and x.dtype == torch.float32 and weight.dtype == torch.float32
+    if (_state["enabled"] and torch.is_grad_enabled() and not _tracing() and type(x) is torch.Tensor and _plain(weight)
+            and (bias is None or _plain(bias)) and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and weight.device.type == "cpu" and weight.dim() == 2 and x.dim() >= 2
             and (weight.is_contiguous() or weight.t().is_contiguous())
             and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.dim() == 1))
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+            and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
         if x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad):
             return _OneDNNLinear.apply(x, weight, bias)
         # nothing to differentiate (a frozen layer under the first trainable one): the product alone
@@ -98,8 +131,28 @@ def train_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return F.linear(x, weight, bias)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose forward is :func:`train_linear`: the building block of the model files.
+
+    The same module as ``nn.Linear`` in every other respect (a subclass: ``weight`` [out, in] and
+    ``bias``, the same initialisation, ``state_dict`` keys and ``repr``), so whatever recognises or
+    replaces ``nn.Linear`` (adapters, quantization, the runtime's inference plans, export) takes it
+    as one; :func:`is_plain_linear` is the test for "a linear layer running the plain product".
+    Outside recorded float32 CPU products it is ``F.linear`` (see the module docstring).
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return train_linear(input, self.weight, self.bias)
+
+
+def is_plain_linear(module: nn.Module) -> bool:
+    """True for ``nn.Linear`` and :class:`Linear` themselves (not subclasses with their own forward)."""
+    return type(module) is nn.Linear or type(module) is Linear
+
+
 def run_linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, through :func:`train_linear` for a plain ``nn.Linear`` without hooks."""
-    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+    """``module(x)``, through :func:`train_linear` for a plain linear layer (:func:`is_plain_linear`) without
+    hooks."""
+    if is_plain_linear(module) and not (module._forward_hooks or module._forward_pre_hooks):
         return train_linear(x, module._parameters["weight"], module._parameters.get("bias"))
     return module(x)

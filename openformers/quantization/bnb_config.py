@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from openformers.modules.dense import is_plain_linear
 from openformers.quantization.bnb_linear import Linear4bit, _QuantizedLinearBase, release_freed_memory
 from openformers.quantization.bnb_linear_8bit import Linear8bitLt
 from openformers.quantization.functional import QUANT_TYPES
@@ -290,7 +291,7 @@ class BitsAndBytesConfig:
             raise ValueError("BitsAndBytesConfig: neither load_in_8bit nor load_in_4bit is set; nothing to quantize")
         keep = self.modules_to_not_convert(model)
         for name, module in list(model.named_modules()):
-            if type(module) is not nn.Linear or self._skipped(name, keep):
+            if not is_plain_linear(module) or self._skipped(name, keep):
                 continue
             model.set_submodule(name, self._new_layer(module, module.weight.dtype, self._pre_quantized))
         _mark(model, self)
@@ -305,7 +306,7 @@ class BitsAndBytesConfig:
             if isinstance(module, _QuantizedLinearBase):
                 if module.weight.is_meta:
                     raise RuntimeError(f"quantized layer {name} received no weight while loading")
-            elif type(module) is nn.Linear and not self._skipped(name, keep) and not module.weight.is_meta:
+            elif is_plain_linear(module) and not self._skipped(name, keep) and not module.weight.is_meta:
                 names.append(name)
         # by name, not by a list of the modules: each float layer is freed as soon as it is replaced
         for name in names:

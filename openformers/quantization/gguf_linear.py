@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from openformers.modules.casts import apply_keeping_buffer_dtypes
+from openformers.modules.dense import is_plain_linear
 from openformers.runtime import int4_native
 
 # llama.cpp block kinds of the projections that become QuantizedLinear
@@ -448,7 +449,7 @@ class GGUFQuantizationConfig:
                 model.config.tie_word_embeddings = False  # the head is now its own 4-bit copy
         self._planned = {}  # the plan belonged to this load only
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if self.fast_lm_head and type(head) is nn.Linear and head.in_features % self.group_size == 0:
+        if self.fast_lm_head and is_plain_linear(head) and head.in_features % self.group_size == 0:
             from openformers.quantization.int4_head import CheckedInt4Head
 
             model.set_output_embeddings(CheckedInt4Head.from_linear(head, self.group_size, self.compute_dtype))

@@ -31,6 +31,7 @@ from torch.nn.modules import module as _module_globals
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.blocks import DecoderBlocks
 from openformers.modules.cache import Cache, DynamicCache
+from openformers.modules.dense import is_plain_linear
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
 from openformers.modules.rotary import apply_rotary_heads
@@ -122,9 +123,9 @@ class DecodePlan:
             act = torch.empty(*hidden.shape[:-1], gate.out_features, dtype=hidden.dtype)
             kernels.append((
                 fused_kernel(attn, "_fused_qkv", (q, k, v), hidden),
-                project_kernel(o, inner) if type(o) is nn.Linear else o,
+                project_kernel(o, inner) if is_plain_linear(o) else o,
                 fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
-                project_kernel(down, act) if type(down) is nn.Linear else down,
+                project_kernel(down, act) if is_plain_linear(down) else down,
             ))
         return kernels
 

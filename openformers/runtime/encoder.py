@@ -41,6 +41,7 @@ from torch import nn
 
 from openformers.core.modeling import PreTrainedModel
 from openformers.core.outputs import BaseModelOutput, BaseModelOutputWithPooling
+from openformers.modules.dense import is_plain_linear
 from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.masks import padding_mask
 from openformers.runtime import attention_native
@@ -249,7 +250,7 @@ def _layers(model: nn.Module, stack: EncoderStack) -> tuple[list, tuple] | None:
         mods = [_at(layer, p) for p in (blocks.q, blocks.k, blocks.v, blocks.attention_out, blocks.attention_norm,
                                         blocks.mlp_in, blocks.mlp_out, blocks.mlp_norm)]
         for i, m in enumerate(mods):
-            if type(m) is not (nn.LayerNorm if i in (4, 7) else nn.Linear) or _hooked(m):
+            if not (type(m) is nn.LayerNorm if i in (4, 7) else is_plain_linear(m)) or _hooked(m):
                 why_not(logger, f"a {type(m).__name__} in {type(layer).__name__} is not a plain module without hooks")
                 return None
         for m in layer.modules():

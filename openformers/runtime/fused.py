@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openformers.modules.dense import run_linear
+from openformers.modules.dense import is_plain_linear, run_linear
 from openformers.runtime import int4_native
 from openformers.runtime.int4_native import is_int4
 from openformers.runtime.packed_weights import packed_weight, run_packed, tensor_version, wants_packed
@@ -50,7 +50,7 @@ def fusable(*layers: nn.Module) -> bool:
     if torch.is_grad_enabled():
         return False
     first = layers[0]
-    if type(first) is nn.Linear:
+    if is_plain_linear(first):
         # runs for every group at every decode step: the parameters are read from ``_parameters``
         # directly (``module.weight`` goes through ``nn.Module.__getattr__``, ~1 us a read)
         w = first._parameters.get("weight")
@@ -58,7 +58,7 @@ def fusable(*layers: nn.Module) -> bool:
             return False
         has_bias = first._parameters.get("bias") is not None
         for m in layers:
-            if type(m) is not nn.Linear or m._forward_hooks or m._forward_pre_hooks:
+            if not is_plain_linear(m) or m._forward_hooks or m._forward_pre_hooks:
                 return False
             params = m._parameters
             mw = params.get("weight")
@@ -91,7 +91,7 @@ def grouped_outputs(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], 
     where :func:`fused_kernel` makes one (views of its output), else each layer on its own weight (no
     concatenation to split again)."""
     first = layers[0]
-    if type(first) is nn.Linear and not wants_packed(x, first._parameters["weight"]):
+    if is_plain_linear(first) and not wants_packed(x, first._parameters["weight"]):
         return tuple(linear(x, m._parameters["weight"], m._parameters.get("bias")) for m in layers)
     return fused_linear(owner, slot, layers, x).split([m.out_features for m in layers], dim=-1)
 
@@ -111,7 +111,7 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
     on its own weight and the outputs are concatenated. 4-bit layers run on one native kernel over their
     stacked tiled rows, or one by one on PyTorch's kernel."""
     first = layers[0]
-    if type(first) is nn.Linear:
+    if is_plain_linear(first):
         # parameters read from ``_parameters``: this runs for every group at every decode step
         weights = tuple(m._parameters["weight"] for m in layers)
         biases = tuple(m._parameters.get("bias") for m in layers)
@@ -204,7 +204,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; a plain ``nn.Linear`` at inference goes through :func:`linear` (or a packed copy);
     otherwise through :func:`~openformers.modules.dense.run_linear` (oneDNN while autograd records)."""
-    if type(module) is nn.Linear and not torch.is_grad_enabled() and not _hooked(module):
+    if is_plain_linear(module) and not torch.is_grad_enabled() and not _hooked(module):
         return project_kernel(module, x)(x)
     return run_linear(module, x)
 

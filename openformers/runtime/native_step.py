@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from openformers.modules.cache import DynamicCache
+from openformers.modules.dense import is_plain_linear
 from openformers.modules.mlp import ACTIVATIONS
 from openformers.runtime import int4_native
 from openformers.runtime.int4_native import Int4Weight, is_int4
@@ -251,7 +252,7 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
         return None
     weights = []
     for m in parts:
-        if type(m) is not nn.Linear or m.bias is not None:
+        if not is_plain_linear(m) or m.bias is not None:
             return None
         weights.append(m.weight)
     first = weights[0]

@@ -29,6 +29,7 @@ from openformers.models.bert.model import (
 )
 from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
+from openformers.modules.dense import Linear
 from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
 from openformers.modules.heads import (
     masked_lm_loss,
@@ -72,10 +73,10 @@ class MultiHeadSelfAttention(nn.Module):
         super().__init__()
         self.n_heads = config.n_heads
         self.head_dim = config.dim // config.n_heads
-        self.q_lin = nn.Linear(config.dim, config.dim)
-        self.k_lin = nn.Linear(config.dim, config.dim)
-        self.v_lin = nn.Linear(config.dim, config.dim)
-        self.out_lin = nn.Linear(config.dim, config.dim)
+        self.q_lin = Linear(config.dim, config.dim)
+        self.k_lin = Linear(config.dim, config.dim)
+        self.v_lin = Linear(config.dim, config.dim)
+        self.out_lin = Linear(config.dim, config.dim)
         self.dropout_prob = config.attention_dropout
         self.config = config
 
@@ -96,8 +97,8 @@ class MultiHeadSelfAttention(nn.Module):
 class FFN(nn.Module):
     def __init__(self, config: DistilBertConfig) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(config.dim, config.hidden_dim)
-        self.lin2 = nn.Linear(config.hidden_dim, config.dim)
+        self.lin1 = Linear(config.dim, config.hidden_dim)
+        self.lin2 = Linear(config.hidden_dim, config.dim)
         self.activation = get_activation(config.activation)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -196,8 +197,8 @@ class DistilBertForSequenceClassification(DistilBertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.distilbert = DistilBertModel(config)
-        self.pre_classifier = nn.Linear(config.dim, config.dim)
-        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.pre_classifier = Linear(config.dim, config.dim)
+        self.classifier = Linear(config.dim, config.num_labels)
         self.dropout = nn.Dropout(config.seq_classif_dropout)
         self.post_init()
 
@@ -217,7 +218,7 @@ class DistilBertForTokenClassification(DistilBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.distilbert = DistilBertModel(config)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.classifier = Linear(config.dim, config.num_labels)
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
@@ -235,7 +236,7 @@ class DistilBertForQuestionAnswering(DistilBertPreTrainedModel):
         if config.num_labels != 2:
             raise ValueError(f"question answering needs num_labels=2 (start and end), got {config.num_labels}")
         self.distilbert = DistilBertModel(config)
-        self.qa_outputs = nn.Linear(config.dim, config.num_labels)
+        self.qa_outputs = Linear(config.dim, config.num_labels)
         self.dropout = nn.Dropout(config.qa_dropout)
         self.post_init()
 
@@ -257,9 +258,9 @@ class DistilBertForMaskedLM(DistilBertPreTrainedModel):
         super().__init__(config)
         self.activation = get_activation(config.activation)
         self.distilbert = DistilBertModel(config)
-        self.vocab_transform = nn.Linear(config.dim, config.dim)
+        self.vocab_transform = Linear(config.dim, config.dim)
         self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
-        self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
+        self.vocab_projector = Linear(config.dim, config.vocab_size)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:

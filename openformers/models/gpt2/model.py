@@ -25,6 +25,7 @@ from openformers.models.gpt2.config import GPT2Config
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.cache import Cache, as_cache
 from openformers.modules.conv1d import Conv1D
+from openformers.modules.dense import Linear
 from openformers.modules.heads import (
     causal_lm_loss,
     classifier_dropout,
@@ -273,7 +274,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -325,7 +326,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.transformer = GPT2Model(config)
-        self.score = nn.Linear(config.n_embd, self.num_labels, bias=False)
+        self.score = Linear(config.n_embd, self.num_labels, bias=False)
         self.post_init()
 
     def forward(
@@ -360,7 +361,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         self.num_labels = config.num_labels
         self.transformer = GPT2Model(config)
         self.dropout = nn.Dropout(classifier_dropout(config))
-        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.classifier = Linear(config.n_embd, config.num_labels)
         self.post_init()
 
     def forward(
@@ -391,7 +392,7 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.transformer = GPT2Model(config)
-        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.qa_outputs = Linear(config.n_embd, 2)
         self.post_init()
 
     def forward(

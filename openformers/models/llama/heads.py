@@ -14,6 +14,7 @@ from openformers.core.outputs import (
 from openformers.models.llama.config import LlamaConfig
 from openformers.models.llama.model import LlamaModel, LlamaPreTrainedModel, _base_kwargs, _finish
 from openformers.modules.cache import Cache
+from openformers.modules.dense import Linear
 from openformers.modules.heads import (
     classifier_dropout,
     pool_last_token,
@@ -32,7 +33,7 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = self.base_model_class(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.score = Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
     def forward(
@@ -73,7 +74,7 @@ class LlamaForTokenClassification(LlamaPreTrainedModel):
         self.num_labels = config.num_labels
         self.model = self.base_model_class(config)
         self.dropout = nn.Dropout(classifier_dropout(config))
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
+        self.score = Linear(config.hidden_size, config.num_labels, bias=getattr(config, "token_classification_bias", True))
         self.post_init()
 
     def forward(
@@ -115,7 +116,7 @@ class LlamaForQuestionAnswering(LlamaPreTrainedModel):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
         setattr(self, self.base_model_prefix, self.base_model_class(config))
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = Linear(config.hidden_size, 2)
         self.post_init()
 
     def forward(

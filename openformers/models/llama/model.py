@@ -20,6 +20,7 @@ from openformers.models.llama.config import LlamaConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.blocks import DecoderBlocks
 from openformers.modules.cache import Cache, as_cache
+from openformers.modules.dense import Linear
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP
@@ -66,10 +67,10 @@ class LlamaAttention(nn.Module):
         qkv_bias = bool(getattr(config, "attention_bias", False))
         out_bias = getattr(config, "attention_out_bias", None)  # None: as q, k and v
         out_bias = qkv_bias if out_bias is None else bool(out_bias)
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=out_bias)
+        self.q_proj = Linear(config.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=out_bias)
         if qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -310,7 +311,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         super().__init__(config)
         self.model = self.base_model_class(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:

@@ -23,6 +23,7 @@ from openformers.models.bert.model import (
     _finish,
 )
 from openformers.models.roberta.config import RobertaConfig, XLMRobertaConfig
+from openformers.modules.dense import Linear
 from openformers.modules.heads import classifier_dropout, masked_lm_loss, sequence_classification_loss
 
 
@@ -69,9 +70,9 @@ class RobertaClassificationHead(nn.Module):
 
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        self.out_proj = Linear(config.hidden_size, config.num_labels)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.dropout(features[:, 0])
@@ -107,7 +108,7 @@ class RobertaForTokenClassification(RobertaPreTrainedModel, BertForTokenClassifi
         self.num_labels = config.num_labels
         self.roberta = RobertaModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(classifier_dropout(config, config.hidden_dropout_prob))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
 
@@ -118,7 +119,7 @@ class RobertaForQuestionAnswering(RobertaPreTrainedModel, BertForQuestionAnsweri
         RobertaPreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.qa_outputs = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
 
@@ -127,9 +128,9 @@ class RobertaLMHead(nn.Module):
 
     def __init__(self, config: RobertaConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
