@@ -279,8 +279,9 @@ def main() -> int:
                          "float32), transformers-nocb (transformers serve without it), llama_cpp (the same GGUF)")
     ap.add_argument("--quantized", action="store_true", help="run openformers as openformers-q4 (the GGUF's 4-bit "
                     "weights kept, the peer of llama_cpp)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp's threads (openformers and "
-                    "transformers use PyTorch's default, one per core)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of every server: llama.cpp's "
+                    "--threads, OMP_NUM_THREADS of the PyTorch ones (default: one per core; on a machine shared with "
+                    "other work 1 is fairer, as threads that meet at barriers wait for each other's time slices)")
     ap.add_argument("--skip-robustness", action="store_true")
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "openformers-bench-smollm2"))
     args = ap.parse_args()
@@ -300,9 +301,10 @@ def main() -> int:
         loadavg = f.read().split()[:3]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# CPU: {cpu}; load average at start: {' '.join(loadavg)}; clients {args.clients}, {args.duration:.0f} s, "
-          f"~{args.prompt_tokens}-token prompts, max_tokens {args.max_tokens}", flush=True)
+          f"~{args.prompt_tokens}-token prompts, max_tokens {args.max_tokens}, {args.threads} thread(s) per server",
+          flush=True)
     results: dict[str, dict] = {}
-    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     of_model = gguf if args.quantized else args.model_dir
     peers = args.peers.split(",")
     if args.quantized:  # the older spelling: openformers with the GGUF's 4-bit weights kept
