@@ -80,11 +80,12 @@ class Stats:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None) -> None:
+    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None,
+                 cwd: Path = ROOT) -> None:
         self.name, self.port, self.model_id = name, port, model_id
         self.base = f"http://127.0.0.1:{port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self.log,
                                      stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self, timeout: float = 300) -> None:
@@ -283,6 +284,8 @@ def main() -> int:
                     "--threads, OMP_NUM_THREADS of the PyTorch ones (default: one per core; on a machine shared with "
                     "other work 1 is fairer, as threads that meet at barriers wait for each other's time slices)")
     ap.add_argument("--skip-robustness", action="store_true")
+    ap.add_argument("--openformers-tree", default=None, help="run the openformers peers from another source tree "
+                    "(e.g. `git archive COMMIT openformers | tar -x -C DIR`), for a before/after")
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "openformers-bench-smollm2"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -316,7 +319,9 @@ def main() -> int:
             cmd = [sys.executable, "-m", "openformers", "serve", "--model", gguf if quantized else args.model_dir,
                    "--served-model-name", "bench", "--port", str(port), "--max-batch-size", str(args.clients),
                    "--max-queue", str(4 * args.clients), "--drain-timeout", "600", "--log-level", "warning"]
-            server = Server(peer, cmd + (["--quantized"] if quantized else []), port, "bench", env)
+            tree = Path(args.openformers_tree).resolve() if args.openformers_tree else ROOT
+            server = Server(peer, cmd + (["--quantized"] if quantized else []), port, "bench",
+                            {**env, "PYTHONPATH": str(tree)}, cwd=tree)
         elif peer in ("transformers", "transformers-nocb"):
             exe = subprocess.run(["which", "transformers"], capture_output=True, text=True).stdout.strip()
             if not exe:
