@@ -328,7 +328,13 @@ def main() -> int:
                 results[peer] = {"skipped": "no `transformers` command"}
                 continue
             cmd = [exe, "serve", args.model_dir, "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
-                   "--log-level", "info"] + (["--continuous-batching"] if peer == "transformers" else [])
+                   "--log-level", "info"]
+            if peer == "transformers":
+                # the paged KV cache sized for the clients (pages of 256 tokens, two a request: prompt and answer
+                # within 512 positions); left to itself it takes 60-90% of the free memory (13 GB here), which
+                # starves the machine
+                cmd += ["--continuous-batching", "--cb-num-blocks", str(2 * args.clients + 4),
+                        "--cb-max-batch-tokens", "512"]
             server = Server(peer, cmd, port, args.model_dir, env)
         elif peer == "llama_cpp":
             # llama-cpp-python's own server where installed, else the batching server of llama_cpp_server.py on
