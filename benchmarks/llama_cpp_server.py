@@ -4,7 +4,8 @@ Not llama.cpp's own server: llama-cpp-python (whose ``llama_cpp.server`` is the 
 wheel for this machine, only a source archive that compiles llama.cpp. This script drives the prebuilt
 libllama of llama-cpp-py-sync through its cffi declarations of ``llama.h`` (loaded as
 ``tests/export/llama_cpp_runner.py`` loads it) and batches the way llama.cpp's ``llama-server`` does:
-one ``llama_context`` with ``--parallel`` sequences in one unified KV cache; every turn one
+one ``llama_context`` with ``--parallel`` sequences (each its own KV cache of ``--ctx-per-seq``
+positions, or one shared cache with ``--kv-unified``); every turn one
 ``llama_decode`` holds one new token of each decoding sequence plus prompt tokens of admitted ones
 (at most ``--batch`` in all); the next token is the argmax of the logits (``temperature`` 0, what the
 benchmark asks). The chat template is the GGUF's own, applied by ``llama_chat_apply_template``.
@@ -47,7 +48,8 @@ class Sequence:
 
 
 class LlamaEngine:
-    def __init__(self, model_path: str, parallel: int, ctx_per_seq: int, batch: int, threads: int) -> None:
+    def __init__(self, model_path: str, parallel: int, ctx_per_seq: int, batch: int, threads: int,
+                 kv_unified: bool = False) -> None:
         import llama_cpp_py_sync
         from llama_cpp_py_sync._cffi_bindings import get_ffi
 
@@ -65,7 +67,7 @@ class LlamaEngine:
         p.n_batch = p.n_ubatch = batch
         p.n_seq_max = parallel
         p.n_threads = p.n_threads_batch = threads
-        p.kv_unified = True
+        p.kv_unified = kv_unified
         self.ctx = lib.llama_init_from_model(self.model, p)
         if self.ctx == ffi.NULL:
             raise SystemExit("llama.cpp could not make a context")
@@ -240,12 +242,14 @@ def main() -> int:
     ap.add_argument("--ctx-per-seq", type=int, default=512, help="KV positions per sequence")
     ap.add_argument("--batch", type=int, default=512, help="tokens per llama_decode (llama-server's --ubatch-size)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--kv-unified", action="store_true", help="one KV cache shared by all sequences (llama-server's "
+                    "--kv-unified); default: a cache of --ctx-per-seq positions per sequence")
     args = ap.parse_args()
     if not os.path.isfile(args.model):
         raise SystemExit(f"--model {args.model}: no such file (a GGUF file is wanted)")
     import uvicorn
 
-    engine = LlamaEngine(args.model, args.parallel, args.ctx_per_seq, args.batch, args.threads)
+    engine = LlamaEngine(args.model, args.parallel, args.ctx_per_seq, args.batch, args.threads, args.kv_unified)
     uvicorn.run(build_app(engine, args.alias), host=args.host, port=args.port, log_level="warning")
     return 0
 
