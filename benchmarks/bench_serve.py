@@ -1,20 +1,23 @@
-"""Load and speed of ``openformers serve`` beside ``transformers serve`` (and llama.cpp's server when installed).
+"""Load and speed of ``openformers serve`` beside ``transformers serve`` and a llama.cpp server.
 
 N concurrent streaming chat clients (each a loop of requests) for T seconds against each server in
-turn, same model, same prompts (~``--prompt-tokens`` tokens), ``--max-tokens`` per answer:
+turn, same model, same prompts (~``--prompt-tokens`` tokens), ``--max-tokens`` per answer, greedy:
 output tokens/s, time to first token and inter-token latency (p50/p99), 5xx answers, lost or
 truncated streams (no finish_reason before the stream closed, or a broken connection; a stream
-without ``[DONE]`` is counted apart: transformers serve sends none). Then, against openformers only:
+without ``[DONE]`` is counted apart: transformers serve sends none). Then, against openformers only
+(unless ``--skip-robustness``):
 
 - disconnects: half the clients hang up mid-stream; the running batch (``/metrics``) must fall;
 - SIGTERM under load: streams in flight finish with ``[DONE]``, new requests get 503, exit code 0.
 
-    python benchmarks/bench_serve.py --clients 16 --duration 20
+    python benchmarks/bench_serve.py --clients 16 --duration 60 --skip-robustness
     python benchmarks/bench_serve.py --clients 64 --duration 60 --peers openformers,transformers
 
-The model: SmolLM2-135M-Instruct (the embedded GGUF), written once as a float32 checkpoint directory
-that both servers load (so both run the same float32 weights); ``--quantized`` serves the GGUF file
-with 4-bit weights kept quantized instead (and runs llama.cpp on the same file when installed).
+The model: SmolLM2-135M-Instruct (the embedded Q4_1 GGUF). ``openformers`` and ``transformers`` load one
+float32 checkpoint directory written from it once (the same float32 weights); ``openformers-q4``
+(``serve --quantized``) and ``llama_cpp`` load the GGUF file itself, 4-bit weights kept. ``llama_cpp`` is
+llama-cpp-python's ``llama_cpp.server`` where installed, else ``benchmarks/llama_cpp_server.py`` (a small
+batching server on llama.cpp's library from llama-cpp-py-sync; see its docstring).
 """
 from __future__ import annotations
 
@@ -77,11 +80,12 @@ class Stats:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None) -> None:
+    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None,
+                 cwd: Path = ROOT) -> None:
         self.name, self.port, self.model_id = name, port, model_id
         self.base = f"http://127.0.0.1:{port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self.log,
                                      stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self, timeout: float = 300) -> None:
@@ -270,9 +274,18 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--peers", default="openformers,transformers,llama_cpp")
-    ap.add_argument("--quantized", action="store_true", help="openformers keeps the GGUF 4-bit weights (vs llama.cpp)")
+    ap.add_argument("--peers", default="openformers,transformers,openformers-q4,llama_cpp",
+                    help="comma-separated, run one after the other: openformers (float32), openformers-q4 (serve "
+                         "--quantized on the Q4_1 GGUF), transformers (transformers serve --continuous-batching, "
+                         "float32), transformers-nocb (transformers serve without it), llama_cpp (the same GGUF)")
+    ap.add_argument("--quantized", action="store_true", help="run openformers as openformers-q4 (the GGUF's 4-bit "
+                    "weights kept, the peer of llama_cpp)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of every server: llama.cpp's "
+                    "--threads, OMP_NUM_THREADS of the PyTorch ones (default: one per core; on a machine shared with "
+                    "other work 1 is fairer, as threads that meet at barriers wait for each other's time slices)")
     ap.add_argument("--skip-robustness", action="store_true")
+    ap.add_argument("--openformers-tree", default=None, help="run the openformers peers from another source tree "
+                    "(e.g. `git archive COMMIT openformers | tar -x -C DIR`), for a before/after")
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "openformers-bench-smollm2"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -291,45 +304,69 @@ def main() -> int:
         loadavg = f.read().split()[:3]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# CPU: {cpu}; load average at start: {' '.join(loadavg)}; clients {args.clients}, {args.duration:.0f} s, "
-          f"~{args.prompt_tokens}-token prompts, max_tokens {args.max_tokens}", flush=True)
+          f"~{args.prompt_tokens}-token prompts, max_tokens {args.max_tokens}, {args.threads} thread(s) per server",
+          flush=True)
     results: dict[str, dict] = {}
-    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     of_model = gguf if args.quantized else args.model_dir
-    for peer in args.peers.split(","):
+    peers = args.peers.split(",")
+    if args.quantized:  # the older spelling: openformers with the GGUF's 4-bit weights kept
+        peers = ["openformers-q4" if p == "openformers" else p for p in peers]
+    for peer in peers:
         port = free_port()
-        if peer == "openformers":
-            cmd = [sys.executable, "-m", "openformers", "serve", "--model", of_model, "--served-model-name", "bench",
-                   "--port", str(port), "--max-batch-size", str(args.clients), "--max-queue", str(4 * args.clients),
-                   "--drain-timeout", "600", "--log-level", "warning"] + (["--quantized"] if args.quantized else [])
-            server = Server(peer, cmd, port, "bench", env)
-        elif peer == "transformers":
+        if peer in ("openformers", "openformers-q4"):
+            quantized = peer == "openformers-q4"
+            cmd = [sys.executable, "-m", "openformers", "serve", "--model", gguf if quantized else args.model_dir,
+                   "--served-model-name", "bench", "--port", str(port), "--max-batch-size", str(args.clients),
+                   "--max-queue", str(4 * args.clients), "--drain-timeout", "600", "--log-level", "warning"]
+            tree = Path(args.openformers_tree).resolve() if args.openformers_tree else ROOT
+            server = Server(peer, cmd + (["--quantized"] if quantized else []), port, "bench",
+                            {**env, "PYTHONPATH": str(tree)}, cwd=tree)
+        elif peer in ("transformers", "transformers-nocb"):
             exe = subprocess.run(["which", "transformers"], capture_output=True, text=True).stdout.strip()
-            if not exe or args.quantized:
-                results[peer] = {"skipped": "no `transformers` command" if not exe else "no 4-bit GGUF path"}
+            if not exe:
+                results[peer] = {"skipped": "no `transformers` command"}
                 continue
-            cmd = [exe, "serve", args.model_dir, "--continuous-batching", "--port", str(port), "--host", "127.0.0.1",
-                   "--dtype", "float32", "--log-level", "warning"]
+            cmd = [exe, "serve", args.model_dir, "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
+                   "--log-level", "info"]
+            if peer == "transformers":
+                # the paged KV cache sized for the clients (pages of 256 tokens, two a request: prompt and answer
+                # within 512 positions); left to itself it takes 60-90% of the free memory (13 GB here), which
+                # starves the machine
+                cmd += ["--continuous-batching", "--cb-num-blocks", str(2 * args.clients + 4),
+                        "--cb-max-batch-tokens", "512"]
             server = Server(peer, cmd, port, args.model_dir, env)
         elif peer == "llama_cpp":
+            # llama-cpp-python's own server where installed, else the batching server of llama_cpp_server.py on
+            # the prebuilt libllama of llama-cpp-py-sync; both on the same Q4_1 GGUF file
             try:
                 import llama_cpp  # noqa: F401
+                cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port), "--host",
+                       "127.0.0.1", "--model_alias", "bench", "--n_threads", str(args.threads)]
+                label = "llama_cpp.server (llama-cpp-python)"
             except ImportError:
-                results[peer] = {"skipped": "llama-cpp-python is not installed"}
-                print(f"{peer}: skipped (llama-cpp-python is not installed)", flush=True)
-                continue
-            cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port), "--host", "127.0.0.1",
-                   "--model_alias", "bench"]
+                try:
+                    import llama_cpp_py_sync  # noqa: F401
+                except (ImportError, OSError, RuntimeError):
+                    results[peer] = {"skipped": "neither llama-cpp-python nor llama-cpp-py-sync is installed"}
+                    print(f"{peer}: skipped ({results[peer]['skipped']})", flush=True)
+                    continue
+                cmd = [sys.executable, str(ROOT / "benchmarks" / "llama_cpp_server.py"), "--model", gguf, "--port",
+                       str(port), "--parallel", str(args.clients), "--threads", str(args.threads)]
+                label = "benchmarks/llama_cpp_server.py (libllama of llama-cpp-py-sync)"
+            print(f"{peer}: {label}, {args.threads} thread(s)", flush=True)
             server = Server(peer, cmd, port, "bench", env)
         else:
-            raise SystemExit(f"unknown peer {peer!r}; use openformers, transformers, llama_cpp")
+            raise SystemExit(f"unknown peer {peer!r}; use openformers, openformers-q4, transformers, transformers-nocb, "
+                             f"llama_cpp")
         try:
             server.wait_ready()
-            usage = peer == "openformers"
+            usage = peer.startswith("openformers") or peer == "llama_cpp"
             asyncio.run(load(server, prompts, min(4, args.clients), 3.0, 8, usage))  # warm-up
             stats = asyncio.run(load(server, prompts, args.clients, args.duration, args.max_tokens, usage))
             results[peer] = stats.report()
             print(f"{peer}: {json.dumps(results[peer])}", flush=True)
-            if peer == "openformers" and not args.skip_robustness:
+            if peer.startswith("openformers") and not args.skip_robustness:
                 short = min(args.max_tokens, 32)  # the robustness phases need streams, not long ones
                 results["openformers_disconnect"] = asyncio.run(disconnect_phase(server, prompts, args.clients, short))
                 print(f"openformers disconnect half: {json.dumps(results['openformers_disconnect'])}", flush=True)
@@ -338,12 +375,17 @@ def main() -> int:
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
             results[peer] = {"failed": f"{type(exc).__name__}: {exc}"}
             print(f"{peer}: failed: {exc}", flush=True)
+        except KeyboardInterrupt:
+            print(f"{peer}: interrupted; its log: {server.log.name}", flush=True)
+            server.stop()
+            raise
         finally:
             server.stop()
-    ours, theirs = results.get("openformers", {}), results.get("transformers", {})
-    if ours.get("output_tokens_per_s") and theirs.get("output_tokens_per_s"):
-        print(f"ratio output tokens/s openformers / transformers serve: "
-              f"{ours['output_tokens_per_s'] / theirs['output_tokens_per_s']:.2f}x", flush=True)
+    for ours, theirs in (("openformers", "transformers"), ("openformers", "transformers-nocb"),
+                         ("openformers-q4", "llama_cpp")):
+        a, b = results.get(ours, {}).get("output_tokens_per_s"), results.get(theirs, {}).get("output_tokens_per_s")
+        if a and b:
+            print(f"ratio output tokens/s {ours} / {theirs}: {a / b:.2f}x", flush=True)
     with open("/proc/loadavg") as f:
         print(f"# load average at end: {' '.join(f.read().split()[:3])}")
     return 0

@@ -12,7 +12,9 @@ callables; before each step it checks that they still hold (the same modules, wi
 ``forward`` methods or training mode, and the same parameter and buffer tensors, not updated in
 place). Anything else (a new adapter, a hook, a weight loaded into) builds a new plan or, when one
 cannot be made, lets the model's own ``forward`` run. Where every projection can be read by the native
-kernel, a decode step is one native call (``native_step.py``).
+kernel, a decode step is one native call (``native_step.py``): for a ``DynamicCache`` with every sequence at
+one position, and for a cache of fixed rows with a length per sequence that offers ``native_rows()``
+(``serving/cache.py``'s ``SlotCache``; see :func:`_rows_of`).
 
 A step through kept kernels gives the bits of the same step with kernels resolved afresh
 (``tests/runtime/test_decode_plan.py``); against the module path (plain ``nn.Linear`` products) the
@@ -154,13 +156,23 @@ class DecodePlan:
         kernels = self._resolve(hidden, key)
         # one native call for all layers (native_step.py): sequences at one position, in a DynamicCache
         if type(cache) is DynamicCache and len(cache) == len(self.layers) and all(m is None for m in masks):
-            if key not in self.native:
-                self.native[key] = native_step(self.layers, kernels, hidden, cos)
-            step = self.native[key]
+            step = self._native(key, kernels, hidden, cos)
             out = step(hidden, cos, sin, cache) if step is not None else None
             if out is not None:
                 return out
+        # or sequences at positions of their own, in a cache of fixed rows (the serving engine's)
+        bound = _rows_of(cache, masks, len(self.layers))
+        if bound is not None:
+            step = self._native(key, kernels, hidden, cos)
+            out = step.rows(hidden, cos, sin, *bound) if step is not None else None
+            if out is not None:
+                return out
         return self.run(hidden, cos, sin, masks, cache, kernels)
+
+    def _native(self, key: tuple, kernels: list, hidden: torch.Tensor, cos: torch.Tensor) -> Any:
+        if key not in self.native:
+            self.native[key] = native_step(self.layers, kernels, hidden, cos)
+        return self.native[key]
 
     def run(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
             cache: Cache | None, kernels: list[tuple[Kernel, Kernel, Kernel, Kernel]]) -> torch.Tensor:
@@ -188,6 +200,38 @@ class DecodePlan:
             g, u = gu_fn(RMSNorm.forward(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
             hidden = hidden + down_fn(mlp.act_fn(g) * u)
         return hidden
+
+
+def _rows_of(cache: Cache, masks: list[torch.Tensor | None], layers: int) -> tuple | None:
+    """(buffers, slots, lengths) of a decode step over a cache of fixed rows, or None. A cache offers them with
+    ``native_rows()``: each layer's (key, value) buffers ``[rows, kv_heads, capacity, head_dim]``, and per
+    sequence of the batch its row and the positions it holds (int64 tensors), or None when the batch is not
+    bound for one new position a row. The module path writes each sequence's new position at its length
+    (``update``) and attends as the masks say; the native step attends over ``[0, length]`` of the sequence's
+    row, so it is taken only where every mask says just that (no mask: every sequence at one length)."""
+    offer = getattr(cache, "native_rows", None)
+    if offer is None or isinstance(cache, DynamicCache):
+        return None
+    bound = offer()
+    if bound is None or len(bound[0]) != layers:
+        return None
+    lengths = bound[2]
+    seen: list[torch.Tensor] = []
+    for mask in masks:
+        if mask is None:
+            if int(lengths.min()) != int(lengths.max()):
+                return None
+            continue
+        if any(mask is m for m in seen):
+            continue
+        seen.append(mask)
+        b, k = lengths.shape[0], int(lengths.max()) + 1
+        if mask.dim() != 4 or mask.shape[0] != b or mask.shape[1] != 1 or mask.shape[2] != 1 or mask.shape[3] < k:
+            return None
+        keep = mask[:, 0, 0] if mask.dtype == torch.bool else mask[:, 0, 0] == 0
+        if not torch.equal(keep, torch.arange(mask.shape[3], device=mask.device)[None] <= lengths[:, None]):
+            return None
+    return bound
 
 
 # what the runtime knows how to run (modules/blocks.py); any other description runs the module path

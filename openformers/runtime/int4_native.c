@@ -847,14 +847,21 @@ static void attend(const float *q, const of_llama_layer *L, int64_t base, int64_
     for (int64_t i = 0; i < d; i++) out[i] = rnd(out[i], bf);
 }
 
-/* hidden [batch][hidden] (activation dtype) is updated in place, one new position per sequence (no
- * padding: every sequence is at position n_past); cos and sin [head_dim] hold that position's values; the
- * caches hold n_past positions before the call and n_past + 1 after. Returns 0, or -1 when the scratch
- * memory could not be had. */
-int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *cos, const float *sin, int64_t n_past,
-                  int threads) {
+/* hidden [batch][hidden] (activation dtype) is updated in place, one new position per sequence. Sequence b
+ * reads and writes cache row slot[b] (b when slot is NULL) of every layer's buffers [rows][kv_heads][capacity]
+ * [head_dim]: it holds pos[b] positions before the call (n_past for every sequence when pos is NULL), its new
+ * key and value go at position pos[b], and its attention reads positions [0, pos[b]]; cos and sin hold the
+ * rotary values of sequence b at cos + b * cs_stride (cs_stride 0: one [head_dim] row for all). Returns 0, or
+ * -1 when the scratch memory could not be had. */
+static int llama_step(const of_llama *m, void *hidden, int64_t batch, const float *cos, const float *sin,
+                      int64_t cs_stride, const int64_t *slot, const int64_t *pos, int64_t n_past, int threads) {
     const int64_t H = m->hidden, h = m->heads, kv = m->kv_heads, d = m->head_dim, I = m->inter, B = batch;
-    const int64_t qkv_n = (h + 2 * kv) * d, T = n_past + 1;
+    int64_t T = n_past + 1;
+    if (pos) {
+        T = 1;
+        for (int64_t b = 0; b < B; b++) if (pos[b] + 1 > T) T = pos[b] + 1;
+    }
+    const int64_t qkv_n = (h + 2 * kv) * d;
     const int64_t widest = (I > H ? (I > h * d ? I : h * d) : (H > h * d ? H : h * d)) + 64, G = widest / 32;
     const int bf = m->bf16;
     if (threads < 1) threads = 1;
@@ -881,6 +888,8 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
                 const int64_t half = d / 2;
                 for (int64_t b = 0; b < B; b++) {
                     float *row = qkv + b * qkv_n;
+                    const float *cb = cos + b * cs_stride, *sb = sin + b * cs_stride;
+                    const int64_t at = pos ? pos[b] : n_past, base = (slot ? slot[b] : b) * seq;
                     for (int64_t i = 0; i < qkv_n; i++) row[i] = rnd(row[i], bf);
                     for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
                         float *v = row + head * d, r[512];
@@ -891,21 +900,22 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
                         }
                         for (int64_t i = 0; i < d; i++) {
                             float rot = i < half ? -v[i + half] : v[i - half];
-                            r[i] = rnd(rnd(v[i] * cos[i], bf) + rnd(rot * sin[i], bf), bf);
+                            r[i] = rnd(rnd(v[i] * cb[i], bf) + rnd(rot * sb[i], bf), bf);
                         }
                         memcpy(v, r, sizeof(float) * d);
                     }
-                    for (int64_t g = 0; g < kv; g++)  /* the new key and value at position n_past */
+                    for (int64_t g = 0; g < kv; g++)  /* the new key and value at the sequence's position */
                         for (int64_t i = 0; i < d; i++) {
-                            put(L->k_cache, b * seq + (g * L->capacity + n_past) * d + i, row[(h + g) * d + i], bf);
-                            put(L->v_cache, b * seq + (g * L->capacity + n_past) * d + i, row[(h + kv + g) * d + i], bf);
+                            put(L->k_cache, base + (g * L->capacity + at) * d + i, row[(h + g) * d + i], bf);
+                            put(L->v_cache, base + (g * L->capacity + at) * d + i, row[(h + kv + g) * d + i], bf);
                         }
                 }
             }
 #pragma omp barrier
             for (int64_t job = t; job < B * h; job += n) {  /* attention, (sequence, head) split over the threads */
                 int64_t b = job / h, head = job % h;
-                attend(qkv + b * qkv_n + head * d, L, b * seq, head / (h / kv), T, d, m->scaling, bf,
+                attend(qkv + b * qkv_n + head * d, L, (slot ? slot[b] : b) * seq, head / (h / kv), pos ? pos[b] + 1 : T,
+                       d, m->scaling, bf,
                        score + t * (T + 16), att + b * h * d + head * d);
             }
 #pragma omp barrier
@@ -950,4 +960,17 @@ int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *c
     free(x);
     free(xa);
     return 0;
+}
+
+/* every sequence at position n_past, sequence b in cache row b, one cos/sin row for all */
+int of_llama_step(const of_llama *m, void *hidden, int64_t batch, const float *cos, const float *sin, int64_t n_past,
+                  int threads) {
+    return llama_step(m, hidden, batch, cos, sin, 0, NULL, NULL, n_past, threads);
+}
+
+/* sequences at their own positions (the serving engine's slot cache): sequence b in cache row slot[b], holding
+ * pos[b] positions, with its own cos/sin row ([batch][head_dim] each) */
+int of_llama_step_rows(const of_llama *m, void *hidden, int64_t batch, const float *cos, const float *sin,
+                       const int64_t *slot, const int64_t *pos, int threads) {
+    return llama_step(m, hidden, batch, cos, sin, m->head_dim, slot, pos, 0, threads);
 }

@@ -63,6 +63,9 @@ def _setup(lib: ctypes.CDLL) -> None:
     lib.of_llama_step.restype = ctypes.c_int
     lib.of_llama_step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                   ctypes.c_int64, ctypes.c_int]
+    lib.of_llama_step_rows.restype = ctypes.c_int
+    lib.of_llama_step_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
 
 _LIBRARY = native.NativeLibrary(_SOURCE, _setup, describe=lambda lib: f"{simd(lib)} products")

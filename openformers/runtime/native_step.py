@@ -8,6 +8,11 @@ kernel (a 4-bit layer, ``int4_native.is_int4``) or a plain row-major weight in t
 cache (written in place through ``DynamicCache.reserve_all``) and residuals, with the activations
 rounded to bfloat16 wherever PyTorch's bfloat16 operators round them. :func:`native_step` says when it
 applies; anything else keeps the plan's PyTorch path.
+
+A cache whose sequences sit at positions of their own (the serving engine's slot cache: one row of fixed
+buffers per sequence, each row at its own length) runs through :meth:`NativeStep.rows` and
+``of_llama_step_rows``: each sequence's rotary values, new key and value position and attention length are
+its own, read from the rows and lengths the cache names (``native_rows`` in ``decode.py``).
 """
 from __future__ import annotations
 
@@ -181,10 +186,9 @@ class NativeStep:
             return f"layer {i}: key cache {tuple(bufs[0].shape)} and value cache {tuple(bufs[1].shape)}"
         return None
 
-    def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
-        """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
-        not all at one position (``position_ids`` given per row without a mask) or the cache does not hold
-        this batch in the activations' dtype, with every layer at one length."""
+    def _check_inputs(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> int:
+        """The batch size of ``hidden`` [b, 1, hidden_size] with cos and sin [b or 1, 1, head_dim]; a ValueError
+        names what is wrong."""
         m = self.model
         if (hidden.dim() != 3 or hidden.shape[1] != 1 or hidden.shape[2] != m.hidden or hidden.dtype != self.dtype
                 or hidden.device.type != "cpu"):
@@ -194,6 +198,40 @@ class NativeStep:
         if b < 1 or cos.shape != sin.shape or cos.shape[0] not in (1, b) or cos.numel() != cos.shape[0] * m.head_dim:
             raise ValueError(f"of_llama_step: cos {tuple(cos.shape)} and sin {tuple(sin.shape)} for a batch of {b}; "
                              f"[{b} or 1, 1, {m.head_dim}] each wanted")
+        return b
+
+    def _point(self, buffers: list, rows: int) -> bool:
+        """Point the layers' structures at ``buffers`` (each layer's (key, value) of ``rows`` cache rows), checking
+        a buffer when it is new; False (nothing pointed at) when one has a layout the kernel cannot read. Holds
+        ``self.lock``."""
+        if len(buffers) != self.count:
+            return False
+        changed = self.batch != rows
+        for i, bufs in enumerate(buffers):
+            if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
+                if self._buffer_error(i, bufs, rows) is not None:
+                    self.caches[i] = None
+                    self.batch = -1
+                    return False
+                entry = self.array[i]
+                entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
+                self.caches[i] = bufs
+                changed = True
+        if changed:
+            for i, bufs in enumerate(self.caches):
+                if self._buffer_error(i, bufs, rows) is not None:
+                    self.caches[i] = None
+                    self.batch = -1
+                    return False
+            self.room = min(int(e.capacity) for e in self.array)
+            self.batch = rows
+        return True
+
+    def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: DynamicCache) -> torch.Tensor | None:
+        """The layers' output for ``hidden`` [b, 1, hidden_size], or None (nothing done) when the sequences are
+        not all at one position (``position_ids`` given per row without a mask) or the cache does not hold
+        this batch in the activations' dtype, with every layer at one length."""
+        b = self._check_inputs(hidden, cos, sin)
         if b > 1 and not torch.equal(cos.amax(0), cos.amin(0)):
             return None
         keys = cache.keys[0]
@@ -204,27 +242,8 @@ class NativeStep:
                 n, buffers = cache.reserve_all(1)
             except ValueError:  # layers of different lengths (a cache edited by hand): PyTorch's layers
                 return None
-            if len(buffers) != self.count:
+            if not self._point(buffers, b):  # a layout the kernel cannot read: PyTorch's layers
                 return None
-            changed = self.batch != b
-            for i, bufs in enumerate(buffers):
-                if self.caches[i] is not bufs:  # a new buffer (the cache grew or was replaced): point at it
-                    if self._buffer_error(i, bufs, b) is not None:  # a layout the kernel cannot read: PyTorch's layers
-                        self.caches[i] = None
-                        self.batch = -1
-                        return None
-                    entry = self.array[i]
-                    entry.k_cache, entry.v_cache, entry.capacity = bufs[0].data_ptr(), bufs[1].data_ptr(), bufs[0].shape[-2]
-                    self.caches[i] = bufs
-                    changed = True
-            if changed:
-                for i, bufs in enumerate(self.caches):
-                    if self._buffer_error(i, bufs, b) is not None:
-                        self.caches[i] = None
-                        self.batch = -1
-                        return None
-                self.room = min(int(e.capacity) for e in self.array)
-                self.batch = b
             if n < 0 or n + 1 > self.room:
                 return None  # no room for the new position (the cache did not grow as reserve_all promises)
             out = hidden.clone(memory_format=torch.contiguous_format)
@@ -234,6 +253,38 @@ class NativeStep:
                                       torch.get_num_threads()) != 0:
                 raise MemoryError("the native decode step could not allocate its scratch memory")
             cache.advance_all(1)
+        return out
+
+    def rows(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, buffers: list,
+             slots: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
+        """The layers' output for ``hidden`` [b, 1, hidden_size] of sequences at their own positions: sequence
+        ``i`` lives in row ``slots[i]`` of every layer's (key, value) buffers ``[rows, kv_heads, capacity,
+        head_dim]``, holds ``lengths[i]`` positions there, gets its new key and value at position ``lengths[i]``
+        and attends over positions ``[0, lengths[i]]``, rotated by its own row of cos and sin. The buffers are
+        written in place; the caller's cache keeps its own lengths. None (nothing done) when the buffers have
+        a layout the kernel cannot read, a slot is out of range or taken twice, or a position has no room."""
+        b = self._check_inputs(hidden, cos, sin)
+        if slots.shape != (b,) or lengths.shape != (b,) or slots.dtype != torch.long or lengths.dtype != torch.long:
+            raise ValueError(f"of_llama_step_rows: slots {tuple(slots.shape)} {slots.dtype} and lengths "
+                             f"{tuple(lengths.shape)} {lengths.dtype} for a batch of {b}; [{b}] int64 each wanted")
+        if not buffers or len(buffers[0]) != 2 or buffers[0][0].dim() != 4:
+            return None
+        rows = buffers[0][0].shape[0]
+        slots, lengths = slots.contiguous(), lengths.contiguous()
+        if b > 1 and len(set(slots.tolist())) != b:
+            return None  # two sequences in one cache row
+        if int(slots.min()) < 0 or int(slots.max()) >= rows or int(lengths.min()) < 0:
+            return None
+        d = self.model.head_dim
+        cos32 = cos.reshape(-1, d).float().expand(b, d).contiguous()
+        sin32 = sin.reshape(-1, d).float().expand(b, d).contiguous()
+        with self.lock:
+            if not self._point(buffers, rows) or int(lengths.max()) + 1 > self.room:
+                return None
+            out = hidden.clone(memory_format=torch.contiguous_format)
+            if self.lib.of_llama_step_rows(self.ref, out.data_ptr(), b, cos32.data_ptr(), sin32.data_ptr(),
+                                           slots.data_ptr(), lengths.data_ptr(), torch.get_num_threads()) != 0:
+                raise MemoryError("the native decode step could not allocate its scratch memory")
         return out
 
 

@@ -16,6 +16,11 @@ position ids place each row's queries at its own positions.
 
 The capacity grows (doubling, up to ``max_len``) as the longest sequence needs more, so memory
 follows what is in use rather than the model's full context.
+
+A decode step (one new position a row) may be run by the runtime's native step instead of the layers'
+``update`` calls: :meth:`native_rows` hands it the buffers, the bound slots and their lengths, and it writes
+each row's new key and value at that row's length itself (``runtime/native_step.py``). :attr:`written`
+says whether the last bound forward went through :meth:`update`.
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ class SlotCache(Cache):
         self._rows: list[tuple[int, int, int]] = []  # (slot, length, count) of each row, for updates of q > 1
         self._flat: tuple[int, torch.Tensor] | None = None  # (kv heads, flat row index of each new position)
         self._past = 0
+        self._new = 0
+        self.written = False  # update() ran since the last bind()
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # native_rows' buffers (same objects while unchanged)
 
     def bind(self, slots: list[int], lengths: list[int], new: int = 1, counts: list[int] | None = None) -> None:
         """Set the slots (in batch order), their filled lengths and the number of positions the next forward adds
@@ -60,6 +68,18 @@ class SlotCache(Cache):
         self._rows = list(zip(slots, lengths, counts))
         self._flat: tuple[int, torch.Tensor] | None = None
         self._past = max(lengths)
+        self._new = new
+        self.written = False
+
+    def native_rows(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor] | None:
+        """For a decode step that writes and reads the buffers itself (``runtime/decode.py``): every layer's
+        (key, value) buffers ``[slots, kv_heads, capacity, head_dim]``, the bound slots in batch order and their
+        lengths (int64); None unless the batch is bound for one new position a row and the buffers exist."""
+        if self._slots is None or self._new != 1 or not self.keys:
+            return None
+        if self._pairs is None or len(self._pairs) != len(self.keys):
+            self._pairs = list(zip(self.keys, self.values))
+        return self._pairs, self._slots, self._lengths
 
     def reserve(self, length: int) -> None:
         """Make room for ``length`` positions in every slot (the capacity doubles until it fits)."""
@@ -76,6 +96,7 @@ class SlotCache(Cache):
                 grown[:, :, : self.capacity] = buf
                 store[i] = grown
         self.capacity = capacity
+        self._pairs = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._past
@@ -89,6 +110,7 @@ class SlotCache(Cache):
             self.keys.append(torch.zeros(shape, dtype=key.dtype, device=key.device))
             self.values.append(torch.zeros(shape[:3] + (value.shape[3],), dtype=value.dtype, device=value.device))
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
+        self.written = True
         q = key.shape[2]
         if q == 1:  # one position a row: one index_copy_ into the flattened buffers (rows of [slot, head, position])
             heads, d = key.shape[1], key.shape[3]

@@ -156,6 +156,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._json_vocab: JsonVocabulary | None = None
         self.steps = 0
+        self._native_decode = False  # the last decode step ran on the runtime's native step (no idle rows needed)
 
     # -- public API (any thread) ---------------------------------------------------------------------
     def start(self) -> None:
@@ -358,10 +359,12 @@ class Engine:
         requests.sort(key=lambda r: r.slot)
         rows: list[Request | None] = list(requests)
         lo, hi = requests[0].slot, requests[-1].slot + 1
-        if hi - lo > len(requests) and 2 * (hi - lo) <= 3 * len(requests):
+        if not self._native_decode and hi - lo > len(requests) and 2 * (hi - lo) <= 3 * len(requests):
             # slots in between (free, or prefilling) run as idle rows, so the bound slots are consecutive and
             # the cache hands attention a view of its buffers instead of gathering every layer's keys and values;
-            # an idle row writes one position past what its slot holds, which the slot's next owner overwrites
+            # an idle row writes one position past what its slot holds, which the slot's next owner overwrites.
+            # The runtime's native step (runtime/decode.py, of the SlotCache's native_rows) reads each row where it
+            # lies: when the last step went that way, idle rows would only add work
             by_slot = {r.slot: r for r in requests}
             rows = [by_slot.get(slot) for slot in range(lo, hi)]
         slots = [r.slot if r is not None else lo + i for i, r in enumerate(rows)]
@@ -374,6 +377,7 @@ class Engine:
         # no mask (the model's plain causal path, as generate() takes for an unpadded batch)
         mask = None if min(lengths) == past else (torch.arange(past + 1, device=self.device)[None] <= lens[:, None]).long()
         logits = self._forward(ids, mask, lens[:, None])
+        self._native_decode = not self.cache.written  # the runtime's native step wrote the cache itself
         for r in requests:
             r.cached += 1
             self.slot_tokens[r.slot].append(r.pending)
