@@ -89,12 +89,19 @@ def test_native_rows_greedy_equals_generate(models, spy, kind):
                         done.set()
         return sink
 
+    def submit(i):
+        engine.submit(prompts[i], SamplingParams(max_tokens=max_tokens[i], temperature=0, ignore_eos=True), sink_for(i))
+
+    for i in range(4):  # queued before the engine runs: they decode together, at 4 different lengths
+        submit(i)
     engine.start()
     try:
-        for i, (p, m) in enumerate(zip(prompts, max_tokens)):
-            engine.submit(p, SamplingParams(max_tokens=m, temperature=0, ignore_eos=True), sink_for(i))
-            if i % 2:
-                threading.Event().wait(0.05)  # requests join a batch already decoding
+        for _ in range(3000):  # the rest join once the first batch decodes (whatever the machine's speed)
+            if events[0]:
+                break
+            threading.Event().wait(0.01)
+        for i in range(4, len(prompts)):
+            submit(i)
         assert done.wait(300), "the engine did not finish every request"
     finally:
         engine.stop()
