@@ -14,6 +14,12 @@ place). Anything else (a new adapter, a hook, a weight loaded into) builds a new
 cannot be made, lets the model's own ``forward`` run. Where every projection can be read by the native
 kernel, a decode step is one native call (``native_step.py``).
 
+A LoRA-wrapped projection runs as a plain ``nn.Linear`` over a merged copy of its weight that the runtime
+keeps (``adapters.py``); the plan also checks, at every call, the adapters' state (active, merged,
+disabled, scalings) and their A and B weights, so an optimizer step on the adapter makes the copies again
+before the next step (``tests/runtime/test_lora_plan.py``). Other adapter kinds, DoRA and adapters over
+quantized layers run as modules, with a debug line saying why.
+
 A step through kept kernels gives the bits of the same step with kernels resolved afresh
 (``tests/runtime/test_decode_plan.py``); against the module path (plain ``nn.Linear`` products) the
 values agree to rounding.
@@ -292,7 +298,7 @@ def _build(model: nn.Module) -> DecodePlan | None:
 def plan_for(model: nn.Module) -> DecodePlan | None:
     """The plan for ``model`` (a described decoder stack with ``layers``), valid for this call, or None when its
     layers must run as modules: training, ``torch.compile`` tracing, global hooks, or layers that are not what
-    their description says (a hook, an adapter, another class)."""
+    their description says (a hook, an adapter other than LoRA on a plain linear, another class)."""
     if model.training or _global_hooks() or torch.compiler.is_compiling():
         return None
     plan = _PLANS.get(model)

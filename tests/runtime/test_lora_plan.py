@@ -150,7 +150,7 @@ def test_disable_adapter_gives_the_base_model_tokens():
     q = peft.base_model.model.model.layers[0].self_attn.q_proj
     assert plan.layers[0][2] is q.base_layer  # no copy: the base layer itself
     # enabled again: the adapter's tokens, on a new plan
-    seq_on, _ = _agree(peft, ids, mask)
+    _agree(peft, ids, mask)
     assert decode.plan_of(peft.base_model.model.model) is not plan
 
 
