@@ -80,20 +80,30 @@ def terms(m: nn.Module) -> tuple[list[tuple[str, float, nn.Module, nn.Module, nn
 
 def state(m: nn.Module) -> tuple:
     """What the merged copy of LoRA layer ``m`` depends on besides tensors: checked by the plan at every call."""
-    return (m.disable_adapters, tuple(m.active_adapters), tuple(m.merged_adapters), m.fan_in_fan_out,
-            tuple((n, m.scaling.get(n), m.use_dora.get(n)) for n in m.active_adapters))
+    active, scaling, dora = m.active_adapters, m.scaling, m.use_dora
+    return (m.disable_adapters, tuple(active), tuple(m.merged_adapters), m.fan_in_fan_out,
+            tuple([scaling.get(n) for n in active]), tuple([dora.get(n) for n in active]))
 
 
-def sources(m: nn.Module) -> list[torch.Tensor]:
-    """The tensors the runtime's product for LoRA layer ``m`` is made from: the base weight and bias and each
-    used adapter's A and B weights (empty when :func:`terms` gives a reason)."""
-    found, reason = terms(m)
-    if reason is not None:
-        return []
-    base = m._modules["base_layer"]._parameters
-    out = [t for t in (base.get("weight"), base.get("bias")) if t is not None]
-    for _, _, a, b, _ in found:
-        out += [a._parameters["weight"], b._parameters["weight"]]
+def sources(m: nn.Module) -> list[torch.Tensor | None]:
+    """The tensors the runtime's product for LoRA layer ``m`` is made from: the base weight and bias and the A
+    and B weights of each active adapter that is not merged (None where a module holds no ``weight``). The plan
+    reads these at every call, with ``_modules`` and ``_parameters`` (``m.lora_A`` goes through
+    ``nn.Module.__getattr__``, ~1 us a read)."""
+    modules = m._modules
+    base = modules["base_layer"]._parameters
+    bias = base.get("bias")
+    out = [base.get("weight")] if bias is None else [base.get("weight"), bias]
+    if m.disable_adapters:
+        return out
+    store_a, store_b, merged = modules["lora_A"]._modules, modules["lora_B"]._modules, m.merged_adapters
+    for name in m.active_adapters:
+        a = store_a.get(name)
+        if a is None or name in merged:
+            continue
+        b = store_b.get(name)
+        out.append(a._parameters.get("weight"))
+        out.append(None if b is None else b._parameters.get("weight"))
     return out
 
 
@@ -130,7 +140,7 @@ def effective(m: nn.Module) -> nn.Module | str:
     base = m._modules["base_layer"]
     if not found:
         return base
-    tensors = sources(m)
+    tensors = sources(m)  # (terms found every A and B weight)
     key = state(m)
     held = _MERGED.get(m)
     if held is not None and held[2] == key and len(held[0]) == len(tensors) and all(
