@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             decoder.plan_for = real_plan_for
         assert out.shape[1] == width + 32
+        print(f"  {way:8s} {t:.2f} s wall, {c:.2f} s cpu", flush=True)
         return t, c
 
     ways = ["modules", "plan"] + ([] if theirs is None else ["hf"])
