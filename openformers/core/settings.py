@@ -88,7 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Keep inference copies of weights in oneDNN's blocked layout for small-batch products; `0`: none.",
             "`1`"),
     Setting("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "megabytes", None,
-            "Memory budget of the packed weight copies, in MB (`0`: none).",
+            "Memory budget of the packed weight copies and merged LoRA weights, in MB (`0`: none).",
             "unset (a quarter of the machine's or the container's memory)"),
     Setting("OPENFORMERS_REUSE_FREED_MEMORY", "switch", True,
             "While `Trainer.train()` runs on CPU, glibc keeps freed memory for reuse instead of returning it; "

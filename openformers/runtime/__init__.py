@@ -9,6 +9,7 @@ sources change. Models never import this package: they describe themselves with 
 - ``describe.py``: which class declares a description, and the debug line saying why a model runs its module path.
 - ``decoder.py``: the runner of described decoders (stack and causal-LM head), registered on import.
 - ``decode.py``: a described stack's layers through a plan (prefill and decode steps, kernels kept per step).
+- ``adapters.py``: LoRA-wrapped projections at inference, as stand-in linears over merged copies of their weights.
 - ``fused.py``: the products of plain or 4-bit linear layers at inference (groups that read one input).
 - ``packed_weights.py``: oneDNN-blocked copies of weights for bf16 products and float32 batch steps.
 - ``encoder.py``: inference calls of post-norm BERT-like encoders and their heads, from the blocks their

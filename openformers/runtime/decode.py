@@ -16,6 +16,12 @@ kernel, a decode step is one native call (``native_step.py``): for a ``DynamicCa
 one position, and for a cache of fixed rows with a length per sequence that offers ``native_rows()``
 (``serving/cache.py``'s ``SlotCache``; see :func:`_rows_of`).
 
+A LoRA-wrapped projection runs as a plain ``nn.Linear`` over a merged copy of its weight that the runtime
+keeps (``adapters.py``); the plan also checks, at every call, the adapters' state (active, merged,
+disabled, scalings) and their A and B weights, so an optimizer step on the adapter makes the copies again
+before the next step (``tests/runtime/test_lora_plan.py``). Other adapter kinds, DoRA and adapters over
+quantized layers run as modules, with a debug line saying why.
+
 A step through kept kernels gives the bits of the same step with kernels resolved afresh
 (``tests/runtime/test_decode_plan.py``); against the module path (plain ``nn.Linear`` products) the
 values agree to rounding.
@@ -37,6 +43,7 @@ from openformers.modules.dense import is_plain_linear
 from openformers.modules.mlp import GatedMLP
 from openformers.modules.norms import RMSNorm
 from openformers.modules.rotary import apply_rotary_heads
+from openformers.runtime import adapters
 from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
 from openformers.runtime.describe import _LOGGED, declared, why_not  # noqa: F401 (_LOGGED: tests reset it)
 from openformers.runtime.native_step import native_step
@@ -79,22 +86,38 @@ def _stamps(tensors: tuple[torch.Tensor, ...]) -> tuple:
 
 
 class DecodePlan:
-    """The layers of one ``LlamaModel`` with their products resolved (see the module docstring)."""
+    """The layers of one ``LlamaModel`` with their products resolved (see the module docstring).
 
-    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, ...]]) -> None:
+    ``live`` holds each layer's modules as the model has them (what :meth:`valid` compares), ``layers`` the
+    modules the plan runs: the same, but for a LoRA-wrapped projection, whose place holds the runtime's
+    stand-in over a merged copy of its weight (``adapters.py``) or its base layer when no adapter applies."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[nn.Module, ...]],
+                 live: list[tuple[nn.Module, ...]] | None = None) -> None:
         self.model = weakref.ref(model)
         self.layers = layers
-        self.modules = tuple(m for mods in layers for m in mods if m is not None)
+        self.live = layers if live is None else live
+        self.loras = tuple(m for mods in self.live for m in mods[2:6] + mods[7:10] if adapters.is_adapter(m))
+        lora_ids = {id(m) for m in self.loras}
+        self.modules = tuple(m for mods in self.live for m in mods if m is not None and id(m) not in lora_ids) + tuple(
+            w for m in self.loras for w in adapters.watched(m))
+        # (module, whether it is a LoRA layer) for every module whose tensors the plan reads
+        self.projections = tuple((m, id(m) in lora_ids) for mods in self.live
+                                 for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[12:] if n is not None))
+        self.adapter_state = tuple(adapters.state(m) for m in self.loras)
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
         self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
         self.tensors = self._sources()  # what the plan was made from, checked at every call (valid)
         self.stamps = _stamps(self.tensors)
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
-        # every tensor a kept kernel may hold: the projections' parameters and buffers
+        # every tensor a kept kernel may hold, or a merged copy is made from: the projections' parameters and
+        # buffers, a LoRA layer's base weight and bias and its used adapters' A and B weights
         out = []
-        for mods in self.layers:
-            for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[12:] if n is not None):
+        for m, lora in self.projections:
+            if lora:
+                out.extend(adapters.sources(m))
+            else:
                 out.extend(t for t in m._parameters.values() if t is not None)
                 out.extend(t for t in m._buffers.values() if t is not None)
         return tuple(out)
@@ -107,11 +130,14 @@ class DecodePlan:
         live = model.layers._modules
         if len(live) != len(self.layers):
             return False
-        if any(_layer_modules(layer) != mods for layer, mods in zip(live.values(), self.layers)):
+        if any(_layer_modules(layer) != mods for layer, mods in zip(live.values(), self.live)):
             return False
         for m in self.modules:  # _runs_as_itself, inlined: ~360 modules a step
             if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
                 return False
+        # LoRA layers: the same adapters active, merged or disabled, with the same scalings (their tensors below)
+        if self.loras and tuple(adapters.state(m) for m in self.loras) != self.adapter_state:
+            return False
         tensors = self._sources()  # the same tensor objects (a replaced weight is a new one), not updated in place
         if len(tensors) != len(self.tensors) or any(a is not b for a, b in zip(tensors, self.tensors)):
             return False
@@ -265,8 +291,32 @@ def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     return None
 
 
+_PROJECTIONS = {2: "self_attn.q_proj", 3: "self_attn.k_proj", 4: "self_attn.v_proj", 5: "self_attn.o_proj",
+                7: "mlp.gate_proj", 8: "mlp.up_proj", 9: "mlp.down_proj"}
+
+
+def _effective(mods: tuple[nn.Module, ...]) -> tuple[nn.Module, ...] | str:
+    """``mods`` with each LoRA-wrapped projection replaced by the module the plan runs for it
+    (``adapters.effective``), or why the layer runs as modules (another adapter kind, DoRA, ...)."""
+    lora = adapters.lora_class()
+    out = list(mods)
+    for i, path in _PROJECTIONS.items():
+        m = mods[i]
+        if type(m) is nn.Linear or not adapters.is_adapter(m):
+            continue
+        if lora is None or type(m) is not lora:
+            return f"{path} is a {type(m).__name__} (LoRA layers are merged; other adapters run as modules)"
+        if not all(_runs_as_itself(w) for w in adapters.watched(m)):
+            return f"{path} is a LoRA layer with a hook, a patched forward or training mode in its modules"
+        found = adapters.effective(m)
+        if isinstance(found, str):
+            return f"{path}: {found}"
+        out[i] = found
+    return tuple(out)
+
+
 def _build(model: nn.Module) -> DecodePlan | None:
-    layers = []
+    layers, live = [], []
     for layer in model.layers._modules.values():
         mods = _layer_modules(layer)
         if mods is None:
@@ -276,19 +326,28 @@ def _build(model: nn.Module) -> DecodePlan | None:
         if err is not None:
             why_not(logger, err)
             return None
+        # every module of the layer runs as itself (no hooks, no patched forward, not training) before any
+        # merged copy is made
+        if not all(_runs_as_itself(m) for m in mods if m is not None):
+            return None
+        run = _effective(mods)
+        if isinstance(run, str):
+            why_not(logger, run)
+            return None
         # q/k/v and gate/up run as one product (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain
-        if not fusable(*mods[2:5]) or not fusable(*mods[7:9]):
+        if not fusable(*run[2:5]) or not fusable(*run[7:9]):
             return None
-        layers.append(mods)
-    plan = DecodePlan(model, layers)
+        layers.append(run)
+        live.append(mods)
+    plan = DecodePlan(model, layers, live)
     return plan if all(_runs_as_itself(m) for m in plan.modules) else None
 
 
 def plan_for(model: nn.Module) -> DecodePlan | None:
     """The plan for ``model`` (a described decoder stack with ``layers``), valid for this call, or None when its
     layers must run as modules: training, ``torch.compile`` tracing, global hooks, or layers that are not what
-    their description says (a hook, an adapter, another class)."""
+    their description says (a hook, an adapter other than LoRA on a plain linear, another class)."""
     if model.training or _global_hooks() or torch.compiler.is_compiling():
         return None
     plan = _PLANS.get(model)

@@ -12,7 +12,7 @@ A model opts in with plain data, never with code of this package:
 
 A class that changes ``forward`` without declaring its own role is not described. When a call asks for
 something this runner does not give (attentions or hidden states per layer, an argument it does not
-know), or the layers are not plain (a hook, an adapter, training), it returns None and the model's own
+know), or the layers are not plain (a hook, an adapter the plan does not merge, training), it returns None and the model's own
 ``forward`` runs: the same outputs, module by module.
 """
 from __future__ import annotations

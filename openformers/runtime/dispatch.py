@@ -4,7 +4,7 @@
 model has no hooks, and nothing is being compiled or exported). A family's runtime module registers a
 builder with :func:`register_runner`; the builder looks at the model and the call and returns a
 callable that gives the same outputs as ``model.forward`` would, or ``None`` when its plan does not
-cover the call (an unknown layer, a hook or adapter inside, an argument it does not handle), in which
+cover the call (an unknown layer, a hook or an adapter it does not merge inside, an argument it does not handle), in which
 case the model's own ``forward`` runs. Builders keep what they make in tables of their own, keyed
 weakly by the model; nothing is stored on a module and no parameter is changed.
 """

@@ -16,7 +16,8 @@ parameters keep their storage, strides and values whatever runs.
 Copies are rebuilt when a source tensor is replaced or updated in place (pointer and version counter),
 and are kept in tables of this package keyed weakly by the owning module: copying or pickling a model
 carries none of them. Everything here runs only when no gradient is recorded and the layers are plain
-``nn.Linear`` (or 4-bit) without hooks; adapters and training take the ordinary per-layer path.
+``nn.Linear`` (or 4-bit) without hooks (a LoRA layer reaches here as the runtime's stand-in ``nn.Linear``
+over a merged copy, ``adapters.py``); other adapters and training take the ordinary per-layer path.
 """
 from __future__ import annotations
 

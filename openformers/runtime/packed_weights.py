@@ -157,6 +157,18 @@ def run_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None)
     return _LINEAR(x, packed, bias, "none", [], "")
 
 
+def budgeted_copy(make: Callable[[], torch.Tensor], nbytes: int) -> torch.Tensor | None:
+    """A copy the runtime keeps beside the packed ones (the merged LoRA weights of ``adapters.py``): ``make()``,
+    its ``nbytes`` counted against the same budget until it dies; None (``make`` not called) when they do not
+    fit."""
+    if _state["bytes"] + nbytes > _budget():
+        return None
+    copy = make()
+    _state["bytes"] += nbytes
+    weakref.finalize(copy, _release, nbytes)
+    return copy
+
+
 def packed_bytes() -> int:
     """Bytes held by packed copies in this process."""
     return _state["bytes"]

@@ -218,3 +218,37 @@ def test_config_checks():
     with pytest.raises(ValueError, match="truncation_mode"):
         SFTConfig("o", truncation_mode="middle")
     assert SFTConfig("o").learning_rate == 2e-5 and DPOConfig("o").beta == 0.1 and GRPOConfig("o").loss_type == "dapo"
+
+
+def test_grpo_lora_rollouts_run_on_the_decode_plan(tok, tmp_path, monkeypatch):
+    """With a LoRA adapter, every rollout's generate calls run on the runtime's decode plan (merged copies of the
+    adapted weights, runtime/adapters.py), remade after each optimizer step: after training, a rollout samples the
+    tokens of the module path from the same seed."""
+    from openformers.peft import LoraConfig
+    from openformers.rl import GRPOConfig, GRPOTrainer
+    from openformers.runtime import adapters, decode, decoder
+
+    plans = []
+    real = decode.plan_for
+    monkeypatch.setattr(decoder, "plan_for", lambda m: plans.append(real(m)) or plans[-1])
+    data = [{"prompt": f"say {w} :"} for w in ("cat", "dog", "sun", "moon")]
+    args = GRPOConfig(str(tmp_path / "out"), gradient_checkpointing=False, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=4, max_steps=2, learning_rate=5e-2, beta=0.0,
+                      logging_steps=1, save_strategy="no", report_to="none")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(tiny_word_llama(), reward_funcs=lambda completions, **_: [float(len(c)) for c in completions],
+                          args=args, train_dataset=data, processing_class=tok, peft_config=lora)
+    trainer.train()
+    assert plans and all(p is not None for p in plans)  # both steps' rollouts: prefill and every decode step
+    q = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert float(q.lora_B["default"].weight.detach().abs().sum()) > 0  # the steps moved the adapter
+    plans.clear()
+    torch.manual_seed(7)
+    on_plan = trainer._generate_and_score(data[:1])
+    assert plans and all(p is not None for p in plans)
+    torch.testing.assert_close(adapters.merged_of(q).weight, q.base_layer.weight + q.get_delta_weight("default"),
+                               atol=1e-6, rtol=0)
+    monkeypatch.setattr(decoder, "plan_for", lambda m: None)
+    torch.manual_seed(7)
+    on_modules = trainer._generate_and_score(data[:1])
+    assert torch.equal(on_plan["completion_ids"], on_modules["completion_ids"])
