@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from openformers.modules.dense import is_plain_linear
 from openformers.runtime.packed_weights import budgeted_copy, tensor_version
 
 # LoRA layer -> (its sources, their (pointer, version), its state key, the stand-in nn.Linear)
@@ -47,7 +48,7 @@ def is_adapter(m: nn.Module) -> bool:
 
 
 def _plain(m: Any) -> bool:
-    return type(m) is nn.Linear and m._parameters.get("bias") is None and m._parameters.get("weight") is not None
+    return is_plain_linear(m) and m._parameters.get("bias") is None and m._parameters.get("weight") is not None
 
 
 def terms(m: nn.Module) -> tuple[list[tuple[str, float, nn.Module, nn.Module, nn.Module]], str | None]:
@@ -55,7 +56,7 @@ def terms(m: nn.Module) -> tuple[list[tuple[str, float, nn.Module, nn.Module, nn
     lora_B, dropout)``, and None; or ``([], reason)`` when the runtime does not run the layer (see the module
     docstring). No terms and no reason: the base layer alone."""
     base = m._modules["base_layer"]
-    if type(base) is not nn.Linear:
+    if not is_plain_linear(base):
         return [], f"a LoRA layer over a {type(base).__name__} (a plain nn.Linear base is merged)"
     if m.fan_in_fan_out:
         return [], "a LoRA layer with fan_in_fan_out=True over an nn.Linear"

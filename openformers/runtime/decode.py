@@ -302,7 +302,7 @@ def _effective(mods: tuple[nn.Module, ...]) -> tuple[nn.Module, ...] | str:
     out = list(mods)
     for i, path in _PROJECTIONS.items():
         m = mods[i]
-        if type(m) is nn.Linear or not adapters.is_adapter(m):
+        if is_plain_linear(m) or not adapters.is_adapter(m):
             continue
         if lora is None or type(m) is not lora:
             return f"{path} is a {type(m).__name__} (LoRA layers are merged; other adapters run as modules)"
