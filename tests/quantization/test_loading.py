@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from openformers.modules.dense import is_plain_linear
 from openformers import AutoModelForCausalLM, BitsAndBytesConfig
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
 from openformers.quantization import Linear4bit, Linear8bitLt, quantize_model, quantized_weight_bytes
@@ -46,7 +47,7 @@ def test_quantized_load_memory_and_outputs(tiny, kind):
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(**CONFIGS[kind]))
     layers = _quantized_layers(model)
     assert len(layers) == 14  # 7 projections x 2 layers
-    assert type(model.lm_head) is nn.Linear and type(model.model.embed_tokens) is nn.Embedding
+    assert is_plain_linear(model.lm_head) and type(model.model.embed_tokens) is nn.Embedding
     assert model.lm_head.weight.dtype == torch.float32
     assert model.is_loaded_in_4bit == kind.startswith(("nf4", "fp4")) and model.is_loaded_in_8bit == (kind == "int8")
     packed, full = quantized_weight_bytes(model)
@@ -94,9 +95,9 @@ def test_skip_modules_stay_float(tiny):
     path, *_ = tiny
     cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["down_proj", "model.layers.1.self_attn.q_proj", "layers.1.mlp"])
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg)
-    assert type(model.model.layers[0].mlp.down_proj) is nn.Linear
-    assert type(model.model.layers[1].self_attn.q_proj) is nn.Linear
-    assert type(model.model.layers[1].mlp.up_proj) is nn.Linear
+    assert is_plain_linear(model.model.layers[0].mlp.down_proj)
+    assert is_plain_linear(model.model.layers[1].self_attn.q_proj)
+    assert is_plain_linear(model.model.layers[1].mlp.up_proj)
     assert isinstance(model.model.layers[0].self_attn.q_proj, Linear8bitLt)
     assert isinstance(model.model.layers[0].mlp.up_proj, Linear8bitLt)
     assert len(_quantized_layers(model)) == 14 - 5
@@ -171,7 +172,7 @@ def test_gguf_file_is_requantized_layer_by_layer(tmp_path):
     from_gguf = AutoModelForCausalLM.from_pretrained(gguf_path, quantization_config=cfg)
     from_st = AutoModelForCausalLM.from_pretrained(tmp_path / "st", quantization_config=cfg)
     layers = _quantized_layers(from_gguf)
-    assert len(layers) == 14 and type(from_gguf.lm_head) is nn.Linear
+    assert len(layers) == 14 and is_plain_linear(from_gguf.lm_head)
     # the F32 file holds the same floats, so the packed codes are the same bytes
     st_layers = _quantized_layers(from_st)
     for name, layer in layers.items():
