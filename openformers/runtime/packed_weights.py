@@ -14,8 +14,8 @@ The copy is extra memory (the packed bytes of each weight used that way), so it 
   ordinary GEMM;
 * while all packed copies of the process stay within a budget: a quarter of the machine's
   memory (of the container's limit, when lower), or ``OPENFORMERS_PACKED_WEIGHTS_MAX_MB``.
-  ``OPENFORMERS_PACKED_WEIGHTS=0`` (or ``false``, ``no``, ``off``) in the environment, read at
-  import, turns packing off.
+  ``OPENFORMERS_PACKED_WEIGHTS=0`` (or ``false``, ``no``, ``off``) in the environment turns packing off;
+  both are read through ``core/settings.py`` (once per process) when this module is imported.
 
 A copy is kept in a table of this module keyed weakly by the module that owns the weight (nothing is
 stored on the module: copying and pickling it carry no copy) and is rebuilt when a source weight is replaced, re-pointed or updated in place
@@ -31,11 +31,12 @@ from collections.abc import Callable
 
 import torch
 
+from openformers.core import settings
+
 PACK_MAX_ROWS = 32
 _BATCH_HINT = 8  # rows oneDNN lays the weight out for
 _state = {
-    "enabled": os.environ.get("OPENFORMERS_PACKED_WEIGHTS", "1").strip().lower() not in ("0", "false", "no", "off")
-    and torch.backends.mkldnn.is_available(),
+    "enabled": settings.get("OPENFORMERS_PACKED_WEIGHTS") and torch.backends.mkldnn.is_available(),
     "bytes": 0,
     "budget": None,
 }
@@ -45,14 +46,9 @@ _COPIES: "weakref.WeakKeyDictionary[object, dict[str, tuple]]" = weakref.WeakKey
 
 def _budget() -> int:
     if _state["budget"] is None:
-        limit = os.environ.get("OPENFORMERS_PACKED_WEIGHTS_MAX_MB")
-        if limit is not None:
-            try:
-                megabytes = float(limit)
-            except ValueError:
-                raise ValueError(f"OPENFORMERS_PACKED_WEIGHTS_MAX_MB={limit!r} is not a number of megabytes; "
-                                 "set it to one (0 makes no packed copies) or unset it") from None
-            _state["budget"] = int(max(megabytes, 0.0) * 2**20)
+        megabytes = settings.get("OPENFORMERS_PACKED_WEIGHTS_MAX_MB")
+        if megabytes is not None:
+            _state["budget"] = int(megabytes * 2**20)
         else:
             _state["budget"] = _memory_limit() // 4
     return _state["budget"]

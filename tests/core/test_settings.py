@@ -125,3 +125,16 @@ def test_the_library_reads_them_through_the_module(monkeypatch, tmp_path) -> Non
     monkeypatch.delenv("OPENFORMERS_HUB")
     assert not hub.is_offline() and hub.local_hub_dirs() == []
     assert allocator.allocator_chosen_by_user({}) is False
+
+
+def test_no_module_reads_an_openformers_variable_itself():
+    """Every OPENFORMERS_* variable is read through this module (one parsing everywhere); setting one (the CLI
+    passing a flag on to the library) is fine."""
+    import re
+    from pathlib import Path
+
+    root = Path(settings.__file__).resolve().parents[1]
+    read = re.compile(r"""(environ\.get\(|getenv\(|environ\[)\s*["']OPENFORMERS_[A-Z_]*["']\s*(\](?!\s*=)|,|\))""")
+    found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.name != "settings.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if read.search(line)]
+    assert found == []

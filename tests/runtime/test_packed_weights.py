@@ -11,8 +11,17 @@ import pytest
 import torch
 
 from openformers.models.llama import LlamaConfig, LlamaForCausalLM
+from openformers.core import settings
 from openformers.runtime import packed_weights
 from openformers.runtime.packed_weights import packed_bytes
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_again():
+    """Tests here change OPENFORMERS_PACKED_WEIGHTS_MAX_MB: the value read once per process is forgotten after
+    each (monkeypatch has put the environment back by then)."""
+    yield
+    settings.reload()
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
 
@@ -133,6 +142,7 @@ def test_default_budget_is_a_quarter_of_the_memory_limit(monkeypatch, tmp_path):
         return fake_open
 
     monkeypatch.delenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", raising=False)
+    settings.reload()
     monkeypatch.setattr(packed_weights, "open", container(str(1 << 30)), raising=False)  # a 1 GiB container
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == (1 << 30) // 4
@@ -140,12 +150,14 @@ def test_default_budget_is_a_quarter_of_the_memory_limit(monkeypatch, tmp_path):
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == physical // 4
     monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "3")
+    settings.reload()
     monkeypatch.setitem(packed_weights._state, "budget", None)
     assert packed_weights._budget() == 3 * 2**20
 
 
 def test_a_budget_that_is_not_a_number_is_named_in_the_error(monkeypatch):
     monkeypatch.setenv("OPENFORMERS_PACKED_WEIGHTS_MAX_MB", "lots")
+    settings.reload()
     monkeypatch.setitem(packed_weights._state, "budget", None)
     with pytest.raises(ValueError, match="OPENFORMERS_PACKED_WEIGHTS_MAX_MB='lots' is not a number"):
         packed_weights._budget()
