@@ -10,6 +10,7 @@ from openformers import AutoModelForCausalLM, AutoTokenizer
 from openformers.serving import Engine, SamplingParams
 from openformers.serving.cache import SlotCache
 from openformers.serving.json_mode import START, run
+from tests.serving.conftest import EngineEvents
 
 
 @pytest.fixture(scope="module")
@@ -23,27 +24,12 @@ def _prompts(tokenizer, n: int) -> list[list[int]]:
 
 
 def _run_all(engine: Engine, prompts: list[list[int]], params: list[SamplingParams], stagger: bool = False):
-    events = {i: [] for i in range(len(prompts))}
-    done = threading.Event()
-    left = [len(prompts)]
-    lock = threading.Lock()
-
-    def sink_for(i):
-        def sink(ev):
-            events[i].append(ev)
-            if ev.finish_reason is not None:
-                with lock:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        done.set()
-        return sink
-
+    collected = EngineEvents(len(prompts))
     for i, (p, sp) in enumerate(zip(prompts, params)):
-        engine.submit(p, sp, sink_for(i))
+        engine.submit(p, sp, collected.sink_for(i))
         if stagger and i % 3 == 0:
             threading.Event().wait(0.02)  # requests join a batch already decoding
-    assert done.wait(120), "the engine did not finish every request"
-    return events
+    return collected.wait(120)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from openformers.runtime.decode import _rows_of
 from openformers.runtime.native_step import NativeStep
 from openformers.serving import Engine, SamplingParams
 from openformers.serving.cache import SlotCache
+from tests.serving.conftest import EngineEvents, build_tiny_llama
 
 pytestmark = pytest.mark.skipif(not int4_native.fast(), reason="the native step needs the AVX-512 BF16 build")
 
@@ -21,19 +22,8 @@ pytestmark = pytest.mark.skipif(not int4_native.fast(), reason="the native step 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random Llama whose sizes the native 4-bit kernel reads (columns a multiple of 64)."""
-    import openformers
-    from openformers.models.llama import LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama-64")
-    tokenizer = AutoTokenizer.from_pretrained(openformers.embedded_model_path("smollm2"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         initializer_range=0.2, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-64"), hidden_size=64, intermediate_size=128,
+                            initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -74,23 +64,12 @@ def test_native_rows_greedy_equals_generate(models, spy, kind):
     prompts = [tokenizer(f"Prompt {i}: " + "word " * (3 + 7 * i) + "end")["input_ids"] for i in range(7)]
     max_tokens = [10 + 3 * (i % 4) for i in range(7)]
     engine = Engine(model, tokenizer, max_batch_size=8, prefill_chunk=48)
-    events = {i: [] for i in range(len(prompts))}
-    done = threading.Event()
-    left = [len(prompts)]
-    lock = threading.Lock()
-
-    def sink_for(i):
-        def sink(ev):
-            events[i].append(ev)
-            if ev.finish_reason is not None:
-                with lock:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        done.set()
-        return sink
+    collected = EngineEvents(len(prompts))
+    events = collected.events
 
     def submit(i):
-        engine.submit(prompts[i], SamplingParams(max_tokens=max_tokens[i], temperature=0, ignore_eos=True), sink_for(i))
+        engine.submit(prompts[i], SamplingParams(max_tokens=max_tokens[i], temperature=0, ignore_eos=True),
+                      collected.sink_for(i))
 
     for i in range(4):  # queued before the engine runs: they decode together, at 4 different lengths
         submit(i)
@@ -102,7 +81,7 @@ def test_native_rows_greedy_equals_generate(models, spy, kind):
             threading.Event().wait(0.01)
         for i in range(4, len(prompts)):
             submit(i)
-        assert done.wait(300), "the engine did not finish every request"
+        collected.wait(300)
     finally:
         engine.stop()
     for i, p in enumerate(prompts):
