@@ -154,7 +154,6 @@ typedef __m512 vf;
 typedef __m512i vi;
 static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
 static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
-static inline void vf_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
 static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 static inline float vf_sum(vf v) { return _mm512_reduce_add_ps(v); }
 static inline vi vi_bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
@@ -171,7 +170,6 @@ typedef __m256 vf;
 typedef __m256i vi;
 static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
 static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
-static inline void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
 static inline vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 static inline float vf_sum(vf v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -447,152 +445,16 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
 #endif
 }
 
-#if OF_F32_LANES
-/* Several activation rows (of_int4_matmul): each tile of 4 weight rows is unpacked to float32 once into a
- * scratch of 4 * in floats (per pair and row: the OF_CHUNKS low-nibble vectors, then the high-nibble ones,
- * row_pair's lanes), which every block of up to 4 activation rows then reads. The sums are rows_product's,
- * in its order: a row gives the same bits alone, in a block, or in a call of any number of rows. */
-static void tile_unpack(const uint8_t *qt, int64_t pairs, float *ws) {
-    for (int64_t p = 0; p < pairs; p++, qt += 128)
-        for (int k = 0; k < 4; k++, ws += 64)
-            for (int c = 0; c < OF_CHUNKS; c++) {
-                vi v = vi_bytes(qt + k * 32 + c * OF_F32_LANES);
-                vf_store(ws + c * OF_F32_LANES, vf_low(v));
-                vf_store(ws + 32 + c * OF_F32_LANES, vf_high(v));
-            }
-}
-
-/* t of one weight row for one pair: its unpacked nibbles at wv (row_dot's order), the activations in registers */
-static inline vf tile_dot(const float *wv, const vf *xl, const vf *xh) {
-    vf t = vf_zero();
-    for (int c = 0; c < OF_CHUNKS; c++) {
-        t = vf_fma(vf_load(wv + c * OF_F32_LANES), xl[c], t);
-        t = vf_fma(vf_load(wv + 32 + c * OF_F32_LANES), xh[c], t);
-    }
-    return t;
-}
-
-/* rows r .. r + 3 of one activation row (x, sums: its arranged values and group sums) from the unpacked tile
- * ws and its (scale, zero) pairs zt: the pair's activations stay in registers, the weights are read from ws */
-static void tile_row(const float *ws, const uint16_t *zt, int64_t pairs, const float *x, const float *sums,
-                     float *y32, uint16_t *y16, int64_t r) {
-    vf a0 = vf_zero(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 f = _mm256_setzero_ps();
-    for (int64_t p = 0; p < pairs; p++, x += 64, ws += 256, zt += 16) {
-        vf xl[OF_CHUNKS], xh[OF_CHUNKS];
-        for (int c = 0; c < OF_CHUNKS; c++) {
-            xl[c] = vf_load(x + c * OF_F32_LANES);
-            xh[c] = vf_load(x + 32 + c * OF_F32_LANES);
-        }
-        f = tile_offsets(zt, sums + 2 * p, f);
-        a0 = vf_fma(vf_scales(zt), tile_dot(ws, xl, xh), a0);
-        a1 = vf_fma(vf_scales(zt + 4), tile_dot(ws + 64, xl, xh), a1);
-        a2 = vf_fma(vf_scales(zt + 8), tile_dot(ws + 128, xl, xh), a2);
-        a3 = vf_fma(vf_scales(zt + 12), tile_dot(ws + 192, xl, xh), a3);
-    }
-    float o[8];
-    _mm256_storeu_ps(o, f);
-    float res[4] = {vf_sum(a0), vf_sum(a1), vf_sum(a2), vf_sum(a3)};
-    for (int k = 0; k < 4; k++) {
-        float v = res[k] + o[2 * k] + o[2 * k + 1];
-        if (y32) y32[r + k] = v; else y16[r + k] = to_bf16(v);
-    }
-}
-
-/* tile_row for two activation rows at once (8 independent sums a pair; each weight vector read once for both),
- * the same sums per row in the same order */
-static void tile_row2(const float *ws, const uint16_t *zt, int64_t pairs, const float *x, const float *x2,
-                      const float *sums, const float *sums2, float *y32, float *y32b, uint16_t *y16, uint16_t *y16b,
-                      int64_t r) {
-    vf a0 = vf_zero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    __m256 f = _mm256_setzero_ps(), g = f;
-    for (int64_t p = 0; p < pairs; p++, x += 64, x2 += 64, ws += 256, zt += 16) {
-        vf xl[OF_CHUNKS], xh[OF_CHUNKS], zl[OF_CHUNKS], zh[OF_CHUNKS];
-        for (int c = 0; c < OF_CHUNKS; c++) {
-            xl[c] = vf_load(x + c * OF_F32_LANES);
-            xh[c] = vf_load(x + 32 + c * OF_F32_LANES);
-            zl[c] = vf_load(x2 + c * OF_F32_LANES);
-            zh[c] = vf_load(x2 + 32 + c * OF_F32_LANES);
-        }
-        f = tile_offsets(zt, sums + 2 * p, f);
-        g = tile_offsets(zt, sums2 + 2 * p, g);
-#define OF_ROW2(k, acc, acc2)                                                  \
-    {                                                                          \
-        const float *wv = ws + (k) * 64;                                       \
-        vf t = vf_zero(), u = vf_zero();                                       \
-        for (int c = 0; c < OF_CHUNKS; c++) {                                  \
-            vf lo = vf_load(wv + c * OF_F32_LANES);                            \
-            t = vf_fma(lo, xl[c], t);                                          \
-            u = vf_fma(lo, zl[c], u);                                          \
-            vf hi = vf_load(wv + 32 + c * OF_F32_LANES);                       \
-            t = vf_fma(hi, xh[c], t);                                          \
-            u = vf_fma(hi, zh[c], u);                                          \
-        }                                                                      \
-        vf s = vf_scales(zt + (k) * 4);                                        \
-        acc = vf_fma(s, t, acc);                                               \
-        acc2 = vf_fma(s, u, acc2);                                             \
-    }
-        OF_ROW2(0, a0, b0) OF_ROW2(1, a1, b1) OF_ROW2(2, a2, b2) OF_ROW2(3, a3, b3)
-#undef OF_ROW2
-    }
-    float o[8], o2[8];
-    _mm256_storeu_ps(o, f);
-    _mm256_storeu_ps(o2, g);
-    float res[4] = {vf_sum(a0), vf_sum(a1), vf_sum(a2), vf_sum(a3)};
-    float res2[4] = {vf_sum(b0), vf_sum(b1), vf_sum(b2), vf_sum(b3)};
-    for (int k = 0; k < 4; k++) {
-        float v = res[k] + o[2 * k] + o[2 * k + 1], v2 = res2[k] + o2[2 * k] + o2[2 * k + 1];
-        if (y32) {
-            y32[r + k] = v;
-            y32b[r + k] = v2;
-        } else {
-            y16[r + k] = to_bf16(v);
-            y16b[r + k] = to_bf16(v2);
-        }
-    }
-}
-
-/* tiles [t0, t1) of Y = X W^T for rows > 1 prepared rows, with a scratch of 4 * in floats */
-static void tiles_product_f32(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t rows,
-                              int64_t t0, int64_t t1, char *y, int y_bf16, float *ws) {
-    const int64_t in = w->in, pairs = in / 64, groups = in / 32, rowbytes = in / 2, ysize = y_bf16 ? 2 : 4;
-    for (int64_t c = t0; c < t1; c++) {
-        const uint16_t *zt = w->sz + c * 4 * in / 16;
-        tile_unpack(w->q + c * 4 * rowbytes, pairs, ws);
-        int64_t i = 0;
-        for (; OF_F32_LANES == 16 && i + 2 <= rows; i += 2) {  /* AVX2's 16 registers hold one row's activations */
-            char *yr = y + i * w->out * ysize, *yr2 = yr + w->out * ysize;
-            tile_row2(ws, zt, pairs, xa + i * in, xa + (i + 1) * in, sums + i * groups, sums + (i + 1) * groups,
-                      y_bf16 ? NULL : (float *)yr, y_bf16 ? NULL : (float *)yr2, y_bf16 ? (uint16_t *)yr : NULL,
-                      y_bf16 ? (uint16_t *)yr2 : NULL, c * 4);
-        }
-        for (; i < rows; i++) {
-            char *yr = y + i * w->out * ysize;
-            tile_row(ws, zt, pairs, xa + i * in, sums + i * groups, y_bf16 ? NULL : (float *)yr,
-                     y_bf16 ? (uint16_t *)yr : NULL, c * 4);
-        }
-    }
-}
-#endif
-
 /* Y = X W^T for `rows` prepared rows (xa: rows * in, sums: rows * in / 32), tiles split over the threads;
  * each thread runs its tiles for every block of 4 rows while they are in its cache. */
 static void product(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t rows, char *y, int y_bf16,
-                    int threads, float *scratch) {
+                    int threads) {
     const int64_t tiles = w->out / 4, in = w->in, groups = in / 32, ysize = y_bf16 ? 2 : 4;
     if (tiles < 8) threads = 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         int64_t t0 = tiles * t / n, t1 = tiles * (t + 1) / n;
-#if OF_F32_LANES
-        if (rows > 1) {  /* each tile unpacked once for all rows: this thread's 4 * in floats of the scratch */
-            tiles_product_f32(w, xa, sums, rows, t0, t1, y, y_bf16, scratch + (int64_t)t * 4 * in);
-            t1 = t0;
-        }
-#else
-        (void)scratch;
-#endif
         for (int64_t c0 = t0; c0 < t1; c0 += 16) {  /* 16 tiles (64 weight rows) at a time, all x rows */
             int64_t c1 = c0 + 16 < t1 ? c0 + 16 : t1;
             if (rows == 1) {
@@ -618,35 +480,17 @@ static void product(const of_int4_weight *w, const of_act *xa, const float *sums
     }
 }
 
-/* y[rows][out] = x[rows][in] W^T, x and y float32 (x_bf16 / y_bf16 == 0) or bfloat16. Returns 0, -1 when the
- * scratch memory could not be had, -2 for sizes the weight's layout cannot have (out a positive multiple of 4,
- * in of 64) or rows < 0. */
+/* y[rows][out] = x[rows][in] W^T, x and y float32 (x_bf16 / y_bf16 == 0) or bfloat16. Returns 0, or -1
+ * when the scratch memory could not be had. */
 int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t rows, void *y, int y_bf16,
                    int threads) {
-    if (!w || w->out <= 0 || w->out % 4 || w->in <= 0 || w->in % 64 || rows < 0 || w->in > ((int64_t)1 << 40))
-        return -2;
-    if (rows == 0) return 0;
     const int64_t in = w->in, groups = in / 32;
-    if (threads < 1) threads = 1;
-    int64_t per_row = in * (int64_t)sizeof(of_act) + groups * 4;
-    if (rows > (INT64_MAX / 2 - 64) / per_row) return -2;
-    of_act *xa = (of_act *)malloc((size_t)(rows * per_row + 64));
+    of_act *xa = (of_act *)malloc(rows * (in * sizeof(of_act) + groups * 4) + 64);
     if (!xa) return -1;
-    float *scratch = NULL;
-#if OF_F32_LANES
-    if (rows > 1) {  /* one unpacked tile per thread */
-        scratch = (float *)malloc((size_t)threads * 4 * (size_t)in * sizeof(float));
-        if (!scratch) {
-            free(xa);
-            return -1;
-        }
-    }
-#endif
     float *sums = (float *)(xa + rows * in);
     for (int64_t i = 0; i < rows; i++)
         arrange((const char *)x + i * in * (x_bf16 ? 2 : 4), x_bf16, in, xa + i * in, sums + i * groups);
-    product(w, xa, sums, rows, (char *)y, y_bf16, threads, scratch);
-    free(scratch);
+    product(w, xa, sums, rows, (char *)y, y_bf16, threads);
     free(xa);
     return 0;
 }
