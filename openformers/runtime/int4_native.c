@@ -314,10 +314,12 @@ static void rows_product(const of_int4_weight *w, const of_act *xa, const float 
     }
 }
 
-/* tiles [r0, r1) of Y = X W^T for up to 4 prepared rows of X at once (nx of them; the others are read but
- * not written): each weight tile is unpacked once for all of them. y32 / y16: output row pointers. */
-static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, const float *const *sums, int nx,
-                            int64_t r0, int64_t r1, float *const *y32, uint16_t *const *y16) {
+/* the body of rows_product_x4 (below) */
+static inline __attribute__((always_inline)) void x4_body(const of_int4_weight *w, const of_act *const *xa,
+                                                          const float *const *sums, const int nx, int64_t r0,
+                                                          int64_t r1, float *const *y32, uint16_t *const *y16) {
+    /* nx is a constant where this is inlined (rows_product_x4): the sums of rows that are not written are not
+     * computed (a block of 2 rows costs 2, not 4) */
 #if OF_F32_LANES
     /* the sums of rows_product in the same order (the same bits for a row alone or in a block of 4); 4 weight
      * rows a pass with 16 lanes (16 accumulators), 1 with 8 (AVX2 has 16 registers). Named accumulators: an
@@ -339,9 +341,9 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
                 const float *x0 = xa[0] + p * 64, *x1 = xa[1] + p * 64, *x2 = xa[2] + p * 64, *x3 = xa[3] + p * 64;
                 if (kh == 0) {
                     f0 = tile_offsets(zt, sums[0] + 2 * p, f0);
-                    f1 = tile_offsets(zt, sums[1] + 2 * p, f1);
-                    f2 = tile_offsets(zt, sums[2] + 2 * p, f2);
-                    f3 = tile_offsets(zt, sums[3] + 2 * p, f3);
+                    if (nx > 1) f1 = tile_offsets(zt, sums[1] + 2 * p, f1);
+                    if (nx > 2) f2 = tile_offsets(zt, sums[2] + 2 * p, f2);
+                    if (nx > 3) f3 = tile_offsets(zt, sums[3] + 2 * p, f3);
                 }
 #define OF_X4_ROW(k, c0, c1, c2, c3)                                                   \
     {                                                                                  \
@@ -353,9 +355,9 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
             hi[c] = vf_high(v);                                                        \
         }                                                                              \
         c0 = vf_fma(s, row_dot(lo, hi, x0), c0);                                       \
-        c1 = vf_fma(s, row_dot(lo, hi, x1), c1);                                       \
-        c2 = vf_fma(s, row_dot(lo, hi, x2), c2);                                       \
-        c3 = vf_fma(s, row_dot(lo, hi, x3), c3);                                       \
+        if (nx > 1) c1 = vf_fma(s, row_dot(lo, hi, x1), c1);                           \
+        if (nx > 2) c2 = vf_fma(s, row_dot(lo, hi, x2), c2);                           \
+        if (nx > 3) c3 = vf_fma(s, row_dot(lo, hi, x3), c3);                           \
     }
                 OF_X4_ROW(0, a00, a01, a02, a03)
 #if OF_F32_LANES == 16
@@ -405,7 +407,7 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
             const uint16_t *zt = w->sz + r * in / 16;
             for (int64_t p = 0; p < pairs; p++, qt += 128, zt += 16) {
                 __m512bh xl[4], xh[4];
-                for (int j = 0; j < 4; j++) {
+                for (int j = 0; j < nx; j++) {
                     xl[j] = (__m512bh)_mm512_loadu_si512(xa[j] + p * 64);
                     xh[j] = (__m512bh)_mm512_loadu_si512(xa[j] + p * 64 + 32);
                 }
@@ -413,7 +415,7 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
                     __m256i sz = _mm256_loadu_si256((const __m256i *)zt);
                     __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(sz, 16));
                     __m256 off = _mm256_fnmadd_ps(k136, sc, _mm256_castsi256_ps(_mm256_and_si256(sz, high)));
-                    for (int j = 0; j < 4; j++)
+                    for (int j = 0; j < nx; j++)
                         offs[j] = _mm256_fmadd_ps(off, _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(sums[j] + 2 * p))), offs[j]);
                 }
                 for (int k = 0; k < 2; k++) {
@@ -422,7 +424,7 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
                     __m512i hi = _mm512_or_si512(_mm512_srli_epi16(v, 4), bias);
                     __m512 s = _mm512_castsi512_ps(
                         _mm512_slli_epi32(_mm512_set1_epi64(*(const int64_t *)(zt + (kh + k) * 4)), 16));
-                    for (int j = 0; j < 4; j++) {
+                    for (int j = 0; j < nx; j++) {
                         __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)lo, xl[j]);
                         t = _mm512_dpbf16_ps(t, (__m512bh)hi, xh[j]);
                         acc[k][j] = _mm512_fmadd_ps(s, t, acc[k][j]);
@@ -430,7 +432,7 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
                 }
             }
             if (kh == 0)
-                for (int j = 0; j < 4; j++) _mm256_storeu_ps(o[j], offs[j]);
+                for (int j = 0; j < nx; j++) _mm256_storeu_ps(o[j], offs[j]);
             for (int j = 0; j < nx; j++)
                 for (int k = 0; k < 2; k++) {
                     int row = kh + k;
@@ -445,6 +447,21 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
 #endif
 }
 
+/* tiles [r0, r1) of Y = X W^T for up to 4 prepared rows of X at once (nx of them; the pointers of the others
+ * are not read): each weight tile is unpacked once for all of them. y32 / y16: output row pointers. */
+static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, const float *const *sums, int nx,
+                            int64_t r0, int64_t r1, float *const *y32, uint16_t *const *y16) {
+    switch (nx) {
+        case 1: x4_body(w, xa, sums, 1, r0, r1, y32, y16); break;
+        case 2: x4_body(w, xa, sums, 2, r0, r1, y32, y16); break;
+        case 3: x4_body(w, xa, sums, 3, r0, r1, y32, y16); break;
+        default: x4_body(w, xa, sums, 4, r0, r1, y32, y16); break;
+    }
+}
+
+#ifndef OF_BLOCK
+#define OF_BLOCK 4
+#endif
 /* Y = X W^T for `rows` prepared rows (xa: rows * in, sums: rows * in / 32), tiles split over the threads;
  * each thread runs its tiles for every block of 4 rows while they are in its cache. */
 static void product(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t rows, char *y, int y_bf16,
@@ -461,8 +478,8 @@ static void product(const of_int4_weight *w, const of_act *xa, const float *sums
                 rows_product(w, xa, sums, c0 * 4, c1 * 4, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL);
                 continue;
             }
-            for (int64_t i = 0; i < rows; i += 4) {
-                int nx = rows - i < 4 ? (int)(rows - i) : 4;
+            for (int64_t i = 0; i < rows; i += OF_BLOCK) {
+                int nx = rows - i < OF_BLOCK ? (int)(rows - i) : OF_BLOCK;
                 const of_act *xs[4];
                 const float *ss[4];
                 float *y32[4];
