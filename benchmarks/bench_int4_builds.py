@@ -5,7 +5,8 @@ groups of 32, bfloat16 scales), for several row counts (1 = a batch-1 decode ste
 prompt): the native kernel built with ``--flags`` added (``-mno-avx512bf16``: the AVX-512F float32 products
 of a CPU without AVX-512 BF16; ``-march=x86-64-v3``: AVX2 + FMA; none: this CPU's best) against
 ``torch.ops.aten._weight_int4pack_mm_for_cpu`` on bfloat16 activations. One thread, timed in CPU seconds
-of that thread (best of 5 rounds), so that other load on the machine counts little.
+of that thread (best of 7 rounds, the two kernels taking turns in each), so that other load on the machine
+counts little.
 
 PyTorch picks its kernels by the CPU at run time; to compare with what it runs on a CPU without some
 instructions, hold it to them before the run: ``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
@@ -25,16 +26,20 @@ from openformers.quantization import QuantizedLinear
 from openformers.runtime import int4_native
 
 
-def cpu_us(fn, calls: int) -> float:
-    """The least thread CPU time of one call over 5 rounds of ``calls``, in microseconds."""
-    fn()
-    best = float("inf")
-    for _ in range(5):
-        start = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - start) / calls)
-    return best * 1e6
+def cpu_us(fns, calls: int, rounds: int = 7) -> list[float]:
+    """The least thread CPU time of one call of each of ``fns`` over ``rounds`` rounds of ``calls``, in
+    microseconds; the functions take turns within each round, so that a change in the other load on the machine
+    (another thread on the same core slows a product bound by its multiply-adds) falls on all of them alike."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.thread_time()
+            for _ in range(calls):
+                fn()
+            best[i] = min(best[i], (time.thread_time() - start) / calls)
+    return [b * 1e6 for b in best]
 
 
 def main() -> None:
@@ -59,9 +64,9 @@ def main() -> None:
             x = torch.randn(rows, in_f, generator=g)
             xb = x.bfloat16()
             calls = max(2, 400 // rows)
-            ours = cpu_us(lambda: kernel(x, torch.float32), calls)
-            theirs = cpu_us(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, layer.qweight, 32,
-                                                                               layer.scales_and_zeros), calls)
+            ours, theirs = cpu_us([lambda: kernel(x, torch.float32),
+                                   lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, layer.qweight, 32,
+                                                                                      layer.scales_and_zeros)], calls)
             print(f"{out_f:>5}x{in_f:<4} {rows:>4} {ours:>9.0f} {theirs:>8.0f} {theirs / ours:>13.2f}x", flush=True)
     print(f"load average at the end {open('/proc/loadavg').read().split()[:3]}")
 

@@ -497,17 +497,24 @@ static void product(const of_int4_weight *w, const of_act *xa, const float *sums
     }
 }
 
-/* y[rows][out] = x[rows][in] W^T, x and y float32 (x_bf16 / y_bf16 == 0) or bfloat16. Returns 0, or -1
- * when the scratch memory could not be had. */
+/* y[rows][out] = x[rows][in] W^T, x and y float32 (x_bf16 / y_bf16 == 0) or bfloat16. Returns 0, -1 when the
+ * scratch memory could not be had, -2 for sizes the weight's layout cannot have (out a positive multiple of 4,
+ * in of 64) or rows < 0. The arranged activations start on a 64-byte boundary, and so does each row of them
+ * (in is a multiple of 64): a vector load never spans two cache lines, whatever address malloc gives. */
 int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t rows, void *y, int y_bf16,
                    int threads) {
-    const int64_t in = w->in, groups = in / 32;
-    of_act *xa = (of_act *)malloc(rows * (in * sizeof(of_act) + groups * 4) + 64);
+    if (!w || w->out <= 0 || w->out % 4 || w->in <= 0 || w->in % 64 || w->in > ((int64_t)1 << 40) || rows < 0)
+        return -2;
+    if (rows == 0) return 0;
+    const int64_t in = w->in, groups = in / 32, per_row = in * (int64_t)sizeof(of_act) + groups * 4;
+    if (rows > (INT64_MAX / 2) / per_row) return -2;
+    size_t bytes = (size_t)((rows * per_row + 63) / 64 * 64);
+    of_act *xa = (of_act *)aligned_alloc(64, bytes);
     if (!xa) return -1;
     float *sums = (float *)(xa + rows * in);
     for (int64_t i = 0; i < rows; i++)
         arrange((const char *)x + i * in * (x_bf16 ? 2 : 4), x_bf16, in, xa + i * in, sums + i * groups);
-    product(w, xa, sums, rows, (char *)y, y_bf16, threads);
+    product(w, xa, sums, rows, (char *)y, y_bf16, threads < 1 ? 1 : threads);
     free(xa);
     return 0;
 }

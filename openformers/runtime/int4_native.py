@@ -196,8 +196,12 @@ class NativeInt4:
         if x.shape[0] == 0:
             return torch.empty(0, self.out_features, dtype=out_dtype)
         y = torch.empty(x.shape[0], self.out_features, dtype=out_dtype)
-        if self.lib.of_int4_matmul(self.ref, x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], y.data_ptr(),
-                                   int(out_dtype == torch.bfloat16), torch.get_num_threads()) != 0:
+        rc = self.lib.of_int4_matmul(self.ref, x.data_ptr(), int(x.dtype == torch.bfloat16), x.shape[0], y.data_ptr(),
+                                     int(out_dtype == torch.bfloat16), torch.get_num_threads())
+        if rc == -2:
+            raise ValueError(f"of_int4_matmul: a [{self.out_features}, {self.in_features}] weight and {x.shape[0]} "
+                             "rows: sizes the kernel does not take (out a multiple of 4, in of 64)")
+        if rc != 0:
             raise MemoryError("the native int4 kernel could not allocate its activation scratch")
         return y
 
