@@ -100,6 +100,13 @@ def simd(lib: ctypes.CDLL | None = None) -> str | None:
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
+# From how many rows up a 4-bit layer runs PyTorch's int4 kernel rather than this library's products, per build
+# (:func:`simd`): where PyTorch's kernel was measured as fast or faster (``benchmarks/bench_int4_builds.py``,
+# ``benchmarks/RESULTS.md``). The AVX-512F build sums 5 float32 multiply-adds per 16 lanes of 4 products a row
+# (the group scale is applied to each pair of groups, to keep its summation order); PyTorch's AVX-512 kernel 4,
+# its dequantization shared by 4 rows: from 2 rows up it is as fast (2, 3 rows) or ~1.15x faster (4 to 64).
+PYTORCH_FROM_ROWS = {"AVX-512F": 2}
+
 
 def fast() -> bool:
     """The library is there and runs ahead of PyTorch's kernels: on x86 every build (the SIMD products, and
@@ -176,6 +183,13 @@ class NativeInt4:
     def from_values(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> "NativeInt4":
         """From ``q [out, in]`` and ``[out, groups]`` scale and zero (rounded to bfloat16)."""
         return cls(*pack(q, torch.stack([scale, zero], dim=-1)))
+
+    def takes(self, rows: int) -> bool:
+        """Whether a layer runs ``rows`` rows on this kernel (True) or on PyTorch's int4 kernel (False, for the
+        row counts of :data:`PYTORCH_FROM_ROWS`). One row, a decode step, always runs here. Either way a row's
+        result does not depend on the other rows of the call; a row alone and the same row in a call of several
+        may then differ by the two kernels' roundings (PyTorch's rounds its results to bfloat16)."""
+        return rows < PYTORCH_FROM_ROWS.get(simd(self.lib) or "", rows + 1)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.q, self.sz))
