@@ -281,7 +281,7 @@ class QuantizedLinear(nn.Module):
 
     def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
         kernel = self._native()
-        if kernel is not None and kernel.takes(rows.shape[0]):  # else rows PyTorch's kernel runs as fast
+        if kernel is not None and kernel.takes(rows.shape[0], rows.dtype):  # else rows PyTorch's kernel runs as fast
             return kernel(rows)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(  # the kernel takes contiguous rows only
             rows.to(self.compute_dtype).contiguous(), self.qweight, self.group_size, self.scales_and_zeros

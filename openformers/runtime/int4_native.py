@@ -100,11 +100,12 @@ def simd(lib: ctypes.CDLL | None = None) -> str | None:
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
-# From how many rows up a 4-bit layer runs PyTorch's int4 kernel rather than this library's products, per build
-# (:func:`simd`): where PyTorch's kernel was measured as fast or faster (``benchmarks/bench_int4_builds.py``,
+# From how many bfloat16 rows up a 4-bit layer runs PyTorch's int4 kernel rather than this library's products, per
+# build (:func:`simd`): where PyTorch's kernel was measured as fast or faster (``benchmarks/bench_int4_builds.py``,
 # ``benchmarks/RESULTS.md``). The AVX-512F build sums 5 float32 multiply-adds per 16 lanes of 4 products a row
 # (the group scale is applied to each pair of groups, to keep its summation order); PyTorch's AVX-512 kernel 4,
 # its dequantization shared by 4 rows: from 2 rows up it is as fast (2, 3 rows) or ~1.15x faster (4 to 64).
+# Float32 rows stay here: PyTorch's kernel rounds its results to bfloat16, these products give float32.
 PYTORCH_FROM_ROWS = {"AVX-512F": 2}
 
 
@@ -184,12 +185,13 @@ class NativeInt4:
         """From ``q [out, in]`` and ``[out, groups]`` scale and zero (rounded to bfloat16)."""
         return cls(*pack(q, torch.stack([scale, zero], dim=-1)))
 
-    def takes(self, rows: int) -> bool:
-        """Whether a layer runs ``rows`` rows on this kernel (True) or on PyTorch's int4 kernel (False, for the
-        row counts of :data:`PYTORCH_FROM_ROWS`). One row, a decode step, always runs here. Either way a row's
-        result does not depend on the other rows of the call; a row alone and the same row in a call of several
-        may then differ by the two kernels' roundings (PyTorch's rounds its results to bfloat16)."""
-        return rows < PYTORCH_FROM_ROWS.get(simd(self.lib) or "", rows + 1)
+    def takes(self, rows: int, dtype: torch.dtype) -> bool:
+        """Whether a layer runs ``rows`` rows of ``dtype`` on this kernel (True) or on PyTorch's int4 kernel
+        (False: bfloat16 rows from the row count of :data:`PYTORCH_FROM_ROWS` up, where that kernel is as fast and
+        gives the same bfloat16 results but for rounding). One row, a decode step, and float32 rows always run
+        here. Either way a row's result does not depend on the other rows of the call; a row alone and the same
+        row in a call of several may differ by the two kernels' roundings."""
+        return dtype != torch.bfloat16 or rows < PYTORCH_FROM_ROWS.get(simd(self.lib) or "", rows + 1)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.q, self.sz))

@@ -216,12 +216,13 @@ def test_greedy_tokens_follow_the_pytorch_layers(variant, monkeypatch):
     assert torch.equal(runs[0], runs[1])
 
 
-def test_layers_run_the_kernel_of_their_row_count(variant, monkeypatch):
-    # a 4-bit layer's rows run on this build's products, or on PyTorch's int4 kernel from the row count of
-    # PYTORCH_FROM_ROWS up (the AVX-512F build from 2 rows); either way a row's result does not depend on the other
-    # rows of the call, and a row alone runs here
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layers_run_the_kernel_of_their_row_count(variant, dtype, monkeypatch):
+    # a 4-bit layer's rows run on this build's products, or on PyTorch's int4 kernel for bfloat16 rows from the row
+    # count of PYTORCH_FROM_ROWS up (the AVX-512F build from 2 rows); either way a row's result does not depend on
+    # the other rows of the call, and a row alone and float32 rows run here
     layer = base._linear(out_f=64, in_f=128)
-    limit = native.PYTORCH_FROM_ROWS.get(native.simd(variant))
+    limit = native.PYTORCH_FROM_ROWS.get(native.simd(variant)) if dtype == torch.bfloat16 else None
     calls: list[int] = []
     real = native.NativeInt4.__call__
 
@@ -230,16 +231,18 @@ def test_layers_run_the_kernel_of_their_row_count(variant, monkeypatch):
         return real(self, x, *args)
 
     monkeypatch.setattr(native.NativeInt4, "__call__", counted)
-    x = torch.randn(9, 128, generator=torch.Generator().manual_seed(9))
+    x = torch.randn(9, 128, generator=torch.Generator().manual_seed(9)).to(dtype)
     dense = layer.dequantize().double()
     with torch.no_grad():
         full = layer(x)
         for rows in (1, 2, 3, 4, 9):
             calls.clear()
             y = layer(x[:rows])
+            assert y.dtype == dtype
             assert calls == ([rows] if limit is None or rows < limit else []), (rows, calls)
             expect = x[:rows].bfloat16().double() @ dense.t() + layer.bias.double()
-            torch.testing.assert_close(y.double(), expect, rtol=1e-2, atol=1e-2 * expect.abs().max().item())
+            tol = 1e-5 if dtype == torch.float32 else 1e-2
+            torch.testing.assert_close(y.double(), expect, rtol=tol, atol=tol * expect.abs().max().item())
             if rows > 1 or limit is None:
                 assert torch.equal(y, full[:rows])  # the same bits in a call of 9 rows
             if rows > 1:
