@@ -6,9 +6,9 @@ prompt): the native kernel built with ``--flags`` added (``-mno-avx512bf16``: th
 of a CPU without AVX-512 BF16; ``-march=x86-64-v3``: AVX2 + FMA; none: this CPU's best) against
 ``torch.ops.aten._weight_int4pack_mm_for_cpu`` on bfloat16 activations (the native kernel takes float32 ones and
 gives float32 results; PyTorch's gives bfloat16). The last column says which of the two a 4-bit layer runs for
-bfloat16 rows of that count on this build (``NativeInt4.takes``; float32 rows always run natively). One thread, timed in CPU seconds
-of that thread (best of 7 rounds, the two kernels taking turns in each), so that other load on the machine
-counts little.
+bfloat16 rows of that count on this build (``NativeInt4.takes``; float32 rows always run natively). One thread,
+timed in CPU seconds of that thread (best of 7 rounds, the two kernels taking turns in each), so that other load
+on the machine counts little.
 
 PyTorch picks its kernels by the CPU at run time; to compare with what it runs on a CPU without some
 instructions, hold it to them before the run: ``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
@@ -53,7 +53,8 @@ def main() -> None:
     lib = int4_native.load(int4_native.build(tuple(args.flags.split())))
     print(f"int4_native: {int4_native.simd(lib)} products ({args.flags or 'default flags'}); PyTorch's CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; load average {open('/proc/loadavg').read().split()[:3]}")
-    print(f"{'shape':>10} {'rows':>4} {'native us':>9} {'torch us':>8} {'torch / native':>14}  a layer's bfloat16 rows run on")
+    print(f"{'shape':>10} {'rows':>4} {'native us':>9} {'torch us':>8} {'torch / native':>14}  "
+          "a layer's bfloat16 rows run on")
     for out_f, in_f in ((3072, 576), (576, 1536)):
         g = torch.Generator().manual_seed(0)
         q = torch.randint(0, 16, (out_f, in_f), generator=g, dtype=torch.uint8)
@@ -70,7 +71,8 @@ def main() -> None:
                                    lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, layer.qweight, 32,
                                                                                       layer.scales_and_zeros)], calls)
             runs = "native" if kernel.takes(rows, torch.bfloat16) else "PyTorch (int4_native.PYTORCH_FROM_ROWS)"
-            print(f"{out_f:>5}x{in_f:<4} {rows:>4} {ours:>9.0f} {theirs:>8.0f} {theirs / ours:>13.2f}x  {runs}", flush=True)
+            print(f"{out_f:>5}x{in_f:<4} {rows:>4} {ours:>9.0f} {theirs:>8.0f} {theirs / ours:>13.2f}x  {runs}",
+                  flush=True)
     print(f"load average at the end {open('/proc/loadavg').read().split()[:3]}")
 
 

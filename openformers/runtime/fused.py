@@ -136,7 +136,7 @@ def fused_kernel(owner: nn.Module, slot: str, layers: tuple[nn.Module, ...], x: 
 
     def native_int4(x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if not native.takes(x.numel() // shape[-1], x.dtype):  # rows PyTorch's int4 kernel runs as fast: each layer's own
+        if not native.takes(x.numel() // shape[-1], x.dtype):  # PyTorch's int4 kernel, as fast: each layer's own
             return torch.cat([m(x) for m in layers], dim=-1)
         y = native(x.reshape(-1, shape[-1])).to(x.dtype).reshape(*shape[:-1], native.out_features)
         return y if bias is None else y + bias.to(x.dtype)
