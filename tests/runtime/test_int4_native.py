@@ -2,6 +2,8 @@
 layout ``QuantizedLinear`` keeps, and the one-call decode step of Llama models (4-bit and plain weights)."""
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 
@@ -91,6 +93,22 @@ def test_ctypes_view_matches_the_c_structures():
         pytest.skip("no C compiler or OPENFORMERS_NATIVE=0")
     assert native.struct_mismatch(lib) is None
     assert native.library() is lib
+
+
+def test_product_refuses_sizes_the_layout_cannot_have():
+    # of_int4_matmul checks the sizes it is handed before reading: out a positive multiple of 4, in of 64, rows >= 0
+    lib = native._LIBRARY.get()
+    if lib is None:
+        pytest.skip("no C compiler or OPENFORMERS_NATIVE=0")
+    q, scale, zero = _weights(8, 64)
+    kernel = native.NativeInt4.from_values(q, scale, zero)
+    x, y = torch.zeros(2, 64), torch.zeros(2, 8)
+    for out_f, in_f, rows in ((6, 64, 2), (0, 64, 2), (8, 96, 2), (8, 0, 2), (8, 64, -1)):
+        bad = native.Int4Weight(kernel.q.data_ptr(), kernel.sz.data_ptr(), out_f, in_f, None, None, None, out_f, out_f)
+        assert lib.of_int4_matmul(ctypes.byref(bad), x.data_ptr(), 0, rows, y.data_ptr(), 0, 1) == -2
+    assert lib.of_int4_matmul(kernel.ref, x.data_ptr(), 0, 0, y.data_ptr(), 0, 1) == 0  # no rows: nothing written
+    assert lib.of_int4_matmul(kernel.ref, x.data_ptr(), 0, 2, y.data_ptr(), 0, 0) == 0  # threads < 1: one
+    assert torch.equal(y, kernel(x))
 
 
 def test_pack_and_unpack_are_inverse():

@@ -84,7 +84,7 @@ def int4_cases(workdir: Path, variant: str = "") -> None:
         scale = torch.rand(out_f, in_f // 32) * 0.1
         zero = torch.randn(out_f, in_f // 32) * 0.1
         kernel = int4_native.NativeInt4.from_values(q, scale, zero)
-        for rows in (1, 3, 17):
+        for rows in (1, 2, 3, 17):  # blocks of 1, 2, 3 and 4 rows
             for dtype in (torch.float32, torch.bfloat16):
                 kernel(torch.randn(rows, in_f, dtype=dtype))
     # the decode step of a 4-bit Llama model, on a consistent file and a hostile one
