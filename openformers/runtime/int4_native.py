@@ -15,7 +15,9 @@ running a layer never changes its buffers.
 The source is built and loaded by ``core/native.py`` (on first use, cached per source, CPU, flags and
 compiler). Where that cannot be had, or ``OPENFORMERS_NATIVE=0`` is set, :func:`library` returns None and callers
 use PyTorch's kernel. A CPU with neither AVX-512 nor AVX2 builds the portable loops of the same file;
-callers ask :func:`fast` before preferring the library (on x86 always, elsewhere not).
+callers ask :func:`fast` before preferring the library (on x86 always, elsewhere not), and a layer asks its kernel
+(:meth:`NativeInt4.takes`) whether it runs a call's rows or leaves them to PyTorch's kernel, where that one was
+measured as fast (:data:`PYTORCH_FROM_ROWS`: bfloat16 rows of 2 or more on the AVX-512F build).
 """
 from __future__ import annotations
 
