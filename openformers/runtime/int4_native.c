@@ -459,9 +459,6 @@ static void rows_product_x4(const of_int4_weight *w, const of_act *const *xa, co
     }
 }
 
-#ifndef OF_BLOCK
-#define OF_BLOCK 4
-#endif
 /* Y = X W^T for `rows` prepared rows (xa: rows * in, sums: rows * in / 32), tiles split over the threads;
  * each thread runs its tiles for every block of 4 rows while they are in its cache. */
 static void product(const of_int4_weight *w, const of_act *xa, const float *sums, int64_t rows, char *y, int y_bf16,
@@ -478,8 +475,8 @@ static void product(const of_int4_weight *w, const of_act *xa, const float *sums
                 rows_product(w, xa, sums, c0 * 4, c1 * 4, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL);
                 continue;
             }
-            for (int64_t i = 0; i < rows; i += OF_BLOCK) {
-                int nx = rows - i < OF_BLOCK ? (int)(rows - i) : OF_BLOCK;
+            for (int64_t i = 0; i < rows; i += 4) {
+                int nx = rows - i < 4 ? (int)(rows - i) : 4;
                 const of_act *xs[4];
                 const float *ss[4];
                 float *y32[4];
