@@ -84,7 +84,7 @@ class PeftModel(nn.Module):
             if self.peft_type not in TUNERS:
                 raise ValueError(f"peft_type={self.peft_type.value} is not supported")
             self.base_model = TUNERS[self.peft_type](model, self.peft_config, adapter_name)
-        follow_modes(self, known, model.training)
+        _follow_modes(self, known, model.training)
         if peft_config.inference_mode:
             self._freeze(adapter_name)
 
@@ -309,7 +309,7 @@ class PeftModel(nn.Module):
         except Exception:
             del self.peft_config[adapter_name]
             raise
-        follow_modes(self, known, self.training)
+        _follow_modes(self, known, self.training)
         if peft_config.inference_mode:
             self._freeze(adapter_name)
 
@@ -532,7 +532,7 @@ MODEL_TYPE_TO_PEFT_MODEL_MAPPING: dict[str, type[PeftModel]] = {
 }
 
 
-def follow_modes(root: nn.Module, known: set[int], mode: bool) -> None:
+def _follow_modes(root: nn.Module, known: set[int], mode: bool) -> None:
     """Give the modules under ``root`` that adding an adapter created (their ids not in ``known``) the training
     mode of the module they wrap (a pre-existing direct child: a LoRA layer's ``base_layer``, a
     ``ModulesToSaveWrapper``'s ``original_module``, the tuner's ``model``) or else of their parent: an adapter
