@@ -183,7 +183,7 @@ class DecodePlan:
 
     def valid(self, model: nn.Module) -> bool:
         """The same modules in the same places, each running as itself, the same adapter state, the same
-        tensors (global hooks are :func:`plan_for`'s check). About 1,400 modules and 600 tensors a step for
+        tensors (global hooks are :func:`plan_for`'s check). About 1,200 modules and 700 tensors a step for
         SmolLM2-135M with LoRA on every projection, so each part is one pass over a flat list
         (``benchmarks/bench_plan_valid.py``)."""
         if self.model() is not model:
