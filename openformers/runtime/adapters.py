@@ -81,7 +81,8 @@ def terms(m: nn.Module) -> tuple[list[tuple[str, float, nn.Module, nn.Module, nn
 
 
 # the attributes of a LoRA layer besides tensors that its merged copy depends on, read as they are (live)
-live_state = attrgetter("disable_adapters", "active_adapters", "merged_adapters", "fan_in_fan_out", "scaling", "use_dora")
+live_state = attrgetter("disable_adapters", "active_adapters", "merged_adapters", "fan_in_fan_out", "scaling",
+                        "use_dora")
 
 
 def state(m: nn.Module) -> tuple:

@@ -137,7 +137,9 @@ class _Sources:
         if other is not None:
             return (len(self.objects) == len(other.objects) and all(map(is_, self.objects, other.objects))
                     and self.sizes == other.sizes and self.ptrs == other.ptrs and self.versions == other.versions)
-        if not all(map(is_, map(_GET, self.dicts, self.keys), self.objects)) or list(map(len, self.sized)) != self.sizes:
+        if not all(map(is_, map(_GET, self.dicts, self.keys), self.objects)):
+            return False
+        if list(map(len, self.sized)) != self.sizes:
             return False
         try:
             return (list(map(_DATA_PTR, self.tensors)) == self.ptrs

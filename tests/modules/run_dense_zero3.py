@@ -2,8 +2,10 @@
 
 One process, world size 1 over gloo, DeepSpeed's CPU accelerator: a tiny openformers Llama built under
 ``deepspeed.zero.Init`` (ZeRO-3: every parameter partitioned, gathered around each module's forward) and the
-same model in plain PyTorch, both from the same weights, take the same 3 SGD steps (momentum: AdamW would blow rounding differences of near-zero gradients up to the step size). Writes the losses, the
-final weights of both, and how many oneDNN products (``modules/dense.py``) each made.
+same model in plain PyTorch, both from the same weights, take the same 3 SGD steps (with momentum; AdamW would
+blow rounding differences of near-zero gradients up to the step size). Gradient clipping is off: DeepSpeed's
+default clips to norm 1.0. Writes the losses, the final weights of both, and how many oneDNN products
+(``modules/dense.py``) each made.
 """
 from __future__ import annotations
 
