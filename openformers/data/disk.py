@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from openformers.core import durable
 from openformers.core.hub import contained_path
 
 from .arrow_writer import read_arrow_file
@@ -72,13 +73,7 @@ def _publish(build: callable, path: str | os.PathLike) -> None:  # type: ignore[
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         build(tmp)
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        durable.publish_dir(tmp, target, old=target.with_name(f".old-{target.name}-{os.getpid()}"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

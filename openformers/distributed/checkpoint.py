@@ -11,13 +11,13 @@ of processes, sharded or not.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from openformers.core import durable
 from openformers.distributed import fsdp as fsdp_lib
 from openformers.distributed import state as dist
 
@@ -103,14 +103,8 @@ def save_accelerator_state(acc: "Accelerator", output_dir: Path, safe_serializat
     rng["step"] = acc.step
     torch.save(rng, tmp / f"random_states_{acc.process_index}.pkl")
     acc.wait_for_everyone()
-    if main:
-        if output_dir.exists():
-            old = output_dir.with_name(f"old-{output_dir.name}")
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
+    if main:  # every file flushed to the disk, then renamed into place (core/durable.py)
+        durable.publish_dir(tmp, output_dir, old=output_dir.with_name(f"old-{output_dir.name}"))
     acc.wait_for_everyone()
     return output_dir
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from openformers.core import durable
+
 LFS_THRESHOLD = 10 * 1024 * 1024  # files from this size (and weight formats) are stored as LFS files are: sha256 ids
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".data", ".gguf", ".h5", ".msgpack", ".model", ".npz")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -113,9 +115,7 @@ class ModelInfo:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    durable.write_text(path, text)
 
 
 class LocalHub:

@@ -72,6 +72,7 @@ class PeftModel(nn.Module):
         self.peft_config: dict[str, PeftConfig] = {}
         self._fill_config(model, peft_config)
         self.peft_config[adapter_name] = peft_config
+        known = {id(m) for m in model.modules()}
         if peft_config.is_prompt_learning:
             self.base_model = model
             self.prompt_encoder = nn.ModuleDict()
@@ -83,6 +84,7 @@ class PeftModel(nn.Module):
             if self.peft_type not in TUNERS:
                 raise ValueError(f"peft_type={self.peft_type.value} is not supported")
             self.base_model = TUNERS[self.peft_type](model, self.peft_config, adapter_name)
+        _follow_modes(self, known, model.training)
         if peft_config.inference_mode:
             self._freeze(adapter_name)
 
@@ -297,6 +299,7 @@ class PeftModel(nn.Module):
             raise ValueError(f"an adapter named {adapter_name!r} already exists; delete_adapter it first")
         self._fill_config(self.get_base_model(), peft_config)
         self.peft_config[adapter_name] = peft_config
+        known = {id(m) for m in self.modules()}
         try:
             if peft_config.is_prompt_learning:
                 self._add_prompt_learning(adapter_name, peft_config)
@@ -306,6 +309,7 @@ class PeftModel(nn.Module):
         except Exception:
             del self.peft_config[adapter_name]
             raise
+        _follow_modes(self, known, self.training)
         if peft_config.inference_mode:
             self._freeze(adapter_name)
 
@@ -526,6 +530,26 @@ MODEL_TYPE_TO_PEFT_MODEL_MAPPING: dict[str, type[PeftModel]] = {
     "TOKEN_CLS": PeftModelForTokenClassification, "QUESTION_ANS": PeftModelForQuestionAnswering,
     "FEATURE_EXTRACTION": PeftModelForFeatureExtraction,
 }
+
+
+def _follow_modes(root: nn.Module, known: set[int], mode: bool) -> None:
+    """Give the modules under ``root`` that adding an adapter created (their ids not in ``known``) the training
+    mode of the module they wrap (a pre-existing direct child: a LoRA layer's ``base_layer``, a
+    ``ModulesToSaveWrapper``'s ``original_module``, the tuner's ``model``) or else of their parent: an adapter
+    added to a model in eval mode starts in eval mode (no dropout; the runtime's decode plan applies), one
+    added in training mode trains. ``mode`` is the mode of ``root`` when it is new itself. Modules that were
+    there before keep their mode."""
+    def visit(m: nn.Module, inherited: bool) -> None:
+        if id(m) in known:
+            inherited = m.training
+        else:
+            wrapped = next((c for c in m._modules.values() if c is not None and id(c) in known), None)
+            inherited = wrapped.training if wrapped is not None else inherited
+            m.training = inherited
+        for child in m._modules.values():
+            if child is not None:
+                visit(child, inherited)
+    visit(root, mode)
 
 
 def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default", **kwargs: Any) -> PeftModel:

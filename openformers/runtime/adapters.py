@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -79,32 +80,48 @@ def terms(m: nn.Module) -> tuple[list[tuple[str, float, nn.Module, nn.Module, nn
     return found, None
 
 
+# the attributes of a LoRA layer besides tensors that its merged copy depends on, read as they are (live)
+live_state = attrgetter("disable_adapters", "active_adapters", "merged_adapters", "fan_in_fan_out", "scaling",
+                        "use_dora")
+
+
 def state(m: nn.Module) -> tuple:
-    """What the merged copy of LoRA layer ``m`` depends on besides tensors: checked by the plan at every call."""
-    active, scaling, dora = m.active_adapters, m.scaling, m.use_dora
-    return (m.disable_adapters, tuple(active), tuple(m.merged_adapters), m.fan_in_fan_out,
-            tuple([scaling.get(n) for n in active]), tuple([dora.get(n) for n in active]))
+    """What the merged copy of LoRA layer ``m`` depends on besides tensors, as a snapshot: ``live_state(m)`` with
+    its lists and dicts copied, so that a later ``live_state(m) == state`` (one tuple compare, the plan's check at
+    every call) sees any change to them, in place or by assignment."""
+    return tuple(x.copy() if isinstance(x, (list, dict)) else x for x in live_state(m))
 
 
-def sources(m: nn.Module) -> list[torch.Tensor | None]:
+def sources(m: nn.Module, trail: list[tuple[dict, str]] | None = None) -> list[torch.Tensor | None]:
     """The tensors the runtime's product for LoRA layer ``m`` is made from: the base weight and bias and the A
-    and B weights of each active adapter that is not merged (None where a module holds no ``weight``). The plan
-    reads these at every call, with ``_modules`` and ``_parameters`` (``m.lora_A`` goes through
-    ``nn.Module.__getattr__``, ~1 us a read)."""
+    and B weights of each active adapter that is not merged (None where a module holds no ``weight``). Read
+    with ``_modules`` and ``_parameters`` (``m.lora_A`` goes through ``nn.Module.__getattr__``, ~1 us a read).
+
+    ``trail``, when given, gets every ``(dict, key)`` lookup made on the way, in order: for the same
+    :func:`state`, the same lookups giving the same objects reach the same tensors (the plan's check)."""
     modules = m._modules
-    base = modules["base_layer"]._parameters
-    bias = base.get("bias")
-    out = [base.get("weight")] if bias is None else [base.get("weight"), bias]
+    base_module = modules["base_layer"]
+    base = base_module._parameters
+    weight, bias = base.get("weight"), base.get("bias")
+    out = [weight] if bias is None else [weight, bias]
+    if trail is not None:
+        trail += [(modules, "base_layer"), (base, "weight"), (base, "bias")]
     if m.disable_adapters:
         return out
     store_a, store_b, merged = modules["lora_A"]._modules, modules["lora_B"]._modules, m.merged_adapters
+    if trail is not None:
+        trail += [(modules, "lora_A"), (modules, "lora_B")]
     for name in m.active_adapters:
         a = store_a.get(name)
+        if trail is not None:
+            trail.append((store_a, name))
         if a is None or name in merged:
             continue
         b = store_b.get(name)
         out.append(a._parameters.get("weight"))
         out.append(None if b is None else b._parameters.get("weight"))
+        if trail is not None:
+            trail += [(a._parameters, "weight"), (store_b, name)] + ([] if b is None else [(b._parameters, "weight")])
     return out
 
 

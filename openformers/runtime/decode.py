@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from operator import attrgetter, is_
 from typing import Any
 
 import torch
@@ -47,7 +48,6 @@ from openformers.runtime import adapters
 from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
 from openformers.runtime.describe import _LOGGED, declared, why_not  # noqa: F401 (_LOGGED: tests reset it)
 from openformers.runtime.native_step import native_step
-from openformers.runtime.packed_weights import tensor_version
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,71 @@ def _runs_as_itself(m: nn.Module) -> bool:
     return not (m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__)
 
 
-def _stamps(tensors: tuple[torch.Tensor, ...]) -> tuple:
-    return tuple((t.data_ptr(), tensor_version(t)) for t in tensors)
+_GET = dict.get
+_DATA_PTR = torch.Tensor.data_ptr
+_VERSION = attrgetter("_version")
+_LAYER_KEYS = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
+_ATTN_KEYS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+_MLP_KEYS = ("gate_proj", "up_proj", "down_proj")
+
+
+class _Sources:
+    """What a plan's kernels and merged copies were made from, as flat lists that one compare each checks:
+
+    - ``trail``: every ``(dict, key)`` lookup that reaches the plan's modules and source tensors from the model
+      (``model._modules["layers"]``, each layer's and projection's ``_modules``, ``_parameters`` and
+      ``_buffers``), with the objects found (compared by identity);
+    - ``sized``: the ``_parameters``/``_buffers`` dicts read whole, and ``model.layers._modules``, with their
+      lengths (a parameter or layer added);
+    - ``tensors``: the source tensors, with their data pointers, and the version counters of those that have one
+      (inference tensors have none).
+
+    A module's ``_modules``/``_parameters``/``_buffers`` dicts are taken as the ones ``nn.Module`` made (torch
+    never replaces them); what they hold is read afresh at every check."""
+
+    def __init__(self, model: nn.Module, live: list[tuple[nn.Module, ...]],
+                 projections: tuple[tuple[nn.Module, bool], ...]) -> None:
+        trail: list[tuple[dict, str]] = [(model._modules, "layers")]
+        layers = model._modules["layers"]._modules
+        self.sized = [layers]
+        trail += [(layers, k) for k in layers]
+        for mods in live:
+            layer, attn, mlp = mods[0], mods[1], mods[6]
+            trail += [(layer._modules, k) for k in _LAYER_KEYS]
+            trail += [(attn._modules, k) for k in _ATTN_KEYS]
+            trail += [(mlp._modules, k) for k in _MLP_KEYS]
+        tensors: list[torch.Tensor] = []
+        for m, lora in projections:
+            if lora:
+                tensors += [t for t in adapters.sources(m, trail) if t is not None]
+                continue
+            for store in (m._parameters, m._buffers):
+                self.sized.append(store)
+                trail += [(store, k) for k in store]
+                tensors += [t for t in store.values() if t is not None]
+        self.dicts, self.keys = [d for d, _ in trail], [k for _, k in trail]
+        self.objects = list(map(_GET, self.dicts, self.keys))
+        self.sizes = list(map(len, self.sized))
+        self.tensors = tensors
+        self.versioned = [t for t in tensors if not t.is_inference()]
+        self.ptrs = list(map(_DATA_PTR, tensors))
+        self.versions = list(map(_VERSION, self.versioned))
+
+    def same(self, other: "_Sources | None" = None) -> bool:
+        """Whether the lookups still find the same objects and the tensors are not moved or updated in place
+        (now, or as recorded in ``other``)."""
+        if other is not None:
+            return (len(self.objects) == len(other.objects) and all(map(is_, self.objects, other.objects))
+                    and self.sizes == other.sizes and self.ptrs == other.ptrs and self.versions == other.versions)
+        if not all(map(is_, map(_GET, self.dicts, self.keys), self.objects)):
+            return False
+        if list(map(len, self.sized)) != self.sizes:
+            return False
+        try:
+            return (list(map(_DATA_PTR, self.tensors)) == self.ptrs
+                    and list(map(_VERSION, self.versioned)) == self.versions)
+        except RuntimeError:  # a tensor swapped for an inference tensor (torch.utils.swap_tensors) has no version
+            return False
 
 
 class DecodePlan:
@@ -101,47 +164,40 @@ class DecodePlan:
         lora_ids = {id(m) for m in self.loras}
         self.modules = tuple(m for mods in self.live for m in mods if m is not None and id(m) not in lora_ids) + tuple(
             w for m in self.loras for w in adapters.watched(m))
-        # (module, whether it is a LoRA layer) for every module whose tensors the plan reads
+        self._module_dicts = [m.__dict__ for m in self.modules]
+        # (module, whether it is a LoRA layer) for every module whose tensors the plan reads: the projections and
+        # the norms (the native step holds their weights' pointers)
         self.projections = tuple((m, id(m) in lora_ids) for mods in self.live
-                                 for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[12:] if n is not None))
-        self.adapter_state = tuple(adapters.state(m) for m in self.loras)
+                                 for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[10:] if n is not None))
+        self.adapter_state = [adapters.state(m) for m in self.loras]
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
         self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
-        self.tensors = self._sources()  # what the plan was made from, checked at every call (valid)
-        self.stamps = _stamps(self.tensors)
+        self.sources = self._sources()  # what the plan was made from, checked at every call (valid)
 
-    def _sources(self) -> tuple[torch.Tensor, ...]:
-        # every tensor a kept kernel may hold, or a merged copy is made from: the projections' parameters and
-        # buffers, a LoRA layer's base weight and bias and its used adapters' A and B weights
-        out = []
-        for m, lora in self.projections:
-            if lora:
-                out.extend(adapters.sources(m))
-            else:
-                out.extend(t for t in m._parameters.values() if t is not None)
-                out.extend(t for t in m._buffers.values() if t is not None)
-        return tuple(out)
+    def _sources(self) -> _Sources:
+        # every module the plan runs, found from the model, and every tensor a kept kernel may hold, or a merged
+        # copy is made from: the projections' and norms' parameters and buffers, a LoRA layer's base weight and
+        # bias and its used adapters' A and B weights
+        model = self.model()
+        if model is None:
+            raise RuntimeError("this decode plan's model is gone; call runtime.decode.plan_for(model) for a new plan")
+        return _Sources(model, self.live, self.projections)
 
     def valid(self, model: nn.Module) -> bool:
-        """The same modules in the same places, each running as itself, the same tensors (global hooks
-        are :func:`plan_for`'s check)."""
+        """The same modules in the same places, each running as itself, the same adapter state, the same
+        tensors (global hooks are :func:`plan_for`'s check). About 1,200 modules and 700 tensors a step for
+        SmolLM2-135M with LoRA on every projection, so each part is one pass over a flat list
+        (``benchmarks/bench_plan_valid.py``)."""
         if self.model() is not model:
             return False
-        live = model.layers._modules
-        if len(live) != len(self.layers):
-            return False
-        if any(_layer_modules(layer) != mods for layer, mods in zip(live.values(), self.live)):
-            return False
-        for m in self.modules:  # _runs_as_itself, inlined: ~360 modules a step
-            if m._forward_hooks or m._forward_pre_hooks or m.training or "forward" in m.__dict__:
+        for d in self._module_dicts:  # _runs_as_itself, inlined, on each module's __dict__
+            if d["_forward_hooks"] or d["_forward_pre_hooks"] or d["training"] or "forward" in d:
                 return False
         # LoRA layers: the same adapters active, merged or disabled, with the same scalings (their tensors below)
-        if self.loras and tuple(adapters.state(m) for m in self.loras) != self.adapter_state:
+        if self.loras and list(map(adapters.live_state, self.loras)) != self.adapter_state:
             return False
-        tensors = self._sources()  # the same tensor objects (a replaced weight is a new one), not updated in place
-        if len(tensors) != len(self.tensors) or any(a is not b for a, b in zip(tensors, self.tensors)):
-            return False
-        return _stamps(tensors) == self.stamps
+        # the same modules and tensor objects (a replaced weight is a new one), not moved or updated in place
+        return self.sources.same()
 
     def kernels_for(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
         """Each layer's (q/k/v, o, gate/up, down) products for inputs like ``hidden``, resolved now."""
@@ -161,14 +217,13 @@ class DecodePlan:
         kernels = self.kernels.get(key)
         if kernels is None:
             kernels = self.kernels_for(hidden)
-            # stamp the tensors the kernels were made from; kernels of other keys made from older tensors go
-            tensors = self._sources()
-            stamps = _stamps(tensors)
-            if stamps != self.stamps:
+            # record the tensors the kernels were made from; kernels of other keys made from older tensors go
+            sources = self._sources()
+            if not sources.same(self.sources):
                 self.kernels.clear()
                 self.native.clear()
             self.kernels[key] = kernels
-            self.tensors, self.stamps = tensors, stamps
+            self.sources = sources
         return kernels
 
     def __call__(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],

@@ -1,6 +1,8 @@
-"""Checkpoint directories: written whole into a temporary name, then renamed into place.
+"""Checkpoint directories: written whole into a temporary name, flushed to the disk, then renamed into place.
 
-A checkpoint is complete when its directory is named ``checkpoint-<step>`` and holds
+Every file of a checkpoint and its directory reach the disk (``fsync``) before the rename that publishes
+it (``core/durable.py``), so after a crash or a power loss ``checkpoint-<step>`` is whole or absent, and the
+previous checkpoint is untouched either way. A checkpoint is complete when its directory is named ``checkpoint-<step>`` and holds
 ``trainer_state.json``; anything else (``tmp-checkpoint-*`` left by a crash) is ignored by
 resume and cleaned up by the next save. Sidecar files hold only tensors and plain
 containers and are read with ``torch.load(weights_only=True)``.
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from openformers.core import durable
 from openformers.training.state import STATE_NAME
 
 PREFIX = "checkpoint"
@@ -91,7 +94,8 @@ def write_checkpoint(
     args_json: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically; ``save_model(dir)`` writes the weights."""
+    """Write ``checkpoint-<step>`` atomically and durably (see the module docstring); ``save_model(dir)`` writes
+    the weights. An error on the way leaves no new directory and the existing checkpoints as they were."""
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}-{step}"
@@ -99,41 +103,27 @@ def write_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(tmp)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
-    if scheduler is not None:
-        torch.save(scheduler.state_dict(), tmp / SCHEDULER_NAME)
-    if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / SCALER_NAME)
-    torch.save(capture_rng_state(), tmp / RNG_NAME)
-    (tmp / ARGS_NAME).write_text(args_json, encoding="utf-8")
-    for name, value in (extra or {}).items():
-        torch.save(value, tmp / name)
-    state.save_to_json(tmp / STATE_NAME)  # written last: marks the checkpoint complete
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. the last step twice)
-        old = root / f"old-{PREFIX}-{step}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    try:
+        save_model(tmp)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / SCHEDULER_NAME)
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / SCALER_NAME)
+        torch.save(capture_rng_state(), tmp / RNG_NAME)
+        (tmp / ARGS_NAME).write_text(args_json, encoding="utf-8")
+        for name, value in (extra or {}).items():
+            torch.save(value, tmp / name)
+        state.save_to_json(tmp / STATE_NAME)  # written last: marks the checkpoint complete
+        # re-saving the same step (e.g. the last step twice) moves the old one to old-checkpoint-<step> first
+        durable.publish_dir(tmp, final, old=root / f"old-{PREFIX}-{step}")
+    except BaseException:
+        # an error while writing (a full disk, a save_model that raises): nothing is published and the
+        # previous checkpoints stay as they are (a crash leaves tmp-checkpoint-* for the next save to remove)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_sidecar(path: Path) -> Any:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openformers.core import durable
+
 STATE_NAME = "trainer_state.json"
 
 
@@ -37,9 +39,7 @@ class TrainerState:
     trial_params: dict[str, Any] | None = None
 
     def save_to_json(self, path: str | os.PathLike) -> None:
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        durable.write_text(path, json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load_from_json(cls, path: str | os.PathLike) -> "TrainerState":

@@ -3,6 +3,7 @@
 block, GPT-2's ``Conv1D``) and LoRA."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from openformers.core import native
 from openformers.modules import dense
 from openformers.modules.conv1d import Conv1D
 from openformers.modules.dense import Linear, is_plain_linear, train_linear
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not dense._state["available"], reason="oneDNN linear not available in this build")
 
@@ -359,3 +362,32 @@ def test_full_fine_tune_steps_of_the_families_use_it(family: str, monkeypatch) -
         blas_error = (blas[name] - exact[name]).abs().max().item()
         torch.testing.assert_close(ours[name], exact[name], atol=2 * blas_error + 1e-6, rtol=1e-5,
                                    msg=lambda m: f"{name} (F.linear's error {blas_error:.2e}): {m}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="the deepspeed package is not installed")
+def test_linear_under_deepspeed_zero3_trains_as_plain_pytorch(tmp_path) -> None:
+    """A model of ``Linear`` layers built under ``deepspeed.zero.Init`` (every parameter partitioned; DeepSpeed
+    gathers them around each forward and routes ``F.linear`` through its own autograd function) takes the
+    steps plain PyTorch takes, with no oneDNN product on a partitioned weight (``run_dense_zero3.py``, one
+    process of its own: DeepSpeed sets up a process group and patches torch; the first run builds its CPU
+    communication op, a minute or two, then cached)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENFORMERS_ONEDNN_LINEAR": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    out = tmp_path / "zero3.json"
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("run_dense_zero3.py")), str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    got = json.loads(out.read_text())
+    assert got["partitioned"] == got["names"] and len(got["names"]) == 21  # ZeRO-3 held every parameter
+    assert got["calls"]["zero3"] == 0 and got["calls"]["plain"] > 0  # the plain model did run oneDNN products
+    assert got["losses"]["zero3"] == pytest.approx(got["losses"]["plain"], abs=1e-5)
+    for name in got["names"]:
+        torch.testing.assert_close(torch.tensor(got["zero3"][name]), torch.tensor(got["plain"][name]),
+                                   atol=1e-5, rtol=1e-5, msg=name)

@@ -215,3 +215,109 @@ def test_a_hook_on_an_adapter_module_takes_the_module_path():
         handle.remove()
     _, _, plans = _generate(peft, ids, mask)
     assert all(p is not None for p in plans)
+
+
+def _q(peft):
+    return peft.base_model.model.model.layers[1].self_attn.q_proj
+
+
+def _replace_lora_a(peft):
+    q = _q(peft)
+    old = q.lora_A["default"]
+    new = torch.nn.Linear(old.in_features, old.out_features, bias=False).eval()
+    q.lora_A["default"] = new
+
+
+def _assign_data(peft):
+    b = _q(peft).lora_B["default"].weight
+    b.data = torch.randn_like(b)  # the same Parameter, a new storage (its version counter may stay)
+
+
+def _replace_base(peft):
+    q = _q(peft)
+    base = copy.deepcopy(q.base_layer)
+    with torch.no_grad():
+        base.weight.mul_(1.5)
+    q.base_layer = base
+
+
+def _add_base_bias(peft):
+    q = _q(peft)
+    q.base_layer.bias = torch.nn.Parameter(torch.randn(q.base_layer.out_features))
+
+
+def _replace_layer(peft):
+    layers = peft.base_model.model.model.layers
+    layer = copy.deepcopy(layers[1])
+    with torch.no_grad():
+        layer.mlp.down_proj.base_layer.weight.mul_(0.5)
+    layers[1] = layer
+
+
+def _norm_in_place(peft):
+    with torch.no_grad():
+        peft.base_model.model.model.layers[0].post_attention_layernorm.weight.add_(0.25)
+
+
+def _replace_norm_weight(peft):
+    norm = peft.base_model.model.model.layers[1].input_layernorm
+    norm.weight = torch.nn.Parameter(norm.weight.detach() * 3.0)  # the native step read the old pointer
+
+
+def _new_buffer(peft):
+    peft.base_model.model.model.layers[0].input_layernorm.register_buffer("extra", torch.zeros(1))
+
+
+def _active_list_in_place(peft):
+    _q(peft).active_adapters.clear()  # the list itself, no set_adapter
+
+
+def _merged_list_in_place(peft):
+    q = _q(peft)
+    q.merge()  # merges into the base weight and appends to merged_adapters
+
+
+# changes a step's validity check must see (the plan is remade and gives the module path's tokens)
+CHANGES = [_replace_lora_a, _assign_data, _replace_base, _add_base_bias, _replace_layer, _norm_in_place,
+           _replace_norm_weight, _new_buffer, _active_list_in_place, _merged_list_in_place]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+def test_every_change_to_what_the_plan_reads_is_seen(change):
+    peft = _peft(_base())
+    stack = peft.base_model.model.model
+    ids, mask = _ids(1)
+    _agree(peft, ids, mask)
+    plan = decode.plan_of(stack)
+    assert plan is not None and plan.valid(stack)
+    change(peft)
+    assert not plan.valid(stack)
+    # the next generate (on a new plan, or on the module path where none can be made: a bias on q alone) gives
+    # the module path's tokens and logits
+    seq_module, logits_module, _ = _generate(peft, ids, mask, module=True)
+    seq, logits, plans = _generate(peft, ids, mask)
+    assert plans and all(p is not plan for p in plans)
+    assert torch.equal(seq, seq_module)
+    torch.testing.assert_close(logits, logits_module, atol=1e-5, rtol=1e-5)
+
+
+def _dropout_training(peft):
+    _q(peft).lora_dropout["default"].train()
+
+
+def _patched_forward(peft):
+    b = _q(peft).lora_B["default"]
+    b.forward = lambda x: torch.nn.functional.linear(x, b.weight) * 2
+
+
+@pytest.mark.parametrize("change", [_dropout_training, _patched_forward], ids=lambda f: f.__name__.strip("_"))
+def test_an_adapter_module_not_running_as_itself_takes_the_module_path(change):
+    peft = _peft(_base())
+    stack = peft.base_model.model.model
+    ids, mask = _ids(1)
+    _agree(peft, ids, mask)
+    plan = decode.plan_of(stack)
+    change(peft)
+    assert not plan.valid(stack)
+    _, _, plans = _generate(peft, ids, mask)
+    assert plans and all(p is None for p in plans)
