@@ -376,6 +376,37 @@ def _dropout(x: torch.Tensor, p: float, positions: torch.Tensor, total: int) -> 
     return x * noise.index_select(0, positions)
 
 
+class _Pack(torch.autograd.Function):
+    """``x.index_select(0, rows.index)`` ([batch * seq, w] -> [rows, w]); its backward writes the rows' gradients
+    into zeros by ``index_copy_`` (the indices are distinct): no accumulating scatter."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rows: _Rows) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = rows
+        return x.index_select(0, rows.index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        rows = ctx.rows
+        return grad.new_zeros(rows.batch * rows.seq, grad.shape[1]).index_copy_(0, rows.index, grad), None
+
+
+class _Unpack(torch.autograd.Function):
+    """``rows.unpack(x)`` ([rows, w] -> [batch * seq, w]: the padding positions left out read row 0); its backward
+    reads each row's gradient at that row's own position alone. The positions left out add nothing there: they
+    are padding, masked out as keys (probability exactly 0: no gradient to their keys and values) and their
+    queries' outputs are never read (no gradient either)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rows: _Rows) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = rows
+        return x.index_select(0, rows.gather)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad.index_select(0, ctx.rows.index), None
+
+
 class _TrainLayer:
     """One described layer's modules and dropout rates for a training forward (the live parameters)."""
 
@@ -434,10 +465,10 @@ def train_pad_free(layers: list[_TrainLayer], x: torch.Tensor, attention_mask: t
     total = b * s
     act = _FUNCTIONS[activation]
     firsts = torch.arange(b, device=x.device) * s  # each sequence's first position, padded numbering
-    h = rows.pack(x.reshape(total, hidden))
+    h = _Pack.apply(x.reshape(total, hidden), rows)
     last = len(layers) - 1
     for i, layer in enumerate(layers):
-        qkv = rows.unpack(layer.qkv(h)).view(b, s, 3, heads, dim)
+        qkv = _Unpack.apply(layer.qkv(h), rows).view(b, s, 3, heads, dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # [b, heads, s, dim]
         # the last layer: the first query alone, unless the attention's dropout draws a mask of every query's
         first_query = i == last and layer.attention_p == 0
@@ -450,7 +481,7 @@ def train_pad_free(layers: list[_TrainLayer], x: torch.Tensor, attention_mask: t
                 attn = attn.index_select(0, firsts)
             residual, positions = h.index_select(0, rows.first), firsts
         else:
-            attn, residual, positions = rows.pack(attn), h, rows.index
+            attn, residual, positions = _Pack.apply(attn, rows), h, rows.index
         y = _dropout(train_linear(attn, layer.out.weight, layer.out.bias), layer.out_p, positions, total)
         h = F.layer_norm(y + residual, layer.norm1.normalized_shape, layer.norm1.weight, layer.norm1.bias,
                          layer.norm1.eps)
@@ -458,7 +489,7 @@ def train_pad_free(layers: list[_TrainLayer], x: torch.Tensor, attention_mask: t
                          layer.mlp_out.bias)
         y = _dropout(y, layer.mlp_p, positions, total)
         h = F.layer_norm(y + h, layer.norm2.normalized_shape, layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
-    return torch.cat([h[:, None], h.new_zeros(b, s - 1, hidden)], dim=1)
+    return F.pad(h[:, None], (0, 0, 0, s - 1))
 
 
 def _checkpointing(model: nn.Module) -> bool:
