@@ -1,7 +1,7 @@
 """What an encoder is made of, as plain data: the description a family gives of its layer and its stack.
 
 A model file writes its forward once, in PyTorch. Beside it, the classes declare what that forward is
-built from, and where their modules are (attribute paths), so the inference runtime
+built from, and where their modules are (attribute paths), so the runtime
 (``openformers/runtime/encoder.py``) can run the same computation on its own kernels without reading
 the code:
 

@@ -1,4 +1,5 @@
-"""The runner of described encoders: inference calls of a post-norm BERT-like stack and of its heads.
+"""The runner of described encoders: inference calls of a post-norm BERT-like stack and of its heads, and the
+training forward of a first-position head on a padded batch.
 
 A family opts in with plain data (``modules/encoder_blocks.py``): its layer class declares ``blocks``,
 its model class ``encoder_stack``, and a head that reads the first position alone ``encoder_reads``.
@@ -24,6 +25,20 @@ A call it does not cover runs the model's own ``forward``, module by module: tra
 any module of the stack, a module that is not a plain ``nn.Linear`` / ``nn.LayerNorm``, attentions or
 hidden states asked for, ``attn_implementation="eager"``, an unknown activation or argument. A debug
 log line says why, once per reason.
+
+Training (``encoder_training_runner``, asked by ``PreTrainedModel.__call__`` in training mode with autograd
+recording): under a head that reads the first position alone (sequence classification), a padded batch's
+per-token work (products, LayerNorms, the activation, the hidden dropouts) runs on the real tokens' rows with
+the live parameters (``train_linear``, no copies), attention on the padded layout through the module path's
+own SDPA call (its mask and attention dropout), the last layer for the first position alone
+(``train_pad_free``). The dropouts after ``attention_out`` and ``mlp_out`` (``EncoderBlocks.dropouts``) draw
+the mask of the whole padded tensor, as ``F.dropout`` does on the CPU, and keep the rows they need: the
+random stream, the loss and every gradient are the module path's (to fp32 rounding), so a run resumes
+exactly whichever path its steps took. It steps aside (the module path, a debug line) where the caller reads
+every position (the bare model, token classification, masked LM: their outputs at padding positions are the
+forward's to give), for gradient checkpointing, hooks, adapters or other modules that are not plain,
+attentions or hidden states asked for, eager attention; and with nothing padded, a padded first position
+or too few positions to leave out.
 """
 from __future__ import annotations
 
