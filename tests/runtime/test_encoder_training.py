@@ -176,6 +176,11 @@ def test_calls_it_does_not_cover_run_the_module_path(monkeypatch: pytest.MonkeyP
     model.gradient_checkpointing_disable()
     assert served(model)
     assert not served(model_of("bert", attn_implementation="eager"))
+    original = model.bert.forward
+    model.bert.forward = lambda *a, **kw: original(*a, **kw)  # a wrapper set on the instance runs
+    assert not served(model)
+    del model.bert.forward
+    assert served(model)
     # a padded first position (left padding)
     left = padded(0, left=True)
     before = count.calls
@@ -203,7 +208,7 @@ def test_calls_it_does_not_cover_run_the_module_path(monkeypatch: pytest.MonkeyP
     assert count.calls == before
     reasons = caplog.text
     for reason in ("gradient checkpointing", "output_hidden_states", "output_attentions", "attn_implementation",
-                   "reads every position", "not a plain module"):
+                   "reads every position", "not a plain module", "replaced on the instance"):
         assert reason in reasons, reason
 
 
