@@ -103,12 +103,14 @@ def test_pad_free_training_matches_the_module_path(family: str, dropout: str, mo
         assert (model(**inputs).loss.detach() - got[0]).abs() > 1e-6
 
 
+@pytest.mark.parametrize("dropout", ["off", "on"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_pad_free_training_matches_transformers(family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pad_free_training_matches_transformers(family: str, dropout: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("transformers")
     prefix, tiny, pad_id = FAMILIES[family]
     ref = build_reference(f"{prefix}ForSequenceClassification", f"{prefix}Config", tmp_path, attn_implementation="sdpa",
-                          num_labels=3, **tiny, **DROPOUT_OFF[family])
+                          num_labels=3, **tiny, **(DROPOUT_ON if dropout == "on" else DROPOUT_OFF)[family])
     module = importlib.import_module(f"openformers.models.{family}")
     ours = getattr(module, f"{prefix}ForSequenceClassification").from_pretrained(tmp_path, attn_implementation="sdpa")
     ours.train(), ref.train()
@@ -117,7 +119,8 @@ def test_pad_free_training_matches_transformers(family: str, tmp_path: Path, mon
     got = step(ours, inputs)
     assert count.calls == 1
     expected = step(ref, inputs)
-    compare(got, expected, 1e-5, f"{family} against transformers")
+    assert torch.equal(got[3], expected[3])  # the same random draws (dropout on: the same masks)
+    compare(got, expected, 1e-5, f"{family} dropout {dropout} against transformers")
 
 
 def test_bf16_autocast_matches_the_module_path(monkeypatch: pytest.MonkeyPatch) -> None:
