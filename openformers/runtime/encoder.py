@@ -34,7 +34,8 @@ own SDPA call (its mask and attention dropout), the last layer for the first pos
 (``train_pad_free``). The dropouts after ``attention_out`` and ``mlp_out`` (``EncoderBlocks.dropouts``) draw
 the mask of the whole padded tensor, as ``F.dropout`` does on the CPU, and keep the rows they need: the
 random stream, the loss and every gradient are the module path's (to fp32 rounding), so a run resumes
-exactly whichever path its steps took. It steps aside (the module path, a debug line) where the caller reads
+exactly whichever path its steps took. (On other devices ``F.dropout`` runs a fused kernel with a random
+stream of its own; there the masks are other draws of the same law, and the stream is consumed differently.) It steps aside (the module path, a debug line) where the caller reads
 every position (the bare model, token classification, masked LM: their outputs at padding positions are the
 forward's to give), for gradient checkpointing, hooks, adapters or other modules that are not plain,
 attentions or hidden states asked for, eager attention; and with nothing padded, a padded first position
