@@ -21,6 +21,7 @@ for _name, _module, _attribute in (
     ("resolve_quantization_config", "openformers.quantization", "resolve_quantization_config"),
     ("quantize_model", "openformers.quantization", "quantize_model"),
     ("inference_runner", "openformers.runtime.dispatch", "inference_runner"),
+    ("training_runner", "openformers.runtime.dispatch", "training_runner"),
 ):
     _extensions.provide(_name, _module, _attribute)
 

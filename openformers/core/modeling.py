@@ -229,15 +229,20 @@ class PreTrainedModel(nn.Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model. When no gradient is recorded, the runtime (``runtime/dispatch.py``) may run this
         call on its own plan for the model: the same outputs, from copies it keeps, with no parameter
-        changed. Hooks on the model, compiling and exporting always take ``forward``. ``input_ids`` is
+        changed; in training mode with autograd recording it may run the call its own way too (the same
+        loss and gradients, from the parameters themselves). Hooks on the model, compiling and exporting always take ``forward``. ``input_ids`` is
         checked first (``core/inputs.py``): a 1-D or empty batch, or ids outside the vocabulary, are refused
         with an error that says what to do."""
         if self.main_input_name == "input_ids":
             check_token_ids(kwargs["input_ids"] if "input_ids" in kwargs else args[0] if args else None,
                             model_vocab_size(self), leading_dims=self.accepts_leading_dims)
-        if not torch.is_grad_enabled() and not (self._forward_hooks or self._forward_pre_hooks
-                                                or torch.compiler.is_compiling() or _is_exporting()):
-            runner = extensions.get("inference_runner")(self, args, kwargs)
+        if not (self._forward_hooks or self._forward_pre_hooks or torch.compiler.is_compiling() or _is_exporting()):
+            if not torch.is_grad_enabled():
+                runner = extensions.get("inference_runner")(self, args, kwargs)
+            elif self.training:
+                runner = extensions.get("training_runner")(self, args, kwargs)
+            else:
+                runner = None
             if runner is not None:
                 return runner(*args, **kwargs)
         return super().__call__(*args, **kwargs)

@@ -1,7 +1,7 @@
 """What an encoder is made of, as plain data: the description a family gives of its layer and its stack.
 
 A model file writes its forward once, in PyTorch. Beside it, the classes declare what that forward is
-built from, and where their modules are (attribute paths), so the inference runtime
+built from, and where their modules are (attribute paths), so the runtime
 (``openformers/runtime/encoder.py``) can run the same computation on its own kernels without reading
 the code:
 
@@ -16,12 +16,31 @@ the code:
 - a head class whose output reads the first position of the last layer alone (sequence
   classification): ``encoder_reads = "first"``.
 
+The layer's dropouts, for the runtime's training forward (``dropouts = EncoderDropouts(...)`` in
+``blocks``): the attention probabilities' rate (an attribute below the layer, read with its owner's
+``training``), and the ``nn.Dropout`` modules after ``attention_out`` and after ``mlp_out``, where the
+layer has them (a layer without that description trains on its module path)::
+
+      x = attention_norm(x + dropout(attention_out(...)))
+      x = mlp_norm(x + dropout(mlp_out(...)))
+
 A class that changes ``forward`` without declaring its own description is not described, and runs
 its module path.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncoderDropouts:
+    """Paths below a layer: ``attention`` names the attribute holding the attention probabilities' dropout rate
+    (its owner's ``training`` says whether it applies); ``attention_out`` and ``mlp_out`` the ``nn.Dropout``
+    modules applied to those products' outputs before the residual (None: the layer has none there)."""
+
+    attention: str
+    attention_out: str | None
+    mlp_out: str | None
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,7 @@ class EncoderBlocks:
     activation: str = "hidden_act"
     norm: str = "post"
     mlp: str = "plain"
+    dropouts: EncoderDropouts | None = None
 
 
 @dataclass(frozen=True)

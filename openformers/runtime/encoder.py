@@ -1,4 +1,5 @@
-"""The runner of described encoders: inference calls of a post-norm BERT-like stack and of its heads.
+"""The runner of described encoders: inference calls of a post-norm BERT-like stack and of its heads, and the
+training forward of a first-position head on a padded batch.
 
 A family opts in with plain data (``modules/encoder_blocks.py``): its layer class declares ``blocks``,
 its model class ``encoder_stack``, and a head that reads the first position alone ``encoder_reads``.
@@ -24,6 +25,21 @@ A call it does not cover runs the model's own ``forward``, module by module: tra
 any module of the stack, a module that is not a plain ``nn.Linear`` / ``nn.LayerNorm``, attentions or
 hidden states asked for, ``attn_implementation="eager"``, an unknown activation or argument. A debug
 log line says why, once per reason.
+
+Training (``encoder_training_runner``, asked by ``PreTrainedModel.__call__`` in training mode with autograd
+recording): under a head that reads the first position alone (sequence classification), a padded batch's
+per-token work (products, LayerNorms, the activation, the hidden dropouts) runs on the real tokens' rows with
+the live parameters (``train_linear``, no copies), attention on the padded layout through the module path's
+own SDPA call (its mask and attention dropout), the last layer for the first position alone
+(``train_pad_free``). The dropouts after ``attention_out`` and ``mlp_out`` (``EncoderBlocks.dropouts``) draw
+the mask of the whole padded tensor, as ``F.dropout`` does on the CPU, and keep the rows they need: the
+random stream, the loss and every gradient are the module path's (to fp32 rounding), so a run resumes
+exactly whichever path its steps took. (On other devices ``F.dropout`` runs a fused kernel with a random
+stream of its own; there the masks are other draws of the same law, and the stream is consumed differently.) It steps aside (the module path, a debug line) where the caller reads
+every position (the bare model, token classification, masked LM: their outputs at padding positions are the
+forward's to give), for gradient checkpointing, hooks, adapters or other modules that are not plain,
+attentions or hidden states asked for, eager attention; and with nothing padded, a padded first position
+or too few positions to leave out.
 """
 from __future__ import annotations
 
@@ -41,12 +57,13 @@ from torch import nn
 
 from openformers.core.modeling import PreTrainedModel
 from openformers.core.outputs import BaseModelOutput, BaseModelOutputWithPooling
-from openformers.modules.dense import is_plain_linear
-from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
+from openformers.modules.attention import sdpa_attention
+from openformers.modules.dense import is_plain_linear, train_linear
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderDropouts, EncoderStack
 from openformers.modules.masks import padding_mask
 from openformers.runtime import attention_native
 from openformers.runtime.describe import declared, why_not
-from openformers.runtime.dispatch import register_runner
+from openformers.runtime.dispatch import register_runner, register_training_runner
 from openformers.runtime.packed_weights import packed_weight, tensor_version
 
 logger = logging.getLogger(__name__)
@@ -63,6 +80,8 @@ _ARGS = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_id
                    "output_attentions", "output_hidden_states", "return_dict"})
 # the model whose next call is made by a head that reads the first position alone
 _FIRST_ONLY: ContextVar[nn.Module | None] = ContextVar("openformers_encoder_first_only", default=None)
+# the model whose next training call is made by a head that reads the first position alone
+_PAD_FREE: ContextVar[nn.Module | None] = ContextVar("openformers_encoder_pad_free", default=None)
 # model -> its plan
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, EncoderPlan]" = weakref.WeakKeyDictionary()
 
@@ -344,16 +363,222 @@ def encoder_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x = _at(model, stack.embeddings)(*(a.get(name) for name in stack.inputs))
         x = plan.run(x, a.get("attention_mask"), first_only)
-        return_dict = a.get("return_dict")
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        if stack.pooler is None:
-            return BaseModelOutput(last_hidden_state=x) if return_dict else (x,)
-        pooler = _at(model, stack.pooler)
-        pooled = pooler(x) if pooler is not None else None
-        if not return_dict:
-            return tuple(t for t in (x, pooled) if t is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+        return _outputs(model, stack, a, x)
+    return run
+
+
+def _outputs(model: nn.Module, stack: EncoderStack, a: dict[str, Any], x: torch.Tensor) -> Any:
+    """The stack's outputs from the last hidden state ``x``: the pooler on it where the model has one."""
+    return_dict = a.get("return_dict")
+    return_dict = model.config.use_return_dict if return_dict is None else return_dict
+    if stack.pooler is None:
+        return BaseModelOutput(last_hidden_state=x) if return_dict else (x,)
+    pooler = _at(model, stack.pooler)
+    pooled = pooler(x) if pooler is not None else None
+    if not return_dict:
+        return tuple(t for t in (x, pooled) if t is not None)
+    return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)
+
+
+def _dropout(x: torch.Tensor, p: float, positions: torch.Tensor, total: int) -> torch.Tensor:
+    """Dropout of rows ``x`` [n, width] that are positions ``positions`` of a [total, width] tensor, with the mask
+    ``F.dropout`` draws for that whole tensor on the CPU (one ``bernoulli_`` of its size, scaled by 1 / (1 - p)),
+    the rows kept: the random stream and every kept row's values are the padded computation's."""
+    if p == 0:
+        return x
+    if p == 1:
+        return x * 0
+    noise = torch.empty((total, x.shape[1]), dtype=x.dtype, device=x.device).bernoulli_(1 - p).div_(1 - p)
+    return x * noise.index_select(0, positions)
+
+
+class _Pack(torch.autograd.Function):
+    """``x.index_select(0, rows.index)`` ([batch * seq, w] -> [rows, w]); its backward writes the rows' gradients
+    into zeros by ``index_copy_`` (the indices are distinct): no accumulating scatter."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rows: _Rows) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = rows
+        return x.index_select(0, rows.index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        rows = ctx.rows
+        return grad.new_zeros(rows.batch * rows.seq, grad.shape[1]).index_copy_(0, rows.index, grad), None
+
+
+class _Unpack(torch.autograd.Function):
+    """``rows.unpack(x)`` ([rows, w] -> [batch * seq, w]: the padding positions left out read row 0); its backward
+    reads each row's gradient at that row's own position alone. The positions left out add nothing there: they
+    are padding, masked out as keys (probability exactly 0: no gradient to their keys and values) and their
+    queries' outputs are never read (no gradient either)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rows: _Rows) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = rows
+        return x.index_select(0, rows.gather)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad.index_select(0, ctx.rows.index), None
+
+
+class _TrainLayer:
+    """One described layer's modules and dropout rates for a training forward (the live parameters)."""
+
+    def __init__(self, layer: nn.Module, modules: list[nn.Module], dropouts: EncoderDropouts) -> None:
+        self.q, self.k, self.v, self.out, self.norm1, self.mlp_in, self.mlp_out, self.norm2 = modules
+        owner, _, name = dropouts.attention.rpartition(".")
+        holder = _at(layer, owner) if owner else layer
+        self.attention_p = float(getattr(holder, name)) if holder.training else 0.0
+        self.out_p = self._rate(layer, dropouts.attention_out)
+        self.mlp_p = self._rate(layer, dropouts.mlp_out)
+
+    @staticmethod
+    def _rate(layer: nn.Module, path: str | None) -> float:
+        if path is None:
+            return 0.0
+        m = _at(layer, path)
+        return float(m.p) if m.training else 0.0
+
+    def qkv(self, h: torch.Tensor) -> torch.Tensor:
+        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        bias = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        return train_linear(h, weight, bias)
+
+
+def _train_layers(model: nn.Module, stack: EncoderStack) -> tuple[list[_TrainLayer], EncoderBlocks] | None:
+    """The described layers for a training forward, with the first one's blocks; None when one is not plain."""
+    found = _layers(model, stack)
+    if found is None or not found[0]:
+        return None
+    layers = []
+    for layer, blocks, mods in found[0]:
+        if blocks.dropouts is None:
+            why_not(logger, f"{type(layer).__name__} declares no dropouts for training")
+            return None
+        for path in (blocks.dropouts.attention_out, blocks.dropouts.mlp_out):
+            if path is not None and type(_at(layer, path)) is not nn.Dropout:
+                why_not(logger, f"a dropout of {type(layer).__name__} is not a plain nn.Dropout")
+                return None
+        if any(m.bias is None for m in mods[:3]) and not all(m.bias is None for m in mods[:3]):
+            why_not(logger, f"{type(layer).__name__}: q, k and v do not all have a bias or all lack one")
+            return None
+        layers.append(_TrainLayer(layer, mods, blocks.dropouts))
+    return layers, found[0][0][1]
+
+
+def train_pad_free(layers: list[_TrainLayer], x: torch.Tensor, attention_mask: torch.Tensor, rows: _Rows,
+                   heads: int, activation: str) -> torch.Tensor:
+    """The layers over embeddings ``x`` [batch, seq, hidden] in training, for a caller that reads the first
+    position alone: the per-token work on ``rows`` (the real tokens), attention on the padded layout with the
+    padding mask (the module path's call, its dropout included), the last layer for the first position
+    alone. Dropouts draw the padded tensors' masks. The result is right at the first position, zero elsewhere."""
+    b, s, hidden = x.shape
+    dim = hidden // heads
+    mask = padding_mask(attention_mask, x.dtype)
+    scale = 1.0 / math.sqrt(dim)
+    total = b * s
+    act = _FUNCTIONS[activation]
+    firsts = torch.arange(b, device=x.device) * s  # each sequence's first position, padded numbering
+    h = _Pack.apply(x.reshape(total, hidden), rows)
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        qkv = _Unpack.apply(layer.qkv(h), rows).view(b, s, 3, heads, dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # [b, heads, s, dim]
+        # the last layer: the first query alone, unless the attention's dropout draws a mask of every query's
+        first_query = i == last and layer.attention_p == 0
+        if first_query:
+            q = q[:, :, :1]
+        attn, _ = sdpa_attention(q, k, v, mask, scale, layer.attention_p, training=layer.attention_p > 0)
+        attn = attn.reshape(-1, hidden)  # [b * queries, hidden]
+        if i == last:
+            if not first_query:
+                attn = attn.index_select(0, firsts)
+            residual, positions = h.index_select(0, rows.first), firsts
+        else:
+            attn, residual, positions = _Pack.apply(attn, rows), h, rows.index
+        y = _dropout(train_linear(attn, layer.out.weight, layer.out.bias), layer.out_p, positions, total)
+        h = F.layer_norm(y + residual, layer.norm1.normalized_shape, layer.norm1.weight, layer.norm1.bias,
+                         layer.norm1.eps)
+        y = train_linear(act(train_linear(h, layer.mlp_in.weight, layer.mlp_in.bias)), layer.mlp_out.weight,
+                         layer.mlp_out.bias)
+        y = _dropout(y, layer.mlp_p, positions, total)
+        h = F.layer_norm(y + h, layer.norm2.normalized_shape, layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+    return F.pad(h[:, None], (0, 0, 0, s - 1))
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def encoder_training_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """``runtime/dispatch.py``'s training builder: under a head that reads the first position alone, a runner
+    for its described encoder's training call on a padded batch (the per-token work on the real tokens), else
+    None (the module path)."""
+    cls = type(model)
+    if _described(cls, "encoder_reads") == "first":
+        base = getattr(model, model.base_model_prefix, None)
+        if base is None or _described(type(base), "encoder_stack") is None:
+            return None
+
+        def run_head(*a: Any, **kw: Any) -> Any:
+            token = _PAD_FREE.set(base)
+            try:
+                return model.forward(*a, **kw)
+            finally:
+                _PAD_FREE.reset(token)
+        return run_head
+    stack = _described(cls, "encoder_stack")
+    if not isinstance(stack, EncoderStack):
+        return None
+    if _PAD_FREE.get() is not model:
+        why_not(logger, f"training {cls.__name__} for a caller that reads every position (only a head that "
+                        "reads the first position alone trains on the real tokens)")
+        return None
+    if "forward" in model.__dict__:
+        why_not(logger, f"training a {cls.__name__} whose forward is replaced on the instance")
+        return None
+    config = model.config
+    if config.attn_implementation not in (None, "sdpa"):
+        why_not(logger, f"training with attn_implementation={config.attn_implementation!r}")
+        return None
+    if _checkpointing(model):
+        why_not(logger, "training with gradient checkpointing")
+        return None
+    a = _arguments(model, args, kwargs)
+    if a is None:
+        why_not(logger, f"a training call of {cls.__name__} with an argument the encoder runner does not know")
+        return None
+    for flag in ("output_attentions", "output_hidden_states"):
+        if (getattr(config, flag) if a.get(flag) is None else a[flag]):
+            why_not(logger, f"a training call with {flag}")
+            return None
+    attention_mask = a.get("attention_mask")
+    rows = _Rows.worth_it(attention_mask)
+    if rows is None:  # nothing padded, a padded first position, or too little to leave out
+        return None
+    if (a.get("input_ids") is None) == (a.get("inputs_embeds") is None):
+        return None  # the forward raises the error
+    found = _train_layers(model, stack)
+    if found is None:
+        return None
+    layers, blocks = found
+    activation = getattr(config, blocks.activation, None)
+    if activation not in _FUNCTIONS:
+        why_not(logger, f"activation {activation!r} is unknown to the encoder runner")
+        return None
+    heads = getattr(config, blocks.heads)
+
+    def run(*_: Any, **__: Any) -> Any:
+        x = _at(model, stack.embeddings)(*(a.get(name) for name in stack.inputs))
+        if x.dim() != 3 or tuple(x.shape[:2]) != tuple(attention_mask.shape):
+            raise ValueError(f"attention_mask is {tuple(attention_mask.shape)} for embeddings of {tuple(x.shape)}; "
+                             "pass one 1/0 entry per position, [batch, seq]")
+        x = train_pad_free(layers, x, attention_mask, rows, heads, activation)
+        return _outputs(model, stack, a, x)
     return run
 
 
 register_runner(PreTrainedModel, encoder_runner)
+register_training_runner(PreTrainedModel, encoder_training_runner)

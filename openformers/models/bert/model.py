@@ -24,7 +24,7 @@ from openformers.core.outputs import (
 from openformers.models.bert.config import BertConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.dense import Linear
-from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderDropouts, EncoderStack
 from openformers.modules.heads import (
     classifier_dropout,
     masked_lm_loss,
@@ -180,11 +180,13 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    # what forward is made of, for the runtime (modules/encoder_blocks.py)
     blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
         q="attention.self.query", k="attention.self.key", v="attention.self.value",
         attention_out="attention.output.dense", attention_norm="attention.output.LayerNorm",
         mlp_in="intermediate.dense", mlp_out="output.dense", mlp_norm="output.LayerNorm",
+        dropouts=EncoderDropouts(attention="attention.self.dropout_prob", attention_out="attention.output.dropout",
+                                 mlp_out="output.dropout"),
     )
 
     def __init__(self, config: BertConfig) -> None:

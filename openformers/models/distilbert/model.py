@@ -30,7 +30,7 @@ from openformers.models.bert.model import (
 from openformers.models.distilbert.config import DistilBertConfig
 from openformers.modules.attention import get_attention_backend
 from openformers.modules.dense import Linear
-from openformers.modules.encoder_blocks import EncoderBlocks, EncoderStack
+from openformers.modules.encoder_blocks import EncoderBlocks, EncoderDropouts, EncoderStack
 from openformers.modules.heads import (
     masked_lm_loss,
     question_answering_logits,
@@ -109,11 +109,12 @@ class FFN(nn.Module):
 class TransformerBlock(nn.Module):
     """Post-norm block: LN(x + attn(x)), then LN(. + ffn(.))."""
 
-    # what forward is made of, for the inference runtime (modules/encoder_blocks.py)
+    # what forward is made of, for the runtime (modules/encoder_blocks.py)
     blocks: ClassVar[EncoderBlocks] = EncoderBlocks(
         q="attention.q_lin", k="attention.k_lin", v="attention.v_lin", attention_out="attention.out_lin",
         attention_norm="sa_layer_norm", mlp_in="ffn.lin1", mlp_out="ffn.lin2", mlp_norm="output_layer_norm",
         heads="n_heads", activation="activation",
+        dropouts=EncoderDropouts(attention="attention.dropout_prob", attention_out=None, mlp_out="ffn.dropout"),
     )
 
     def __init__(self, config: DistilBertConfig) -> None:
