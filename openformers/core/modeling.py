@@ -230,13 +230,15 @@ class PreTrainedModel(nn.Module):
         """Run the model. When no gradient is recorded, the runtime (``runtime/dispatch.py``) may run this
         call on its own plan for the model: the same outputs, from copies it keeps, with no parameter
         changed; in training mode with autograd recording it may run the call its own way too (the same
-        loss and gradients, from the parameters themselves). Hooks on the model, compiling and exporting always take ``forward``. ``input_ids`` is
+        loss and gradients, from the parameters themselves). Hooks on the model, a ``forward`` replaced on the instance,
+        compiling and exporting always take ``forward``. ``input_ids`` is
         checked first (``core/inputs.py``): a 1-D or empty batch, or ids outside the vocabulary, are refused
         with an error that says what to do."""
         if self.main_input_name == "input_ids":
             check_token_ids(kwargs["input_ids"] if "input_ids" in kwargs else args[0] if args else None,
                             model_vocab_size(self), leading_dims=self.accepts_leading_dims)
-        if not (self._forward_hooks or self._forward_pre_hooks or torch.compiler.is_compiling() or _is_exporting()):
+        if not (self._forward_hooks or self._forward_pre_hooks or "forward" in self.__dict__
+                or torch.compiler.is_compiling() or _is_exporting()):
             if not torch.is_grad_enabled():
                 runner = extensions.get("inference_runner")(self, args, kwargs)
             elif self.training:

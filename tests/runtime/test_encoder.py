@@ -175,3 +175,19 @@ def test_weight_updates_and_adapters_are_seen() -> None:
             torch.nn.init.normal_(p)
     assert not runs_on_the_plan(peft.base_model.model.bert, input_ids=ids)
     check(peft, "with LoRA adapters")
+
+
+@pytest.mark.parametrize("where", ["model", "base"])
+def test_a_forward_replaced_on_the_instance_is_called(where: str) -> None:
+    """``model.forward = f`` (as wrappers do) is what ``model(...)`` runs, in inference and in training alike: the
+    runtime's runners step aside for it."""
+    model = model_of("bert", "ForSequenceClassification")
+    ids, mask = batch(0)
+    target = model if where == "model" else model.bert
+    original, calls = target.forward, []
+    target.forward = lambda *a, **k: (calls.append(torch.is_grad_enabled()), original(*a, **k))[1]
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    model.train()
+    model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0])).loss.backward()
+    assert calls == [False, True]
