@@ -77,6 +77,8 @@ CASES = [
     ("Qwen2", torch.float32, 1, {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
     ("Qwen3", torch.float32, 1, {}),  # per-head q/k norms: the qk_norm block
     ("Qwen3", torch.bfloat16, 3, {}),
+    ("Gemma", torch.float32, 1, {"head_dim": 16}),  # offset norms, scaled embeddings, tanh-GELU
+    ("Gemma", torch.bfloat16, 3, {"head_dim": 16}),
 ]
 
 
