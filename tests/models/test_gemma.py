@@ -260,8 +260,12 @@ def test_optimizer_step_on_a_norm_weight_is_seen_by_the_next_decode_step(two_thr
     for p in norms:
         p.grad = torch.full_like(p, -0.7)
     opt.step()
-    after, used = _step(model, ids, True, monkeypatch)
-    assert used
+    plan = decode.plan_of(model.model)
+    cache = DynamicCache()  # the next steps as a user runs them: nothing cleared by hand
+    with torch.inference_mode():
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        after = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    assert decode.plan_of(model.model) is not plan and _native_used(model)
     expect, _ = _step(model, ids, False, monkeypatch)
     assert (after - before).abs().max() > 1e-2  # the update changes the logits ...
     torch.testing.assert_close(after, expect, rtol=0, atol=1e-5 * expect.abs().max().item())  # ... as the layers say
