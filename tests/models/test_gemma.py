@@ -269,3 +269,81 @@ def test_optimizer_step_on_a_norm_weight_is_seen_by_the_next_decode_step(two_thr
     expect, _ = _step(model, ids, False, monkeypatch)
     assert (after - before).abs().max() > 1e-2  # the update changes the logits ...
     torch.testing.assert_close(after, expect, rtol=0, atol=1e-5 * expect.abs().max().item())  # ... as the layers say
+
+
+# -- GGUF ----------------------------------------------------------------------------------------------------------
+
+
+def _write_gemma_gguf(path, ref) -> None:
+    """A "gemma" GGUF as llama.cpp's converter writes one: its metadata (key length, no rope base), every norm
+    weight as 1 + weight, q/k rows in the Hugging Face order, no output head (tied)."""
+    import numpy as np
+    gguf = pytest.importorskip("gguf")
+
+    cfg = ref.config
+    w = gguf.GGUFWriter(str(path), "gemma")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    # the tensor names of the gguf package's map for the architecture
+    arch = gguf.MODEL_ARCH.GEMMA
+    names = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[arch]}
+    hf = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
+          "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+          "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    sd = {k: v.detach().float() for k, v in ref.state_dict().items()}
+    tensors = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"] + 1}
+    for i in range(cfg.num_hidden_layers):
+        for short, name in hf.items():
+            assert f"blk.{{bid}}.{short}" in names
+            t = sd[f"model.layers.{i}.{name}.weight"]
+            tensors[f"blk.{i}.{short}.weight"] = t + 1 if short.endswith("norm") else t
+    assert "output" not in {n.split(".")[0] for n in tensors} and {"token_embd", "output_norm"} <= names
+    for name, t in tensors.items():
+        w.add_tensor(name, np.ascontiguousarray(t.numpy(), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_loads_from_gguf_and_exports_it(tmp_path):
+    pytest.importorskip("gguf")
+    from openformers.export.gguf import save_gguf
+    from openformers.quantization import GGUFQuantizationConfig
+
+    ref = _reference(tmp_path / "ref")
+    path = tmp_path / "gemma.gguf"
+    _write_gemma_gguf(path, ref)
+    ours = openformers.AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "GemmaForCausalLM" and ours.config.head_dim == 24
+    assert ours.config.hidden_act == "gelu_pytorch_tanh" and ours.config.tie_word_embeddings
+    with torch.no_grad():  # (1 + w) - 1 in float32 loses the last bits of small weights
+        fam.assert_close(ours.model.norm.weight, ref.model.norm.weight, atol=1e-7, what="final norm")
+        fam.assert_close(ours(IDS).logits, ref(IDS).logits, atol=1e-5, what="Gemma from GGUF")
+    # kept 4-bit: 4-bit projections, float norms (offset removed)
+    quant = openformers.AutoModelForCausalLM.from_pretrained(
+        str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32))
+    with torch.no_grad():
+        assert (quant(IDS).logits - ref(IDS).logits).abs().max() < 0.5
+    # export: the norms go out as 1 + weight, and the file reads back as the same model
+    out = tmp_path / "export.gguf"
+    save_gguf(ours, out, dtype="f32")
+    from openformers.core.gguf import GGUFFile
+
+    gf = GGUFFile(out)
+    try:
+        assert gf.architecture == "gemma" and "output.weight" not in gf.tensors
+        stored = gf.dequantize("blk.0.attn_norm.weight").reshape(-1)
+    finally:
+        gf.close()
+    fam.assert_close(stored, ours.model.layers[0].input_layernorm.weight.detach() + 1, atol=0, what="stored norm")
+    again = openformers.AutoModelForCausalLM.from_pretrained(str(out))
+    with torch.no_grad():
+        fam.assert_close(again(IDS).logits, ours(IDS).logits, atol=1e-5, what="exported and read back")

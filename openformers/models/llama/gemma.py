@@ -12,6 +12,13 @@ from openformers.models.llama.heads import LlamaForSequenceClassification, Llama
 from openformers.models.llama.model import LlamaDecoderLayer, LlamaForCausalLM, LlamaModel
 from openformers.modules.blocks import DecoderBlocks
 
+# llama.cpp's GGUF names ("gemma" architecture): Llama's block names; q and k rows in the Hugging Face order (no
+# rotary reordering); every norm weight stored with the offset added (offset + weight); no LM head (tied)
+GGUF_ARCHITECTURE = "gemma"
+GGUF_BLOCK_NAMES: dict[str, str] = {}
+GGUF_NORM_OFFSET = 1.0
+GGUF_CONFIG = {"hidden_act": "gelu_pytorch_tanh"}  # what the file's metadata does not say
+
 
 class GemmaConfig(LlamaConfig):
     """Configuration of a Gemma model; defaults as in transformers (Gemma-7B's shape).
