@@ -425,8 +425,8 @@ def _iter_tensors(
         gf.close()
 
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "norm_offset", "read_gguf_config", "read_gguf_model",
-           "unpermute_qk"]
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "norm_offset", "read_gguf_config",
+           "read_gguf_model", "unpermute_qk"]
 
 
 def norm_offset(arch: str) -> float:

@@ -499,8 +499,9 @@ int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t r
  * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
  * q/k/v product, per-head q/k RMSNorms where the layer has them, rotary embedding, the new key and value written into the cache, attention over the
  * cache, the output product and residual, RMSNorm, the fused gate/up product, act(gate) * up, the down
- * product and residual (act: SiLU or tanh-GELU; norm_mode: plain or offset RMSNorms). With bf16 set, activations are bfloat16 and every operator rounds its result to
- * bfloat16 where PyTorch's bfloat16 operators do; the arithmetic inside each one is float32.
+ * product and residual (act: SiLU or tanh-GELU; norm_mode: plain or offset RMSNorms). With bf16 set,
+ * activations are bfloat16 and every operator rounds its result to bfloat16 where PyTorch's bfloat16
+ * operators do; the arithmetic inside each one is float32.
  */
 typedef struct {
     const void *norm1, *norm2;   /* [hidden] RMSNorm weights: the activation dtype, or float32 with norm_mode 1 */

@@ -349,8 +349,8 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     """A :class:`NativeStep` for these resolved layers, or None when they must run in PyTorch: activations
     other than float32 or bfloat16, a projection with a bias or neither on the native 4-bit kernel nor a
     plain row-major weight in the activations' dtype, an activation other than SiLU or tanh-GELU, partial rotary
-    embeddings, norms in another dtype or of another kind than plain or offset RMSNorms (all of one kind). (What changes from step to step, masks and the cache, the plan
-    checks at every step.)"""
+    embeddings, norms in another dtype or not all plain or all offset RMSNorms. (What changes from step to step,
+    masks and the cache, the plan checks at every step.)"""
     if hidden.dtype not in (torch.float32, torch.bfloat16):
         return None
     lib = int4_native.library()

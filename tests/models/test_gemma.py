@@ -50,7 +50,8 @@ def test_logits_and_loss_with_random_norms(tmp_path):
     ref = _reference(tmp_path)
     ours = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     assert type(ours).__name__ == "GemmaForCausalLM"
-    assert isinstance(ours.model.norm, OffsetRMSNorm) and isinstance(ours.model.layers[0].input_layernorm, OffsetRMSNorm)
+    assert isinstance(ours.model.norm, OffsetRMSNorm)
+    assert isinstance(ours.model.layers[0].input_layernorm, OffsetRMSNorm)
     assert ours.lm_head.weight is ours.model.embed_tokens.weight  # tied by default
     labels = IDS.clone()
     labels[:, :2] = -100

@@ -2,8 +2,8 @@
 (``-mno-avx512bf16``, an Ice Lake's instructions), with AVX2 + FMA (``-march=x86-64-v3``, a Zen 2/3's) and the
 portable loops (``-march=x86-64``),
 each built into its own cached library and loaded beside the default one. Their 4-bit products, dense rows
-and decode steps (Llama, Qwen3's per-head q/k norms, Gemma's offset norms and tanh-GELU, 4-bit and plain, float32 and bfloat16) against
-float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
+and decode steps (Llama, Qwen3's per-head q/k norms, Gemma's offset norms and tanh-GELU, 4-bit and plain,
+float32 and bfloat16) against float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
 instructions."""
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ class GemmaConfig(LlamaConfig):
         super().__init__(
             vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
             num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_key_value_heads, hidden_act="gelu_pytorch_tanh" if hidden_act == "gelu" else hidden_act,
+            num_key_value_heads=num_key_value_heads,
+            hidden_act="gelu_pytorch_tanh" if hidden_act == "gelu" else hidden_act,
             max_position_embeddings=max_position_embeddings, initializer_range=initializer_range,
             rms_norm_eps=rms_norm_eps, use_cache=use_cache, pad_token_id=pad_token_id,
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=tie_word_embeddings,
