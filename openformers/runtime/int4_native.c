@@ -557,11 +557,12 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
         for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
 }
 
-/* the gate's activation in float32: SiLU, or GELU with the tanh approximation (PyTorch's formula) */
+/* the gate's activation in float32: SiLU, or GELU with the tanh approximation, 0.5 g (1 + tanh(u)) with
+ * u = sqrt(2 / pi) (g + 0.044715 g^3), written as g / (1 + exp(-2u)) (the same value; one exp, as SiLU) */
 static inline float gate_act(float g, int act) {
     if (act == 1) {
-        const float beta = 0.7978845608028654f, kappa = 0.044715f;
-        return 0.5f * g * (1.f + tanhf(beta * (g + kappa * (g * g * g))));
+        const float two_beta = 2.f * 0.7978845608028654f, kappa = 0.044715f;
+        return g / (1.f + expf(-two_beta * (g + kappa * (g * g * g))));
     }
     return g / (1.f + expf(-g));
 }
