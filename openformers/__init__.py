@@ -164,6 +164,8 @@ _MODEL_FAMILIES: dict[str, list[str]] = {
         "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
         "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
         "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
+        "GemmaConfig", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification",
+        "GemmaForTokenClassification",
     ],
 }
 for _module, _names in _MODEL_FAMILIES.items():

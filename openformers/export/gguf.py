@@ -1,10 +1,10 @@
-"""GGUF export of the Llama family (Llama, SmolLM2, Mistral, Qwen2, Qwen3) for llama.cpp and its tools.
+"""GGUF export of the Llama family (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Gemma) for llama.cpp and its tools.
 
 ``save_gguf(model, path, tokenizer=None, dtype="f16")`` writes one file: the architecture's
 hyperparameters, the tokenizer (vocabulary, merges, token types, special token ids, chat template)
 and the weights under llama.cpp's names, with the gguf package's writer. It is the inverse of
 :mod:`openformers.models.gguf_loading`: the same name maps, and the query/key rows of "llama"
-files put in llama.cpp's rotary order.
+files put in llama.cpp's rotary order, and Gemma's norm weights written as ``1 + weight`` (float32).
 
 Types (``dtype``):
 
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 # model_type -> GGUF architecture (llama.cpp writes Mistral as "llama"; the window tells it apart)
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma"}
 # architectures whose q/k rows llama.cpp stores with each head's rotary halves interleaved
 _PERMUTED = {"llama"}
 
@@ -107,10 +107,11 @@ def _nbytes(shape: tuple[int, ...], qtype: Any, gguf: Any) -> int:
 
 def _weights(model: Any, arch: str) -> list[tuple[str, torch.Tensor]]:
     """``(gguf name, tensor)`` in llama.cpp's order, q/k rows permuted where the architecture wants it."""
-    from openformers.models.gguf_loading import gguf_names
+    from openformers.models.gguf_loading import NORM_KINDS, gguf_names, norm_offset
 
     cfg = model.config
     block, top = gguf_names(arch)
+    offset = norm_offset(arch)
     state = model.state_dict()
     quantized = sorted(n for n in state if n.endswith((".qweight", ".scales_and_zeros")))
     if quantized:
@@ -131,9 +132,11 @@ def _weights(model: Any, arch: str) -> list[tuple[str, torch.Tensor]]:
             if arch in _PERMUTED and kind in ("attn_q", "attn_k"):
                 heads = cfg.num_attention_heads if kind == "attn_q" else cfg.num_key_value_heads
                 t = permute_qk(t, heads)
+            elif offset and kind in NORM_KINDS:
+                t = t.float() + offset
             out[f"blk.{parts[2]}.{kind}.{suffix}"] = t
         elif stem in top:
-            out[f"{top[stem]}.{suffix}"] = t
+            out[f"{top[stem]}.{suffix}"] = t.float() + offset if offset and top[stem] in NORM_KINDS else t
         else:
             unknown.append(name)
     if unknown:

@@ -36,6 +36,10 @@ MODEL_REGISTRY: dict[str, tuple[str, str, dict[str, str]]] = {
     "mistral": _family("openformers.models.llama", "Mistral", "MistralForCausalLM", None),
     "qwen2": _family("openformers.models.llama", "Qwen2", "Qwen2ForCausalLM", None),
     "qwen3": _family("openformers.models.llama", "Qwen3", "Qwen3ForCausalLM", None),
+    # no question-answering head (as in transformers)
+    "gemma": ("openformers.models.llama", "GemmaConfig", {
+        h: c for h, c in _family("openformers.models.llama", "Gemma", "GemmaForCausalLM", None)[2].items()
+        if h != "question-answering"}),
 }
 
 

@@ -12,6 +12,8 @@ Mistral model and loads as one, with that window. GPT-2's attention and MLP weig
 in]`` like ``nn.Linear``; Hugging Face's GPT-2 (``Conv1D``) keeps them ``[in, out]``, so they
 are transposed. Llama 3.1 style files carry their llama3 rope scaling as ``rope_freqs.weight``,
 one divisor per inverse rotary frequency; it becomes ``rope_parameters["freq_factors"]``.
+A "gemma" file stores every norm weight as ``1 + weight`` (Gemma's offset RMSNorm) and no LM head (tied);
+loading subtracts the offset.
 
 With a :class:`~openformers.quantization.gguf_linear.GGUFQuantizationConfig`, the projection
 weights are not dequantized: they become the buffers of ``QuantizedLinear`` modules
@@ -29,12 +31,19 @@ from typing import Any
 import torch
 
 from openformers.core.gguf import GGUFError, GGUFFile
+from openformers.models.llama import gemma as _gemma
 from openformers.models.llama import qwen3 as _qwen3
 
 # general.architecture -> model_type
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
 # Llama-like families whose name maps live beside their model: architecture -> (model_type, extra block names)
-_FAMILY_MAPS = {_qwen3.GGUF_ARCHITECTURE: ("qwen3", _qwen3.GGUF_BLOCK_NAMES)}
+_FAMILY_MAPS = {_qwen3.GGUF_ARCHITECTURE: ("qwen3", _qwen3.GGUF_BLOCK_NAMES),
+                _gemma.GGUF_ARCHITECTURE: ("gemma", _gemma.GGUF_BLOCK_NAMES)}
+# what such a family's files store otherwise: architecture -> (the offset added to every norm weight, config
+# fields the metadata does not carry)
+_FAMILY_VALUES = {_gemma.GGUF_ARCHITECTURE: (_gemma.GGUF_NORM_OFFSET, _gemma.GGUF_CONFIG)}
+# the llama.cpp block kinds of norm weights (a family's offset applies to them)
+NORM_KINDS = frozenset({"attn_norm", "ffn_norm", "output_norm", "attn_q_norm", "attn_k_norm"})
 SUPPORTED_ARCHITECTURES.update({arch: model_type for arch, (model_type, _) in _FAMILY_MAPS.items()})
 # architectures whose q/k rows llama.cpp reorders on conversion
 _PERMUTED_QK = {"llama", "mistral"}
@@ -199,6 +208,7 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     if heads and kv_heads and heads % kv_heads:
         raise GGUFError(f"{gf.path}: {heads} attention heads cannot be shared by {kv_heads} key/value heads (not a divisor)")
     config["hidden_act"] = "silu"
+    config.update(_FAMILY_VALUES.get(arch, (0.0, {}))[1])
     if arch in _PERMUTED_QK or arch in _FAMILY_MAPS:
         config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
     scaling: dict[str, Any] = {}
@@ -391,6 +401,7 @@ def _iter_tensors(
     try:
         n_head = int(config.get("num_attention_heads", 0) or 0)
         n_kv = int(config.get("num_key_value_heads", n_head) or n_head)
+        offset = norm_offset(arch)
         for gguf_name, name, kind in plan:
             if name in quantized:
                 yield from quantized[name](gf, gguf_name, name)
@@ -407,12 +418,20 @@ def _iter_tensors(
                 t = unpermute_qk(t, n_kv)
             elif arch == "gpt2" and kind in _GPT2_TRANSPOSED and name.endswith(".weight"):
                 t = t.t().contiguous()
+            elif offset and kind in NORM_KINDS:  # the file holds offset + weight
+                t = t - offset
             yield name, t
     finally:
         gf.close()
 
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "read_gguf_config", "read_gguf_model", "unpermute_qk"]
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFError", "gguf_names", "hf_name", "norm_offset", "read_gguf_config",
+           "read_gguf_model", "unpermute_qk"]
+
+
+def norm_offset(arch: str) -> float:
+    """What an architecture's files add to every norm weight (1 for "gemma", else 0)."""
+    return _FAMILY_VALUES.get(arch, (0.0, {}))[0]
 
 
 def gguf_names(arch: str) -> tuple[dict[str, str], dict[str, str]]:

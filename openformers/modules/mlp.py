@@ -11,14 +11,22 @@ from torch import nn
 from openformers.modules.dense import Linear
 from openformers.modules.swiglu_native import swiglu
 
-# names as they appear in Hugging Face configs (``hidden_act``)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (PyTorch's ``approximate="tanh"``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+# names as they appear in Hugging Face configs (``hidden_act``); one function object per kind, so a runtime
+# can tell the kinds apart by identity
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "swish": F.silu,
     "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
     "relu": F.relu,
     "relu2": lambda x: F.relu(x).square(),
     "tanh": torch.tanh,

@@ -36,3 +36,38 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class OffsetRMSNorm(nn.Module):
+    """RMSNorm that multiplies by ``offset + weight`` (Gemma: ``offset`` 1, the weight starts at zeros).
+
+    Unlike :class:`RMSNorm`, the product with the weight is taken in float32 and cast to the input dtype
+    once at the end: ``(x_f32 * rsqrt(mean(x_f32**2) + eps) * (offset + weight_f32)).to(x.dtype)``.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6, offset: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(hidden_size))
+        self.variance_epsilon = eps
+        self.offset = float(offset)
+
+    @property
+    def eps(self) -> float:
+        return self.variance_epsilon
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = hidden_states.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return (x * (self.offset + self.weight.float())).to(hidden_states.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}, offset={self.offset}"
+
+
+def rms_norm(hidden_size: int, eps: float, offset: float = 0.0) -> nn.Module:
+    """The RMSNorm a layer's blocks name (``DecoderBlocks.norm_offset``): :class:`RMSNorm` for offset 0,
+    else :class:`OffsetRMSNorm` with that offset."""
+    return RMSNorm(hidden_size, eps=eps) if not offset else OffsetRMSNorm(hidden_size, eps=eps, offset=offset)

@@ -1,7 +1,8 @@
 """The layers of a described decoder stack on the runtime's kernels, prefill and decode steps alike.
 
-A family describes its layer from known blocks (``modules/blocks.py``: RMSNorm, rotary attention with
-optional per-head q/k norms and projection biases, gated MLP); :func:`plan_for` reads that description
+A family describes its layer from known blocks (``modules/blocks.py``: RMSNorm with or without a weight
+offset, rotary attention with optional per-head q/k norms and projection biases, gated MLP, scaled
+embeddings, which the stack's ``layer_inputs`` applies); :func:`plan_for` reads that description
 and the model's modules into a :class:`DecodePlan`, or says (one debug log line) why it cannot.
 
 A decode step of SmolLM2-135M on 2 CPU cores is ~120 matrix products and a few hundred small
@@ -38,11 +39,11 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 
 from openformers.modules.attention import get_attention_backend
-from openformers.modules.blocks import DecoderBlocks
+from openformers.modules.blocks import DecoderBlocks, embedding_scale
 from openformers.modules.cache import Cache, DynamicCache
 from openformers.modules.dense import is_plain_linear
 from openformers.modules.mlp import GatedMLP
-from openformers.modules.norms import RMSNorm
+from openformers.modules.norms import OffsetRMSNorm, RMSNorm
 from openformers.modules.rotary import apply_rotary_heads
 from openformers.runtime import adapters
 from openformers.runtime.fused import Kernel, fusable, fused_kernel, project_kernel
@@ -166,7 +167,7 @@ class DecodePlan:
             w for m in self.loras for w in adapters.watched(m))
         self._module_dicts = [m.__dict__ for m in self.modules]
         # (module, whether it is a LoRA layer) for every module whose tensors the plan reads: the projections and
-        # the norms (the native step holds their weights' pointers)
+        # the norms (the native step holds their weights' pointers, and float32 copies of offset norms' weights)
         self.projections = tuple((m, id(m) in lora_ids) for mods in self.live
                                  for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[10:] if n is not None))
         self.adapter_state = [adapters.state(m) for m in self.loras]
@@ -259,18 +260,20 @@ class DecodePlan:
             cache: Cache | None, kernels: list[tuple[Kernel, Kernel, Kernel, Kernel]]) -> torch.Tensor:
         """The described layer (modules/blocks.py) with q/k/v and gate/up as one product each: RMSNorm, q/k/v,
         per-head q/k RMSNorms where declared, rotary over q and k, cached attention, output product and
-        residual, RMSNorm, gated MLP and residual."""
+        residual, RMSNorm, gated MLP and residual. The norms run their class's own ``forward`` (plain or
+        offset RMSNorm, as ``layer_error`` checked)."""
         b, s = hidden.shape[:2]
         for (_, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2, q_norm, k_norm), (qkv_fn, o_fn, gu_fn, down_fn), mask \
                 in zip(self.layers, kernels, masks):
             h, kv, d = attn.num_heads, attn.num_key_value_heads, attn.head_dim
-            qkv = qkv_fn(RMSNorm.forward(norm1, hidden)).view(b, s, h + 2 * kv, d)
+            norm = type(norm1).forward
+            qkv = qkv_fn(norm(norm1, hidden)).view(b, s, h + 2 * kv, d)
             if q_norm is None:
                 qk = apply_rotary_heads(qkv[:, :, : h + kv], cos, sin)  # [b, seq, heads + kv_heads, head_dim]
                 q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
             else:
-                q = apply_rotary_heads(RMSNorm.forward(q_norm, qkv[:, :, :h]), cos, sin).transpose(1, 2)
-                k = apply_rotary_heads(RMSNorm.forward(k_norm, qkv[:, :, h: h + kv]), cos, sin).transpose(1, 2)
+                q = apply_rotary_heads(norm(q_norm, qkv[:, :, :h]), cos, sin).transpose(1, 2)
+                k = apply_rotary_heads(norm(k_norm, qkv[:, :, h: h + kv]), cos, sin).transpose(1, 2)
             v = qkv[:, :, h + kv:].transpose(1, 2)
             if cache is not None:
                 k, v = cache.update(attn.layer_idx, k, v)
@@ -278,7 +281,7 @@ class DecodePlan:
             out, _ = backend(q, k, v, mask, attn.scaling, 0.0, is_causal=mask is None, output_attentions=False,
                              training=False)
             hidden = hidden + o_fn(out.reshape(b, s, -1))
-            g, u = gu_fn(RMSNorm.forward(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
+            g, u = gu_fn(norm(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
             hidden = hidden + down_fn(mlp.act_fn(g) * u)
         return hidden
 
@@ -315,8 +318,12 @@ def _rows_of(cache: Cache, masks: list[torch.Tensor | None], layers: int) -> tup
     return bound
 
 
-# what the runtime knows how to run (modules/blocks.py); any other description runs the module path
+# what the runtime knows how to run (modules/blocks.py); any other value of these fields runs the module path
+# (norm_offset and qk_norm: any value, with the norm modules to match; embedding_scale: any, applied by the
+# stack's layer_inputs before the layers)
 KNOWN = DecoderBlocks()
+
+
 def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     """Why a layer's modules are not the layer its class describes (``blocks``), or None. A class that changes
     ``forward`` (its own or its attention's) without declaring its own ``blocks`` is not described."""
@@ -330,19 +337,34 @@ def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     blocks = owner.blocks
     if not isinstance(blocks, DecoderBlocks):
         return f"{cls.__name__}'s blocks {blocks!r} are not DecoderBlocks"
-    # the runtime's layer (and of_llama_step) runs plain RMSNorms (weight, no 1 + weight offset) and unscaled
-    # embeddings: any other value of these fields runs the module path
     other = [f"{name}={getattr(blocks, name)!r} (the runtime runs {getattr(KNOWN, name)!r})"
-             for name in ("norm", "norm_offset", "attention", "mlp", "embedding_scale")
+             for name in ("norm", "attention", "mlp")
              if getattr(blocks, name) != getattr(KNOWN, name)]
     if other:
         return f"{cls.__name__}'s blocks name a block the runtime does not run: {', '.join(other)}"
     if type(mlp).forward is not GatedMLP.forward:
         return f"{cls.__name__}.mlp is a {type(mlp).__name__}, not the gated MLP its blocks name"
     norms = (norm1, norm2) + ((q_norm, k_norm) if blocks.qk_norm else ())
-    if any(n is None or type(n).forward is not RMSNorm.forward for n in norms) or (
-            not blocks.qk_norm and (q_norm is not None or k_norm is not None)):
-        return f"{cls.__name__}'s norms are not the RMSNorms its blocks name"
+    offset = float(blocks.norm_offset)
+    if offset:  # OffsetRMSNorms with the declared offset
+        wrong = any(n is None or type(n).forward is not OffsetRMSNorm.forward or n.offset != offset for n in norms)
+    else:
+        wrong = any(n is None or type(n).forward is not RMSNorm.forward for n in norms)
+    if wrong or (not blocks.qk_norm and (q_norm is not None or k_norm is not None)):
+        kind = f"OffsetRMSNorms (offset {offset})" if offset else "RMSNorms"
+        return f"{cls.__name__}'s norms are not the {kind} its blocks name"
+    return None
+
+
+def _scale_error(model: nn.Module, layer: nn.Module) -> str | None:
+    """Why the embeddings the stack's ``layer_inputs`` gives are not scaled as ``layer``'s blocks say, or None."""
+    try:
+        want = embedding_scale(declared(type(layer), "blocks").blocks, model.config)
+    except ValueError as exc:
+        return str(exc)
+    have = getattr(model, "embedding_scale", None)
+    if want != have:
+        return f"{type(layer).__name__}'s blocks scale the embeddings by {want}, the stack by {have}"
     return None
 
 
@@ -377,7 +399,7 @@ def _build(model: nn.Module) -> DecodePlan | None:
         if mods is None:
             why_not(logger, f"{type(layer).__name__} is not laid out as a Llama layer")
             return None
-        err = layer_error(mods)
+        err = layer_error(mods) or _scale_error(model, layer)
         if err is not None:
             why_not(logger, err)
             return None

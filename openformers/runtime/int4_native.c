@@ -519,23 +519,27 @@ int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t r
 /* ---- one decode step of a Llama-family model (4-bit or plain projections) ----------------------------------
  * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
  * q/k/v product, per-head q/k RMSNorms where the layer has them, rotary embedding, the new key and value written into the cache, attention over the
- * cache, the output product and residual, RMSNorm, the fused gate/up product, SiLU(gate) * up, the down
- * product and residual. With bf16 set, activations are bfloat16 and every operator rounds its result to
- * bfloat16 where PyTorch's bfloat16 operators do; the arithmetic inside each one is float32.
+ * cache, the output product and residual, RMSNorm, the fused gate/up product, act(gate) * up, the down
+ * product and residual (act: SiLU or tanh-GELU; norm_mode: plain or offset RMSNorms). With bf16 set,
+ * activations are bfloat16 and every operator rounds its result to bfloat16 where PyTorch's bfloat16
+ * operators do; the arithmetic inside each one is float32.
  */
 typedef struct {
-    const void *norm1, *norm2;   /* [hidden] RMSNorm weights (activation dtype) */
+    const void *norm1, *norm2;   /* [hidden] RMSNorm weights: the activation dtype, or float32 with norm_mode 1 */
     of_int4_weight qkv, o, gate_up, down;
     void *k_cache, *v_cache;     /* [kv_heads][capacity][head_dim] (activation dtype) */
     int64_t capacity;
     const void *q_norm, *k_norm; /* [head_dim] RMSNorm weights over each query and key head (the qk_norm block),
-                                    applied before the rotary embedding; NULL: none */
+                                    applied before the rotary embedding, as norm1; NULL: none */
 } of_llama_layer;
 
 typedef struct {
     int64_t layers, hidden, heads, kv_heads, head_dim, inter;
     float eps, scaling;
     int bf16;
+    int norm_mode;  /* 0: weight * normed rounded to the activation dtype (RMSNorm); 1: float32 normed times the
+                       float32 weights the caller holds (offset + weight), rounded once (OffsetRMSNorm) */
+    int act;        /* the gate's activation: 0 SiLU, 1 GELU with the tanh approximation */
     of_llama_layer *layer;
 } of_llama;
 
@@ -547,6 +551,8 @@ int64_t of_step_layout(int what) {
         case 2: return (int64_t)offsetof(of_llama_layer, q_norm);
         case 3: return (int64_t)sizeof(of_llama);
         case 4: return (int64_t)offsetof(of_llama, layer);
+        case 5: return (int64_t)offsetof(of_llama, norm_mode);
+        case 6: return (int64_t)offsetof(of_llama, act);
         default: return -1;
     }
 }
@@ -559,13 +565,27 @@ static inline void put(void *p, int64_t i, float v, int bf16) {
     if (bf16) ((uint16_t *)p)[i] = to_bf16(v); else ((float *)p)[i] = v;
 }
 
-/* RMSNorm as norms.py computes it: statistics in float32, the normalised value cast to the activation
- * dtype, then times the weight. */
-static void rms_norm(const float *x, const void *weight, int64_t n, float eps, int bf16, float *out) {
+/* RMSNorm as norms.py computes it: statistics in float32; mode 0 (RMSNorm): the normalised value cast to the
+ * activation dtype, then times the weight (activation dtype); mode 1 (OffsetRMSNorm): the float32 normalised
+ * value times the float32 weight (offset + weight), cast once. */
+static void rms_norm(const float *x, const void *weight, int64_t n, float eps, int bf16, int mode, float *out) {
     float ss = 0.f;
     for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
     float r = 1.f / sqrtf(ss / (float)n + eps);
-    for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
+    if (mode == 1)
+        for (int64_t i = 0; i < n; i++) out[i] = rnd(x[i] * r * ((const float *)weight)[i], bf16);
+    else
+        for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
+}
+
+/* the gate's activation in float32: SiLU, or GELU with the tanh approximation, 0.5 g (1 + tanh(u)) with
+ * u = sqrt(2 / pi) (g + 0.044715 g^3), written as g / (1 + exp(-2u)) (the same value; one exp, as SiLU) */
+static inline float gate_act(float g, int act) {
+    if (act == 1) {
+        const float two_beta = 2.f * 0.7978845608028654f, kappa = 0.044715f;
+        return g / (1.f + expf(-two_beta * (g + kappa * (g * g * g))));
+    }
+    return g / (1.f + expf(-g));
 }
 
 #if OF_DENSE_LANES == 8
@@ -899,7 +919,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
             const of_llama_layer *L = &m->layer[l];
             const int64_t seq = kv * L->capacity * d;  /* one sequence's part of the cache */
             if (t == 0) {
-                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm1, H, m->eps, bf, xn + b * H);
+                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm1, H, m->eps, bf, m->norm_mode, xn + b * H);
                 prepare(&L->qkv, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
@@ -916,7 +936,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
                         float *v = row + head * d, r[512];
                         const void *head_norm = head < h ? L->q_norm : L->k_norm;
                         if (head_norm) {  /* the per-head RMSNorm first */
-                            rms_norm(v, head_norm, d, m->eps, bf, r);
+                            rms_norm(v, head_norm, d, m->eps, bf, m->norm_mode, r);
                             memcpy(v, r, sizeof(float) * d);
                         }
                         for (int64_t i = 0; i < d; i++) {
@@ -946,13 +966,13 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
 #pragma omp barrier
             if (t == 0) {
                 for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
-                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm2, H, m->eps, bf, xn + b * H);
+                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm2, H, m->eps, bf, m->norm_mode, xn + b * H);
                 prepare(&L->gate_up, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
             share(&L->gate_up, xn, B, bf, xa, widest, sums, G, gu, t, n);
 #pragma omp barrier
-            {  /* SiLU(gate) * up and its preparation, pairs of groups split over the threads */
+            {  /* act(gate) * up and its preparation, pairs of groups split over the threads */
                 int64_t pairs = I / 64, p0 = pairs * t / n, p1 = pairs * (t + 1) / n;
                 int64_t i1 = t == n - 1 ? I : p1 * 64;  /* a dense down weight's inputs need not fill a pair */
                 for (int64_t b = 0; b < B; b++) {
@@ -960,7 +980,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
                     float *a = act + b * I;
                     for (int64_t i = p0 * 64; i < i1; i++) {
                         float g = rnd(g2[i], bf), u = rnd(g2[I + i], bf);
-                        a[i] = rnd(rnd(g / (1.f + expf(-g)), bf) * u, bf);
+                        a[i] = rnd(rnd(gate_act(g, m->act), bf) * u, bf);
                     }
                     if (!L->down.dense) {
                         if (p1 > p0)

@@ -27,6 +27,7 @@ from torch import nn
 from openformers.modules.cache import DynamicCache
 from openformers.modules.dense import is_plain_linear
 from openformers.modules.mlp import ACTIVATIONS
+from openformers.modules.norms import OffsetRMSNorm, RMSNorm
 from openformers.runtime import int4_native
 from openformers.runtime.int4_native import Int4Weight, is_int4
 
@@ -49,14 +50,18 @@ class _Model(ctypes.Structure):
     _fields_ = [("layers", ctypes.c_int64), ("hidden", ctypes.c_int64), ("heads", ctypes.c_int64),
                 ("kv_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64), ("inter", ctypes.c_int64),
                 ("eps", ctypes.c_float), ("scaling", ctypes.c_float), ("bf16", ctypes.c_int),
-                ("layer", ctypes.POINTER(_Layer))]
+                ("norm_mode", ctypes.c_int), ("act", ctypes.c_int), ("layer", ctypes.POINTER(_Layer))]
+
+
+# of_llama.act for the gated MLP's activation function (modules/mlp.py's table: one function per kind)
+_ACTS = {ACTIVATIONS["silu"]: 0, ACTIVATIONS["gelu_pytorch_tanh"]: 1}
 
 
 def layout_mismatch(lib: ctypes.CDLL) -> str | None:
     """None when the ctypes views of ``of_llama_layer`` and ``of_llama`` have the C side's sizes and offsets
     (``of_step_layout``); else what differs (the step is then not used)."""
     want = (ctypes.sizeof(_Layer), _Layer.capacity.offset, _Layer.q_norm.offset, ctypes.sizeof(_Model),
-            _Model.layer.offset)
+            _Model.layer.offset, _Model.norm_mode.offset, _Model.act.offset)
     layout = getattr(lib, "of_step_layout", None)
     if layout is None:
         return "the library has no of_step_layout"
@@ -146,26 +151,39 @@ class NativeStep:
         if err is not None:
             raise ValueError(f"of_llama_step: {err}")
         attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
+        modes = {_norm_mode(n) for mods in layers for n in mods[10:] if n is not None}
+        if len(modes) != 1 or None in modes:
+            raise ValueError(f"of_llama_step: the norms are not all plain or all offset RMSNorms ({modes})")
+        acts = {_ACTS.get(mods[6].act_fn) for mods in layers}
+        if len(acts) != 1 or None in acts:
+            raise ValueError("of_llama_step: the layers' MLP activations are not all SiLU or all tanh-GELU")
         self.dtype = dtype
         self.lib = lib
         self.count = len(layers)
         self.array = (_Layer * self.count)()
         self.keep: list[Any] = []  # the tensors the structures point into
+        (mode,) = modes
+
+        def norm_weight(norm: nn.Module) -> int:
+            # mode 1: a float32 copy of offset + weight, made here (the plan makes a new step when the weight changes)
+            w = norm.weight
+            if mode == 1:
+                with torch.no_grad():
+                    w = (norm.offset + w.detach().float()).contiguous()
+            self.keep.append(w)
+            return w.data_ptr()
+
         for i, (mods, found) in enumerate(zip(layers, weights)):
-            norm1, norm2 = mods[10], mods[11]
             entry = self.array[i]
-            entry.norm1, entry.norm2 = norm1.weight.data_ptr(), norm2.weight.data_ptr()
-            for name, norm in (("q_norm", mods[12]), ("k_norm", mods[13])):
+            for name, norm in (("norm1", mods[10]), ("norm2", mods[11]), ("q_norm", mods[12]), ("k_norm", mods[13])):
                 if norm is not None:
-                    setattr(entry, name, norm.weight.data_ptr())
-                    self.keep.append(norm.weight)
+                    setattr(entry, name, norm_weight(norm))
             for name, (struct, held) in zip(("qkv", "o", "gate_up", "down"), found):
                 setattr(entry, name, struct)
                 self.keep.append(held)
-            self.keep += [norm1.weight, norm2.weight]
         self.model = _Model(self.count, norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim,
                             mlp0.gate_proj.out_features, float(norm0.variance_epsilon), float(attn0.scaling),
-                            int(dtype == torch.bfloat16), self.array)
+                            int(dtype == torch.bfloat16), mode, acts.pop(), self.array)
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
         self.room = 0  # the least capacity of the buffers in self.caches (checked when they change)
@@ -320,13 +338,19 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
     return Int4Weight(None, None, out, first.shape[1], ptrs[0], ptrs[1], ptrs[2], ends[0], ends[1]), weights
 
 
+def _norm_mode(norm: nn.Module) -> int | None:
+    """``of_llama.norm_mode`` for a norm module: 0 for an RMSNorm, 1 for an OffsetRMSNorm, None for another."""
+    forward = type(norm).forward
+    return 0 if forward is RMSNorm.forward else 1 if forward is OffsetRMSNorm.forward else None
+
+
 def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor,
                 cos: torch.Tensor) -> NativeStep | None:
     """A :class:`NativeStep` for these resolved layers, or None when they must run in PyTorch: activations
     other than float32 or bfloat16, a projection with a bias or neither on the native 4-bit kernel nor a
-    plain row-major weight in the activations' dtype, an activation other than SiLU, partial rotary
-    embeddings, norms in another dtype. (What changes from step to step, masks and the cache, the plan
-    checks at every step.)"""
+    plain row-major weight in the activations' dtype, an activation other than SiLU or tanh-GELU, partial rotary
+    embeddings, norms in another dtype or not all plain or all offset RMSNorms. (What changes from step to step,
+    masks and the cache, the plan checks at every step.)"""
     if hidden.dtype not in (torch.float32, torch.bfloat16):
         return None
     lib = int4_native.library()
@@ -349,7 +373,12 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
             layers, kernels):
         if any(n is not None and (n.weight.dtype != hidden.dtype or n.variance_epsilon != eps) for n in qk_norms):
             return None
-        if mlp.act_fn is not ACTIVATIONS["silu"] or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
+        if mlp.act_fn not in _ACTS or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
+            return None
+        if mlp.act_fn is not layers[0][6].act_fn:
+            return None
+        norms = [n for n in (norm1, norm2, *qk_norms) if n is not None]
+        if any(_norm_mode(n) is None or _norm_mode(n) != _norm_mode(layers[0][10]) for n in norms):
             return None
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim, attn.scaling) != (
                 attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim, attn0.scaling):

@@ -77,6 +77,8 @@ CASES = [
     ("Qwen2", torch.float32, 1, {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}),
     ("Qwen3", torch.float32, 1, {}),  # per-head q/k norms: the qk_norm block
     ("Qwen3", torch.bfloat16, 3, {}),
+    ("Gemma", torch.float32, 1, {"head_dim": 16}),  # offset norms, scaled embeddings, tanh-GELU
+    ("Gemma", torch.bfloat16, 3, {"head_dim": 16}),
 ]
 
 
@@ -251,14 +253,18 @@ def test_layers_the_runtime_does_not_know_run_as_modules_and_say_why(caplog):
             out, weights = super().forward(hidden_states, *args, **kwargs)
             return out * 2, weights
 
-    class Offset(LlamaDecoderLayer):  # Gemma-style norms, 1 + weight
+    class Offset(LlamaDecoderLayer):  # Gemma-style norms declared, plain RMSNorm modules
         blocks = DecoderBlocks(norm_offset=1.0)
 
-    class Scaled(LlamaDecoderLayer):  # embeddings times sqrt(hidden size)
+    class Scaled(LlamaDecoderLayer):  # embeddings times 8 declared, a stack that does not scale them
         blocks = DecoderBlocks(embedding_scale=8.0)
 
-    for cls, why in ((Doubled, "changes its forward"), (Offset, "norm_offset=1.0 (the runtime runs 0.0)"),
-                     (Scaled, "embedding_scale=8.0 (the runtime runs None)")):
+    class Plain(LlamaDecoderLayer):  # a block the runtime does not run
+        blocks = DecoderBlocks(mlp="plain")
+
+    for cls, why in ((Doubled, "changes its forward"), (Offset, "norms are not the OffsetRMSNorms (offset 1.0)"),
+                     (Scaled, "scale the embeddings by 8.0, the stack by None"),
+                     (Plain, "mlp='plain' (the runtime runs 'gated')")):
         model = _model()
         model.model.layers[1].__class__ = cls
         decode._LOGGED.clear()

@@ -2,8 +2,8 @@
 (``-mno-avx512bf16``, an Ice Lake's instructions), with AVX2 + FMA (``-march=x86-64-v3``, a Zen 2/3's) and the
 portable loops (``-march=x86-64``),
 each built into its own cached library and loaded beside the default one. Their 4-bit products, dense rows
-and decode steps (Llama and Qwen3's per-head q/k norms, 4-bit and plain, float32 and bfloat16) against
-float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
+and decode steps (Llama, Qwen3's per-head q/k norms, Gemma's offset norms and tanh-GELU, 4-bit and plain,
+float32 and bfloat16) against float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
 instructions."""
 from __future__ import annotations
 
@@ -193,6 +193,31 @@ def test_qwen3_step_with_per_head_qk_norms(variant, quantized, dtype, atol, monk
         for layer in model.model.layers:
             layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
             layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    if quantized:
+        GGUFQuantizationConfig().quantize_model(model)
+    model = model.to(dtype).eval()
+    ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(3))
+    got, used = base._step(model, ids, True, monkeypatch)
+    assert used
+    expect, used = base._step(model, ids, False, monkeypatch)
+    assert not used
+    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_gemma_step_with_offset_norms_and_tanh_gelu(variant, quantized, dtype, atol, monkeypatch):
+    """Gemma's layer: RMSNorms times float32 copies of 1 + weight, rounded once, and tanh-GELU(gate) * up."""
+    import openformers
+    from openformers.quantization import GGUFQuantizationConfig
+    from tests.models.llama_family import tiny_config
+
+    torch.manual_seed(0)
+    model = openformers.GemmaForCausalLM(openformers.GemmaConfig(**tiny_config(intermediate_size=128, head_dim=16)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(-0.5, 0.5)
     if quantized:
         GGUFQuantizationConfig().quantize_model(model)
     model = model.to(dtype).eval()

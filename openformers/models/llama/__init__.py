@@ -1,4 +1,11 @@
-"""The Llama family: Llama (and SmolLM2), Mistral, Qwen2 and Qwen3."""
+"""The Llama family: Llama (and SmolLM2), Mistral, Qwen2, Qwen3 and Gemma."""
+from openformers.models.llama.gemma import (
+    GemmaConfig,
+    GemmaForCausalLM,
+    GemmaForSequenceClassification,
+    GemmaForTokenClassification,
+    GemmaModel,
+)
 from openformers.models.llama.config import LlamaConfig
 from openformers.models.llama.mistral import (
     MistralConfig,
@@ -40,4 +47,5 @@ __all__ = [
     "Qwen2ForTokenClassification", "Qwen2ForQuestionAnswering",
     "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
     "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
+    "GemmaConfig", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification", "GemmaForTokenClassification",
 ]

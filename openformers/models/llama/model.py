@@ -1,7 +1,8 @@
 """Llama: pre-norm decoder with RMSNorm, rotary embeddings, grouped-query attention and SwiGLU.
 
-Mistral, Qwen2 and Qwen3 reuse these classes; their differences (sliding window, projection biases)
-are config fields read here, and Qwen3's per-head q/k norms a block its layer declares (``blocks``). The classification and question-answering heads are in heads.py.
+Mistral, Qwen2, Qwen3 and Gemma reuse these classes; their differences (sliding window, projection biases)
+are config fields read here, and Qwen3's per-head q/k norms and Gemma's norm offset and embedding scale
+blocks their layer declares (``blocks``). The classification and question-answering heads are in heads.py.
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from openformers.core.outputs import (
 )
 from openformers.models.llama.config import LlamaConfig
 from openformers.modules.attention import get_attention_backend
-from openformers.modules.blocks import DecoderBlocks
+from openformers.modules.blocks import DecoderBlocks, embedding_scale
 from openformers.modules.cache import Cache, as_cache
 from openformers.modules.dense import Linear
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
 from openformers.modules.mlp import GatedMLP
-from openformers.modules.norms import RMSNorm
+from openformers.modules.norms import rms_norm
 from openformers.modules.rotary import RotaryEmbedding, apply_rotary
 
 # keyword arguments that tokenizers or trainers pass and these models do not use (the flattening collator's
@@ -54,9 +55,10 @@ def layer_sliding_windows(config: LlamaConfig) -> list[int | None]:
 
 class LlamaAttention(nn.Module):
     """Multi-head attention with rotary embeddings and grouped key/value heads; with ``qk_norm``, an
-    RMSNorm over every query and key head (``q_norm``, ``k_norm``) before the rotary embedding (Qwen3)."""
+    RMSNorm over every query and key head (``q_norm``, ``k_norm``) before the rotary embedding (Qwen3), with
+    ``norm_offset`` as the layer's blocks say (modules/blocks.py)."""
 
-    def __init__(self, config: LlamaConfig, layer_idx: int, qk_norm: bool = False) -> None:
+    def __init__(self, config: LlamaConfig, layer_idx: int, qk_norm: bool = False, norm_offset: float = 0.0) -> None:
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -72,8 +74,8 @@ class LlamaAttention(nn.Module):
         self.v_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=out_bias)
         if qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.q_norm = rms_norm(self.head_dim, config.rms_norm_eps, norm_offset)
+            self.k_norm = rms_norm(self.head_dim, config.rms_norm_eps, norm_offset)
 
     def forward(
         self,
@@ -116,10 +118,11 @@ class LlamaDecoderLayer(nn.Module):
 
     def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
         super().__init__()
-        self.self_attn = self.attention_class(config, layer_idx, qk_norm=self.blocks.qk_norm)
+        offset = self.blocks.norm_offset
+        self.self_attn = self.attention_class(config, layer_idx, qk_norm=self.blocks.qk_norm, norm_offset=offset)
         self.mlp = GatedMLP(config)
-        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.input_layernorm = rms_norm(config.hidden_size, config.rms_norm_eps, offset)
+        self.post_attention_layernorm = rms_norm(config.hidden_size, config.rms_norm_eps, offset)
 
     def forward(
         self,
@@ -157,7 +160,10 @@ class LlamaModel(LlamaPreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList(self.decoder_layer_class(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        blocks = self.decoder_layer_class.blocks
+        self.norm = rms_norm(config.hidden_size, config.rms_norm_eps, blocks.norm_offset)
+        # the token embeddings' scale (None: not scaled), from the layer's blocks
+        self.embedding_scale = embedding_scale(blocks, config)
         self.rotary_emb = RotaryEmbedding(config)
         self.gradient_checkpointing = False
         self._checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
@@ -213,6 +219,9 @@ class LlamaModel(LlamaPreTrainedModel):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+            if self.embedding_scale is not None:  # a float32 scalar rounded to the embeddings' dtype
+                scale = torch.tensor(self.embedding_scale, dtype=torch.float32, device=inputs_embeds.device)
+                inputs_embeds = inputs_embeds * scale.to(inputs_embeds.dtype)
         cache = as_cache(past_key_values, use_cache)
         past_len = cache.get_seq_length() if cache is not None else 0
         q_len = inputs_embeds.shape[1]
