@@ -536,9 +536,6 @@ def encoder_training_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
         why_not(logger, f"training {cls.__name__} for a caller that reads every position (only a head that "
                         "reads the first position alone trains on the real tokens)")
         return None
-    if "forward" in model.__dict__:
-        why_not(logger, f"training a {cls.__name__} whose forward is replaced on the instance")
-        return None
     config = model.config
     if config.attn_implementation not in (None, "sdpa"):
         why_not(logger, f"training with attn_implementation={config.attn_implementation!r}")
