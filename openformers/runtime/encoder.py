@@ -322,6 +322,22 @@ def _plan(model: nn.Module, stack: EncoderStack) -> EncoderPlan | None:
     return plan
 
 
+def _head_runner(model: nn.Module, mark: Any) -> Any:
+    """A runner for a head that reads the first position alone: its own forward, with its described base model
+    set in the context variable ``mark`` for the base model's call (None without such a base model)."""
+    base = getattr(model, model.base_model_prefix, None)
+    if base is None or _described(type(base), "encoder_stack") is None:
+        return None
+
+    def run_head(*a: Any, **kw: Any) -> Any:
+        token = mark.set(base)
+        try:
+            return model.forward(*a, **kw)
+        finally:
+            mark.reset(token)
+    return run_head
+
+
 def encoder_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
     """``runtime/dispatch.py``'s builder: a runner for a described encoder (or a head that reads the first
     position alone, over one), else None."""
@@ -329,17 +345,7 @@ def encoder_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
     if model.training:
         return None
     if _described(cls, "encoder_reads") == "first":
-        base = getattr(model, model.base_model_prefix, None)
-        if base is None or _described(type(base), "encoder_stack") is None:
-            return None
-
-        def run_head(*a: Any, **kw: Any) -> Any:
-            token = _FIRST_ONLY.set(base)
-            try:
-                return model.forward(*a, **kw)
-            finally:
-                _FIRST_ONLY.reset(token)
-        return run_head
+        return _head_runner(model, _FIRST_ONLY)
     stack = _described(cls, "encoder_stack")
     if not isinstance(stack, EncoderStack):
         return None
@@ -518,17 +524,7 @@ def encoder_training_runner(model: nn.Module, args: tuple, kwargs: dict) -> Any:
     None (the module path)."""
     cls = type(model)
     if _described(cls, "encoder_reads") == "first":
-        base = getattr(model, model.base_model_prefix, None)
-        if base is None or _described(type(base), "encoder_stack") is None:
-            return None
-
-        def run_head(*a: Any, **kw: Any) -> Any:
-            token = _PAD_FREE.set(base)
-            try:
-                return model.forward(*a, **kw)
-            finally:
-                _PAD_FREE.reset(token)
-        return run_head
+        return _head_runner(model, _PAD_FREE)
     stack = _described(cls, "encoder_stack")
     if not isinstance(stack, EncoderStack):
         return None
