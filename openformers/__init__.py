@@ -166,6 +166,8 @@ _MODEL_FAMILIES: dict[str, list[str]] = {
         "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
         "GemmaConfig", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification",
         "GemmaForTokenClassification",
+        "Starcoder2Config", "Starcoder2Model", "Starcoder2ForCausalLM", "Starcoder2ForSequenceClassification",
+        "Starcoder2ForTokenClassification",
     ],
 }
 for _module, _names in _MODEL_FAMILIES.items():

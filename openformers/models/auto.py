@@ -40,6 +40,9 @@ MODEL_REGISTRY: dict[str, tuple[str, str, dict[str, str]]] = {
     "gemma": ("openformers.models.llama", "GemmaConfig", {
         h: c for h, c in _family("openformers.models.llama", "Gemma", "GemmaForCausalLM", None)[2].items()
         if h != "question-answering"}),
+    "starcoder2": ("openformers.models.llama", "Starcoder2Config", {
+        h: c for h, c in _family("openformers.models.llama", "Starcoder2", "Starcoder2ForCausalLM", None)[2].items()
+        if h != "question-answering"}),
 }
 
 

@@ -61,3 +61,33 @@ class GatedMLP(nn.Module):
         gate, up = self.gate_proj(x), self.up_proj(x)
         fused = swiglu(gate, up) if self.act_fn is F.silu else None  # training on the CPU: one pass each way
         return self.down_proj(fused if fused is not None else self.act_fn(gate) * up)
+
+
+class PlainMLP(nn.Module):
+    """Two-layer feed-forward: ``c_proj(act(c_fc(x)))`` (Starcoder2).
+
+    Reads ``hidden_size``, ``intermediate_size``, ``hidden_act`` and ``mlp_bias`` (default False) from the
+    config.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        bias = bool(getattr(config, "mlp_bias", False))
+        self.c_fc = Linear(hidden, inner, bias=bias)
+        self.c_proj = Linear(inner, hidden, bias=bias)
+        self.act_fn = get_activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.act_fn(self.c_fc(x)))
+
+
+# the MLP classes of ``DecoderBlocks.mlp`` (modules/blocks.py)
+MLPS: dict[str, type[nn.Module]] = {"gated": GatedMLP, "plain": PlainMLP}
+
+
+def decoder_mlp(kind: str, config: Any) -> nn.Module:
+    """The MLP a layer's blocks name (``"gated"`` or ``"plain"``) for ``config``."""
+    if kind not in MLPS:
+        raise ValueError(f"DecoderBlocks.mlp={kind!r}: choose one of {sorted(MLPS)}")
+    return MLPS[kind](config)

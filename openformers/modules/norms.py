@@ -71,3 +71,15 @@ def rms_norm(hidden_size: int, eps: float, offset: float = 0.0) -> nn.Module:
     """The RMSNorm a layer's blocks name (``DecoderBlocks.norm_offset``): :class:`RMSNorm` for offset 0,
     else :class:`OffsetRMSNorm` with that offset."""
     return RMSNorm(hidden_size, eps=eps) if not offset else OffsetRMSNorm(hidden_size, eps=eps, offset=offset)
+
+
+def decoder_norm(kind: str, hidden_size: int, eps: float, offset: float = 0.0) -> nn.Module:
+    """The norm a layer's blocks name (``DecoderBlocks.norm``): :func:`rms_norm` for ``"rms"`` (with the blocks'
+    ``norm_offset``), ``nn.LayerNorm`` with a weight and a bias for ``"layer"`` (no offset)."""
+    if kind == "rms":
+        return rms_norm(hidden_size, eps, offset)
+    if kind == "layer":
+        if offset:
+            raise ValueError(f"DecoderBlocks(norm='layer', norm_offset={offset}): LayerNorms take no offset")
+        return nn.LayerNorm(hidden_size, eps=eps)
+    raise ValueError(f"DecoderBlocks.norm={kind!r}: choose 'rms' or 'layer'")

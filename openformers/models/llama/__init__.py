@@ -1,4 +1,4 @@
-"""The Llama family: Llama (and SmolLM2), Mistral, Qwen2, Qwen3 and Gemma."""
+"""The Llama family: Llama (and SmolLM2), Mistral, Qwen2, Qwen3, Gemma and Starcoder2."""
 from openformers.models.llama.gemma import (
     GemmaConfig,
     GemmaForCausalLM,
@@ -29,6 +29,13 @@ from openformers.models.llama.qwen2 import (
     Qwen2ForTokenClassification,
     Qwen2Model,
 )
+from openformers.models.llama.starcoder2 import (
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
+    Starcoder2ForSequenceClassification,
+    Starcoder2ForTokenClassification,
+    Starcoder2Model,
+)
 from openformers.models.llama.qwen3 import (
     Qwen3Config,
     Qwen3ForCausalLM,
@@ -48,4 +55,6 @@ __all__ = [
     "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification",
     "Qwen3ForTokenClassification", "Qwen3ForQuestionAnswering",
     "GemmaConfig", "GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification", "GemmaForTokenClassification",
+    "Starcoder2Config", "Starcoder2Model", "Starcoder2ForCausalLM", "Starcoder2ForSequenceClassification",
+    "Starcoder2ForTokenClassification",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -24,8 +25,8 @@ from openformers.modules.cache import Cache, as_cache
 from openformers.modules.dense import Linear
 from openformers.modules.heads import causal_lm_loss
 from openformers.modules.masks import causal_mask, packed_causal_mask, packed_sequence_ids, positions_from_cu_seqlens
-from openformers.modules.mlp import GatedMLP
-from openformers.modules.norms import rms_norm
+from openformers.modules.mlp import decoder_mlp
+from openformers.modules.norms import decoder_norm, rms_norm
 from openformers.modules.rotary import RotaryEmbedding, apply_rotary
 
 # keyword arguments that tokenizers or trainers pass and these models do not use (the flattening collator's
@@ -118,11 +119,14 @@ class LlamaDecoderLayer(nn.Module):
 
     def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
         super().__init__()
-        offset = self.blocks.norm_offset
-        self.self_attn = self.attention_class(config, layer_idx, qk_norm=self.blocks.qk_norm, norm_offset=offset)
-        self.mlp = GatedMLP(config)
-        self.input_layernorm = rms_norm(config.hidden_size, config.rms_norm_eps, offset)
-        self.post_attention_layernorm = rms_norm(config.hidden_size, config.rms_norm_eps, offset)
+        blocks = self.blocks
+        offset = blocks.norm_offset
+        self.self_attn = self.attention_class(config, layer_idx, qk_norm=blocks.qk_norm, norm_offset=offset)
+        self.mlp = decoder_mlp(blocks.mlp, config)
+        self.input_layernorm = decoder_norm(blocks.norm, config.hidden_size, config.rms_norm_eps, offset)
+        self.post_attention_layernorm = decoder_norm(blocks.norm, config.hidden_size, config.rms_norm_eps, offset)
+        # dropout of the attention's and the MLP's outputs before each residual (Starcoder2; training only)
+        self.residual_dropout = float(getattr(config, "residual_dropout", 0.0))
 
     def forward(
         self,
@@ -134,9 +138,13 @@ class LlamaDecoderLayer(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, weights = self.self_attn(self.input_layernorm(hidden_states), cos, sin, mask, cache, output_attentions)
+        if self.residual_dropout and self.training:
+            attn_out = F.dropout(attn_out, self.residual_dropout, training=True)
         hidden_states = hidden_states + attn_out
-        hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-        return hidden_states, weights
+        mlp_out = self.mlp(self.post_attention_layernorm(hidden_states))
+        if self.residual_dropout and self.training:
+            mlp_out = F.dropout(mlp_out, self.residual_dropout, training=True)
+        return hidden_states + mlp_out, weights
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -161,7 +169,9 @@ class LlamaModel(LlamaPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList(self.decoder_layer_class(config, i) for i in range(config.num_hidden_layers))
         blocks = self.decoder_layer_class.blocks
-        self.norm = rms_norm(config.hidden_size, config.rms_norm_eps, blocks.norm_offset)
+        self.norm = decoder_norm(blocks.norm, config.hidden_size, config.rms_norm_eps, blocks.norm_offset)
+        # dropout of the embeddings the layers read (Starcoder2; training only)
+        self.embedding_dropout = float(getattr(config, "embedding_dropout", 0.0))
         # the token embeddings' scale (None: not scaled), from the layer's blocks
         self.embedding_scale = embedding_scale(blocks, config)
         self.rotary_emb = RotaryEmbedding(config)
@@ -222,6 +232,8 @@ class LlamaModel(LlamaPreTrainedModel):
             if self.embedding_scale is not None:  # a float32 scalar rounded to the embeddings' dtype
                 scale = torch.tensor(self.embedding_scale, dtype=torch.float32, device=inputs_embeds.device)
                 inputs_embeds = inputs_embeds * scale.to(inputs_embeds.dtype)
+        if self.embedding_dropout and self.training:
+            inputs_embeds = F.dropout(inputs_embeds, self.embedding_dropout, training=True)
         cache = as_cache(past_key_values, use_cache)
         past_len = cache.get_seq_length() if cache is not None else 0
         q_len = inputs_embeds.shape[1]

@@ -1,0 +1,241 @@
+"""Starcoder2: Llama's attention with biases on every projection, LayerNorms (weight and bias) and a plain
+``c_proj(act(c_fc(x)))`` MLP, against transformers; and the runtime's fast path (the decode plan) for it, in
+float32, bfloat16 and kept 4-bit."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+import openformers
+from openformers.modules.cache import DynamicCache
+from openformers.modules.mlp import PlainMLP
+from openformers.runtime import decode
+from tests.models import llama_family as fam
+
+pytest.importorskip("transformers")
+
+STARCODER2 = {"hidden_act": "gelu_pytorch_tanh"}
+HEADS = ("Model", "ForCausalLM", "ForSequenceClassification", "ForTokenClassification")
+
+
+def _randomize_norms(model: nn.Module, seed: int = 5) -> None:
+    """LayerNorm weights and biases away from their ones/zeros init, so a missed bias or weight shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5 if name.endswith("weight")
+                        else torch.rand(p.shape, generator=g) - 0.5)
+
+
+def _reference(path, **overrides):
+    """A tiny transformers Starcoder2 with random norm weights and biases, saved to ``path``."""
+    ref = fam.build_reference("Starcoder2ForCausalLM", "Starcoder2Config", path,
+                              **fam.tiny_config(**{**STARCODER2, **overrides}))
+    _randomize_norms(ref)
+    ref.save_pretrained(path)
+    return ref
+
+
+IDS = torch.randint(3, fam.VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_head_parity(head, tmp_path):
+    fam.check_head_parity("Starcoder2", head, tmp_path, **STARCODER2)
+
+
+def test_logits_and_loss_with_random_norms(tmp_path):
+    ref = _reference(tmp_path)
+    ours = openformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(ours).__name__ == "Starcoder2ForCausalLM"
+    layer = ours.model.layers[0]
+    assert isinstance(ours.model.norm, nn.LayerNorm) and isinstance(layer.input_layernorm, nn.LayerNorm)
+    assert isinstance(layer.mlp, PlainMLP) and layer.mlp.c_fc.bias is not None
+    assert all(getattr(layer.self_attn, n).bias is not None for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight  # tied by default
+    labels = IDS.clone()
+    labels[:, :2] = -100
+    with torch.no_grad():
+        mine, theirs = ours(IDS, labels=labels), ref(IDS, labels=labels)
+    fam.assert_close(mine.logits, theirs.logits, atol=1e-5, what="Starcoder2 float32 logits")
+    fam.assert_close(mine.loss, theirs.loss, atol=1e-6, what="Starcoder2 loss")
+    with torch.enable_grad():  # the module path (no runner) too
+        fam.assert_close(ours(IDS).logits, theirs.logits, what="Starcoder2 float32 logits, module path")
+    ours16, ref16 = ours.to(torch.bfloat16), ref.to(torch.bfloat16)
+    with torch.no_grad():
+        a, b = ours16(IDS).logits.float(), ref16(IDS).logits.float()
+    assert (a - b).abs().max() <= 4 * 2**-8 * b.abs().max(), (a - b).abs().max()
+    assert (a - b).abs().mean() <= 2**-9 * b.abs().max()
+
+
+def test_training_dropouts_as_transformers(tmp_path):
+    """Embedding and residual dropout at transformers' places: with the same seed, the same masks, so the same
+    loss and gradients; in eval mode they are off."""
+    ref = _reference(tmp_path, residual_dropout=0.2, embedding_dropout=0.3)
+    ours = openformers.Starcoder2ForCausalLM.from_pretrained(tmp_path)
+    assert ours.config.residual_dropout == 0.2 and ours.config.embedding_dropout == 0.3
+    ours.train(), ref.train()
+    losses = []
+    for model in (ours, ref):
+        torch.manual_seed(11)
+        out = model(IDS, labels=IDS)
+        out.loss.backward()
+        losses.append((out.loss.detach(), model.model.embed_tokens.weight.grad.clone()))
+    fam.assert_close(losses[0][0], losses[1][0], atol=1e-6, what="loss with dropouts")
+    fam.assert_close(losses[0][1], losses[1][1], atol=1e-6, what="embedding grad with dropouts")
+    torch.manual_seed(12)
+    again = ours(IDS, labels=IDS).loss
+    assert (again - losses[0][0]).abs() > 1e-4  # other masks, another loss: the dropouts are on
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        fam.assert_close(ours(IDS).logits, ref(IDS).logits, what="eval: no dropout")
+
+
+def test_generate_greedy_and_beam(tmp_path):
+    ref = _reference(tmp_path)
+    ours = openformers.Starcoder2ForCausalLM.from_pretrained(tmp_path).eval()
+    ids, mask = fam.random_batch(fam.VOCAB, batch=2, seq=6, pad_last=2, left=True, seed=9)
+    ids[mask == 0] = 0
+    for kw in ({"do_sample": False}, {"do_sample": False, "num_beams": 3}):
+        args = dict(attention_mask=mask, max_new_tokens=8, pad_token_id=0, eos_token_id=None, **kw)
+        with torch.no_grad():
+            theirs, mine = ref.generate(ids, **args), ours.generate(ids, **args)
+        assert torch.equal(mine, theirs), f"generate {kw}: {mine.tolist()} != {theirs.tolist()}"
+
+
+def test_sliding_window(tmp_path):
+    """A window of 3 over every layer: the logits past the window equal transformers' (and differ from full
+    attention's)."""
+    ref = _reference(tmp_path, sliding_window=3)
+    ours = openformers.Starcoder2ForCausalLM.from_pretrained(tmp_path).eval()
+    assert ours.config.sliding_window == 3
+    full = openformers.Starcoder2ForCausalLM.from_pretrained(tmp_path, sliding_window=None).eval()
+    ids, mask = fam.random_batch(fam.VOCAB, batch=2, seq=9, pad_last=2, seed=3)
+    with torch.no_grad():
+        fam.assert_close(ours(IDS).logits, ref(IDS).logits, what="sliding window logits")
+        fam.assert_close(ours(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits, mask=mask,
+                         what="sliding window, padded batch")
+        assert (full(IDS).logits[:, 4:] - ours(IDS).logits[:, 4:]).abs().max() > 1e-3
+
+
+def test_padding():
+    fam.check_padding("Starcoder2", **STARCODER2)
+
+
+def test_cached_decoding():
+    fam.check_cached_decoding("Starcoder2", **STARCODER2)
+
+
+def test_eager_vs_sdpa():
+    fam.check_eager_vs_sdpa("Starcoder2", **STARCODER2)
+
+
+def test_gradient_checkpointing():
+    fam.check_gradient_checkpointing("Starcoder2", **STARCODER2)
+
+
+def test_tied_embeddings(tmp_path):
+    fam.check_tied_embeddings("Starcoder2", tmp_path, **STARCODER2)
+
+
+def test_save_here_load_in_transformers(tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    model = openformers.Starcoder2ForCausalLM(openformers.Starcoder2Config(**fam.tiny_config())).eval()
+    _randomize_norms(model)
+    model.save_pretrained(tmp_path)
+    theirs = transformers.Starcoder2ForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        fam.assert_close(model(IDS).logits, theirs(IDS).logits, what="Starcoder2 saved here")
+
+
+def test_config_defaults(tmp_path):
+    import transformers
+
+    ours, theirs = openformers.Starcoder2Config(), transformers.Starcoder2Config()
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "norm_epsilon",
+                "rope_parameters", "sliding_window", "attention_dropout", "residual_dropout", "embedding_dropout",
+                "use_bias", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings"):
+        assert getattr(ours, key) == getattr(theirs, key), key
+    assert ours.rms_norm_eps == 1e-5 and ours.attention_bias and ours.mlp_bias  # Llama's names read Starcoder2's
+    no_bias = openformers.Starcoder2Config(use_bias=False)
+    assert not no_bias.attention_bias and not no_bias.mlp_bias
+    with pytest.raises(ValueError, match="residual_dropout"):
+        openformers.Starcoder2Config(residual_dropout=1.5)
+    cfg = openformers.Starcoder2Config(**fam.tiny_config(norm_epsilon=1e-4, use_bias=False))
+    cfg.save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text()
+    assert "rms_norm_eps" not in text and "mlp_bias" not in text and "attention_bias" not in text
+    loaded = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "Starcoder2Config" and loaded.norm_epsilon == 1e-4 and not loaded.use_bias
+    back = openformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(back).__name__ == "Starcoder2Config" and back.rms_norm_eps == 1e-4 and not back.attention_bias
+
+
+# -- the runtime's fast path --------------------------------------------------------------------------------------
+
+
+def _model(dtype: torch.dtype | None, **overrides) -> openformers.Starcoder2ForCausalLM:
+    """A tiny Starcoder2 with random parameters; ``dtype`` None: kept 4-bit (128 wide for the native kernel)."""
+    from openformers.quantization import GGUFQuantizationConfig
+
+    size = dict(hidden_size=128, intermediate_size=256) if dtype is None else {}
+    torch.manual_seed(0)
+    model = openformers.Starcoder2ForCausalLM(openformers.Starcoder2Config(**fam.tiny_config(**{**size, **overrides})))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    _randomize_norms(model)
+    if dtype is None:
+        GGUFQuantizationConfig().quantize_model(model)
+    return model.to(dtype or torch.float32).eval()
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _native_used(model) -> bool:
+    plan = decode.plan_of(model.model)
+    return plan is not None and any(step is not None for step in plan.native.values())
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
+                         ids=["float32", "bfloat16", "q4"])
+def test_decode_plan(dtype, atol, two_threads, caplog):
+    """The plan runs LayerNorms and the plain MLP (no why-not line): its decode step's logits equal the module
+    path's to rounding, and its greedy tokens are the module path's."""
+    model = _model(dtype)
+    if dtype is None:  # every projection kept 4-bit, c_fc and c_proj included
+        from openformers.runtime.int4_native import is_int4
+
+        mods = model.model.layers[0]
+        assert is_int4(mods.mlp.c_fc) and is_int4(mods.mlp.c_proj) and is_int4(mods.self_attn.q_proj)
+    decode._LOGGED.clear()
+    ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.DEBUG, logger="openformers.runtime"):
+        cache = DynamicCache()
+        with torch.inference_mode():
+            model(ids[:, :-1], past_key_values=cache, use_cache=True)
+            got = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    assert decode.plan_of(model.model) is not None, caplog.text
+    assert "the module path runs" not in caplog.text, caplog.text
+    with torch.enable_grad():  # the module path (the model's own forward, no runtime)
+        out = model(ids[:, :-1], use_cache=True)
+        module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
+    torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
+    with torch.inference_mode():
+        fast = model.generate(ids, max_new_tokens=10, do_sample=False)
+    with torch.enable_grad():
+        slow = model.generate(ids, max_new_tokens=10, do_sample=False)
+    assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
