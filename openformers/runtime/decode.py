@@ -1,8 +1,8 @@
 """The layers of a described decoder stack on the runtime's kernels, prefill and decode steps alike.
 
 A family describes its layer from known blocks (``modules/blocks.py``: RMSNorm with or without a weight
-offset, rotary attention with optional per-head q/k norms and projection biases, gated MLP, scaled
-embeddings, which the stack's ``layer_inputs`` applies); :func:`plan_for` reads that description
+offset or LayerNorm, rotary attention with optional per-head q/k norms and projection biases, gated or plain
+MLP, scaled embeddings, which the stack's ``layer_inputs`` applies); :func:`plan_for` reads that description
 and the model's modules into a :class:`DecodePlan`, or says (one debug log line) why it cannot.
 
 A decode step of SmolLM2-135M on 2 CPU cores is ~120 matrix products and a few hundred small
@@ -42,7 +42,7 @@ from openformers.modules.attention import get_attention_backend
 from openformers.modules.blocks import DecoderBlocks, embedding_scale
 from openformers.modules.cache import Cache, DynamicCache
 from openformers.modules.dense import is_plain_linear
-from openformers.modules.mlp import GatedMLP
+from openformers.modules.mlp import MLPS
 from openformers.modules.norms import OffsetRMSNorm, RMSNorm
 from openformers.modules.rotary import apply_rotary_heads
 from openformers.runtime import adapters
@@ -64,15 +64,18 @@ def _global_hooks() -> bool:
 def _layer_modules(layer: nn.Module) -> tuple[nn.Module, ...] | None:
     """(layer, attention, q, k, v, o, mlp, gate, up, down, input norm, post-attention norm, q norm, k norm), read
     through ``_modules`` (the q and k norms None where the layer has none); None when the layer is not laid out
-    as a Llama layer."""
+    as a Llama layer. A plain MLP's products stand in the MLP's places as (None, c_fc, c_proj): its one
+    product before the activation in ``up``'s place, the one after in ``down``'s."""
     get = layer._modules.get
     attn, mlp = get("self_attn"), get("mlp")
     if attn is None or mlp is None:
         return None
     a, m = attn._modules.get, mlp._modules.get
-    mods = (layer, attn, a("q_proj"), a("k_proj"), a("v_proj"), a("o_proj"), mlp, m("gate_proj"), m("up_proj"),
-            m("down_proj"), get("input_layernorm"), get("post_attention_layernorm"))
-    if any(x is None for x in mods):
+    plain = m("c_fc") is not None
+    products = (None, m("c_fc"), m("c_proj")) if plain else (m("gate_proj"), m("up_proj"), m("down_proj"))
+    mods = (layer, attn, a("q_proj"), a("k_proj"), a("v_proj"), a("o_proj"), mlp, *products,
+            get("input_layernorm"), get("post_attention_layernorm"))
+    if any(x is None for i, x in enumerate(mods) if not (plain and i == 7)):
         return None
     return mods + (a("q_norm"), a("k_norm"))
 
@@ -87,7 +90,7 @@ _DATA_PTR = torch.Tensor.data_ptr
 _VERSION = attrgetter("_version")
 _LAYER_KEYS = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 _ATTN_KEYS = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
-_MLP_KEYS = ("gate_proj", "up_proj", "down_proj")
+_MLP_KEYS = ("gate_proj", "up_proj", "down_proj", "c_fc", "c_proj")
 
 
 class _Sources:
@@ -161,7 +164,8 @@ class DecodePlan:
         self.model = weakref.ref(model)
         self.layers = layers
         self.live = layers if live is None else live
-        self.loras = tuple(m for mods in self.live for m in mods[2:6] + mods[7:10] if adapters.is_adapter(m))
+        self.loras = tuple(m for mods in self.live for m in mods[2:6] + mods[7:10]
+                           if m is not None and adapters.is_adapter(m))
         lora_ids = {id(m) for m in self.loras}
         self.modules = tuple(m for mods in self.live for m in mods if m is not None and id(m) not in lora_ids) + tuple(
             w for m in self.loras for w in adapters.watched(m))
@@ -169,7 +173,7 @@ class DecodePlan:
         # (module, whether it is a LoRA layer) for every module whose tensors the plan reads: the projections and
         # the norms (the native step holds their weights' pointers, and float32 copies of offset norms' weights)
         self.projections = tuple((m, id(m) in lora_ids) for mods in self.live
-                                 for m in mods[2:6] + mods[7:10] + tuple(n for n in mods[10:] if n is not None))
+                                 for m in mods[2:6] + mods[7:10] + mods[10:] if m is not None)
         self.adapter_state = [adapters.state(m) for m in self.loras]
         self.kernels: dict[tuple, list[tuple[Kernel, Kernel, Kernel, Kernel]]] = {}
         self.native: dict[tuple, Any] = {}  # kernels key -> NativeStep or None (native_step.py)
@@ -201,15 +205,20 @@ class DecodePlan:
         return self.sources.same()
 
     def kernels_for(self, hidden: torch.Tensor) -> list[tuple[Kernel, Kernel, Kernel, Kernel]]:
-        """Each layer's (q/k/v, o, gate/up, down) products for inputs like ``hidden``, resolved now."""
+        """Each layer's (q/k/v, o, gate/up, down) products for inputs like ``hidden``, resolved now (a plain MLP:
+        c_fc alone in gate/up's place, c_proj in down's)."""
         kernels = []
         for layer, attn, q, k, v, o, mlp, gate, up, down, *_ in self.layers:
             inner = torch.empty(*hidden.shape[:-1], attn.num_heads * attn.head_dim, dtype=hidden.dtype)
-            act = torch.empty(*hidden.shape[:-1], gate.out_features, dtype=hidden.dtype)
+            act = torch.empty(*hidden.shape[:-1], up.out_features, dtype=hidden.dtype)
+            if gate is not None:
+                first = fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden)
+            else:
+                first = project_kernel(up, hidden) if is_plain_linear(up) else up
             kernels.append((
                 fused_kernel(attn, "_fused_qkv", (q, k, v), hidden),
                 project_kernel(o, inner) if is_plain_linear(o) else o,
-                fused_kernel(mlp, "_fused_gate_up", (gate, up), hidden),
+                first,
                 project_kernel(down, act) if is_plain_linear(down) else down,
             ))
         return kernels
@@ -258,10 +267,10 @@ class DecodePlan:
 
     def run(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, masks: list[torch.Tensor | None],
             cache: Cache | None, kernels: list[tuple[Kernel, Kernel, Kernel, Kernel]]) -> torch.Tensor:
-        """The described layer (modules/blocks.py) with q/k/v and gate/up as one product each: RMSNorm, q/k/v,
+        """The described layer (modules/blocks.py) with q/k/v and gate/up as one product each: norm, q/k/v,
         per-head q/k RMSNorms where declared, rotary over q and k, cached attention, output product and
-        residual, RMSNorm, gated MLP and residual. The norms run their class's own ``forward`` (plain or
-        offset RMSNorm, as ``layer_error`` checked)."""
+        residual, norm, gated or plain MLP and residual. The norms run their class's own ``forward`` (plain or
+        offset RMSNorm or LayerNorm, as ``layer_error`` checked)."""
         b, s = hidden.shape[:2]
         for (_, attn, _, _, _, _, mlp, gate, up, _, norm1, norm2, q_norm, k_norm), (qkv_fn, o_fn, gu_fn, down_fn), mask \
                 in zip(self.layers, kernels, masks):
@@ -281,8 +290,12 @@ class DecodePlan:
             out, _ = backend(q, k, v, mask, attn.scaling, 0.0, is_causal=mask is None, output_attentions=False,
                              training=False)
             hidden = hidden + o_fn(out.reshape(b, s, -1))
-            g, u = gu_fn(norm(norm2, hidden)).split([gate.out_features, up.out_features], dim=-1)
-            hidden = hidden + down_fn(mlp.act_fn(g) * u)
+            x = gu_fn(norm(norm2, hidden))
+            if gate is None:  # plain MLP: c_fc's product in x
+                hidden = hidden + down_fn(mlp.act_fn(x))
+            else:
+                g, u = x.split([gate.out_features, up.out_features], dim=-1)
+                hidden = hidden + down_fn(mlp.act_fn(g) * u)
         return hidden
 
 
@@ -321,7 +334,7 @@ def _rows_of(cache: Cache, masks: list[torch.Tensor | None], layers: int) -> tup
 # what the runtime knows how to run (modules/blocks.py); any other value of these fields runs the module path
 # (norm_offset and qk_norm: any value, with the norm modules to match; embedding_scale: any, applied by the
 # stack's layer_inputs before the layers)
-KNOWN = DecoderBlocks()
+KNOWN = {"norm": ("rms", "layer"), "attention": ("rotary",), "mlp": tuple(MLPS)}
 
 
 def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
@@ -337,14 +350,16 @@ def layer_error(mods: tuple[nn.Module, ...]) -> str | None:
     blocks = owner.blocks
     if not isinstance(blocks, DecoderBlocks):
         return f"{cls.__name__}'s blocks {blocks!r} are not DecoderBlocks"
-    other = [f"{name}={getattr(blocks, name)!r} (the runtime runs {getattr(KNOWN, name)!r})"
-             for name in ("norm", "attention", "mlp")
-             if getattr(blocks, name) != getattr(KNOWN, name)]
+    other = [f"{name}={getattr(blocks, name)!r} (the runtime runs {' or '.join(map(repr, known))})"
+             for name, known in KNOWN.items() if getattr(blocks, name) not in known]
     if other:
         return f"{cls.__name__}'s blocks name a block the runtime does not run: {', '.join(other)}"
-    if type(mlp).forward is not GatedMLP.forward:
-        return f"{cls.__name__}.mlp is a {type(mlp).__name__}, not the gated MLP its blocks name"
-    norms = (norm1, norm2) + ((q_norm, k_norm) if blocks.qk_norm else ())
+    if type(mlp).forward is not MLPS[blocks.mlp].forward:
+        return f"{cls.__name__}.mlp is a {type(mlp).__name__}, not the {blocks.mlp} MLP its blocks name"
+    if blocks.norm == "layer" and any(type(n).forward is not nn.LayerNorm.forward for n in (norm1, norm2)):
+        return f"{cls.__name__}'s norms are not the LayerNorms its blocks name"
+    # the RMSNorms: every norm of an "rms" layer, the q/k norms of any
+    norms = ((norm1, norm2) if blocks.norm == "rms" else ()) + ((q_norm, k_norm) if blocks.qk_norm else ())
     offset = float(blocks.norm_offset)
     if offset:  # OffsetRMSNorms with the declared offset
         wrong = any(n is None or type(n).forward is not OffsetRMSNorm.forward or n.offset != offset for n in norms)
@@ -370,6 +385,7 @@ def _scale_error(model: nn.Module, layer: nn.Module) -> str | None:
 
 _PROJECTIONS = {2: "self_attn.q_proj", 3: "self_attn.k_proj", 4: "self_attn.v_proj", 5: "self_attn.o_proj",
                 7: "mlp.gate_proj", 8: "mlp.up_proj", 9: "mlp.down_proj"}
+_PLAIN_MLP = {8: "mlp.c_fc", 9: "mlp.c_proj"}  # their names in a plain MLP (no gate in place 7)
 
 
 def _effective(mods: tuple[nn.Module, ...]) -> tuple[nn.Module, ...] | str:
@@ -379,8 +395,9 @@ def _effective(mods: tuple[nn.Module, ...]) -> tuple[nn.Module, ...] | str:
     out = list(mods)
     for i, path in _PROJECTIONS.items():
         m = mods[i]
-        if is_plain_linear(m) or not adapters.is_adapter(m):
+        if m is None or is_plain_linear(m) or not adapters.is_adapter(m):
             continue
+        path = _PLAIN_MLP.get(i, path) if mods[7] is None else path
         if lora is None or type(m) is not lora:
             return f"{path} is a {type(m).__name__} (LoRA layers are merged; other adapters run as modules)"
         if not all(_runs_as_itself(w) for w in adapters.watched(m)):
@@ -413,7 +430,7 @@ def _build(model: nn.Module) -> DecodePlan | None:
             return None
         # q/k/v and gate/up run as one product (plain or 4-bit layers, no hooks); o and down run as
         # themselves unless plain
-        if not fusable(*run[2:5]) or not fusable(*run[7:9]):
+        if not fusable(*run[2:5]) or not fusable(*(m for m in run[7:9] if m is not None)):
             return None
         layers.append(run)
         live.append(mods)

@@ -182,7 +182,7 @@ class NativeStep:
                 setattr(entry, name, struct)
                 self.keep.append(held)
         self.model = _Model(self.count, norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim,
-                            mlp0.gate_proj.out_features, float(norm0.variance_epsilon), float(attn0.scaling),
+                            mlp0.gate_proj.out_features, float(norm0.eps), float(attn0.scaling),
                             int(dtype == torch.bfloat16), mode, acts.pop(), self.array)
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
@@ -363,7 +363,7 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     if _LAYOUT_CHECKED[lib] is not None:
         return None
     attn0 = layers[0][1]
-    eps = layers[0][10].variance_epsilon
+    eps = layers[0][10].eps
     if cos.shape[-1] != attn0.head_dim or attn0.head_dim % 2 or attn0.head_dim > 512:
         return None
     if len(layers) != len(kernels) or not layers:
@@ -371,9 +371,11 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
     weights = []
     for (_, attn, q, k, v, o, mlp, gate, up, down, norm1, norm2, *qk_norms), (qkv_fn, o_fn, gu_fn, down_fn) in zip(
             layers, kernels):
-        if any(n is not None and (n.weight.dtype != hidden.dtype or n.variance_epsilon != eps) for n in qk_norms):
+        if any(n is not None and (n.weight.dtype != hidden.dtype or n.eps != eps) for n in qk_norms):
             return None
-        if mlp.act_fn not in _ACTS or norm1.variance_epsilon != eps or norm2.variance_epsilon != eps:
+        if gate is None:  # a plain MLP
+            return None
+        if mlp.act_fn not in _ACTS or norm1.eps != eps or norm2.eps != eps:
             return None
         if mlp.act_fn is not layers[0][6].act_fn:
             return None

@@ -259,12 +259,20 @@ def test_layers_the_runtime_does_not_know_run_as_modules_and_say_why(caplog):
     class Scaled(LlamaDecoderLayer):  # embeddings times 8 declared, a stack that does not scale them
         blocks = DecoderBlocks(embedding_scale=8.0)
 
-    class Plain(LlamaDecoderLayer):  # a block the runtime does not run
+    class Plain(LlamaDecoderLayer):  # a plain MLP declared, a gated one built
         blocks = DecoderBlocks(mlp="plain")
+
+    class Layer(LlamaDecoderLayer):  # LayerNorms declared, RMSNorms built
+        blocks = DecoderBlocks(norm="layer")
+
+    class Alibi(LlamaDecoderLayer):  # a block the runtime does not run
+        blocks = DecoderBlocks(attention="alibi")
 
     for cls, why in ((Doubled, "changes its forward"), (Offset, "norms are not the OffsetRMSNorms (offset 1.0)"),
                      (Scaled, "scale the embeddings by 8.0, the stack by None"),
-                     (Plain, "mlp='plain' (the runtime runs 'gated')")):
+                     (Plain, "mlp is a GatedMLP, not the plain MLP its blocks name"),
+                     (Layer, "norms are not the LayerNorms its blocks name"),
+                     (Alibi, "attention='alibi' (the runtime runs 'rotary')")):
         model = _model()
         model.model.layers[1].__class__ = cls
         decode._LOGGED.clear()

@@ -28,6 +28,7 @@ FAMILIES = {
     "qwen2": lambda: of.Qwen2ForCausalLM(of.Qwen2Config(**LLAMA)),
     "qwen3": lambda: of.Qwen3ForCausalLM(of.Qwen3Config(**LLAMA, head_dim=16)),
     "gemma": lambda: of.GemmaForCausalLM(of.GemmaConfig(**LLAMA, head_dim=16)),
+    "starcoder2": lambda: of.Starcoder2ForCausalLM(of.Starcoder2Config(**LLAMA, sliding_window=4)),
     "gpt2": lambda: of.GPT2LMHeadModel(of.GPT2Config(vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=64,
                                                      pad_token_id=0)),
     "bert": lambda: of.BertForSequenceClassification(of.BertConfig(vocab_size=256, hidden_size=64, num_hidden_layers=2,
@@ -88,7 +89,8 @@ def _build(family: str, dtype: torch.dtype | None) -> torch.nn.Module:
     return model.eval()
 
 
-CASES = [(f, d) for f in FAMILIES for d in (torch.float32, torch.bfloat16)] + [("llama", None), ("qwen2", None), ("qwen3", None), ("gemma", None)]
+CASES = [(f, d) for f in FAMILIES for d in (torch.float32, torch.bfloat16)] + [("llama", None), ("qwen2", None), ("qwen3", None), ("gemma", None),
+                                                                        ("starcoder2", None)]
 
 
 @pytest.fixture
