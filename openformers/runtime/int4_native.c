@@ -517,10 +517,12 @@ int of_int4_matmul(const of_int4_weight *w, const void *x, int x_bf16, int64_t r
 }
 
 /* ---- one decode step of a Llama-family model (4-bit or plain projections) ----------------------------------
- * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: RMSNorm, the fused
+ * The layers of LlamaDecoderLayer for one sequence and one new position, in one call: norm, the fused
  * q/k/v product, per-head q/k RMSNorms where the layer has them, rotary embedding, the new key and value written into the cache, attention over the
- * cache, the output product and residual, RMSNorm, the fused gate/up product, act(gate) * up, the down
- * product and residual (act: SiLU or tanh-GELU; norm_mode: plain or offset RMSNorms). With bf16 set,
+ * cache, the output product and residual, norm, the fused gate/up product, act(gate) * up, the down
+ * product and residual (act: SiLU or tanh-GELU; norm_mode: plain or offset RMSNorms or LayerNorms; mlp 1:
+ * the plain MLP, act(c_fc) in gate/up's place, c_proj in down's). A product with a bias adds it in float32
+ * before the product's one rounding, as F.linear does. With bf16 set,
  * activations are bfloat16 and every operator rounds its result to bfloat16 where PyTorch's bfloat16
  * operators do; the arithmetic inside each one is float32.
  */
@@ -531,6 +533,9 @@ typedef struct {
     int64_t capacity;
     const void *q_norm, *k_norm; /* [head_dim] RMSNorm weights over each query and key head (the qk_norm block),
                                     applied before the rotary embedding, as norm1; NULL: none */
+    const float *qkv_bias, *o_bias, *gate_up_bias, *down_bias; /* float32 biases of the products (the values of
+                                    the activation dtype); NULL: none */
+    const void *norm1_bias, *norm2_bias; /* [hidden] LayerNorm biases (norm_mode 2, activation dtype) */
 } of_llama_layer;
 
 typedef struct {
@@ -541,6 +546,7 @@ typedef struct {
                        float32 weights the caller holds (offset + weight), rounded once (OffsetRMSNorm) */
     int act;        /* the gate's activation: 0 SiLU, 1 GELU with the tanh approximation */
     of_llama_layer *layer;
+    int mlp;        /* 0: gated, act(gate) * up; 1: plain, act(c_fc) (gate_up holds c_fc's inter rows) */
 } of_llama;
 
 /* sizes and offsets of the step's structures, for the ctypes mirror's check (native_step.py) */
@@ -553,6 +559,9 @@ int64_t of_step_layout(int what) {
         case 4: return (int64_t)offsetof(of_llama, layer);
         case 5: return (int64_t)offsetof(of_llama, norm_mode);
         case 6: return (int64_t)offsetof(of_llama, act);
+        case 7: return (int64_t)offsetof(of_llama_layer, qkv_bias);
+        case 8: return (int64_t)offsetof(of_llama_layer, norm1_bias);
+        case 9: return (int64_t)offsetof(of_llama, mlp);
         default: return -1;
     }
 }
@@ -576,6 +585,29 @@ static void rms_norm(const float *x, const void *weight, int64_t n, float eps, i
         for (int64_t i = 0; i < n; i++) out[i] = rnd(x[i] * r * ((const float *)weight)[i], bf16);
     else
         for (int64_t i = 0; i < n; i++) out[i] = rnd(get(weight, i, bf16) * rnd(x[i] * r, bf16), bf16);
+}
+
+/* LayerNorm as nn.LayerNorm computes it: mean and (biased) variance in float32, then
+ * (x - mean) / sqrt(var + eps) * weight + bias in float32 (weight and bias of the activation dtype), rounded once */
+static void layer_norm(const float *x, const void *weight, const void *bias, int64_t n, float eps, int bf16,
+                       float *out) {
+    float sum = 0.f, ss = 0.f;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const float mean = sum / (float)n;
+    for (int64_t i = 0; i < n; i++) ss += (x[i] - mean) * (x[i] - mean);
+    const float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = rnd((x[i] - mean) * r * get(weight, i, bf16) + get(bias, i, bf16), bf16);
+}
+
+/* one of a layer's two norms (norm_mode 2: LayerNorm with its bias; else RMSNorm) */
+static void layer_input_norm(const of_llama *m, const float *x, const void *weight, const void *bias, float *out) {
+    if (m->norm_mode == 2) layer_norm(x, weight, bias, m->hidden, m->eps, m->bf16, out);
+    else rms_norm(x, weight, m->hidden, m->eps, m->bf16, m->norm_mode, out);
+}
+
+/* a product's output value i with its bias (if any) added, rounded once */
+static inline float biased(float y, const float *bias, int64_t i, int bf16) {
+    return rnd(bias ? y + bias[i] : y, bf16);
 }
 
 /* the gate's activation in float32: SiLU, or GELU with the tanh approximation, 0.5 g (1 + tanh(u)) with
@@ -919,7 +951,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
             const of_llama_layer *L = &m->layer[l];
             const int64_t seq = kv * L->capacity * d;  /* one sequence's part of the cache */
             if (t == 0) {
-                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm1, H, m->eps, bf, m->norm_mode, xn + b * H);
+                for (int64_t b = 0; b < B; b++) layer_input_norm(m, x + b * H, L->norm1, L->norm1_bias, xn + b * H);
                 prepare(&L->qkv, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
@@ -931,7 +963,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
                     float *row = qkv + b * qkv_n;
                     const float *cb = cos + b * cs_stride, *sb = sin + b * cs_stride;
                     const int64_t at = pos ? pos[b] : n_past, base = (slot ? slot[b] : b) * seq;
-                    for (int64_t i = 0; i < qkv_n; i++) row[i] = rnd(row[i], bf);
+                    for (int64_t i = 0; i < qkv_n; i++) row[i] = biased(row[i], L->qkv_bias, i, bf);
                     for (int64_t head = 0; head < h + kv; head++) {  /* rotary: x * cos + rotate_half(x) * sin */
                         float *v = row + head * d, r[512];
                         const void *head_norm = head < h ? L->q_norm : L->k_norm;
@@ -965,8 +997,8 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
             share(&L->o, att, B, bf, xa, widest, sums, G, tmp, t, n);
 #pragma omp barrier
             if (t == 0) {
-                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
-                for (int64_t b = 0; b < B; b++) rms_norm(x + b * H, L->norm2, H, m->eps, bf, m->norm_mode, xn + b * H);
+                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + biased(tmp[i], L->o_bias, i % H, bf), bf);
+                for (int64_t b = 0; b < B; b++) layer_input_norm(m, x + b * H, L->norm2, L->norm2_bias, xn + b * H);
                 prepare(&L->gate_up, xn, B, bf, xa, widest, sums, G);
             }
 #pragma omp barrier
@@ -975,12 +1007,18 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
             {  /* act(gate) * up and its preparation, pairs of groups split over the threads */
                 int64_t pairs = I / 64, p0 = pairs * t / n, p1 = pairs * (t + 1) / n;
                 int64_t i1 = t == n - 1 ? I : p1 * 64;  /* a dense down weight's inputs need not fill a pair */
+                const int64_t gu_n = m->mlp ? I : 2 * I;  /* the gate/up product's width (plain: c_fc's) */
                 for (int64_t b = 0; b < B; b++) {
-                    const float *g2 = gu + b * 2 * I;
+                    const float *g2 = gu + b * gu_n;
                     float *a = act + b * I;
                     for (int64_t i = p0 * 64; i < i1; i++) {
-                        float g = rnd(g2[i], bf), u = rnd(g2[I + i], bf);
-                        a[i] = rnd(rnd(gate_act(g, m->act), bf) * u, bf);
+                        float g = biased(g2[i], L->gate_up_bias, i, bf);
+                        if (m->mlp) {
+                            a[i] = rnd(gate_act(g, m->act), bf);
+                        } else {
+                            float u = biased(g2[I + i], L->gate_up_bias, I + i, bf);
+                            a[i] = rnd(rnd(gate_act(g, m->act), bf) * u, bf);
+                        }
                     }
                     if (!L->down.dense) {
                         if (p1 > p0)
@@ -994,7 +1032,7 @@ static int llama_step(const of_llama *m, void *hidden, int64_t batch, const floa
             share(&L->down, act, B, bf, xa, widest, sums, G, tmp, t, n);
 #pragma omp barrier
             if (t == 0)
-                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + rnd(tmp[i], bf), bf);
+                for (int64_t i = 0; i < B * H; i++) x[i] = rnd(x[i] + biased(tmp[i], L->down_bias, i % H, bf), bf);
         }
     }
     for (int64_t i = 0; i < B * H; i++) put(hidden, i, x[i], bf);

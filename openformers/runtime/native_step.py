@@ -41,7 +41,9 @@ class _Layer(ctypes.Structure):
 
     _fields_ = [("norm1", ctypes.c_void_p), ("norm2", ctypes.c_void_p), ("qkv", Int4Weight), ("o", Int4Weight),
                 ("gate_up", Int4Weight), ("down", Int4Weight), ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
-                ("capacity", ctypes.c_int64), ("q_norm", ctypes.c_void_p), ("k_norm", ctypes.c_void_p)]
+                ("capacity", ctypes.c_int64), ("q_norm", ctypes.c_void_p), ("k_norm", ctypes.c_void_p),
+                ("qkv_bias", ctypes.c_void_p), ("o_bias", ctypes.c_void_p), ("gate_up_bias", ctypes.c_void_p),
+                ("down_bias", ctypes.c_void_p), ("norm1_bias", ctypes.c_void_p), ("norm2_bias", ctypes.c_void_p)]
 
 
 class _Model(ctypes.Structure):
@@ -50,7 +52,8 @@ class _Model(ctypes.Structure):
     _fields_ = [("layers", ctypes.c_int64), ("hidden", ctypes.c_int64), ("heads", ctypes.c_int64),
                 ("kv_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64), ("inter", ctypes.c_int64),
                 ("eps", ctypes.c_float), ("scaling", ctypes.c_float), ("bf16", ctypes.c_int),
-                ("norm_mode", ctypes.c_int), ("act", ctypes.c_int), ("layer", ctypes.POINTER(_Layer))]
+                ("norm_mode", ctypes.c_int), ("act", ctypes.c_int), ("layer", ctypes.POINTER(_Layer)),
+                ("mlp", ctypes.c_int)]
 
 
 # of_llama.act for the gated MLP's activation function (modules/mlp.py's table: one function per kind)
@@ -61,7 +64,8 @@ def layout_mismatch(lib: ctypes.CDLL) -> str | None:
     """None when the ctypes views of ``of_llama_layer`` and ``of_llama`` have the C side's sizes and offsets
     (``of_step_layout``); else what differs (the step is then not used)."""
     want = (ctypes.sizeof(_Layer), _Layer.capacity.offset, _Layer.q_norm.offset, ctypes.sizeof(_Model),
-            _Model.layer.offset, _Model.norm_mode.offset, _Model.act.offset)
+            _Model.layer.offset, _Model.norm_mode.offset, _Model.act.offset, _Layer.qkv_bias.offset,
+            _Layer.norm1_bias.offset, _Model.mlp.offset)
     layout = getattr(lib, "of_step_layout", None)
     if layout is None:
         return "the library has no of_step_layout"
@@ -106,7 +110,8 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
         return f"{len(layers)} layers and {len(weights)} weight sets"
     attn0, norm0 = layers[0][1], layers[0][10]
     hidden, h, kv, d = norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim
-    inter = layers[0][7].out_features
+    inter = layers[0][8].out_features
+    plain = layers[0][7] is None  # a plain MLP: c_fc in up's place, no gate
     if min(hidden, h, kv, d, inter) < 1 or h % kv or d % 2:
         return f"hidden {hidden}, heads {h}, kv heads {kv}, head dim {d}, intermediate {inter}"
     for i, (mods, found) in enumerate(zip(layers, weights)):
@@ -114,23 +119,25 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
         if (attn.num_heads, attn.num_key_value_heads, attn.head_dim) != (h, kv, d):
             return f"layer {i}: heads {attn.num_heads}, kv heads {attn.num_key_value_heads}, head dim {attn.head_dim} " \
                    f"where layer 0 has {h}, {kv}, {d}"
-        if gate.out_features != inter or up.out_features != inter:
-            return f"layer {i}: intermediate size {gate.out_features}/{up.out_features} " \
-                   f"where layer 0 has {inter}"
+        if (gate is None) != plain or up.out_features != inter or (gate is not None and gate.out_features != inter):
+            return f"layer {i}: intermediate size {getattr(gate, 'out_features', None)}/{up.out_features} " \
+                   f"where layer 0 has {inter} ({'no gate' if plain else 'a gate'})"
         if (mods[12] is None) != (mods[13] is None):
             return f"layer {i}: a q_norm without a k_norm or the other way round"
         for norm_name, norm, size in (("input_layernorm", mods[10], hidden), ("post_attention_layernorm", mods[11], hidden),
                                       ("self_attn.q_norm", mods[12], d), ("self_attn.k_norm", mods[13], d)):
             if norm is None:
                 continue
-            wt = norm.weight
-            if tuple(wt.shape) != (size,) or wt.dtype != dtype or not wt.is_contiguous() or wt.device.type != "cpu":
-                return f"layer {i} {norm_name}.weight is {tuple(wt.shape)} {wt.dtype} (contiguous: " \
-                       f"{wt.is_contiguous()}); [{size}] contiguous {dtype} wanted"
+            for part in ("weight", "bias") if isinstance(norm, nn.LayerNorm) else ("weight",):
+                wt = getattr(norm, part)
+                if (wt is None or tuple(wt.shape) != (size,) or wt.dtype != dtype or not wt.is_contiguous()
+                        or wt.device.type != "cpu"):
+                    return f"layer {i} {norm_name}.{part} is {getattr(wt, 'shape', None)} " \
+                           f"{getattr(wt, 'dtype', None)}; [{size}] contiguous {dtype} wanted"
         if len(found) != 4:
             return f"layer {i}: {len(found)} projections, 4 wanted"
         for (name, out, in_), (struct, held) in zip(
-                (("qkv", (h + 2 * kv) * d, hidden), ("o", hidden, h * d), ("gate_up", 2 * inter, hidden),
+                (("qkv", (h + 2 * kv) * d, hidden), ("o", hidden, h * d), ("gate_up", (1 if plain else 2) * inter, hidden),
                  ("down", hidden, inter)), found):
             err = _struct_error(name, struct, held, out, in_, dtype)
             if err is not None:
@@ -153,7 +160,7 @@ class NativeStep:
         attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
         modes = {_norm_mode(n) for mods in layers for n in mods[10:] if n is not None}
         if len(modes) != 1 or None in modes:
-            raise ValueError(f"of_llama_step: the norms are not all plain or all offset RMSNorms ({modes})")
+            raise ValueError(f"of_llama_step: the norms are not all plain or all offset RMSNorms or all LayerNorms ({modes})")
         acts = {_ACTS.get(mods[6].act_fn) for mods in layers}
         if len(acts) != 1 or None in acts:
             raise ValueError("of_llama_step: the layers' MLP activations are not all SiLU or all tanh-GELU")
@@ -173,17 +180,33 @@ class NativeStep:
             self.keep.append(w)
             return w.data_ptr()
 
+        def bias(parts: tuple[nn.Module | None, ...]) -> int | None:
+            # a float32 copy of the product's biases (one after the other) as the activation dtype holds them;
+            # None where the parts have none (fusable and _weight: all or none of a product's parts)
+            found = [getattr(m, "bias", None) for m in parts if m is not None]
+            if found[0] is None:
+                return None
+            with torch.no_grad():
+                b = torch.cat([t.detach().to(dtype).float().reshape(-1) for t in found]).contiguous()
+            self.keep.append(b)
+            return b.data_ptr()
+
         for i, (mods, found) in enumerate(zip(layers, weights)):
             entry = self.array[i]
             for name, norm in (("norm1", mods[10]), ("norm2", mods[11]), ("q_norm", mods[12]), ("k_norm", mods[13])):
                 if norm is not None:
                     setattr(entry, name, norm_weight(norm))
+            if mode == 2:  # LayerNorms' biases, read where they lie
+                entry.norm1_bias, entry.norm2_bias = mods[10].bias.data_ptr(), mods[11].bias.data_ptr()
             for name, (struct, held) in zip(("qkv", "o", "gate_up", "down"), found):
                 setattr(entry, name, struct)
                 self.keep.append(held)
+            for name, parts in (("qkv_bias", mods[2:5]), ("o_bias", mods[5:6]), ("gate_up_bias", mods[7:9]),
+                                ("down_bias", mods[9:10])):
+                setattr(entry, name, bias(parts))
         self.model = _Model(self.count, norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim,
-                            mlp0.gate_proj.out_features, float(norm0.eps), float(attn0.scaling),
-                            int(dtype == torch.bfloat16), mode, acts.pop(), self.array)
+                            layers[0][8].out_features, float(norm0.eps), float(attn0.scaling),
+                            int(dtype == torch.bfloat16), mode, acts.pop(), self.array, int(layers[0][7] is None))
         self.ref = ctypes.byref(self.model)
         self.caches: list[Any] = [None] * self.count  # the (key, value) buffers the structures point into
         self.room = 0  # the least capacity of the buffers in self.caches (checked when they change)
@@ -310,18 +333,19 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
     """The ``of_int4_weight`` of a product of ``parts`` (their outputs one after the other): the native 4-bit
     kernel's (``kernel.native`` of a fused kernel, or a lone 4-bit layer's), or up to three plain row-major
     weights in the activation dtype read where they lie (each part's rows a multiple of 4, but the last);
-    None otherwise. Biases are not supported. Returns the structure and what it points into."""
+    None otherwise. Biases are the step's own (float32 copies, :class:`NativeStep`). Returns the structure and what
+    it points into."""
     native = getattr(kernel, "native", None)
     if native is not None:
-        return (native.struct, native) if kernel.bias is None else None
+        return native.struct, native
     if len(parts) == 1 and is_int4(parts[0]):
-        native = int4_native.layer_kernel(parts[0]) if parts[0].bias is None else None
+        native = int4_native.layer_kernel(parts[0])
         return None if native is None else (native.struct, native)
     if len(parts) > 3:
         return None
     weights = []
     for m in parts:
-        if not is_plain_linear(m) or m.bias is not None:
+        if not is_plain_linear(m):
             return None
         weights.append(m.weight)
     first = weights[0]
@@ -339,17 +363,22 @@ def _weight(parts: tuple[nn.Module, ...], kernel: Any, dtype: torch.dtype) -> tu
 
 
 def _norm_mode(norm: nn.Module) -> int | None:
-    """``of_llama.norm_mode`` for a norm module: 0 for an RMSNorm, 1 for an OffsetRMSNorm, None for another."""
+    """``of_llama.norm_mode`` for a norm module: 0 for an RMSNorm, 1 for an OffsetRMSNorm, 2 for a LayerNorm with a
+    weight and a bias over one dimension, None for another."""
     forward = type(norm).forward
+    if forward is nn.LayerNorm.forward:
+        shape = getattr(norm, "normalized_shape", ())
+        return 2 if len(shape) == 1 and norm.weight is not None and norm.bias is not None else None
     return 0 if forward is RMSNorm.forward else 1 if forward is OffsetRMSNorm.forward else None
 
 
 def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidden: torch.Tensor,
                 cos: torch.Tensor) -> NativeStep | None:
     """A :class:`NativeStep` for these resolved layers, or None when they must run in PyTorch: activations
-    other than float32 or bfloat16, a projection with a bias or neither on the native 4-bit kernel nor a
+    other than float32 or bfloat16, a projection neither on the native 4-bit kernel nor a
     plain row-major weight in the activations' dtype, an activation other than SiLU or tanh-GELU, partial rotary
-    embeddings, norms in another dtype or not all plain or all offset RMSNorms. (What changes from step to step,
+    embeddings, norms in another dtype or not all plain or all offset RMSNorms or all LayerNorms (with weights and biases).
+    (What changes from step to step,
     masks and the cache, the plan checks at every step.)"""
     if hidden.dtype not in (torch.float32, torch.bfloat16):
         return None
@@ -373,8 +402,6 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
             layers, kernels):
         if any(n is not None and (n.weight.dtype != hidden.dtype or n.eps != eps) for n in qk_norms):
             return None
-        if gate is None:  # a plain MLP
-            return None
         if mlp.act_fn not in _ACTS or norm1.eps != eps or norm2.eps != eps:
             return None
         if mlp.act_fn is not layers[0][6].act_fn:
@@ -388,7 +415,7 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
         if norm1.weight.dtype != hidden.dtype or norm2.weight.dtype != hidden.dtype:
             return None
         found = [_weight(parts, fn, hidden.dtype) for parts, fn in
-                 (((q, k, v), qkv_fn), ((o,), o_fn), ((gate, up), gu_fn), ((down,), down_fn))]
+                 (((q, k, v), qkv_fn), ((o,), o_fn), ((up,) if gate is None else (gate, up), gu_fn), ((down,), down_fn))]
         if any(f is None for f in found):
             return None
         weights.append(found)

@@ -239,3 +239,51 @@ def test_decode_plan(dtype, atol, two_threads, caplog):
     with torch.enable_grad():
         slow = model.generate(ids, max_new_tokens=10, do_sample=False)
     assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
+
+
+def _pick(model, native_on: bool, monkeypatch) -> None:
+    from tests.runtime.test_int4_native import _pick as pick
+
+    pick(model, native_on, monkeypatch)
+
+
+def _step(model, ids, native_on, monkeypatch):
+    """Logits of one decode step after a prefill of all but the last token, and whether the native step ran."""
+    _pick(model, native_on, monkeypatch)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    return logits, _native_used(model)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
+                         ids=["float32", "bfloat16", "q4"])
+def test_native_step(dtype, atol, two_threads, monkeypatch, caplog):
+    """The one-call native decode step runs Starcoder2's layer (LayerNorms, biased products, the plain MLP): its
+    logits equal the plan's PyTorch step's and the module path's to rounding, its greedy tokens the module
+    path's."""
+    from openformers.runtime import int4_native
+
+    if int4_native.library() is None or not int4_native.fast():
+        pytest.skip("the native kernel is not built or not used on this CPU")
+    model = _model(dtype)
+    ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.DEBUG, logger="openformers.runtime"):
+        got, used = _step(model, ids, True, monkeypatch)
+    assert "native decode step not used" not in caplog.text
+    assert used, "the native step did not run"
+    expect, used = _step(model, ids, False, monkeypatch)
+    assert not used
+    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
+    with torch.enable_grad():
+        out = model(ids[:, :-1], use_cache=True)
+        module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
+    torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
+    _pick(model, True, monkeypatch)
+    with torch.inference_mode():
+        fast = model.generate(ids, max_new_tokens=10, do_sample=False)
+    assert _native_used(model)
+    with torch.enable_grad():
+        slow = model.generate(ids, max_new_tokens=10, do_sample=False)
+    assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
