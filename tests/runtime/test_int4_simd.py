@@ -2,7 +2,8 @@
 (``-mno-avx512bf16``, an Ice Lake's instructions), with AVX2 + FMA (``-march=x86-64-v3``, a Zen 2/3's) and the
 portable loops (``-march=x86-64``),
 each built into its own cached library and loaded beside the default one. Their 4-bit products, dense rows
-and decode steps (Llama, Qwen3's per-head q/k norms, Gemma's offset norms and tanh-GELU, 4-bit and plain,
+and decode steps (Llama, Qwen3's per-head q/k norms, Gemma's offset norms and tanh-GELU, Qwen2's and Starcoder2's
+biases, Starcoder2's LayerNorms and plain MLP, 4-bit and plain,
 float32 and bfloat16) against float64, the PyTorch layers and the default build. A variant is skipped where this CPU lacks its
 instructions."""
 from __future__ import annotations
@@ -222,6 +223,32 @@ def test_gemma_step_with_offset_norms_and_tanh_gelu(variant, quantized, dtype, a
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(-0.5, 0.5)
+    if quantized:
+        GGUFQuantizationConfig().quantize_model(model)
+    _native_matches_pytorch(model.to(dtype).eval(), atol, monkeypatch)
+
+
+@pytest.mark.parametrize("family", ["Qwen2", "Starcoder2"])
+@pytest.mark.parametrize("quantized", [True, False])
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_biased_steps_qwen2_and_starcoder2(variant, family, quantized, dtype, atol, monkeypatch):
+    """Biases added to the products (Qwen2's q/k/v; Starcoder2's every product, with LayerNorms and the plain
+    tanh-GELU MLP), random so that a missed or doubled one shows."""
+    import openformers
+    from openformers.quantization import GGUFQuantizationConfig
+    from tests.models.llama_family import tiny_config
+
+    torch.manual_seed(0)
+    model = getattr(openformers, f"{family}ForCausalLM")(getattr(openformers, f"{family}Config")(
+        **tiny_config(intermediate_size=128)))
+    biases = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.uniform_(-0.5, 0.5) if name.endswith("bias") else p.uniform_(0.5, 1.5)
+                biases += name.endswith("bias")
+    # two layers: q/k/v each; q/k/v/o, c_fc, c_proj and two LayerNorms each, and the final LayerNorm
+    assert biases == (6 if family == "Qwen2" else 17)
     if quantized:
         GGUFQuantizationConfig().quantize_model(model)
     _native_matches_pytorch(model.to(dtype).eval(), atol, monkeypatch)
