@@ -105,23 +105,25 @@ def int4_cases(workdir: Path, variant: str = "") -> None:
         pass
     else:
         raise AssertionError("the GGUF with a layer wider than its config was loaded")
-    # Gemma's layer through the decode step: offset norms on float32 copies, tanh-GELU, plain and 4-bit weights
+    # Gemma's layer through the decode step: offset norms on float32 copies, tanh-GELU, plain and 4-bit weights;
     import openformers
     from openformers.runtime import decode
 
     torch.set_num_threads(2)  # float32 layers are row-major (what the step reads) from two threads on
-    for dtype, quantized in ((torch.float32, False), (torch.bfloat16, False), (torch.float32, True)):
-        cfg = openformers.GemmaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                      max_position_embeddings=64)
-        gemma = openformers.GemmaForCausalLM(cfg)
-        if quantized:
-            GGUFQuantizationConfig().quantize_model(gemma)
-        gemma = gemma.to(dtype).eval()
-        with torch.inference_mode():
-            gemma.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=4, do_sample=False)
-        plan = decode.plan_of(gemma.model)
-        assert plan is not None and any(s is not None for s in plan.native.values()), "the Gemma step did not run"
+    # and Qwen2's (q/k/v biases) and Starcoder2's (biases on every product, LayerNorms, the plain MLP)
+    sizes = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64)
+    for family, extra in (("Gemma", {"head_dim": 16}), ("Qwen2", {}), ("Starcoder2", {})):
+        for dtype, quantized in ((torch.float32, False), (torch.bfloat16, False), (torch.float32, True)):
+            cfg = getattr(openformers, f"{family}Config")(**sizes, **extra)
+            model = getattr(openformers, f"{family}ForCausalLM")(cfg)
+            if quantized:
+                GGUFQuantizationConfig().quantize_model(model)
+            model = model.to(dtype).eval()
+            with torch.inference_mode():
+                model.generate(torch.tensor([[1, 5, 6]]), max_new_tokens=4, do_sample=False)
+            plan = decode.plan_of(model.model)
+            assert plan is not None and any(s is not None for s in plan.native.values()), f"the {family} step did not run"
 
 
 def canary_cases() -> None:
