@@ -23,9 +23,11 @@ transformers in the same row's dtype.
 ``--family qwen3`` runs a random Qwen3 of SmolLM2's shape (head_dim 64, q/k norm weights drawn in
 [0.5, 1.5]) against transformers' ``Qwen3ForCausalLM``; ``--family gemma`` a random Gemma of that shape (head_dim
 64, tanh-GELU, norm weights drawn in [-0.5, 0.5] around Gemma's 1 + weight, embeddings scaled by sqrt(576)) against
-``GemmaForCausalLM``.
+``GemmaForCausalLM``; ``--family qwen2`` a random Qwen2 of that shape (q/k/v biases drawn from N(0, 0.02)) against
+``Qwen2ForCausalLM``; ``--family starcoder2`` a random Starcoder2 of that shape (LayerNorms, biases on every
+projection drawn from N(0, 0.02), plain tanh-GELU MLP) against ``Starcoder2ForCausalLM``.
 
-Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--family llama|qwen3|gemma] [--static]
+Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--family llama|qwen3|gemma|qwen2|starcoder2] [--static]
 [--quantized] [--json out.json]``
 
 ``--native-flags=FLAGS`` builds ``runtime/int4_native.c`` with these compiler flags added (its own cached library)
@@ -77,7 +79,7 @@ def load_models(random_weights: bool, family: str = "llama"):
     import openformers
 
     transformers.logging.set_verbosity_error()
-    if random_weights or family in ("qwen3", "gemma"):
+    if random_weights or family != "llama":
         shape = dict(
             vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
             num_key_value_heads=3, max_position_embeddings=2048, rope_theta=100000.0, rms_norm_eps=1e-5,
@@ -87,6 +89,11 @@ def load_models(random_weights: bool, family: str = "llama"):
             config, cls = transformers.Qwen3Config(**shape, head_dim=64), transformers.Qwen3ForCausalLM
         elif family == "gemma":  # Gemma's layer (offset norms, scaled embeddings, tanh-GELU) at SmolLM2's shape
             config, cls = transformers.GemmaConfig(**shape, head_dim=64), transformers.GemmaForCausalLM
+        elif family == "qwen2":  # Qwen2's layer (q/k/v biases) at SmolLM2's shape
+            config, cls = transformers.Qwen2Config(**shape), transformers.Qwen2ForCausalLM
+        elif family == "starcoder2":  # Starcoder2's layer (LayerNorms, biases, plain MLP) at SmolLM2's shape
+            shape["norm_epsilon"] = shape.pop("rms_norm_eps")
+            config, cls = transformers.Starcoder2Config(**shape), transformers.Starcoder2ForCausalLM
         else:
             config, cls = transformers.LlamaConfig(**shape), transformers.LlamaForCausalLM
         torch.manual_seed(0)
@@ -102,10 +109,15 @@ def load_models(random_weights: bool, family: str = "llama"):
                 for name, p in model.named_parameters():
                     if name.endswith("norm.weight"):
                         p.uniform_(-0.5, 0.5)
+        if family in ("qwen2", "starcoder2"):
+            with torch.no_grad():  # biases other than their zero init
+                for name, p in model.named_parameters():
+                    if name.endswith("proj.bias") or name.endswith("c_fc.bias"):
+                        p.normal_(0, 0.02)
         model.save_pretrained(directory)
         theirs = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         ours = openformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-        name = {"qwen3": "Qwen3", "gemma": "Gemma"}.get(family, "Llama")
+        name = {"qwen3": "Qwen3", "gemma": "Gemma", "qwen2": "Qwen2", "starcoder2": "Starcoder2"}.get(family, "Llama")
         return ours, theirs, f"random {name} of SmolLM2-135M's shape"
     from openformers.core.hub import embedded_model_path
 
@@ -219,10 +231,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--random", action="store_true", help="random weights of SmolLM2's shape instead of the GGUF")
-    parser.add_argument("--family", choices=["llama", "qwen3", "gemma"], default="llama",
-                        help="qwen3 / gemma: a random Qwen3 (per-head q/k norms) / Gemma (offset norms, scaled "
-                             "embeddings, tanh-GELU) of SmolLM2's shape against transformers' Qwen3ForCausalLM / "
-                             "GemmaForCausalLM (implies random weights)")
+    parser.add_argument("--family", choices=["llama", "qwen3", "gemma", "qwen2", "starcoder2"], default="llama",
+                        help="qwen3 / gemma / qwen2 / starcoder2: a random Qwen3 (per-head q/k norms) / Gemma (offset "
+                             "norms, scaled embeddings, tanh-GELU) / Qwen2 (q/k/v biases) / Starcoder2 (LayerNorms, "
+                             "biases, plain MLP) of SmolLM2's shape against transformers' class of the family "
+                             "(implies random weights)")
     parser.add_argument("--static", action="store_true", help="also time openformers with cache_implementation='static'")
     parser.add_argument("--quantized", action="store_true",
                         help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")

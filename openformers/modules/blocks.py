@@ -24,14 +24,16 @@ from typing import Any
 class DecoderBlocks:
     """The blocks of one pre-norm decoder layer.
 
-    - ``norm``: the kind of the layer's two norms (and the model's final one): ``"rms"`` or ``"layer"``.
+    - ``norm``: the kind of the layer's two norms (and the model's final one): ``"rms"`` or ``"layer"``
+      (``nn.LayerNorm`` with a weight and a bias, Starcoder2; no offset; per-head q/k norms stay RMSNorms).
     - ``norm_offset``: 0 (Llama): every RMSNorm of the stack (the layer's two, the q/k norms, the final one) is
       ``modules/norms.py: RMSNorm``, ``weight * normed.to(dtype)`` (weights start at ones). Any other value
       (1 for Gemma): they are ``OffsetRMSNorm(offset=norm_offset)``, ``(normed * (offset + weight)).to(dtype)``
       with the product in float32 and one rounding (weights start at zeros).
     - ``attention``: ``"rotary"``, grouped-query attention with rotary embeddings over q and k.
     - ``qk_norm``: an RMSNorm over each query and key head (``q_norm``, ``k_norm``) before the rotary.
-    - ``mlp``: ``"gated"`` (``down(act(gate(x)) * up(x))``) or ``"plain"`` (``down(act(up(x)))``).
+    - ``mlp``: ``"gated"`` (``down(act(gate(x)) * up(x))``, ``GatedMLP``) or ``"plain"`` (``c_proj(act(c_fc(x)))``,
+      ``PlainMLP``; modules/mlp.py).
     - ``embedding_scale``: None (not scaled), a number, or ``"sqrt_hidden_size"`` (Gemma: the config's
       ``hidden_size ** 0.5``); :func:`embedding_scale` gives the number for a config. The stack multiplies
       the embeddings of ``input_ids`` (not ``inputs_embeds`` passed by the caller) by that number as a

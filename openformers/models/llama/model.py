@@ -1,8 +1,8 @@
 """Llama: pre-norm decoder with RMSNorm, rotary embeddings, grouped-query attention and SwiGLU.
 
-Mistral, Qwen2, Qwen3 and Gemma reuse these classes; their differences (sliding window, projection biases)
-are config fields read here, and Qwen3's per-head q/k norms and Gemma's norm offset and embedding scale
-blocks their layer declares (``blocks``). The classification and question-answering heads are in heads.py.
+Mistral, Qwen2, Qwen3, Gemma and Starcoder2 reuse these classes; their differences (sliding window, projection
+biases, dropouts) are config fields read here, and Qwen3's per-head q/k norms, Gemma's norm offset and embedding
+scale and Starcoder2's LayerNorms and plain MLP blocks their layer declares (``blocks``). The classification and question-answering heads are in heads.py.
 """
 from __future__ import annotations
 
