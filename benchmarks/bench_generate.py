@@ -30,6 +30,8 @@ projection drawn from N(0, 0.02), plain tanh-GELU MLP) against ``Starcoder2ForCa
 Run: ``python benchmarks/bench_generate.py [--iters 3] [--threads N] [--random] [--family llama|qwen3|gemma|qwen2|starcoder2] [--static]
 [--quantized] [--json out.json]``
 
+``--no-native-step`` runs openformers' decode steps on the plan's PyTorch layers, not ``of_llama_step``.
+
 ``--native-flags=FLAGS`` builds ``runtime/int4_native.c`` with these compiler flags added (its own cached library)
 and runs openformers on it, to measure on this CPU what a CPU without some instructions would run:
 ``-mno-avx512bf16`` (AVX-512F/BW float32 products, an Ice Lake's), ``-march=x86-64-v3`` (AVX2 + FMA, a Zen 2/3's).
@@ -236,6 +238,9 @@ def main() -> None:
                              "norms, scaled embeddings, tanh-GELU) / Qwen2 (q/k/v biases) / Starcoder2 (LayerNorms, "
                              "biases, plain MLP) of SmolLM2's shape against transformers' class of the family "
                              "(implies random weights)")
+    parser.add_argument("--no-native-step", action="store_true",
+                        help="openformers without the one-call native decode step (the plan's PyTorch layers), "
+                             "to measure what the step gives a family")
     parser.add_argument("--static", action="store_true", help="also time openformers with cache_implementation='static'")
     parser.add_argument("--quantized", action="store_true",
                         help="also time openformers keeping the GGUF's 4-bit weights (GGUFQuantizationConfig, int4 kernel)")
@@ -259,6 +264,10 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_native_step:
+        from openformers.runtime import decode
+
+        decode.native_step = lambda *a: None  # the plan looks the step up in its module at each new key
     ours, theirs, what = load_models(args.random, args.family)
     quantized = None
     if args.quantized:

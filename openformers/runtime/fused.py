@@ -186,7 +186,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear`` for inference on the CPU: a float32 product of up to ``SPLIT_MAX_ROWS`` rows
     runs one block of output rows per thread (:func:`_row_blocks`); a single half-precision row
     (a batch-1 decode step) runs as ``torch.mv`` (the bf16 GEMM path is slow for one row, the
-    matrix-vector kernel is not)."""
+    matrix-vector kernel is not; ``torch.addmv`` with a bias, rounded once as ``F.linear`` rounds)."""
     if x.device.type == "cpu" and x.shape[-1]:
         rows = x.numel() // x.shape[-1]
         if x.dtype == torch.float32 and weight.dtype == torch.float32 and 0 < rows <= SPLIT_MAX_ROWS:
@@ -198,9 +198,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                 y = int4_native.dense_matvec(weight, x)
                 if y is not None:
                     return y if bias is None else y + bias
-        elif x.dtype in _HALF and rows == 1:
-            y = torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
-            return y if bias is None else y + bias
+        elif x.dtype in _HALF and rows == 1:  # with a bias: added before the one rounding, as F.linear does
+            y = torch.mv(weight, x.reshape(-1)) if bias is None else torch.addmv(bias, weight, x.reshape(-1))
+            return y.view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
 
 
