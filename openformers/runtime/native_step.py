@@ -157,7 +157,7 @@ class NativeStep:
         err = check_layers(layers, weights, dtype)
         if err is not None:
             raise ValueError(f"of_llama_step: {err}")
-        attn0, mlp0, norm0 = layers[0][1], layers[0][6], layers[0][10]
+        attn0, norm0 = layers[0][1], layers[0][10]
         modes = {_norm_mode(n) for mods in layers for n in mods[10:] if n is not None}
         if len(modes) != 1 or None in modes:
             raise ValueError(f"of_llama_step: the norms are not all plain or all offset RMSNorms or all LayerNorms ({modes})")
@@ -180,12 +180,15 @@ class NativeStep:
             self.keep.append(w)
             return w.data_ptr()
 
-        def bias(parts: tuple[nn.Module | None, ...]) -> int | None:
+        def bias(name: str, parts: tuple[nn.Module | None, ...], out: int) -> int | None:
             # a float32 copy of the product's biases (one after the other) as the activation dtype holds them;
-            # None where the parts have none (fusable and _weight: all or none of a product's parts)
+            # None where the parts have none
             found = [getattr(m, "bias", None) for m in parts if m is not None]
-            if found[0] is None:
+            if all(t is None for t in found):
                 return None
+            if any(t is None for t in found) or sum(t.numel() for t in found) != out:
+                raise ValueError(f"of_llama_step: layer {i} {name}: biases {[getattr(t, 'shape', None) for t in found]} "
+                                 f"for a product of {out} rows")
             with torch.no_grad():
                 b = torch.cat([t.detach().to(dtype).float().reshape(-1) for t in found]).contiguous()
             self.keep.append(b)
@@ -201,9 +204,9 @@ class NativeStep:
             for name, (struct, held) in zip(("qkv", "o", "gate_up", "down"), found):
                 setattr(entry, name, struct)
                 self.keep.append(held)
-            for name, parts in (("qkv_bias", mods[2:5]), ("o_bias", mods[5:6]), ("gate_up_bias", mods[7:9]),
-                                ("down_bias", mods[9:10])):
-                setattr(entry, name, bias(parts))
+            for name, parts, (struct, _) in zip(("qkv_bias", "o_bias", "gate_up_bias", "down_bias"),
+                                                (mods[2:5], mods[5:6], mods[7:9], mods[9:10]), found):
+                setattr(entry, name, bias(name, parts, struct.out))
         self.model = _Model(self.count, norm0.weight.shape[0], attn0.num_heads, attn0.num_key_value_heads, attn0.head_dim,
                             layers[0][8].out_features, float(norm0.eps), float(attn0.scaling),
                             int(dtype == torch.bfloat16), mode, acts.pop(), self.array, int(layers[0][7] is None))
