@@ -287,3 +287,69 @@ def test_native_step(dtype, atol, two_threads, monkeypatch, caplog):
     with torch.enable_grad():
         slow = model.generate(ids, max_new_tokens=10, do_sample=False)
     assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
+
+
+def test_optimizer_step_on_a_bias_is_seen_by_the_next_decode_step(two_threads, monkeypatch):
+    """The native step adds float32 copies of the biases; an update of a bias in place (an optimizer step) makes
+    them again before the next step."""
+    from openformers.runtime import int4_native
+
+    if int4_native.library() is None or not int4_native.fast():
+        pytest.skip("the native kernel is not built or not used on this CPU")
+    model = _model(torch.float32)
+    ids = torch.randint(3, fam.VOCAB, (1, 8), generator=torch.Generator().manual_seed(6))
+    before, used = _step(model, ids, True, monkeypatch)
+    assert used
+    layer = model.model.layers[1]
+    params = [layer.self_attn.q_proj.bias, layer.mlp.c_fc.bias, model.model.layers[0].input_layernorm.bias]
+    opt = torch.optim.SGD(params, lr=1.0)
+    for p in params:
+        p.grad = torch.full_like(p, -0.7)
+    opt.step()
+    plan = decode.plan_of(model.model)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        after = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    assert decode.plan_of(model.model) is not plan and _native_used(model)
+    expect, _ = _step(model, ids, False, monkeypatch)
+    assert (after - before).abs().max() > 1e-2
+    torch.testing.assert_close(after, expect, rtol=0, atol=1e-5 * expect.abs().max().item())
+
+
+def test_native_rows_step_for_sequences_at_their_own_positions(two_threads, monkeypatch):
+    """``of_llama_step_rows`` (the serving engine's slot cache) with Starcoder2's blocks: two sequences of
+    different lengths in rows of fixed buffers give each sequence's own module-path logits."""
+    from openformers.runtime import int4_native
+
+    if int4_native.library() is None or not int4_native.fast():
+        pytest.skip("the native kernel is not built or not used on this CPU")
+    model = _model(torch.float32)
+    stack, cfg = model.model, model.config
+    lengths, cap = [5, 9], 16
+    g = torch.Generator().manual_seed(7)
+    seqs = [torch.randint(3, fam.VOCAB, (1, n + 1), generator=g) for n in lengths]
+    buffers = [(torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim),
+                torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim)) for _ in range(cfg.num_hidden_layers)]
+    expect = []
+    for row, (n, ids) in enumerate(zip(lengths, seqs)):
+        with torch.enable_grad():  # the module path
+            out = model(ids[:, :n], use_cache=True)
+            expect.append(model(ids[:, n:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].detach())
+        for layer, (k, v) in enumerate(buffers):
+            k[row, :, :n] = out.past_key_values.keys[layer][0, :, :n].detach()
+            v[row, :, :n] = out.past_key_values.values[layer][0, :, :n].detach()
+    _pick(model, True, monkeypatch)
+    with torch.inference_mode():
+        model(seqs[0][:, :3])  # builds the plan
+        plan = decode.plan_of(stack)
+        nxt = torch.cat([ids[:, -1:] for ids in seqs])
+        hidden, _, _, cos, sin = stack.layer_inputs(nxt, None, torch.tensor([[n] for n in lengths]), None, None, False)
+        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
+        step = plan._native(key, plan._resolve(hidden, key), hidden, cos)
+        assert step is not None
+        got = step.rows(hidden, cos, sin, buffers, torch.tensor([0, 1]), torch.tensor(lengths))
+        assert got is not None
+        logits = model.lm_head(stack.norm(got))[:, -1]
+    for row in range(2):
+        torch.testing.assert_close(logits[row], expect[row], rtol=0, atol=1e-4 * expect[row].abs().max().item())
