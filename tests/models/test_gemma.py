@@ -3,16 +3,16 @@ and a tanh-GELU gated MLP, against transformers; and the runtime's fast path (th
 decode step) for it, in float32, bfloat16 and kept 4-bit."""
 from __future__ import annotations
 
-import logging
 
 import pytest
 import torch
 
 import openformers
-from openformers.modules.cache import DynamicCache
 from openformers.modules.norms import OffsetRMSNorm
 from openformers.runtime import decode
 from tests.models import llama_family as fam
+from tests.runtime import native_checks as native
+from tests.runtime.native_checks import two_threads  # noqa: F401 (a fixture)
 
 pytest.importorskip("transformers")
 
@@ -182,135 +182,30 @@ def _model(dtype: torch.dtype | None, **overrides) -> openformers.GemmaForCausal
     return model.to(dtype or torch.float32).eval()
 
 
-@pytest.fixture
-def two_threads():
-    # the native step reads row-major weights; with one thread float32 layers keep fused.py's column-major copies
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def _pick(model, native_on: bool, monkeypatch) -> None:
-    from tests.runtime.test_int4_native import _pick as pick
-
-    pick(model, native_on, monkeypatch)
-
-
-def _native_used(model) -> bool:
-    plan = decode.plan_of(model.model)
-    return plan is not None and any(step is not None for step in plan.native.values())
-
-
-def _step(model, ids, native_on, monkeypatch):
-    """Logits of one decode step after a prefill of all but the last token, and whether the native step ran."""
-    _pick(model, native_on, monkeypatch)
-    cache = DynamicCache()
-    with torch.inference_mode():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)
-        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    return logits, _native_used(model)
-
-
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
                          ids=["float32", "bfloat16", "q4"])
 def test_fast_path_plan_and_native_step(dtype, atol, two_threads, monkeypatch, caplog):
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
+    native.skip_without_kernel()
     model = _model(dtype)
     decode._LOGGED.clear()
     ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
-    with caplog.at_level(logging.DEBUG, logger="openformers.runtime"):
-        got, used = _step(model, ids, True, monkeypatch)
-    assert decode.plan_of(model.model) is not None, caplog.text
-    assert "the module path runs" not in caplog.text and "native decode step not used" not in caplog.text
-    assert used, "the native step did not run"
-    expect, used = _step(model, ids, False, monkeypatch)
-    assert not used
-    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
-    # against the module path (the model's own forward, no runtime)
-    with torch.enable_grad():
-        out = model(ids[:, :-1], use_cache=True)
-        module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
-    torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
-    # greedy tokens: the native step's equal the module path's
-    _pick(model, True, monkeypatch)
-    with torch.inference_mode():
-        fast = model.generate(ids, max_new_tokens=10, do_sample=False)
-    assert _native_used(model)
-    with torch.enable_grad():
-        slow = model.generate(ids, max_new_tokens=10, do_sample=False)
-    assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
+    native.assert_native_step_agrees(model, ids, atol, monkeypatch, caplog)
 
 
 def test_optimizer_step_on_a_norm_weight_is_seen_by_the_next_decode_step(two_threads, monkeypatch):
     """The native step multiplies by float32 copies of ``1 + weight``; an update of the weight in place (an
     optimizer step) makes them again before the next step."""
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
+    native.skip_without_kernel()
     model = _model(torch.float32)
     ids = torch.randint(3, fam.VOCAB, (1, 8), generator=torch.Generator().manual_seed(6))
-    before, used = _step(model, ids, True, monkeypatch)
-    assert used
-    norms = [model.model.layers[1].post_attention_layernorm.weight, model.model.layers[0].input_layernorm.weight]
-    opt = torch.optim.SGD(norms, lr=1.0)
-    for p in norms:
-        p.grad = torch.full_like(p, -0.7)
-    opt.step()
-    plan = decode.plan_of(model.model)
-    cache = DynamicCache()  # the next steps as a user runs them: nothing cleared by hand
-    with torch.inference_mode():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)
-        after = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    assert decode.plan_of(model.model) is not plan and _native_used(model)
-    expect, _ = _step(model, ids, False, monkeypatch)
-    assert (after - before).abs().max() > 1e-2  # the update changes the logits ...
-    torch.testing.assert_close(after, expect, rtol=0, atol=1e-5 * expect.abs().max().item())  # ... as the layers say
+    native.assert_update_is_seen(model, ids, [model.model.layers[1].post_attention_layernorm.weight,
+                                              model.model.layers[0].input_layernorm.weight], monkeypatch)
 
 
 def test_native_rows_step_for_sequences_at_their_own_positions(two_threads, monkeypatch):
-    """``of_llama_step_rows`` (the serving engine's slot cache) with Gemma's blocks: two sequences of different
-    lengths in rows of fixed buffers give each sequence's own module-path logits."""
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
-    model = _model(torch.float32)
-    stack, cfg = model.model, model.config
-    lengths, cap = [5, 9], 16
-    g = torch.Generator().manual_seed(7)
-    seqs = [torch.randint(3, fam.VOCAB, (1, n + 1), generator=g) for n in lengths]
-    buffers = [(torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim),
-                torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim)) for _ in range(cfg.num_hidden_layers)]
-    expect = []
-    for row, (n, ids) in enumerate(zip(lengths, seqs)):
-        with torch.enable_grad():  # the module path
-            out = model(ids[:, :n], use_cache=True)
-            expect.append(model(ids[:, n:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].detach())
-        for layer, (k, v) in enumerate(buffers):
-            k[row, :, :n] = out.past_key_values.keys[layer][0, :, :n].detach()
-            v[row, :, :n] = out.past_key_values.values[layer][0, :, :n].detach()
-    _pick(model, True, monkeypatch)
-    with torch.inference_mode():
-        model(seqs[0][:, :3])  # builds the plan
-        plan = decode.plan_of(stack)
-        nxt = torch.cat([ids[:, -1:] for ids in seqs])
-        hidden, _, _, cos, sin = stack.layer_inputs(nxt, None, torch.tensor([[n] for n in lengths]), None, None, False)
-        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
-        step = plan._native(key, plan._resolve(hidden, key), hidden, cos)
-        assert step is not None
-        got = step.rows(hidden, cos, sin, buffers, torch.tensor([0, 1]), torch.tensor(lengths))
-        assert got is not None
-        logits = model.lm_head(stack.norm(got))[:, -1]
-    for row in range(2):
-        torch.testing.assert_close(logits[row], expect[row], rtol=0, atol=1e-4 * expect[row].abs().max().item())
-
-
-# -- GGUF ----------------------------------------------------------------------------------------------------------
+    """``of_llama_step_rows`` (the serving engine's slot cache) with Gemma's blocks."""
+    native.skip_without_kernel()
+    native.assert_rows_step_matches(_model(torch.float32), fam.VOCAB, monkeypatch)
 
 
 def _write_gemma_gguf(path, ref) -> None:

@@ -6,6 +6,8 @@ import torch
 
 import openformers
 from tests.models import llama_family as fam
+from tests.runtime import native_checks as native
+from tests.runtime.native_checks import two_threads  # noqa: F401 (a fixture)
 
 pytest.importorskip("transformers")
 
@@ -76,55 +78,22 @@ def test_config_defaults(tmp_path):
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
                          ids=["float32", "bfloat16", "q4"])
-def test_native_decode_step_with_qkv_biases(dtype, atol, monkeypatch):
+def test_native_decode_step_with_qkv_biases(dtype, atol, two_threads, monkeypatch, caplog):
     """Qwen2's q/k/v biases no longer keep it off the one-call native decode step: the step is built and used,
     and its logits equal the plan's PyTorch step's and the module path's, its greedy tokens the module path's."""
     import openformers
-    from openformers.modules.cache import DynamicCache
     from openformers.quantization import GGUFQuantizationConfig
-    from openformers.runtime import decode, int4_native
-    from tests.runtime.test_int4_native import _pick
 
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)  # float32 layers are row-major (what the step reads) from two threads on
-    try:
-        size = dict(hidden_size=128, intermediate_size=256) if dtype is None else {}
-        torch.manual_seed(0)
-        model = openformers.Qwen2ForCausalLM(openformers.Qwen2Config(**fam.tiny_config(**size)))
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0, 0.1)
-        if dtype is None:
-            GGUFQuantizationConfig().quantize_model(model)
-        model = model.to(dtype or torch.float32).eval()
-        assert model.model.layers[0].self_attn.q_proj.bias is not None
-        ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
-
-        def step(native_on):
-            _pick(model, native_on, monkeypatch)
-            cache = DynamicCache()
-            with torch.inference_mode():
-                model(ids[:, :-1], past_key_values=cache, use_cache=True)
-                logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-            plan = decode.plan_of(model.model)
-            return logits, plan is not None and any(s is not None for s in plan.native.values())
-
-        got, used = step(True)
-        assert used, "the native step was not built or not used"
-        expect, used = step(False)
-        assert not used
-        torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
-        with torch.enable_grad():  # the module path
-            out = model(ids[:, :-1], use_cache=True)
-            module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
-        torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
-        _pick(model, True, monkeypatch)
-        with torch.inference_mode():
-            fast = model.generate(ids, max_new_tokens=10, do_sample=False)
-        with torch.enable_grad():
-            slow = model.generate(ids, max_new_tokens=10, do_sample=False)
-        assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
-    finally:
-        torch.set_num_threads(before)
+    native.skip_without_kernel()
+    size = dict(hidden_size=128, intermediate_size=256) if dtype is None else {}
+    torch.manual_seed(0)
+    model = openformers.Qwen2ForCausalLM(openformers.Qwen2Config(**fam.tiny_config(**size)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    if dtype is None:
+        GGUFQuantizationConfig().quantize_model(model)
+    model = model.to(dtype or torch.float32).eval()
+    assert model.model.layers[0].self_attn.q_proj.bias is not None
+    ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
+    native.assert_native_step_agrees(model, ids, atol, monkeypatch, caplog)

@@ -14,6 +14,8 @@ from openformers.modules.cache import DynamicCache
 from openformers.modules.mlp import PlainMLP
 from openformers.runtime import decode
 from tests.models import llama_family as fam
+from tests.runtime import native_checks as native
+from tests.runtime.native_checks import two_threads  # noqa: F401 (a fixture)
 
 pytest.importorskip("transformers")
 
@@ -197,19 +199,6 @@ def _model(dtype: torch.dtype | None, **overrides) -> openformers.Starcoder2ForC
     return model.to(dtype or torch.float32).eval()
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def _native_used(model) -> bool:
-    plan = decode.plan_of(model.model)
-    return plan is not None and any(step is not None for step in plan.native.values())
-
-
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
                          ids=["float32", "bfloat16", "q4"])
 def test_decode_plan(dtype, atol, two_threads, caplog):
@@ -230,126 +219,38 @@ def test_decode_plan(dtype, atol, two_threads, caplog):
             got = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
     assert decode.plan_of(model.model) is not None, caplog.text
     assert "the module path runs" not in caplog.text, caplog.text
-    with torch.enable_grad():  # the module path (the model's own forward, no runtime)
-        out = model(ids[:, :-1], use_cache=True)
-        module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
+    module = native.module_step(model, ids)  # the module path (the model's own forward, no runtime)
     torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
     with torch.inference_mode():
         fast = model.generate(ids, max_new_tokens=10, do_sample=False)
     with torch.enable_grad():
         slow = model.generate(ids, max_new_tokens=10, do_sample=False)
     assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
-
-
-def _pick(model, native_on: bool, monkeypatch) -> None:
-    from tests.runtime.test_int4_native import _pick as pick
-
-    pick(model, native_on, monkeypatch)
-
-
-def _step(model, ids, native_on, monkeypatch):
-    """Logits of one decode step after a prefill of all but the last token, and whether the native step ran."""
-    _pick(model, native_on, monkeypatch)
-    cache = DynamicCache()
-    with torch.inference_mode():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)
-        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    return logits, _native_used(model)
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (None, 1e-3)],
                          ids=["float32", "bfloat16", "q4"])
 def test_native_step(dtype, atol, two_threads, monkeypatch, caplog):
-    """The one-call native decode step runs Starcoder2's layer (LayerNorms, biased products, the plain MLP): its
-    logits equal the plan's PyTorch step's and the module path's to rounding, its greedy tokens the module
-    path's."""
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
+    """The one-call native decode step runs Starcoder2's layer (LayerNorms, biased products, the plain MLP)."""
+    native.skip_without_kernel()
     model = _model(dtype)
+    decode._LOGGED.clear()
     ids = torch.randint(3, fam.VOCAB, (1, 12), generator=torch.Generator().manual_seed(4))
-    with caplog.at_level(logging.DEBUG, logger="openformers.runtime"):
-        got, used = _step(model, ids, True, monkeypatch)
-    assert "native decode step not used" not in caplog.text
-    assert used, "the native step did not run"
-    expect, used = _step(model, ids, False, monkeypatch)
-    assert not used
-    torch.testing.assert_close(got, expect, rtol=0, atol=atol * expect.abs().max().item())
-    with torch.enable_grad():
-        out = model(ids[:, :-1], use_cache=True)
-        module = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].float()
-    torch.testing.assert_close(got, module, rtol=0, atol=max(atol, 1e-4) * module.abs().max().item())
-    _pick(model, True, monkeypatch)
-    with torch.inference_mode():
-        fast = model.generate(ids, max_new_tokens=10, do_sample=False)
-    assert _native_used(model)
-    with torch.enable_grad():
-        slow = model.generate(ids, max_new_tokens=10, do_sample=False)
-    assert torch.equal(fast, slow), (fast.tolist(), slow.tolist())
+    native.assert_native_step_agrees(model, ids, atol, monkeypatch, caplog)
 
 
 def test_optimizer_step_on_a_bias_is_seen_by_the_next_decode_step(two_threads, monkeypatch):
     """The native step adds float32 copies of the biases; an update of a bias in place (an optimizer step) makes
     them again before the next step."""
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
+    native.skip_without_kernel()
     model = _model(torch.float32)
     ids = torch.randint(3, fam.VOCAB, (1, 8), generator=torch.Generator().manual_seed(6))
-    before, used = _step(model, ids, True, monkeypatch)
-    assert used
     layer = model.model.layers[1]
-    params = [layer.self_attn.q_proj.bias, layer.mlp.c_fc.bias, model.model.layers[0].input_layernorm.bias]
-    opt = torch.optim.SGD(params, lr=1.0)
-    for p in params:
-        p.grad = torch.full_like(p, -0.7)
-    opt.step()
-    plan = decode.plan_of(model.model)
-    cache = DynamicCache()
-    with torch.inference_mode():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)
-        after = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    assert decode.plan_of(model.model) is not plan and _native_used(model)
-    expect, _ = _step(model, ids, False, monkeypatch)
-    assert (after - before).abs().max() > 1e-2
-    torch.testing.assert_close(after, expect, rtol=0, atol=1e-5 * expect.abs().max().item())
+    native.assert_update_is_seen(model, ids, [layer.self_attn.q_proj.bias, layer.mlp.c_fc.bias,
+                                              model.model.layers[0].input_layernorm.bias], monkeypatch)
 
 
 def test_native_rows_step_for_sequences_at_their_own_positions(two_threads, monkeypatch):
-    """``of_llama_step_rows`` (the serving engine's slot cache) with Starcoder2's blocks: two sequences of
-    different lengths in rows of fixed buffers give each sequence's own module-path logits."""
-    from openformers.runtime import int4_native
-
-    if int4_native.library() is None or not int4_native.fast():
-        pytest.skip("the native kernel is not built or not used on this CPU")
-    model = _model(torch.float32)
-    stack, cfg = model.model, model.config
-    lengths, cap = [5, 9], 16
-    g = torch.Generator().manual_seed(7)
-    seqs = [torch.randint(3, fam.VOCAB, (1, n + 1), generator=g) for n in lengths]
-    buffers = [(torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim),
-                torch.zeros(2, cfg.num_key_value_heads, cap, cfg.head_dim)) for _ in range(cfg.num_hidden_layers)]
-    expect = []
-    for row, (n, ids) in enumerate(zip(lengths, seqs)):
-        with torch.enable_grad():  # the module path
-            out = model(ids[:, :n], use_cache=True)
-            expect.append(model(ids[:, n:], past_key_values=out.past_key_values, use_cache=True).logits[0, -1].detach())
-        for layer, (k, v) in enumerate(buffers):
-            k[row, :, :n] = out.past_key_values.keys[layer][0, :, :n].detach()
-            v[row, :, :n] = out.past_key_values.values[layer][0, :, :n].detach()
-    _pick(model, True, monkeypatch)
-    with torch.inference_mode():
-        model(seqs[0][:, :3])  # builds the plan
-        plan = decode.plan_of(stack)
-        nxt = torch.cat([ids[:, -1:] for ids in seqs])
-        hidden, _, _, cos, sin = stack.layer_inputs(nxt, None, torch.tensor([[n] for n in lengths]), None, None, False)
-        key = (hidden.dtype, hidden.shape[0], torch.get_num_threads())
-        step = plan._native(key, plan._resolve(hidden, key), hidden, cos)
-        assert step is not None
-        got = step.rows(hidden, cos, sin, buffers, torch.tensor([0, 1]), torch.tensor(lengths))
-        assert got is not None
-        logits = model.lm_head(stack.norm(got))[:, -1]
-    for row in range(2):
-        torch.testing.assert_close(logits[row], expect[row], rtol=0, atol=1e-4 * expect[row].abs().max().item())
+    """``of_llama_step_rows`` (the serving engine's slot cache) with Starcoder2's blocks."""
+    native.skip_without_kernel()
+    native.assert_rows_step_matches(_model(torch.float32), fam.VOCAB, monkeypatch)

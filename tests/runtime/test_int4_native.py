@@ -13,7 +13,7 @@ from openformers.modules.cache import DynamicCache
 from openformers.quantization import GGUFQuantizationConfig, QuantizedLinear
 from openformers.runtime import int4_native as native
 
-from openformers.runtime.decode import native_step as _REAL_STEP  # noqa: E402
+from tests.runtime import native_checks
 
 if core_native.compiler() is None:
     pytest.skip("no C compiler: the native kernel is not built here (PyTorch's kernel runs)", allow_module_level=True)
@@ -195,31 +195,7 @@ def _tiny_int4(dtype: torch.dtype, layers: int = 3, quantized: bool = True) -> L
     return model.to(dtype).eval()
 
 
-def _pick(model, native_on, monkeypatch):
-    """Decode steps from now on: the native step (where it applies) or PyTorch's layers."""
-    from openformers.runtime import decode
-
-    monkeypatch.setattr(decode, "native_step", _REAL_STEP if native_on else (lambda *a: None))
-    plan = decode.plan_of(model.model)
-    if plan is not None:
-        plan.native.clear()  # a kept native step would otherwise run either way
-
-
-def _native_used(model) -> bool:
-    from openformers.runtime import decode
-
-    plan = decode.plan_of(model.model)
-    return any(step is not None for step in plan.native.values())
-
-
-def _step(model, ids, native_on, monkeypatch):
-    """Logits of one decode step on the last token of ``ids`` after a prefill of the others."""
-    _pick(model, native_on, monkeypatch)
-    cache = DynamicCache()
-    with torch.inference_mode():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)  # the prefill never takes a decode path
-        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[0, -1].float()
-    return logits, _native_used(model)
+_pick, _native_used, _step = native_checks.pick, native_checks.native_used, native_checks.step
 
 
 LENGTHS = (5, 63, 64, 65, 72)  # prompt lengths: the steps cross the cache's first capacity (64)
