@@ -132,8 +132,9 @@ def check_layers(layers: list[tuple[nn.Module, ...]], weights: list[list[tuple]]
                 wt = getattr(norm, part)
                 if (wt is None or tuple(wt.shape) != (size,) or wt.dtype != dtype or not wt.is_contiguous()
                         or wt.device.type != "cpu"):
-                    return f"layer {i} {norm_name}.{part} is {getattr(wt, 'shape', None)} " \
-                           f"{getattr(wt, 'dtype', None)}; [{size}] contiguous {dtype} wanted"
+                    found_as = "missing" if wt is None else \
+                        f"{tuple(wt.shape)} {wt.dtype} (contiguous: {wt.is_contiguous()})"
+                    return f"layer {i} {norm_name}.{part} is {found_as}; [{size}] contiguous {dtype} wanted"
         if len(found) != 4:
             return f"layer {i}: {len(found)} projections, 4 wanted"
         for (name, out, in_), (struct, held) in zip(
