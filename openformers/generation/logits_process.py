@@ -22,6 +22,13 @@ def _as_id_tensor(token_ids: int | Iterable[int] | torch.Tensor, device: torch.d
     return torch.tensor(list(token_ids), dtype=torch.long, device=device)
 
 
+def _in_vocab(token_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``token_ids`` on ``scores``' device, without ids past its vocabulary (a config's EOS id may lie outside a
+    small model's vocabulary, as transformers' default Starcoder2 config's does: such an id is never generated)."""
+    token_ids = token_ids.to(scores.device)
+    return token_ids[token_ids < scores.shape[-1]]
+
+
 def _check_min_tokens_to_keep(value: int) -> None:
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"`min_tokens_to_keep` must be a positive integer, got {value!r}")
@@ -68,7 +75,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
         if input_ids.shape[-1] >= self.min_length:
             return scores
         out = scores.clone()
-        out[:, self.eos_token_id.to(scores.device)] = _NEG_INF
+        out[:, _in_vocab(self.eos_token_id, scores)] = _NEG_INF
         return out
 
 
@@ -88,7 +95,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:
             return scores
         out = scores.clone()
-        out[:, self.eos_token_id.to(scores.device)] = _NEG_INF
+        out[:, _in_vocab(self.eos_token_id, scores)] = _NEG_INF
         return out
 
 
@@ -404,8 +411,11 @@ class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[-1] != self.max_length - 1:
             return scores
+        eos = _in_vocab(self.eos_token_id, scores)
+        if eos.numel() == 0:  # no EOS the model can produce: nothing to force
+            return scores
         out = torch.full_like(scores, _NEG_INF)
-        out[:, self.eos_token_id.to(scores.device)] = 0
+        out[:, eos] = 0
         return out
 
 
@@ -454,7 +464,7 @@ class ExponentialDecayLengthPenalty(LogitsProcessor):
         cur_len = input_ids.shape[-1]
         if cur_len <= self.regulation_start:
             return scores
-        eos = self.eos_token_id.to(scores.device)
+        eos = _in_vocab(self.eos_token_id, scores)
         eos_scores = scores[:, eos]
         penalty = eos_scores.abs() * (self.regulation_factor ** (cur_len - self.regulation_start) - 1)
         penalty = penalty.masked_fill(~torch.isfinite(eos_scores), 0.0)

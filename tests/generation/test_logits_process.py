@@ -186,6 +186,19 @@ def test_forcing_and_suppression():
     assert out.tolist() == [[1.0, 2.0, 1.0]]
 
 
+def test_eos_ids_past_the_vocabulary_are_never_generated_so_never_masked():
+    """A config's EOS id may lie past a small model's vocabulary (transformers' default Starcoder2 config: 50256
+    with 49152 tokens): the EOS processors leave such ids out instead of failing on the index."""
+    s = torch.zeros(1, 5)
+    assert torch.isinf(MinLengthLogitsProcessor(9, [2, 99])(IDS, s)).nonzero()[:, 1].tolist() == [2]
+    p = MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=2, min_new_tokens=1, eos_token_id=99)
+    assert not torch.isinf(p(IDS, s)).any()
+    assert kept(ForcedEOSTokenLogitsProcessor(3, [1, 99])(IDS, s)) == [1]
+    assert torch.equal(ForcedEOSTokenLogitsProcessor(3, 99)(IDS, s), s)  # nothing to force
+    out = ExponentialDecayLengthPenalty((0, 2.0), eos_token_id=[1, 99], input_ids_seq_length=1)(IDS, torch.ones(1, 3))
+    assert out.tolist() == [[1.0, 2.0, 1.0]]
+
+
 def test_list_composes_in_order():
     s = logits_of([0.5, 0.3, 0.15, 0.05])
     chain = LogitsProcessorList([TemperatureLogitsWarper(2.0), TopKLogitsWarper(3), TopPLogitsWarper(0.6)])
