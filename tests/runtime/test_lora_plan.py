@@ -107,6 +107,29 @@ def test_lora_generate_runs_on_the_plan_with_the_module_path_tokens(prefix, batc
     assert not torch.allclose(base_logits, _generate(peft, ids, mask)[1], atol=1e-3)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_lora_on_a_plain_mlp_runs_on_the_plan(batch):
+    """Starcoder2 (LayerNorms, a plain MLP ``c_proj(act(c_fc(x)))``, biases everywhere) with LoRA on all six
+    projections: the plan runs merged copies of c_fc and c_proj too, with the module path's tokens."""
+    peft = _peft(_base("Starcoder2"), targets=["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"])
+    stack = peft.base_model.model.model
+    ids, mask = _ids(batch)
+    before = _snapshot(peft)
+    _agree(peft, ids, mask)
+    _unchanged(peft, before)
+    plan = decode.plan_of(stack)
+    layer = stack.layers[1]
+    for proj in (layer.mlp.c_fc, layer.mlp.c_proj):
+        held = adapters.merged_of(proj)
+        assert held is not None and any(held is m for m in plan.layers[1])
+        torch.testing.assert_close(held.weight, proj.base_layer.weight + proj.get_delta_weight("default"),
+                                   atol=1e-6, rtol=0)
+        assert held.bias is proj.base_layer.bias
+    with peft.disable_adapter():
+        _, base_logits, _ = _generate(peft, ids, mask)
+    assert not torch.allclose(base_logits, _generate(peft, ids, mask)[1], atol=1e-3)
+
+
 def test_an_optimizer_step_on_the_adapter_is_seen_by_the_next_generate():
     peft = _peft(_base())
     stack = peft.base_model.model.model
