@@ -8,7 +8,6 @@ final name.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from openformers.core.durable import publish_file, write_text
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -209,37 +210,40 @@ def save_state_dict(
         shards[-1][name] = tensor
         size += nbytes
     single, index_name = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) if safe_serialization else (WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
-    # remove stale files of the other layout so a reload cannot pick up old weights
-    for stale in list(directory.glob("model*.safetensors")) + list(directory.glob("pytorch_model*.bin")) + [
-        directory / SAFE_WEIGHTS_INDEX_NAME, directory / WEIGHTS_INDEX_NAME
-    ]:
-        if stale.exists():
-            stale.unlink()
-    written = []
     if len(shards) == 1:
         names = [single]
     else:
         stem, ext = single.rsplit(".", 1)
         names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))]
+    # files of an earlier save that this one does not overwrite (the other layout, more shards), removed only
+    # once the new files are in place: a save that fails leaves the earlier weights loadable
+    stale = [p for p in list(directory.glob("model*.safetensors")) + list(directory.glob("pytorch_model*.bin")) + [
+        directory / SAFE_WEIGHTS_INDEX_NAME, directory / WEIGHTS_INDEX_NAME] if p.name not in names and p.exists()]
+    written = []
     for shard, name in zip(shards, names):
         _write_one(shard, directory / name, safe_serialization, metadata)
         written.append(directory / name)
     if len(shards) > 1:
         total = sum(t.numel() * t.element_size() for t in state_dict.values())
         index = {"metadata": {"total_size": total}, "weight_map": {k: n for shard, n in zip(shards, names) for k in shard}}
-        tmp = directory / (index_name + ".tmp")
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / index_name)
+        stale = [p for p in stale if p.name != index_name]
+        write_text(directory / index_name, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    for path in stale:  # so that a reload cannot pick up old weights
+        path.unlink(missing_ok=True)
     return written
 
 
 def _write_one(shard: dict[str, torch.Tensor], path: Path, safe: bool, metadata: dict[str, str] | None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tensors = {k: v.detach().contiguous().cpu() for k, v in shard.items()}
-    if safe:
-        from safetensors.torch import save_file
+    try:
+        if safe:
+            from safetensors.torch import save_file
 
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
-    else:
-        torch.save(tensors, str(tmp))
-    os.replace(tmp, path)
+            save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        else:
+            torch.save(tensors, str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish_file(tmp, path)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from openformers.core.durable import write_text
 from openformers.core.hub import contained_path, find_file, resolve_model_dir
 
 CONFIG_NAME = "config.json"
@@ -135,9 +136,7 @@ class PretrainedConfig:
         if path.is_file():
             raise ValueError(f"save_directory {path} is a file; pass a directory")
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (CONFIG_NAME + ".tmp")
-        tmp.write_text(self.to_json_string(), encoding="utf-8")
-        os.replace(tmp, path / CONFIG_NAME)
+        write_text(path / CONFIG_NAME, self.to_json_string())
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "PretrainedConfig":

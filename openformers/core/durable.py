@@ -5,7 +5,8 @@ A reader, or a run resumed after a crash or a power loss, sees the previous vers
 the rename is atomic, and the data it publishes reached the disk before it (without the ``fsync``, a file
 system may commit the rename before the data, and a power loss leaves a published name over empty or
 partial files). This is the one place that does it: checkpoints (``training/checkpointing.py``,
-``distributed/checkpoint.py``), saved datasets (``data/disk.py``) and small state files
+``distributed/checkpoint.py``), saved datasets (``data/disk.py``), model weights and configs
+(``core/checkpoint.py``, ``core/config.py``, ``generation/config.py``) and small state files
 (``training/state.py``, ``hub/local.py``).
 """
 from __future__ import annotations
@@ -66,8 +67,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish_file(tmp, path)
+
+
+def publish_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Publish file ``tmp``, written whole, as ``path``: flushed, renamed over it, the directory flushed. On any
+    error ``tmp`` goes and ``path`` is as it was. ``tmp`` must be beside ``path`` (one file system)."""
+    tmp, path = Path(tmp), Path(path)
+    try:
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

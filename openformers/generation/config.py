@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from openformers.core.durable import write_text
+
 logger = logging.getLogger("openformers")
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -270,9 +272,7 @@ class GenerationConfig:
         self.validate()
         path.mkdir(parents=True, exist_ok=True)
         target = path / (config_file_name or GENERATION_CONFIG_NAME)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(self.to_json_string(), encoding="utf-8")
-        os.replace(tmp, target)
+        write_text(target, self.to_json_string())
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "GenerationConfig" | tuple["GenerationConfig", dict[str, Any]]:

@@ -132,3 +132,54 @@ def test_write_text_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch
     with pytest.raises(OSError):
         durable.write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd's file through /proc/self/fd")
+def test_save_pretrained_flushes_each_file_before_its_rename(tmp_path, monkeypatch):
+    """Weights (sharded, with their index), config.json and generation_config.json written by ``save_pretrained``
+    each reach the disk under their temporary name before the rename that publishes them."""
+    import openformers as of
+
+    model = of.LlamaForCausalLM(of.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, num_key_value_heads=1))
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    model.save_pretrained(tmp_path, max_shard_size="4KB")
+    published = [e for e in events if e[0] == "replace"]
+    names = {Path(dst).name for _, _, dst in published}
+    assert {"config.json", "generation_config.json", "model.safetensors.index.json"} <= names
+    assert sum(n.startswith("model-0") for n in names) >= 2
+    for _, src, dst in published:
+        at = events.index(("replace", src, dst))
+        assert ("fsync", src) in events[:at], f"{dst} was renamed into place before its data was flushed"
+        assert ("fsync", str(tmp_path)) in events[at + 1:]
+
+
+def test_a_failed_weight_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    import openformers as of
+
+    model = of.LlamaForCausalLM(of.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                               num_attention_heads=2, num_key_value_heads=1))
+    model.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def failing(tensors, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
+    with pytest.raises(OSError, match="No space left"):
+        model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
