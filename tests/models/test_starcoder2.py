@@ -327,6 +327,16 @@ def test_loads_from_gguf_and_exports_it(tmp_path, tied):
     state = again.state_dict()
     for name, t in ours.state_dict().items():
         assert torch.equal(state[name], t), name
+    # q4_0: kept 4-bit (QuantizedLinear c_fc/c_proj) gives the logits of the same file dequantized
+    from openformers.quantization import GGUFQuantizationConfig
+
+    q4 = save_gguf(ours, tmp_path / "q4_0.gguf", dtype="q4_0")
+    kept = openformers.AutoModelForCausalLM.from_pretrained(
+        str(q4), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32))
+    assert type(kept.model.layers[0].mlp.c_fc).__name__ == "QuantizedLinear"
+    deq = openformers.AutoModelForCausalLM.from_pretrained(str(q4))
+    with torch.no_grad():
+        fam.assert_close(kept(IDS).logits, deq(IDS).logits, atol=1e-4, what="q4_0 kept 4-bit vs dequantized")
 
 
 def test_gguf_without_a_norm_bias_is_refused(tmp_path):
