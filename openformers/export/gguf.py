@@ -5,7 +5,8 @@ tools.
 hyperparameters, the tokenizer (vocabulary, merges, token types, special token ids, chat template)
 and the weights under llama.cpp's names, with the gguf package's writer. It is the inverse of
 :mod:`openformers.models.gguf_loading`: the same name maps, and the query/key rows of "llama"
-files put in llama.cpp's rotary order, and Gemma's norm weights written as ``1 + weight`` (float32).
+files put in llama.cpp's rotary order, Gemma's norm weights written as ``1 + weight`` (float32), and
+Starcoder2's LayerNorm epsilon under ``starcoder2.attention.layer_norm_epsilon`` with its norms' biases.
 
 Types (``dtype``):
 
