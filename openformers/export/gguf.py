@@ -1,10 +1,12 @@
-"""GGUF export of the Llama family (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Gemma) for llama.cpp and its tools.
+"""GGUF export of the Llama family (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Gemma, Starcoder2) for llama.cpp and its
+tools.
 
 ``save_gguf(model, path, tokenizer=None, dtype="f16")`` writes one file: the architecture's
 hyperparameters, the tokenizer (vocabulary, merges, token types, special token ids, chat template)
 and the weights under llama.cpp's names, with the gguf package's writer. It is the inverse of
 :mod:`openformers.models.gguf_loading`: the same name maps, and the query/key rows of "llama"
-files put in llama.cpp's rotary order, and Gemma's norm weights written as ``1 + weight`` (float32).
+files put in llama.cpp's rotary order, Gemma's norm weights written as ``1 + weight`` (float32), and
+Starcoder2's LayerNorm epsilon under ``starcoder2.attention.layer_norm_epsilon`` with its norms' biases.
 
 Types (``dtype``):
 
@@ -34,9 +36,12 @@ logger = logging.getLogger(__name__)
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 # model_type -> GGUF architecture (llama.cpp writes Mistral as "llama"; the window tells it apart)
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma"}
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma",
+                 "starcoder2": "starcoder2"}
 # architectures whose q/k rows llama.cpp stores with each head's rotary halves interleaved
 _PERMUTED = {"llama"}
+# architectures with LayerNorms (weight and bias): their epsilon goes under "attention.layer_norm_epsilon"
+_LAYER_NORM = {"starcoder2"}
 
 # llama.cpp token types
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
@@ -149,7 +154,8 @@ def _weights(model: Any, arch: str) -> list[tuple[str, torch.Tensor]]:
     factors = _rope_freq_factors(model)
     if factors is not None:
         out["rope_freqs.weight"] = factors
-    head = [n for n in ("token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight") if n in out]
+    head = [n for n in ("token_embd.weight", "output_norm.weight", "output_norm.bias", "output.weight",
+                        "rope_freqs.weight") if n in out]
     blocks = sorted((n for n in out if n.startswith("blk.")), key=lambda n: (int(n.split(".")[1]), n))
     return [(n, out[n]) for n in head + blocks]
 
@@ -185,10 +191,10 @@ def _architecture(model: Any) -> str:
         logger.warning("GGUF export: %s has attention biases; the file holds them and openformers reads them back, but "
                        "llama.cpp's 'qwen3' architecture has no bias tensors and will refuse to load it",
                        type(model).__name__)
-    if model_type == "mistral" and getattr(model.config, "sliding_window", None):
-        logger.warning("GGUF export: %s sets sliding_window=%s; llama.cpp's 'llama' architecture has no field for it and "
+    if model_type in ("mistral", "starcoder2") and getattr(model.config, "sliding_window", None):
+        logger.warning("GGUF export: %s sets sliding_window=%s; llama.cpp's %r architecture has no field for it and "
                        "attends to every position, so its outputs differ from this model's past %s tokens",
-                       type(model).__name__, model.config.sliding_window, model.config.sliding_window)
+                       type(model).__name__, model.config.sliding_window, arch, model.config.sliding_window)
     return arch
 
 
@@ -206,7 +212,10 @@ def _write_hparams(w: Any, model: Any, arch: str, dtype: str, name: str | None, 
     w.add_feed_forward_length(int(cfg.intermediate_size))
     w.add_head_count(int(cfg.num_attention_heads))
     w.add_head_count_kv(int(cfg.num_key_value_heads))
-    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    if arch in _LAYER_NORM:
+        w.add_layer_norm_eps(float(cfg.rms_norm_eps))
+    else:
+        w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     w.add_vocab_size(int(cfg.vocab_size))
     head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
     w.add_key_length(head_dim)
@@ -226,7 +235,7 @@ def _write_hparams(w: Any, model: Any, arch: str, dtype: str, name: str | None, 
             w.add_rope_scaling_orig_ctx_len(int(original))
     elif kind not in ("default", "llama3"):
         raise ValueError(f"rope_type {kind!r} cannot be written to a GGUF file (default, linear, yarn and llama3 can)")
-    if cfg.model_type == "mistral" and getattr(cfg, "sliding_window", None):
+    if cfg.model_type in ("mistral", "starcoder2") and getattr(cfg, "sliding_window", None):
         w.add_sliding_window(int(cfg.sliding_window))
 
 

@@ -14,6 +14,9 @@ are transposed. Llama 3.1 style files carry their llama3 rope scaling as ``rope_
 one divisor per inverse rotary frequency; it becomes ``rope_parameters["freq_factors"]``.
 A "gemma" file stores every norm weight as ``1 + weight`` (Gemma's offset RMSNorm) and no LM head (tied);
 loading subtracts the offset.
+A "starcoder2" file holds LayerNorms with biases (``attn_norm``, ``ffn_norm``, ``output_norm``), the plain MLP as
+``ffn_up`` (``c_fc``) and ``ffn_down`` (``c_proj``), biases on every projection (``use_bias``), its epsilon under
+``starcoder2.attention.layer_norm_epsilon`` and q/k rows in the Hugging Face order.
 
 With a :class:`~openformers.quantization.gguf_linear.GGUFQuantizationConfig`, the projection
 weights are not dequantized: they become the buffers of ``QuantizedLinear`` modules
@@ -33,15 +36,29 @@ import torch
 from openformers.core.gguf import GGUFError, GGUFFile
 from openformers.models.llama import gemma as _gemma
 from openformers.models.llama import qwen3 as _qwen3
+from openformers.models.llama import starcoder2 as _starcoder2
 
 # general.architecture -> model_type
 SUPPORTED_ARCHITECTURES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gpt2": "gpt2"}
 # Llama-like families whose name maps live beside their model: architecture -> (model_type, extra block names)
 _FAMILY_MAPS = {_qwen3.GGUF_ARCHITECTURE: ("qwen3", _qwen3.GGUF_BLOCK_NAMES),
-                _gemma.GGUF_ARCHITECTURE: ("gemma", _gemma.GGUF_BLOCK_NAMES)}
+                _gemma.GGUF_ARCHITECTURE: ("gemma", _gemma.GGUF_BLOCK_NAMES),
+                _starcoder2.GGUF_ARCHITECTURE: ("starcoder2", _starcoder2.GGUF_BLOCK_NAMES)}
 # what such a family's files store otherwise: architecture -> (the offset added to every norm weight, config
 # fields the metadata does not carry)
-_FAMILY_VALUES = {_gemma.GGUF_ARCHITECTURE: (_gemma.GGUF_NORM_OFFSET, _gemma.GGUF_CONFIG)}
+_FAMILY_VALUES = {_gemma.GGUF_ARCHITECTURE: (_gemma.GGUF_NORM_OFFSET, _gemma.GGUF_CONFIG),
+                  _starcoder2.GGUF_ARCHITECTURE: (_starcoder2.GGUF_NORM_OFFSET, _starcoder2.GGUF_CONFIG)}
+# the rest of a family's file layout, read from its model module (GGUF_KEYS: metadata keys of its own ->
+# config field; GGUF_ABSENT: Llama block kinds it lacks; GGUF_NORM_BIASES: every norm has a bias;
+# GGUF_BIAS_FIELD: the config field the projection biases' presence sets)
+_FAMILY_MODULES = {m.GGUF_ARCHITECTURE: m for m in (_qwen3, _gemma, _starcoder2)}
+
+
+def _family(arch: str, attr: str, default: Any) -> Any:
+    return getattr(_FAMILY_MODULES.get(arch), attr, default)
+
+
+
 # the llama.cpp block kinds of norm weights (a family's offset applies to them)
 NORM_KINDS = frozenset({"attn_norm", "ffn_norm", "output_norm", "attn_q_norm", "attn_k_norm"})
 SUPPORTED_ARCHITECTURES.update({arch: model_type for arch, (model_type, _) in _FAMILY_MAPS.items()})
@@ -168,7 +185,7 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
         # llama.cpp writes Mistral models as "llama"; the window is what sets them apart here
         # (transformers guesses from general.name instead; names are not a contract)
         model_type = "mistral"
-    keys = _GPT2_KEYS if arch == "gpt2" else _LLAMA_KEYS
+    keys = _GPT2_KEYS if arch == "gpt2" else {**_LLAMA_KEYS, **_family(arch, "GGUF_KEYS", {})}
     required = ["block_count", "embedding_length", "attention.head_count"] + ([] if arch == "gpt2" else ["feed_forward_length"])
     absent = [f"{arch}.{k}" for k in required if f"{arch}.{k}" not in meta]
     if absent:
@@ -210,7 +227,7 @@ def _config_from_file(gf: GGUFFile) -> dict[str, Any]:
     config["hidden_act"] = "silu"
     config.update(_FAMILY_VALUES.get(arch, (0.0, {}))[1])
     if arch in _PERMUTED_QK or arch in _FAMILY_MAPS:
-        config["attention_bias"] = "blk.0.attn_q.bias" in gf.tensors
+        config[_family(arch, "GGUF_BIAS_FIELD", "attention_bias")] = "blk.0.attn_q.bias" in gf.tensors
     scaling: dict[str, Any] = {}
     scaling_type = meta.get(f"{arch}.rope.scaling.type")
     if scaling_type and scaling_type != "none":
@@ -288,7 +305,15 @@ def _expected_tensors(arch: str, config: dict[str, Any]) -> list[str]:
         if arch == "qwen2":
             per += ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
         if arch in _FAMILY_MAPS:
-            per += [f"{k}.weight" for k in _FAMILY_MAPS[arch][1]]
+            absent = {f"{k}.weight" for k in _family(arch, "GGUF_ABSENT", ())}
+            per = [p for p in per if p not in absent]
+            per += [f"{k}.weight" for k in _FAMILY_MAPS[arch][1] if f"{k}.weight" not in per]
+        if _family(arch, "GGUF_NORM_BIASES", False):
+            top.append("output_norm.bias")
+            per += ["attn_norm.bias", "ffn_norm.bias"]
+        if config.get(_family(arch, "GGUF_BIAS_FIELD", "")):  # the projections' biases, all of them
+            per += [p.replace(".weight", ".bias") for p in per if not p.startswith(("attn_norm", "ffn_norm"))
+                    and p.endswith(".weight")]
     return top + [f"blk.{i}.{p}" for i in range(n_layers) for p in per]
 
 

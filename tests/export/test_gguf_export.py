@@ -23,6 +23,7 @@ FAMILIES = {
     "qwen3": ("Qwen3", {"head_dim": 24, "tie_word_embeddings": True}),
     "qwen3-bias": ("Qwen3", {"attention_bias": True}),
     "gemma": ("Gemma", {"head_dim": 24}),  # norms written as 1 + weight, embeddings scaled, tanh-GELU; tied
+    "starcoder2": ("Starcoder2", {"norm_epsilon": 1e-3}),  # LayerNorms with biases, c_fc/c_proj, biases; tied
 }
 
 
@@ -205,7 +206,7 @@ def _first_difference(a: list[int], b: list[int]):
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma", "starcoder2"])
 @pytest.mark.parametrize("kind", ["f32", "f16"])
 def test_tiny_models_in_llama_cpp(tmp_path, family, kind):
     """llama.cpp loads a tiny random model of each family from our file, with a small SentencePiece-style vocabulary:

@@ -254,3 +254,110 @@ def test_native_rows_step_for_sequences_at_their_own_positions(two_threads, monk
     """``of_llama_step_rows`` (the serving engine's slot cache) with Starcoder2's blocks."""
     native.skip_without_kernel()
     native.assert_rows_step_matches(_model(torch.float32), fam.VOCAB, monkeypatch)
+
+
+def _write_starcoder2_gguf(path, ref) -> None:
+    """A "starcoder2" GGUF as llama.cpp's converter writes one: its metadata (LayerNorm epsilon, no rope
+    reordering), every tensor under the name the gguf package's map gives its Hugging Face name (biases too),
+    no output head when tied."""
+    import numpy as np
+    gguf = pytest.importorskip("gguf")
+
+    cfg = ref.config
+    w = gguf.GGUFWriter(str(path), "starcoder2")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_eps(cfg.norm_epsilon)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.STARCODER2, cfg.num_hidden_layers)
+    for name, t in ref.state_dict().items():
+        if cfg.tie_word_embeddings and name == "lm_head.weight":
+            continue
+        short = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert short is not None, name
+        w.add_tensor(short, np.ascontiguousarray(t.detach().float().numpy(), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_loads_from_gguf_and_exports_it(tmp_path, tied):
+    """A file of transformers' weights loads as Starcoder2 with its logits; ours exports, the file holds the
+    norms' biases under llama.cpp's names and reads back bit for bit."""
+    pytest.importorskip("gguf")
+    from openformers.core.gguf import GGUFFile, read_gguf_metadata
+    from openformers.export.gguf import save_gguf
+
+    ref = _reference(tmp_path / "ref", norm_epsilon=1e-3, tie_word_embeddings=tied)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # projection biases away from their zero init, so a dropped one shows
+        for name, p in ref.named_parameters():
+            if name.endswith("bias") and "norm" not in name:
+                p.copy_(torch.rand(p.shape, generator=g) - 0.5)
+    path = tmp_path / "starcoder2.gguf"
+    _write_starcoder2_gguf(path, ref)
+    ours = openformers.AutoModelForCausalLM.from_pretrained(str(path))
+    assert type(ours).__name__ == "Starcoder2ForCausalLM"
+    assert ours.config.hidden_act == "gelu_pytorch_tanh" and ours.config.tie_word_embeddings == tied
+    assert ours.config.use_bias and ours.config.norm_epsilon == pytest.approx(1e-3)
+    with torch.no_grad():
+        fam.assert_close(ours.model.norm.bias, ref.model.norm.bias, atol=0, what="final norm bias")
+        fam.assert_close(ours(IDS).logits, ref(IDS).logits, atol=1e-5, what="Starcoder2 from GGUF")
+    out = tmp_path / "export.gguf"
+    save_gguf(ours, out, dtype="f32")
+    meta = read_gguf_metadata(out)
+    assert meta["general.architecture"] == "starcoder2"
+    assert meta["starcoder2.attention.layer_norm_epsilon"] == pytest.approx(1e-3)
+    gf = GGUFFile(out)
+    try:
+        assert {"output_norm.bias", "blk.1.attn_norm.bias", "blk.1.ffn_norm.bias", "blk.1.ffn_up.bias",
+                "blk.1.ffn_down.bias", "blk.1.attn_q.bias"} <= set(gf.tensors)
+        assert "blk.0.ffn_gate.weight" not in gf.tensors and ("output.weight" in gf.tensors) == (not tied)
+        stored = gf.dequantize("blk.0.attn_q.weight")  # rows in the Hugging Face order
+    finally:
+        gf.close()
+    fam.assert_close(stored, ours.model.layers[0].self_attn.q_proj.weight.detach(), atol=0, what="stored q rows")
+    again = openformers.AutoModelForCausalLM.from_pretrained(str(out))
+    state = again.state_dict()
+    for name, t in ours.state_dict().items():
+        assert torch.equal(state[name], t), name
+    # q4_0: kept 4-bit (QuantizedLinear c_fc/c_proj) gives the logits of the same file dequantized
+    from openformers.quantization import GGUFQuantizationConfig
+
+    q4 = save_gguf(ours, tmp_path / "q4_0.gguf", dtype="q4_0")
+    kept = openformers.AutoModelForCausalLM.from_pretrained(
+        str(q4), quantization_config=GGUFQuantizationConfig(compute_dtype=torch.float32))
+    assert type(kept.model.layers[0].mlp.c_fc).__name__ == "QuantizedLinear"
+    deq = openformers.AutoModelForCausalLM.from_pretrained(str(q4))
+    with torch.no_grad():
+        fam.assert_close(kept(IDS).logits, deq(IDS).logits, atol=1e-4, what="q4_0 kept 4-bit vs dequantized")
+
+
+def test_gguf_without_a_norm_bias_is_refused(tmp_path):
+    """A "starcoder2" file that lacks a LayerNorm's bias names it instead of loading a model without it."""
+    gguf = pytest.importorskip("gguf")
+    from openformers.core.gguf import GGUFError
+    from openformers.export.gguf import save_gguf
+
+    model = _model(torch.float32)
+    full = save_gguf(model, tmp_path / "full.gguf", dtype="f32")
+    reader = gguf.GGUFReader(str(full))
+    w = gguf.GGUFWriter(str(tmp_path / "cut.gguf"), "starcoder2")
+    for field in reader.fields.values():
+        if field.name.startswith("starcoder2."):
+            w.add_key_value(field.name, field.contents(), field.types[0])
+    for t in reader.tensors:
+        if t.name != "blk.1.ffn_norm.bias":
+            w.add_tensor(t.name, t.data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFError, match=r"blk\.1\.ffn_norm\.bias"):
+        openformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "cut.gguf"))

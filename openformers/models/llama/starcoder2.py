@@ -13,6 +13,18 @@ from openformers.models.llama.heads import LlamaForSequenceClassification, Llama
 from openformers.models.llama.model import LlamaDecoderLayer, LlamaForCausalLM, LlamaModel
 from openformers.modules.blocks import DecoderBlocks
 
+# llama.cpp's GGUF names ("starcoder2" architecture): Llama's block names but for the plain MLP (ffn_up is c_fc,
+# ffn_down is c_proj, no ffn_gate); every norm has a bias (attn_norm, ffn_norm, output_norm) and the projections
+# one when use_bias; q and k rows in the Hugging Face order (no rotary reordering); no LM head when tied
+GGUF_ARCHITECTURE = "starcoder2"
+GGUF_BLOCK_NAMES: dict[str, str] = {"ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
+GGUF_NORM_OFFSET = 0.0
+GGUF_CONFIG = {"hidden_act": "gelu_pytorch_tanh"}  # what the file's metadata does not say
+GGUF_KEYS = {"attention.layer_norm_epsilon": "norm_epsilon"}  # metadata of its own (after "starcoder2.")
+GGUF_ABSENT = ("ffn_gate",)  # Llama block kinds its files do not hold
+GGUF_NORM_BIASES = True  # every norm's bias is in the file
+GGUF_BIAS_FIELD = "use_bias"  # the config field set by whether the projections' biases are in the file
+
 
 class Starcoder2Config(LlamaConfig):
     """Configuration of a Starcoder2 model; defaults as in transformers (Starcoder2-3B's shape).
