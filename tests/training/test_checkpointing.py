@@ -40,9 +40,10 @@ def _leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith("checkpoint-"))
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd's file through /proc/self/fd")
-def test_every_file_and_directory_is_flushed_before_the_rename(tmp_path, monkeypatch):
-    events = []
+def _record_flushes_and_renames(monkeypatch) -> list[tuple[str, ...]]:
+    """From now on, every ``os.fsync`` (as ``("fsync", path)``) and ``os.replace`` (``("replace", src, dst)``), in
+    order, in the list returned."""
+    events: list[tuple[str, ...]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd):
@@ -54,6 +55,12 @@ def test_every_file_and_directory_is_flushed_before_the_rename(tmp_path, monkeyp
         return real_replace(src, dst, *args, **kwargs)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd's file through /proc/self/fd")
+def test_every_file_and_directory_is_flushed_before_the_rename(tmp_path, monkeypatch):
+    events = _record_flushes_and_renames(monkeypatch)
     final = _write(tmp_path, 3)
     tmp = str(tmp_path / "tmp-checkpoint-3")
     publish = events.index(("replace", tmp, str(final)))
@@ -142,18 +149,7 @@ def test_save_pretrained_flushes_each_file_before_its_rename(tmp_path, monkeypat
 
     model = of.LlamaForCausalLM(of.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                                num_attention_heads=2, num_key_value_heads=1))
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def replace(src, dst, *args, **kwargs):
-        events.append(("replace", str(src), str(dst)))
-        return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = _record_flushes_and_renames(monkeypatch)
     model.save_pretrained(tmp_path, max_shard_size="4KB")
     published = [e for e in events if e[0] == "replace"]
     names = {Path(dst).name for _, _, dst in published}
