@@ -254,6 +254,9 @@ def main() -> None:
 
     if args.native_flags:
         lib = int4_native.load(int4_native.build(tuple(args.native_flags.split())))
+        mismatch = int4_native.struct_mismatch(lib)
+        if mismatch is not None:  # what library() refuses, refused here too
+            raise SystemExit(f"--native-flags={args.native_flags}: the library's structures differ: {mismatch}")
         int4_native.library = lambda: lib  # every caller asks the module for its library
     print(f"int4_native: {int4_native.simd()} products ({args.native_flags or 'default flags'}); PyTorch's CPU "
           f"capability {torch.backends.cpu.get_cpu_capability()}; load average {open('/proc/loadavg').read().split()[:3]}")

@@ -308,7 +308,6 @@ def main() -> int:
           flush=True)
     results: dict[str, dict] = {}
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    of_model = gguf if args.quantized else args.model_dir
     peers = args.peers.split(",")
     if args.quantized:  # the older spelling: openformers with the GGUF's 4-bit weights kept
         peers = ["openformers-q4" if p == "openformers" else p for p in peers]
@@ -377,7 +376,6 @@ def main() -> int:
             print(f"{peer}: failed: {exc}", flush=True)
         except KeyboardInterrupt:
             print(f"{peer}: interrupted; its log: {server.log.name}", flush=True)
-            server.stop()
             raise
         finally:
             server.stop()
