@@ -6,6 +6,7 @@ scale and Starcoder2's LayerNorms and plain MLP blocks their layer declares (``b
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -52,6 +53,13 @@ def layer_sliding_windows(config: LlamaConfig) -> list[int | None]:
     if layer_types is None:
         return [window] * config.num_hidden_layers
     return [window if t == "sliding_attention" else None for t in layer_types[: config.num_hidden_layers]]
+
+
+@functools.lru_cache(maxsize=64)
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a float32 scalar rounded to ``dtype`` (exact in float32, so multiplying by the Python number
+    gives the bits of multiplying by that scalar tensor), made once per value and dtype."""
+    return float(torch.tensor(value, dtype=torch.float32).to(dtype))
 
 
 class LlamaAttention(nn.Module):
@@ -230,8 +238,7 @@ class LlamaModel(LlamaPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
             if self.embedding_scale is not None:  # a float32 scalar rounded to the embeddings' dtype
-                scale = torch.tensor(self.embedding_scale, dtype=torch.float32, device=inputs_embeds.device)
-                inputs_embeds = inputs_embeds * scale.to(inputs_embeds.dtype)
+                inputs_embeds = inputs_embeds * _rounded(self.embedding_scale, inputs_embeds.dtype)
         if self.embedding_dropout and self.training:
             inputs_embeds = F.dropout(inputs_embeds, self.embedding_dropout, training=True)
         cache = as_cache(past_key_values, use_cache)
