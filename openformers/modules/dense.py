@@ -118,9 +118,9 @@ def _tracing() -> bool:
 def train_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``; float32 CPU products made while autograd records run through
     oneDNN (see the module docstring)."""
-    if (_state["enabled"] and torch.is_grad_enabled() and not _tracing() and type(x) is torch.Tensor and _plain(weight)
-            and (bias is None or _plain(bias)) and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.device.type == "cpu" and weight.device.type == "cpu" and weight.dim() == 2 and x.dim() >= 2
+    if (_state["enabled"] and x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
+            and type(x) is torch.Tensor and not _tracing() and _plain(weight) and (bias is None or _plain(bias))
+            and weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.dim() == 2 and x.dim() >= 2
             and (weight.is_contiguous() or weight.t().is_contiguous())
             and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.dim() == 1))
             and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
