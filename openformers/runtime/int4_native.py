@@ -181,6 +181,7 @@ class NativeInt4:
         self.lib = library()
         if self.lib is None:
             raise RuntimeError(f"the native int4 kernel is not available: {_LIBRARY.error or 'OPENFORMERS_NATIVE=0'}")
+        self._from = (None, None)  # (library, the row count from which takes() leaves bfloat16 rows to PyTorch)
 
     @classmethod
     def from_values(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> "NativeInt4":
@@ -193,7 +194,13 @@ class NativeInt4:
         gives the same bfloat16 results but for rounding). One row, a decode step, and float32 rows always run
         here. Either way a row's result does not depend on the other rows of the call; a row alone and the same
         row in a call of several may differ by the two kernels' roundings."""
-        return dtype != torch.bfloat16 or rows < PYTORCH_FROM_ROWS.get(simd(self.lib) or "", rows + 1)
+        if dtype != torch.bfloat16:
+            return True
+        lib, limit = self._from
+        if lib is not self.lib:  # asked once per library (its build does not change), not at every product
+            limit = PYTORCH_FROM_ROWS.get(simd(self.lib))
+            self._from = (self.lib, limit)
+        return limit is None or rows < limit
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.q, self.sz))
