@@ -418,8 +418,10 @@ def native_step(layers: list[tuple[nn.Module, ...]], kernels: list[tuple], hidde
             return None
         if norm1.weight.dtype != hidden.dtype or norm2.weight.dtype != hidden.dtype:
             return None
-        found = [_weight(parts, fn, hidden.dtype) for parts, fn in
-                 (((q, k, v), qkv_fn), ((o,), o_fn), ((up,) if gate is None else (gate, up), gu_fn), ((down,), down_fn))]
+        products = ((q, k, v), (o,), (up,) if gate is None else (gate, up), (down,))
+        if any(len({getattr(m, "bias", None) is None for m in parts}) > 1 for parts in products):
+            return None  # a product whose parts have biases and parts have none: PyTorch's layers
+        found = [_weight(parts, fn, hidden.dtype) for parts, fn in zip(products, (qkv_fn, o_fn, gu_fn, down_fn))]
         if any(f is None for f in found):
             return None
         weights.append(found)

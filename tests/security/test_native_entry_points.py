@@ -465,3 +465,15 @@ def test_encoder_attention_still_runs():
         pytest.skip("attention_native is not built here")
     out = attention_native.encoder_attention(torch.randn(2 * 4, 3 * 8), 2, 4, 2, 4, torch.zeros(2, 4), 0.5, 4)
     assert out is not None and out.shape == (2, 4, 8)
+
+
+@fast_only
+def test_a_product_with_biases_on_some_parts_only_runs_pytorchs_layers():
+    """q/k/v (or gate/up) where one part has a bias and the others none: no native step (PyTorch's layers), not
+    an error in the middle of decoding."""
+    model = _model()
+    plan, kernels, _, _ = _parts(model)
+    q = plan.layers[1][2]
+    q.bias = nn.Parameter(torch.zeros(q.out_features))
+    hidden = torch.zeros(1, 1, 64)
+    assert step_mod.native_step(plan.layers, kernels, hidden, torch.zeros(1, 1, 16)) is None
