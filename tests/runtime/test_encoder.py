@@ -75,13 +75,20 @@ def test_without_the_native_attention_sdpa_gives_the_same(head: str, dtype: torc
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from openformers.runtime import attention_native
 
+    if attention_native.available(torch.zeros(1, dtype=dtype)) is False:
+        pytest.skip("the native encoder attention is not built here: both calls would be SDPA")
     model = model_of("bert", head).to(dtype)
     ids, mask = batch(0)
     expected = model(input_ids=ids, attention_mask=mask)[0].detach()
+    calls = []
+    real = attention_native.encoder_attention
+    monkeypatch.setattr(attention_native, "encoder_attention", lambda *a: (calls.append(1), real(*a))[1])
     with torch.inference_mode():
         native = model(input_ids=ids, attention_mask=mask)[0]
+        ran_native = len(calls)
         monkeypatch.setattr(attention_native, "available", lambda x: False)
         sdpa = model(input_ids=ids, attention_mask=mask)[0]
+    assert ran_native > 0 and len(calls) == ran_native  # the first call on the native attention, the second not
     atol = 1e-5 if dtype == torch.float32 else 0.05
     for got in (native, sdpa):
         assert_close(got, expected, atol=atol, mask=mask if head == "Model" else None, what=head)

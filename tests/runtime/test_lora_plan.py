@@ -306,6 +306,8 @@ def test_every_change_to_what_the_plan_reads_is_seen(change):
     seq_module, logits_module, _ = _generate(peft, ids, mask, module=True)
     seq, logits, plans = _generate(peft, ids, mask)
     assert plans and all(p is not plan for p in plans)
+    # a new plan for every call, but where none can be made (the bias on q alone): then the module path every time
+    assert all((p is None) == (change is _add_base_bias) for p in plans), plans
     assert torch.equal(seq, seq_module)
     torch.testing.assert_close(logits, logits_module, atol=1e-5, rtol=1e-5)
 
