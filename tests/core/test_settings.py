@@ -134,7 +134,8 @@ def test_no_module_reads_an_openformers_variable_itself():
     from pathlib import Path
 
     root = Path(settings.__file__).resolve().parents[1]
-    read = re.compile(r"""(environ\.get\(|getenv\(|environ\[)\s*["']OPENFORMERS_[A-Z_]*["']\s*(\](?!\s*=)|,|\))""")
+    name = r"""["']OPENFORMERS_[A-Z0-9_]*["']"""
+    read = re.compile(rf"""(environ\.get\(|getenv\(|environ\[)\s*{name}\s*(\](?!\s*=[^=])|,|\))|{name}\s+(not\s+)?in\s+os\.environ""")
     found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py") if p.name != "settings.py"
              for n, line in enumerate(p.read_text().splitlines(), 1) if read.search(line)]
     assert found == []

@@ -16,7 +16,7 @@ from openformers.serving import Engine, SamplingParams
 from openformers.serving.cache import SlotCache
 from tests.serving.conftest import EngineEvents, build_tiny_llama
 
-pytestmark = pytest.mark.skipif(not int4_native.fast(), reason="the native step needs the AVX-512 BF16 build")
+pytestmark = pytest.mark.skipif(not int4_native.fast(), reason="the native kernel is not built or not used on this CPU")
 
 
 @pytest.fixture(scope="module")
