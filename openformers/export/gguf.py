@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from openformers.core.durable import publish_file
+
 logger = logging.getLogger(__name__)
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -411,7 +413,7 @@ def save_gguf(model: Any, path: str | os.PathLike, tokenizer: Any = None, dtype:
         w.close()
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
+    publish_file(tmp, path)  # flushed before the rename: a crash leaves the earlier file or the whole new one
     return path
 
 

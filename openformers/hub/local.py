@@ -271,7 +271,7 @@ class LocalHub:
             if not blob.exists():  # content-addressed: an unchanged file is stored once
                 tmp = blob.with_name(f".{blob.name}.{uuid.uuid4().hex}.tmp")
                 shutil.copyfile(p, tmp)
-                os.replace(tmp, blob)
+                durable.publish_file(tmp, blob)
             files[rel] = info
         return self._commit(repo_id, branch, files, parent, commit_message, commit_description, author)
 
@@ -309,7 +309,7 @@ class LocalHub:
             if not blob.exists():
                 tmp = blob.with_name(f".{blob.name}.{uuid.uuid4().hex}.tmp")
                 tmp.write_bytes(data)
-                os.replace(tmp, blob)
+                durable.publish_file(tmp, blob)
             files[path] = {"blob": blob_id, "size": len(data), "lfs": lfs}
         return self._commit(repo_id, branch, files, parent, commit_message, commit_description, author)
 
